@@ -1,0 +1,204 @@
+"""The packed kernel layout: how every lutc kernel reads quantized weights.
+
+A ``[N, K]`` weight of ``b`` bits is split into ``b`` **bit-planes** (ternary: 2). Plane ``i``
+holds bit ``i`` of every code. Along K, plane bits are cut into **activation groups** of
+``g`` elements (default 4). The ``g`` bits of one group form a table **index** ``j``, element
+``k = a*g + t`` contributing bit ``t`` (LSB = first element). Table entry ``T[a, j]`` is
+``sum_t (2*bit_t(j) - 1) * x[a*g + t]``.
+
+**Index encoding (sign-magnitude).** ``T[~j] = -T[j]``, so each stored index is
+``p = s << (g-1) | m`` with sign ``s = bit_{g-1}(j)`` and magnitude
+``m = j & mask`` if ``s == 0`` else ``~j & mask`` (``mask = 2**(g-1) - 1``). Then
+``T[j] = (-1)**s * T[m]`` with ``m < 2**(g-1)``:
+
+- a symmetrized kernel keeps the ``2**(g-1)`` entries ``T[0..mask]``, looks up ``m = p & mask``
+  and negates when ``p`` has its top bit set;
+- a full-table kernel stores the 16 entries ``[T[0..7], -T[0..7]]`` and looks up ``p`` directly
+  (for g = 4 exactly one ``vpshufb``/``tbl`` table).
+
+**Bytes.** One byte holds the ``8 // g`` indices of 8 consecutive K elements of one plane and
+one row, index ``u`` at bits ``[g*u, g*u + g)``. For g = 4 the low nibble indexes the table of
+activation group ``2*kb`` and the high nibble that of ``2*kb + 1``.
+
+**Tiles.** Rows are grouped in tiles of ``TILE_N = 32`` (one AVX2 register of bytes, two NEON
+registers, one CUDA warp). ``data`` is uint8 ``[N_pad / 32, K_pad / 8, planes, 32]``:
+``data[t, kb, i, r]`` is the byte of row ``32*t + r``, plane ``i``, K elements
+``[8*kb, 8*kb + 8)``. A kernel streams one tile contiguously: for each K byte, the planes
+of 32 rows, so the two tables a byte indexes serve every plane before moving on.
+
+**Scales and zero points** are stored per tile as well, ``[N_pad / 32, n_groups, 32]``:
+
+- ``scales``: the format's scales in their storage dtype (fp32 or fp16);
+- ``offsets``: float32 ``s * ((2**b - 1) / 2 - z)``, the zero point and the bit-plane offset
+  folded into one correction multiplied by the group's activation sum (ternary:
+  ``z = 1``; symmetric: ``z = 2**(b-1)``). Symmetric and asymmetric formats thus cost the same.
+
+**Padding.** N is padded to a multiple of 32 with zero codes and zero scales. For per-channel
+and per-tensor formats, K is padded to a multiple of 8 with zero codes; the precompute pads the
+activations with zeros, which adds ``±0`` to every table entry. Grouped formats need
+``group_size % 8 == 0``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .formats import AnyFormat, group_length, n_groups
+from .weights import QuantizedWeight, check_finite
+
+TILE_N = 32
+K_BYTE = 8
+SUPPORTED_G = (1, 2, 4, 8)
+
+
+def check_g(g: int) -> None:
+    """Index widths the layout can pack: ``g`` must divide 8."""
+    if g not in SUPPORTED_G:
+        raise ValueError(f"activation group g={g} is not supported; choose one of {SUPPORTED_G}")
+
+
+def padded_k(fmt: AnyFormat, k: int) -> int:
+    """K after padding to whole bytes; grouped formats must already be aligned."""
+    if fmt.group_size in ("channel", "tensor"):
+        return -(-k // K_BYTE) * K_BYTE
+    n_groups(fmt, k)
+    if fmt.group_size % K_BYTE:
+        raise ValueError(f"group size {fmt.group_size} is not a multiple of {K_BYTE}, which the packed layout needs")
+    return k
+
+
+def _pad_to(arr: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    out = np.zeros((rows, cols), arr.dtype)
+    out[: arr.shape[0], : arr.shape[1]] = arr
+    return out
+
+
+def _tile(arr: np.ndarray) -> np.ndarray:
+    """``[N_pad, X]`` -> ``[N_pad / 32, X, 32]``."""
+    return np.ascontiguousarray(arr.reshape(-1, TILE_N, arr.shape[1]).transpose(0, 2, 1))
+
+
+def _untile(arr: np.ndarray, n: int) -> np.ndarray:
+    return arr.transpose(0, 2, 1).reshape(-1, arr.shape[1])[:n]
+
+
+def encode_indices(codes: np.ndarray, planes: int, g: int) -> np.ndarray:
+    """uint8 codes ``[N, K]`` -> sign-magnitude indices ``[planes, N, K / g]``."""
+    n, k = codes.shape
+    mask = (1 << (g - 1)) - 1
+    bits = (codes[None] >> np.arange(planes, dtype=np.uint8)[:, None, None]) & 1
+    raw = (bits.reshape(planes, n, k // g, g) << np.arange(g, dtype=np.uint8)).sum(-1, dtype=np.uint8)
+    sign = raw >> (g - 1)
+    magnitude = np.where(sign == 1, ~raw, raw) & mask
+    return (sign << (g - 1) | magnitude).astype(np.uint8)
+
+
+def decode_indices(indices: np.ndarray, g: int) -> np.ndarray:
+    """Sign-magnitude indices -> raw indices ``j`` (bit ``t`` = bit of element ``t``)."""
+    mask = (1 << (g - 1)) - 1
+    sign = indices >> (g - 1)
+    magnitude = indices & mask
+    return np.where(sign == 1, (magnitude ^ mask) | (1 << (g - 1)), magnitude).astype(np.uint8)
+
+
+def _indices_to_bytes(indices: np.ndarray, g: int) -> np.ndarray:
+    """``[planes, N, K / g]`` -> ``[planes, N, K / 8]``."""
+    planes, n, groups = indices.shape
+    per_byte = K_BYTE // g
+    shifts = (g * np.arange(per_byte)).astype(np.uint8)
+    return (indices.reshape(planes, n, groups // per_byte, per_byte) << shifts).sum(-1, dtype=np.uint8)
+
+
+def _bytes_to_indices(data: np.ndarray, g: int) -> np.ndarray:
+    planes, n, kbytes = data.shape
+    shifts = (g * np.arange(K_BYTE // g)).astype(np.uint8)
+    indices = (data[..., None] >> shifts) & ((1 << g) - 1)
+    return indices.reshape(planes, n, kbytes * (K_BYTE // g)).astype(np.uint8)
+
+
+def offsets_of(qw: QuantizedWeight) -> np.ndarray:
+    """float32 ``s * ((2**b - 1) / 2 - z)`` per ``[N, n_groups]``."""
+    half_range = np.float32((2**qw.fmt.bits - 1) / 2)
+    return qw.scales.astype(np.float32) * (half_range - qw.zero_points())
+
+
+@dataclass(frozen=True, eq=False)
+class PackedWeight:
+    """A weight in the packed kernel layout (see the module docstring)."""
+
+    fmt: AnyFormat
+    n: int
+    k: int
+    g: int
+    data: np.ndarray
+    scales: np.ndarray
+    offsets: np.ndarray
+    zeros: np.ndarray | None = None
+    """Zero points ``[N, n_groups]`` as given, kept only so :func:`unpack` is lossless."""
+
+    def __post_init__(self) -> None:
+        check_g(self.g)
+        tiles, groups = -(-self.n // TILE_N), n_groups(self.fmt, self.k)
+        expected = {
+            "data": (self.data, (tiles, self.k_pad // K_BYTE, self.fmt.bits, TILE_N), np.uint8),
+            "scales": (self.scales, (tiles, groups, TILE_N), np.dtype(self.fmt.scale_dtype)),
+            "offsets": (self.offsets, (tiles, groups, TILE_N), np.float32),
+        }
+        for name, (arr, shape, dtype) in expected.items():
+            if not isinstance(arr, np.ndarray) or arr.shape != shape or arr.dtype != dtype:
+                got = f"{arr.shape} {arr.dtype}" if isinstance(arr, np.ndarray) else type(arr).__name__
+                raise ValueError(f"packed {name} must be {shape} {np.dtype(dtype)}; got {got}")
+        check_finite("offsets", self.offsets)
+
+    @property
+    def k_pad(self) -> int:
+        return padded_k(self.fmt, self.k)
+
+    @property
+    def n_pad(self) -> int:
+        return self.data.shape[0] * TILE_N
+
+    @property
+    def planes(self) -> int:
+        return self.fmt.bits
+
+    @property
+    def group_len(self) -> int:
+        """K elements (after padding) sharing one scale."""
+        return group_length(self.fmt, self.k_pad)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes a kernel streams: indices, scales and offsets."""
+        return self.data.nbytes + self.scales.nbytes + self.offsets.nbytes
+
+    def indices(self) -> np.ndarray:
+        """Sign-magnitude indices ``[planes, N_pad, K_pad / g]``."""
+        planes_first = self.data.transpose(2, 0, 3, 1).reshape(self.planes, self.n_pad, -1)
+        return _bytes_to_indices(planes_first, self.g)
+
+
+def pack(qw: QuantizedWeight, g: int = 4) -> PackedWeight:
+    """Convert a logical quantized weight into the packed kernel layout."""
+    check_g(g)
+    fmt, (n, k) = qw.fmt, qw.shape
+    k_pad, n_pad = padded_k(fmt, k), -(-n // TILE_N) * TILE_N
+    codes = _pad_to(qw.codes, n_pad, k_pad)
+    plane_bytes = _indices_to_bytes(encode_indices(codes, fmt.bits, g), g)
+    data = np.ascontiguousarray(plane_bytes.reshape(fmt.bits, -1, TILE_N, k_pad // K_BYTE).transpose(1, 3, 0, 2))
+    scales = _tile(_pad_to(qw.scales, n_pad, qw.scales.shape[1]))
+    offsets = _tile(_pad_to(offsets_of(qw), n_pad, qw.scales.shape[1]))
+    return PackedWeight(fmt, n, k, g, data, scales, offsets, qw.zeros)
+
+
+def unpack(pw: PackedWeight) -> QuantizedWeight:
+    """Recover the logical weight from the packed layout (inverse of :func:`pack`)."""
+    raw = decode_indices(pw.indices(), pw.g)
+    planes, n_pad, groups = raw.shape
+    bits = (raw[..., None] >> np.arange(pw.g, dtype=np.uint8)) & 1
+    bits = bits.reshape(planes, n_pad, groups * pw.g)
+    codes = (bits << np.arange(planes, dtype=np.uint8)[:, None, None]).sum(0, dtype=np.uint8)
+    scales = _untile(pw.scales, pw.n)
+    return QuantizedWeight(pw.fmt, np.ascontiguousarray(codes[: pw.n, : pw.k]), scales, pw.zeros)

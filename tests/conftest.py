@@ -1,0 +1,38 @@
+"""Shared strategies and helpers for the lutc tests."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import HealthCheck, settings
+
+from lutc.quant import IntFormat, TernaryFormat
+
+settings.register_profile(
+    "lutc",
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile("lutc")
+
+
+def all_formats(group_sizes=(32, 64, 128, "channel")) -> list:
+    """Every format family over ``group_sizes``: sym, int zp, float zp, fp16, ternary."""
+    formats = []
+    for bits in (1, 2, 3, 4):
+        for group in group_sizes:
+            formats += [
+                IntFormat(bits, group),
+                IntFormat(bits, group, symmetric=False),
+                IntFormat(bits, group, symmetric=False, zero_dtype="float"),
+            ]
+        formats.append(IntFormat(bits, group_sizes[0], symmetric=False, scale_dtype="float16"))
+    formats += [TernaryFormat(group) for group in (*group_sizes, "tensor")]
+    return formats
+
+
+def random_weights(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
+    """Gaussian weights with a few outliers, as real LLM weights have."""
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    w[rng.random((n, k)) < 0.01] *= 8
+    return w
