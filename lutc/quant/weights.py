@@ -9,7 +9,8 @@ import numpy as np
 from .formats import AnyFormat, TernaryFormat, group_length, n_groups
 
 
-def _describe(arr: np.ndarray) -> str:
+def describe(arr: np.ndarray) -> str:
+    """``shape (..) dtype ..`` for error messages."""
     return f"shape {tuple(arr.shape)} dtype {arr.dtype}"
 
 
@@ -17,9 +18,9 @@ def _check_array(name: str, arr: object, shape: tuple[int, ...], kinds: str) -> 
     if not isinstance(arr, np.ndarray):
         raise ValueError(f"{name} must be a numpy array; got {type(arr).__name__}")
     if arr.dtype.kind not in kinds:
-        raise ValueError(f"{name} has {_describe(arr)}; expected a dtype of kind {kinds!r}")
+        raise ValueError(f"{name} has {describe(arr)}; expected a dtype of kind {kinds!r}")
     if arr.shape != shape:
-        raise ValueError(f"{name} has {_describe(arr)}; expected shape {shape}")
+        raise ValueError(f"{name} has {describe(arr)}; expected shape {shape}")
 
 
 def check_finite(name: str, arr: np.ndarray) -> None:
@@ -47,17 +48,17 @@ class QuantizedWeight:
 
     def __post_init__(self) -> None:
         if not isinstance(self.codes, np.ndarray) or self.codes.ndim != 2:
-            got = _describe(self.codes) if isinstance(self.codes, np.ndarray) else type(self.codes).__name__
+            got = describe(self.codes) if isinstance(self.codes, np.ndarray) else type(self.codes).__name__
             raise ValueError(f"codes must be a 2-D [N, K] array; got {got}")
         n, k = self.codes.shape
         _check_array("codes", self.codes, (n, k), "u")
         if self.codes.dtype != np.uint8:
-            raise ValueError(f"codes has {_describe(self.codes)}; expected uint8")
+            raise ValueError(f"codes has {describe(self.codes)}; expected uint8")
         groups = (n, n_groups(self.fmt, k))
         _check_array("scales", self.scales, groups, "f")
         if self.scales.dtype != np.dtype(self.fmt.scale_dtype):
             raise ValueError(
-                f"scales has {_describe(self.scales)}; format {self.fmt.name} stores {self.fmt.scale_dtype}"
+                f"scales has {describe(self.scales)}; format {self.fmt.name} stores {self.fmt.scale_dtype}"
             )
         check_finite("scales", self.scales)
         if self.codes.size and int(self.codes.max()) > self.fmt.max_code:
@@ -135,7 +136,7 @@ def quantize(w: np.ndarray, fmt: AnyFormat) -> QuantizedWeight:
     """
     w = np.asarray(w)
     if w.ndim != 2 or w.dtype.kind != "f":
-        raise ValueError(f"weights must be a 2-D float [N, K] array; got {_describe(w)}")
+        raise ValueError(f"weights must be a 2-D float [N, K] array; got {describe(w)}")
     check_finite("weights", w)
     n, k = w.shape
     grouped = _grouped(w.astype(np.float32), fmt)
