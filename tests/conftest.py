@@ -36,3 +36,8 @@ def random_weights(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
     w = rng.standard_normal((n, k)).astype(np.float32)
     w[rng.random((n, k)) < 0.01] *= 8
     return w
+
+
+def k_for(fmt, groups: int, channel_k: int) -> int:
+    """A K that splits into ``groups`` groups of ``fmt``, or ``channel_k`` for per-row scales."""
+    return channel_k if fmt.group_size in ("channel", "tensor") else groups * fmt.group_size

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import all_formats, random_weights
+from conftest import all_formats, k_for, random_weights
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -30,7 +30,7 @@ def _assert_same_weight(a: QuantizedWeight, b: QuantizedWeight) -> None:
     seed=st.integers(0, 2**16),
 )
 def test_pack_then_unpack_is_lossless(n, groups, fmt, g, seed):
-    qw = quantize(random_weights(np.random.default_rng(seed), n, groups * fmt.group_size), fmt)
+    qw = quantize(random_weights(np.random.default_rng(seed), n, k_for(fmt, groups, 8 * groups)), fmt)
     _assert_same_weight(unpack(pack(qw, g)), qw)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import all_formats, random_weights
+from conftest import all_formats, k_for, random_weights
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -33,10 +33,6 @@ def _case(seed: int, m: int, n: int, k: int, fmt, g: int = 4):
     return x, qw, pack(qw, g)
 
 
-def _k_for(fmt, groups: int, channel_k: int) -> int:
-    return channel_k if fmt.group_size in ("channel", "tensor") else groups * fmt.group_size
-
-
 @given(
     m=st.integers(1, 5),
     n=st.integers(1, 70),
@@ -53,7 +49,7 @@ def test_exact_mode_is_dequantize_then_matmul(m, n, groups, channel_k, fmt, g, s
     The tolerance is ``exact_error_bound``: a gamma_n rounding bound over the longest chain of
     float32 operations, scaled by the magnitudes the intermediates can reach.
     """
-    k = _k_for(fmt, groups, channel_k)
+    k = k_for(fmt, groups, channel_k)
     x, qw, pw = _case(seed, m, n, k, fmt, g)
     bias = np.random.default_rng(seed).standard_normal(n).astype(np.float32)
     y = lut_gemm(x, pw, LutConfig(g, "exact", symmetric), bias)
@@ -72,7 +68,7 @@ def test_exact_mode_is_dequantize_then_matmul(m, n, groups, channel_k, fmt, g, s
 )
 def test_fast_mode_stays_within_its_documented_bound(m, n, groups, fmt, symmetric, seed):
     """|fast - exact| <= sum |s| * ls * (2**b - 1) * G / (4g), plus exact mode's own rounding."""
-    x, qw, pw = _case(seed, m, n, _k_for(fmt, groups, 96), fmt)
+    x, qw, pw = _case(seed, m, n, k_for(fmt, groups, 96), fmt)
     config = LutConfig(4, "fast", symmetric)
     tables = precompute(x, pw.group_len, config, k_pad=pw.k_pad)
     fast = lut_matmul(tables, pw)
