@@ -21,6 +21,7 @@ from lutc.quant import (
     quantize,
     reference_matmul,
 )
+from lutc.quant.layout import decode_indices
 from lutc.quant.lut import sign_matrix
 
 FORMATS = all_formats()
@@ -103,16 +104,18 @@ def test_symmetrized_tables_give_bit_identical_results(mode, fmt):
 
 
 @pytest.mark.parametrize("g", [1, 2, 4, 8])
-def test_tables_hold_every_signed_sum_and_are_antisymmetric(g):
+def test_tables_hold_every_signed_sum_in_sign_magnitude_order(g):
+    """Full-table entry p is T[j] for the raw index j that p encodes; T[~j] = -T[j]."""
     x = np.random.default_rng(g).standard_normal((2, 16)).astype(np.float32)
     tables = precompute(x, 16, LutConfig(g))
     assert tables.values.shape == (2, 16 // g, 2**g)
-    by_hand = x.reshape(2, -1, g).astype(np.float64) @ sign_matrix(g, 2**g).T.astype(np.float64)
-    np.testing.assert_allclose(tables.values, by_hand, rtol=1e-6, atol=1e-6)
-    complement = (2**g - 1) - np.arange(2**g)
-    np.testing.assert_array_equal(tables.values[..., complement], -tables.values)
-    half = precompute(x, 16, LutConfig(g, symmetric=True))
-    np.testing.assert_array_equal(half.values, tables.values[..., : 2 ** (g - 1)])
+    by_raw_index = x.reshape(2, -1, g).astype(np.float64) @ sign_matrix(g, 2**g).T.astype(np.float64)
+    raw = decode_indices(np.arange(2**g, dtype=np.uint8), g)
+    np.testing.assert_allclose(tables.values, by_raw_index[..., raw], rtol=1e-6, atol=1e-6)
+    half = 2 ** (g - 1)
+    np.testing.assert_array_equal(tables.values[..., half:], -tables.values[..., :half])
+    symmetrized = precompute(x, 16, LutConfig(g, symmetric=True))
+    np.testing.assert_array_equal(symmetrized.values, tables.values[..., :half])
 
 
 def test_fast_tables_are_int8_with_one_scale_per_weight_group():

@@ -43,7 +43,7 @@ from typing import Literal
 
 import numpy as np
 
-from .layout import PackedWeight, check_g, decode_indices
+from .layout import PackedWeight, check_g
 
 Mode = Literal["exact", "fast"]
 INT8_MAX = 127
@@ -72,7 +72,8 @@ class LutConfig:
 class Tables:
     """Precomputed tables for activations ``x[M, K]``.
 
-    - ``values``: ``[M, K_pad / g, entries]``, float32 (exact) or int8 (fast);
+    - ``values``: ``[M, K_pad / g, entries]``, float32 (exact) or int8 (fast), indexed by the
+      stored sign-magnitude index ``p`` (full tables) or its magnitude (symmetrized);
     - ``lut_scale``: float32 ``[M, n_groups]`` (fast; ones in exact mode);
     - ``xsum``: float32 ``[M, n_groups]``, the activation sum per weight group.
     """
@@ -91,12 +92,18 @@ def sign_matrix(g: int, entries: int) -> np.ndarray:
 
 
 def _table_values(groups: np.ndarray, config: LutConfig) -> np.ndarray:
-    """Float tables ``[M, A, entries]``, each entry summed left to right in float32."""
-    signs = sign_matrix(config.g, config.entries)
+    """Float tables ``[M, A, entries]`` in sign-magnitude index order.
+
+    Entry ``m < 2**(g-1)`` is ``T[m]``, summed left to right in float32; full tables append
+    the negations, so entry ``p`` of a full table is ``T[j]`` for the raw index ``j`` that
+    ``p`` encodes (:func:`~lutc.quant.layout.decode_indices`).
+    """
+    signs = sign_matrix(config.g, 2 ** (config.g - 1))
     values = groups[..., None, 0] * signs[:, 0]
     for t in range(1, config.g):
         values = values + groups[..., None, t] * signs[:, t]
-    return values.astype(np.float32)
+    values = values.astype(np.float32)
+    return values if config.symmetric else np.concatenate([values, -values], axis=-1)
 
 
 def _pad_activations(x: np.ndarray, k_pad: int) -> np.ndarray:
@@ -141,7 +148,7 @@ def _lookup(tables: Tables, indices: np.ndarray, row: int) -> np.ndarray:
     table = tables.values[row]
     groups = np.arange(table.shape[0])
     if not tables.config.symmetric:
-        return table[groups, decode_indices(indices, g)]
+        return table[groups, indices]
     magnitude = table[groups, indices & ((1 << (g - 1)) - 1)]
     return np.where(indices >> (g - 1) == 1, -magnitude, magnitude)
 
