@@ -1,0 +1,120 @@
+"""Compile the LUT kernels of one :class:`KernelSpec` and call them from numpy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm.target import Target
+
+from .. import schedules
+from ..quant.layout import PackedWeight
+from ..runtime import set_threads
+from ..targets import resolve_target
+from .matmul import MATMUL_KERNEL, lut_matmul
+from .precompute import PRECOMPUTE_KERNEL, lut_precompute
+from .spec import KernelSpec
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedWeight:
+    """A packed weight's arrays on the device, in kernel argument order."""
+
+    data: tvm.runtime.Tensor
+    scales: tvm.runtime.Tensor
+    offsets: tvm.runtime.Tensor
+    bias: tvm.runtime.Tensor | None
+
+
+@dataclass(frozen=True, eq=False)
+class Workspace:
+    """Device buffers for one call: the input, the tables and the output."""
+
+    x: tvm.runtime.Tensor
+    tables: tvm.runtime.Tensor
+    lut_scale: tvm.runtime.Tensor
+    xsum: tvm.runtime.Tensor
+    y: tvm.runtime.Tensor
+
+
+def scheduled_module(spec: KernelSpec, target: Target) -> tvm.IRModule:
+    """The precompute and matmul PrimFuncs of ``spec``, scheduled for ``target``."""
+    funcs = {PRECOMPUTE_KERNEL: lut_precompute(spec), MATMUL_KERNEL: lut_matmul(spec)}
+    scheduled = {name: schedules.schedule(func, target).mod["main"] for name, func in funcs.items()}
+    return tvm.IRModule({name: func.with_attr("global_symbol", name) for name, func in scheduled.items()})
+
+
+class LutGemm:
+    """``y = x @ W.T (+ bias)`` for one spec, compiled for one target."""
+
+    def __init__(self, spec: KernelSpec, target: Target, module: tvm.runtime.Module):
+        self.spec, self.target, self.module = spec, target, module
+        self.device = tvm.cpu()
+        self._precompute = module[PRECOMPUTE_KERNEL]
+        self._matmul = module[MATMUL_KERNEL]
+
+    def prepare(self, packed: PackedWeight, bias: np.ndarray | None = None) -> PreparedWeight:
+        """Copy a packed weight (and bias) to the device, checking it fits the spec."""
+        _check_packed(self.spec, packed)
+        bias_tensor = None
+        if self.spec.bias:
+            bias = _checked_array("bias", bias, (self.spec.n,), np.float32)
+            bias_tensor = tvm.runtime.tensor(bias, self.device)
+        elif bias is not None:
+            raise ValueError("bias given, but the kernel was built with bias=False")
+        arrays = (packed.data, packed.scales, packed.offsets)
+        return PreparedWeight(*(tvm.runtime.tensor(a, self.device) for a in arrays), bias_tensor)
+
+    def workspace(self) -> Workspace:
+        spec, dev = self.spec, self.device
+        empty = lambda shape, dtype: tvm.runtime.empty(shape, dtype, dev)  # noqa: E731
+        return Workspace(
+            empty((spec.m, spec.k), "float32"),
+            empty((spec.m, spec.table_groups, spec.entries), spec.table_dtype),
+            empty((spec.m, spec.n_groups), "float32"),
+            empty((spec.m, spec.n_groups), "float32"),
+            empty((spec.m, spec.n), "float32"),
+        )
+
+    def run(self, ws: Workspace, weight: PreparedWeight) -> None:
+        """Precompute then matmul on device buffers, allocating nothing."""
+        self._precompute(ws.x, ws.tables, ws.lut_scale, ws.xsum)
+        extra = () if weight.bias is None else (weight.bias,)
+        self._matmul(ws.tables, ws.lut_scale, ws.xsum, weight.data, weight.scales, weight.offsets, *extra, ws.y)
+
+    def __call__(self, x: np.ndarray, weight: PreparedWeight) -> np.ndarray:
+        """``x`` float32 ``[M, K]`` in, float32 ``[M, N]`` out."""
+        x = _checked_array("x", x, (self.spec.m, self.spec.k), np.float32)
+        ws = self.workspace()
+        ws.x.copyfrom(x)
+        self.run(ws, weight)
+        return ws.y.numpy()
+
+
+def _checked_array(name: str, arr: object, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    if not isinstance(arr, np.ndarray):
+        raise ValueError(f"{name} must be a numpy array of shape {shape} and dtype {np.dtype(dtype)}")
+    if arr.shape != shape or arr.dtype != dtype:
+        raise ValueError(f"{name} has shape {arr.shape} dtype {arr.dtype}; the kernel takes {shape} {np.dtype(dtype)}")
+    return np.ascontiguousarray(arr)
+
+
+def _check_packed(spec: KernelSpec, packed: PackedWeight) -> None:
+    if not isinstance(packed, PackedWeight):
+        raise ValueError(f"weight must be a lutc.quant.PackedWeight; got {type(packed).__name__}")
+    got = (packed.n, packed.k, packed.fmt, packed.g)
+    if got != (spec.n, spec.k, spec.fmt, spec.g):
+        raise ValueError(
+            f"weight is N={packed.n} K={packed.k} {packed.fmt.name} g={packed.g}; "
+            f"the kernel takes N={spec.n} K={spec.k} {spec.fmt.name} g={spec.g}"
+        )
+
+
+def build_lut_gemm(spec: KernelSpec, target: str | dict | Target = "x86", threads: int | None = None) -> LutGemm:
+    """Schedule and compile the kernels of ``spec`` (a few seconds); ``threads`` sets TVM's pool."""
+    tvm_target = resolve_target(target, threads)
+    if threads is not None:
+        set_threads(threads)
+    module = tvm.tirx.build(scheduled_module(spec, tvm_target), target=tvm_target)
+    return LutGemm(spec, tvm_target, module)

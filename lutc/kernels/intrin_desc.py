@@ -1,0 +1,86 @@
+"""Tensor-intrinsic descriptions of the ``lookup`` stage, one chunk of K bytes for 32 rows.
+
+A schedule splits the byte loop of ``lookup`` into chunks and tensorizes the chunk with a
+target micro-kernel whose description is :func:`lookup_desc`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from tvm import tirx
+from tvm.script import tirx as T
+
+from ..quant.layout import TILE_N
+from .expr import nibble, one_hot_lookup, plane_weight
+from .spec import KernelSpec
+
+LOOKUP_ATTR = "lutc.lookup"
+
+
+@dataclass(frozen=True)
+class LookupShape:
+    """What a lookup micro-kernel must know: planes, table layout and mode."""
+
+    planes: int
+    symmetric: bool
+    mode: Literal["exact", "fast"]
+    group_bytes: int
+    m: int
+
+    @staticmethod
+    def of(spec: KernelSpec) -> LookupShape:
+        return LookupShape(spec.planes, spec.symmetric, spec.mode, spec.group_bytes, spec.m)
+
+    @staticmethod
+    def from_func(func: tirx.PrimFunc) -> LookupShape:
+        """Read back the shape a ``lut_matmul`` PrimFunc was tagged with."""
+        attrs = func.attrs[LOOKUP_ATTR]
+        return LookupShape(
+            int(attrs["planes"]), bool(int(attrs["symmetric"])), str(attrs["mode"]),
+            int(attrs["group_bytes"]), int(attrs["m"]),
+        )  # fmt: skip
+
+    def as_attr(self) -> dict:
+        return {"planes": self.planes, "symmetric": int(self.symmetric), "mode": self.mode,
+                "group_bytes": self.group_bytes, "m": self.m}  # fmt: skip
+
+    @property
+    def entries(self) -> int:
+        return 8 if self.symmetric else 16
+
+    @property
+    def table_dtype(self) -> str:
+        return "int8" if self.mode == "fast" else "float32"
+
+    @property
+    def acc_dtype(self) -> str:
+        return "int32" if self.mode == "fast" else "float32"
+
+
+def _term(entry, byte, plane, half, e, shape: LookupShape) -> tirx.PrimExpr:
+    """One term of the lookup sum, built exactly as :func:`lutc.kernels.matmul` builds it."""
+    term = one_hot_lookup(entry, nibble(byte, half), e, shape.symmetric, shape.acc_dtype)
+    return plane_weight(term, plane, shape.acc_dtype)
+
+
+def lookup_desc(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
+    """``acc[r] += sum_{byte < chunk, plane, half, e} 2**plane * tab[2*byte + half, e] * [p == e]``."""
+    planes, entries, table_dtype, acc_dtype = shape.planes, shape.entries, shape.table_dtype, shape.acc_dtype
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        tab: T.Buffer((chunk * 2, entries), table_dtype, offset_factor=1),
+        w: T.Buffer((chunk, planes, TILE_N), "uint8", offset_factor=1),
+        acc: T.Buffer((TILE_N,), acc_dtype, offset_factor=1),
+    ):
+        with T.sblock("root"):
+            T.reads(acc[0:TILE_N], w[0:chunk, 0:planes, 0:TILE_N], tab[0 : chunk * 2, 0:entries])
+            T.writes(acc[0:TILE_N])
+            for kb, p, h, e, r in T.grid(chunk, planes, 2, entries, TILE_N):
+                with T.sblock("update"):
+                    vr, vkb, vp, vh, ve = T.axis.remap("SRRRR", [r, kb, p, h, e])
+                    acc[vr] = acc[vr] + _term(tab[vkb * 2 + vh, ve], w[vkb, vp, vr], vp, vh, ve, shape)
+
+    return desc

@@ -1,0 +1,90 @@
+"""The logical ``lut_matmul`` kernel: tables and packed weights in, ``y[M, N]`` out.
+
+Two stages, both plain TensorIR before scheduling:
+
+- ``lookup``: ``acc[m, tile, group, r] = sum_{byte, plane, half} 2**plane * T[m, 2*byte + half, p]``
+  where ``p`` is the nibble of ``data[tile, byte, plane, r]`` (int32 in fast mode, float32 in
+  exact mode), written as a one-hot sum over table entries so a schedule can swap the inner
+  loops for a target micro-kernel (``vpshufb``, ``tbl``, ...);
+- ``epilogue``: ``y[m, n] = sum_groups s * (ls * (0.5 * acc)) + offset * xsum (+ bias)``, the
+  float epilogue of :mod:`lutc.quant.lut`.
+"""
+
+from __future__ import annotations
+
+from tvm import te, tirx
+
+from ..quant.layout import TILE_N
+from .expr import nibble, one_hot_lookup, plane_weight
+from .intrin_desc import LOOKUP_ATTR, LookupShape
+from .spec import KernelSpec
+
+MATMUL_KERNEL = "lut_matmul"
+
+
+def _inputs(spec: KernelSpec) -> dict[str, te.Tensor]:
+    m, ng, nt = spec.m, spec.n_groups, spec.n_tiles
+    inputs = {
+        "tables": te.placeholder((m, spec.table_groups, spec.entries), spec.table_dtype, "tables"),
+        "lut_scale": te.placeholder((m, ng), "float32", "lut_scale"),
+        "xsum": te.placeholder((m, ng), "float32", "xsum"),
+        "data": te.placeholder((nt, spec.k_bytes, spec.planes, TILE_N), "uint8", "data"),
+        "scales": te.placeholder((nt, ng, TILE_N), spec.scale_dtype, "scales"),
+        "offsets": te.placeholder((nt, ng, TILE_N), "float32", "offsets"),
+    }
+    if spec.bias:
+        inputs["bias"] = te.placeholder((spec.n,), "float32", "bias")
+    return inputs
+
+
+def _lookup(spec: KernelSpec, tables: te.Tensor, data: te.Tensor) -> te.Tensor:
+    byte = te.reduce_axis((0, spec.group_bytes), "byte")
+    plane = te.reduce_axis((0, spec.planes), "plane")
+    half = te.reduce_axis((0, 2), "half")
+    entry = te.reduce_axis((0, spec.entries), "entry")
+
+    def body(m, tile, group, r):
+        k_byte = group * spec.group_bytes + byte
+        index = nibble(data[tile, k_byte, plane, r], half)
+        term = one_hot_lookup(tables[m, k_byte * 2 + half, entry], index, entry, spec.symmetric, spec.acc_dtype)
+        return te.sum(plane_weight(term, plane, spec.acc_dtype), axis=[byte, plane, half, entry])
+
+    shape = (spec.m, spec.n_tiles, spec.n_groups, TILE_N)
+    return te.compute(shape, body, name="lookup")
+
+
+def _epilogue(spec: KernelSpec, acc: te.Tensor, inputs: dict[str, te.Tensor]) -> te.Tensor:
+    """``y`` over whole tiles: ``[M, N_pad]``, cropped by :func:`_crop` when N is not a multiple of 32."""
+    group = te.reduce_axis((0, spec.n_groups), "group")
+    scales, offsets = inputs["scales"], inputs["offsets"]
+    lut_scale, xsum, bias = inputs["lut_scale"], inputs["xsum"], inputs.get("bias")
+    padded = spec.n_tiles * TILE_N != spec.n
+
+    def body(m, n):
+        tile, r = n // TILE_N, n % TILE_N
+        weighted = tirx.const(0.5, "float32") * tirx.Cast("float32", acc[m, tile, group, r])
+        scaled = tirx.Cast("float32", scales[tile, group, r]) * (lut_scale[m, group] * weighted)
+        term = scaled + offsets[tile, group, r] * xsum[m, group]
+        return te.sum(term, axis=group, init=None if bias is None or padded else bias[n])
+
+    return te.compute((spec.m, spec.n_tiles * TILE_N), body, name="y_pad" if padded else "y")
+
+
+def _crop(spec: KernelSpec, y_pad: te.Tensor, bias: te.Tensor | None) -> te.Tensor:
+    def body(m, n):
+        value = y_pad[m, n]
+        return value if bias is None else value + bias[n]
+
+    return te.compute((spec.m, spec.n), body, name="y")
+
+
+def lut_matmul(spec: KernelSpec) -> tirx.PrimFunc:
+    """The unscheduled ``lut_matmul`` PrimFunc for ``spec``, tagged ``lutc.kernel``."""
+    inputs = _inputs(spec)
+    acc = _lookup(spec, inputs["tables"], inputs["data"])
+    out = _epilogue(spec, acc, inputs)
+    if spec.n_tiles * TILE_N != spec.n:
+        out = _crop(spec, out, inputs.get("bias"))
+    func = te.create_prim_func([*inputs.values(), out])
+    attrs = {"global_symbol": MATMUL_KERNEL, "lutc.kernel": MATMUL_KERNEL, "lutc.spec": spec.tag}
+    return func.with_attrs({**attrs, LOOKUP_ATTR: LookupShape.of(spec).as_attr()})

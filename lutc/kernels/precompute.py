@@ -1,0 +1,74 @@
+"""The logical ``lut_precompute`` kernel: activations to tables, table scales and group sums.
+
+It reproduces :func:`lutc.quant.lut.precompute` bit for bit: each entry is summed left to
+right, full tables append the negated half, and fast mode rounds ``T * (127 / max|T|)`` to
+nearest-even int8 with one scale per (row, weight group).
+"""
+
+from __future__ import annotations
+
+from tvm import te, tirx
+
+from ..quant.lut import INT8_MAX
+from .spec import KernelSpec
+
+PRECOMPUTE_KERNEL = "lut_precompute"
+
+
+def _padded(spec: KernelSpec, x: te.Tensor):
+    if spec.k_pad == spec.k:
+        return lambda m, k: x[m, k]
+    zero = tirx.const(0, "float32")
+    return lambda m, k: tirx.Select(k < spec.k, x[m, tirx.min(k, spec.k - 1)], zero)
+
+
+def _entry(spec: KernelSpec, xp, m, a, e) -> tirx.PrimExpr:
+    """``sum_t (2*bit_t(e & 7) - 1) * x[4a + t]`` left to right; entries >= 8 negated."""
+    magnitude = tirx.bitwise_and(e, 2 ** (spec.g - 1) - 1)
+    value = None
+    for t in range(spec.g):
+        bit = tirx.bitwise_and(tirx.shift_right(magnitude, t), 1)
+        term = xp(m, a * spec.g + t) * tirx.Cast("float32", bit * 2 - 1)
+        value = term if value is None else value + term
+    if spec.symmetric:
+        return value
+    return tirx.Select(e < 2 ** (spec.g - 1), value, tirx.const(0, "float32") - value)
+
+
+def _quantized(spec: KernelSpec, table: te.Tensor) -> tuple[te.Tensor, te.Tensor]:
+    tables_per_group = spec.group_len // spec.g
+    a = te.reduce_axis((0, tables_per_group), "a")
+    e = te.reduce_axis((0, spec.entries), "e")
+    maxabs = te.compute(
+        (spec.m, spec.n_groups),
+        lambda m, g: te.max(tirx.abs(table[m, g * tables_per_group + a, e]), axis=[a, e]),
+        name="maxabs",
+    )
+    limit = tirx.const(INT8_MAX, "float32")
+    lut_scale = te.compute(maxabs.shape, lambda m, g: maxabs[m, g] / limit, name="lut_scale")
+
+    def quantize(m, a, e):
+        peak = maxabs[m, a // tables_per_group]
+        inverse = tirx.Select(peak > 0, limit / peak, tirx.const(0, "float32"))
+        return tirx.Cast("int8", tirx.nearbyint(table[m, a, e] * inverse))
+
+    return te.compute(table.shape, quantize, name="tables"), lut_scale
+
+
+def lut_precompute(spec: KernelSpec) -> tirx.PrimFunc:
+    """The unscheduled ``lut_precompute`` PrimFunc for ``spec``, tagged ``lutc.kernel``."""
+    x = te.placeholder((spec.m, spec.k), "float32", "x")
+    xp = _padded(spec, x)
+    shape = (spec.m, spec.table_groups, spec.entries)
+    name = "table" if spec.mode == "fast" else "tables"
+    table = te.compute(shape, lambda m, a, e: _entry(spec, xp, m, a, e), name=name)
+    j = te.reduce_axis((0, spec.group_len), "j")
+    xsum = te.compute((spec.m, spec.n_groups), lambda m, g: te.sum(xp(m, g * spec.group_len + j), axis=j), name="xsum")
+    if spec.mode == "fast":
+        tables, lut_scale = _quantized(spec, table)
+    else:
+        tables = table
+        lut_scale = te.compute(xsum.shape, lambda m, g: tirx.const(1, "float32"), name="lut_scale")
+    func = te.create_prim_func([x, tables, lut_scale, xsum])
+    attrs = {"global_symbol": PRECOMPUTE_KERNEL, "lutc.kernel": PRECOMPUTE_KERNEL, "lutc.spec": spec.tag}
+    return func.with_attrs(attrs)

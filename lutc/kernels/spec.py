@@ -1,0 +1,98 @@
+"""What one LUT GEMM kernel computes: shapes, weight format and table mode."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ..quant.formats import AnyFormat, TernaryFormat, group_length, n_groups
+from ..quant.layout import K_BYTE, TILE_N, padded_k
+
+KERNEL_G = 4
+"""Activation group width of the compiled kernels: a 16-entry table, one nibble per index."""
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """``y[M, N] = x[M, K] @ W[N, K]^T (+ bias)`` with ``W`` in format ``fmt``.
+
+    ``mode`` picks float32 tables (``"exact"``) or int8 tables (``"fast"``); ``symmetric``
+    stores half tables and recovers the sign from the index (see :mod:`lutc.quant.lut`).
+    """
+
+    m: int
+    n: int
+    k: int
+    fmt: AnyFormat
+    mode: Literal["exact", "fast"] = "fast"
+    symmetric: bool = False
+    bias: bool = False
+    g: int = KERNEL_G
+
+    def __post_init__(self) -> None:
+        for name in ("m", "n", "k"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"kernel {name} must be a positive int; got {value!r}")
+        if self.mode not in ("exact", "fast"):
+            raise ValueError(f"mode must be 'exact' or 'fast'; got {self.mode!r}")
+        if self.g != KERNEL_G:
+            raise NotImplementedError(f"compiled kernels use g={KERNEL_G}; g={self.g} exists only in lutc.quant")
+        padded_k(self.fmt, self.k)
+
+    @property
+    def planes(self) -> int:
+        return self.fmt.bits
+
+    @property
+    def k_pad(self) -> int:
+        return padded_k(self.fmt, self.k)
+
+    @property
+    def n_tiles(self) -> int:
+        return -(-self.n // TILE_N)
+
+    @property
+    def k_bytes(self) -> int:
+        """Bytes per row and plane: each covers 8 K elements."""
+        return self.k_pad // K_BYTE
+
+    @property
+    def n_groups(self) -> int:
+        return n_groups(self.fmt, self.k)
+
+    @property
+    def group_len(self) -> int:
+        return group_length(self.fmt, self.k_pad)
+
+    @property
+    def group_bytes(self) -> int:
+        return self.group_len // K_BYTE
+
+    @property
+    def table_groups(self) -> int:
+        return self.k_pad // self.g
+
+    @property
+    def entries(self) -> int:
+        return 2 ** (self.g - 1) if self.symmetric else 2**self.g
+
+    @property
+    def table_dtype(self) -> str:
+        return "int8" if self.mode == "fast" else "float32"
+
+    @property
+    def acc_dtype(self) -> str:
+        return "int32" if self.mode == "fast" else "float32"
+
+    @property
+    def scale_dtype(self) -> str:
+        return self.fmt.scale_dtype
+
+    @property
+    def tag(self) -> str:
+        """A name for kernels of this spec, stable across runs."""
+        table = "half" if self.symmetric else "full"
+        bias = "_bias" if self.bias else ""
+        fmt = self.fmt.name if not isinstance(self.fmt, TernaryFormat) else f"{self.fmt.name}"
+        return f"m{self.m}_n{self.n}_k{self.k}_{fmt}_{self.mode}_{table}{bias}"

@@ -1,0 +1,23 @@
+"""``lut_matmul`` on any LLVM CPU: the shared loop schedule with a scalar micro-kernel."""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.target import Target
+
+from ...kernels.intrin_desc import LookupShape
+from ...kernels.matmul import MATMUL_KERNEL
+from ..hw import CHUNK_CANDIDATES
+from .base import CpuRule
+from .matmul_loops import schedule_lut_matmul
+from .portable_intrin import portable_intrin
+
+
+class LutMatmulPortable(CpuRule):
+    """Correct everywhere LLVM runs; the per-ISA rules are the fast ones."""
+
+    kernel = MATMUL_KERNEL
+
+    def schedule(self, sch: s_tir.Schedule, func: tirx.PrimFunc, target: Target, tunable: bool) -> None:
+        shape = LookupShape.from_func(func)
+        schedule_lut_matmul(sch, shape, max(CHUNK_CANDIDATES), portable_intrin, tunable)

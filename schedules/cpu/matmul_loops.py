@@ -1,0 +1,85 @@
+"""The loop schedule of ``lut_matmul`` on CPUs; a micro-kernel tensorizes the lookup chunk.
+
+Loop nest after scheduling (``m_inner`` swaps the middle two)::
+
+    for tile in parallel(N / 32):          # threads split N
+      for m in M:  for group in groups:    # or group, m: weights of a group stay in L1 for every row
+        acc[0:32] = 0
+        for chunk in group_bytes / C:      # tensorized: the micro-kernel covers C bytes, 32 rows
+          lookup micro-kernel(tables, data, acc)
+        y[m, tile*32 : tile*32 + 32] += scales * (ls * 0.5 * acc) + offsets * xsum
+
+Decisions: the chunk size ``C`` (bounded by the micro-kernel's int16 budget), the row/group
+order for M > 1, and the unrolling of the chunk loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tvm import s_tir
+
+from ...kernels.intrin_desc import LookupShape
+from ...quant.layout import TILE_N
+from ..base import choose
+from ..hw import CHUNK_CANDIDATES
+
+UNROLL_CANDIDATES = (0, 16, 64)
+
+
+def chunk_candidates(shape: LookupShape, max_chunk: int) -> list[int]:
+    return [c for c in CHUNK_CANDIDATES if c <= max_chunk and shape.group_bytes % c == 0]
+
+
+def default_chunk(candidates: list[int]) -> int:
+    """The largest chunk up to 16 bytes (128 K elements): long runs in int16, few flushes."""
+    return max(c for c in candidates if c <= 16) if min(candidates) <= 16 else min(candidates)
+
+
+def schedule_lut_matmul(
+    sch: s_tir.Schedule,
+    shape: LookupShape,
+    max_chunk: int,
+    intrin_for: Callable[[LookupShape, int], str],
+    tunable: bool,
+) -> None:
+    """Tile, order, parallelize and tensorize ``lut_matmul`` (see the module docstring)."""
+    candidates = chunk_candidates(shape, max_chunk)
+    chunk = choose(sch, candidates, default_chunk(candidates), tunable)
+    m_inner = choose(sch, [0, 1], int(shape.m > 1), tunable) if shape.m > 1 else 0
+    unroll = choose(sch, UNROLL_CANDIDATES, 16, tunable)
+
+    lookup, epilogue = sch.get_sblock("lookup"), _epilogue_block(sch)
+    m, n, group = sch.get_loops(epilogue)
+    tile, r = sch.split(n, [None, TILE_N])
+    middle = (group, m) if m_inner else (m, group)
+    sch.reorder(tile, *middle, r)
+    sch.compute_at(lookup, middle[1])
+    _crop_at(sch, tile)
+
+    *_, lr, byte, plane, half, entry = sch.get_loops(lookup)
+    outer, inner = sch.split(byte, [None, chunk])
+    sch.reorder(outer, inner, plane, half, entry, lr)
+    sch.parallel(tile)
+    sch.vectorize(r)
+    init = sch.decompose_reduction(lookup, outer)
+    sch.vectorize(sch.get_loops(init)[-1])
+    if unroll:
+        sch.annotate(outer, "pragma_auto_unroll_max_step", unroll)
+        sch.annotate(outer, "pragma_unroll_explicit", 1)
+    sch.tensorize(inner, intrin_for(shape, chunk))  # last: the micro-kernel block is opaque
+
+
+def _block_names(sch: s_tir.Schedule) -> set[str]:
+    return {sch.get(block).name_hint for block in sch.get_child_blocks(sch.get_sblock("root"))}
+
+
+def _epilogue_block(sch: s_tir.Schedule) -> s_tir.SBlockRV:
+    """``y_pad`` when N is not a multiple of 32 (a crop block ``y`` follows), else ``y``."""
+    return sch.get_sblock("y_pad" if "y_pad" in _block_names(sch) else "y")
+
+
+def _crop_at(sch: s_tir.Schedule, tile: s_tir.LoopRV) -> None:
+    """Move the crop into the tile loop, so each tile writes its own rows."""
+    if "y_pad" in _block_names(sch):
+        sch.reverse_compute_at(sch.get_sblock("y"), tile)

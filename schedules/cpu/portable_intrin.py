@@ -1,0 +1,47 @@
+"""Portable lookup micro-kernels: plain scalar TIR, correct on any LLVM CPU target."""
+
+from __future__ import annotations
+
+from tvm import tirx
+from tvm.s_tir import TensorIntrin
+from tvm.script import tirx as T
+
+from ...kernels.expr import nibble, plane_weight
+from ...kernels.intrin_desc import LookupShape, lookup_desc
+from ...quant.layout import TILE_N
+
+
+def _entry(tab: tirx.Buffer, row: tirx.PrimExpr, index: tirx.PrimExpr, shape: LookupShape) -> tirx.PrimExpr:
+    """``tab[row, index]``, or ``±tab[row, index & 7]`` for symmetrized tables."""
+    value = tirx.Cast(shape.acc_dtype, tab[row, index if not shape.symmetric else tirx.bitwise_and(index, 7)])
+    if not shape.symmetric:
+        return value
+    return tirx.Select(tirx.bitwise_and(index, 8) == 0, value, tirx.const(0, shape.acc_dtype) - value)
+
+
+def portable_impl(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
+    planes, entries, table_dtype, acc_dtype = shape.planes, shape.entries, shape.table_dtype, shape.acc_dtype
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        tab: T.Buffer((chunk * 2, entries), table_dtype, offset_factor=1),
+        w: T.Buffer((chunk, planes, TILE_N), "uint8", offset_factor=1),
+        acc: T.Buffer((TILE_N,), acc_dtype, offset_factor=1),
+    ):
+        with T.sblock("root"):
+            T.reads(acc[0:TILE_N], w[0:chunk, 0:planes, 0:TILE_N], tab[0 : chunk * 2, 0:entries])
+            T.writes(acc[0:TILE_N])
+            for kb, p, h, r in T.grid(chunk, planes, 2, TILE_N):
+                acc[r] = acc[r] + plane_weight(_entry(tab, kb * 2 + h, nibble(w[kb, p, r], h), shape), p, acc_dtype)
+
+    return impl
+
+
+def portable_intrin(shape: LookupShape, chunk: int) -> str:
+    """Register (once) and name the portable micro-kernel for ``shape`` and ``chunk``."""
+    name = f"lutc_portable_lookup_{shape.mode}_p{shape.planes}_e{shape.entries}_c{chunk}"
+    try:
+        TensorIntrin.get(name)
+    except Exception:
+        TensorIntrin.register(name, lookup_desc(shape, chunk), portable_impl(shape, chunk))
+    return name

@@ -1,0 +1,163 @@
+"""AVX2 lookup micro-kernels: ``vpshufb`` on int8 tables, ``vpermps`` on float tables.
+
+**Fast mode** (int8 tables). Per K byte and plane, one 32-byte load holds the indices of 32
+rows for two tables (low and high nibble). Each table is broadcast to both 128-bit lanes and
+looked up with one ``vpshufb`` (32 lookups). ``vpunpck{l,h}bw`` pairs the two lookups of each
+row and ``vpmaddubsw`` adds them, times ``2**plane``, into int16: 32 rows sit in two int16
+registers, rows ``{0-7, 16-23}`` and ``{8-15, 24-31}``. After a chunk of at most
+:func:`~lutc.schedules.hw.max_int16_chunk` bytes, the int16 sums are widened into the
+int32 accumulator in row order.
+
+**Exact mode** (float32 tables). Indices are widened to int32 eight rows at a time and looked
+up with ``vpermps`` (8 entries per register): full tables blend the lookups of both halves on
+index bit 3, symmetrized tables flip the sign bit instead.
+"""
+
+from __future__ import annotations
+
+from tvm import tirx
+from tvm.s_tir import TensorIntrin
+from tvm.script import tirx as T
+
+from ...kernels.intrin_desc import LookupShape, lookup_desc
+from ...quant.layout import TILE_N
+
+LANE = 16
+HALF_ROWS = 8
+
+
+def _ramp(start: int, lanes: int) -> tirx.PrimExpr:
+    return tirx.Ramp(start, 1, lanes)
+
+
+def _u8(value: int, lanes: int = TILE_N) -> tirx.PrimExpr:
+    return tirx.Broadcast(tirx.const(value, "uint8"), lanes)
+
+
+def _table32(tab: tirx.Buffer, row: tirx.PrimExpr, symmetric: bool) -> tirx.PrimExpr:
+    """The 16-entry int8 table of ``row`` in both lanes; a half table becomes ``[T, -T]``."""
+    if not symmetric:
+        table = tab[row, _ramp(0, LANE)]
+        return tirx.Shuffle([table, table], list(range(TILE_N)))
+    half = tab[row, _ramp(0, HALF_ROWS)]
+    negated = tirx.Broadcast(tirx.const(0, "int8"), HALF_ROWS) - half
+    return tirx.Shuffle([half, negated, half, negated], list(range(TILE_N)))
+
+
+def _pshufb(table: tirx.PrimExpr, index: tirx.PrimExpr) -> tirx.PrimExpr:
+    return T.call_llvm_pure_intrin("int8x32", "llvm.x86.avx2.pshuf.b", table, T.reinterpret("int8x32", index))
+
+
+def _lookups(tab: tirx.Buffer, w: tirx.Buffer, kb, p, symmetric: bool) -> tuple[tirx.PrimExpr, tirx.PrimExpr]:
+    """Lookups of the low and high nibbles of ``w[kb, p, 0:32]``."""
+    byte = w[kb, p, _ramp(0, TILE_N)]
+    low = _pshufb(_table32(tab, kb * 2, symmetric), tirx.bitwise_and(byte, _u8(15)))
+    high = _pshufb(_table32(tab, kb * 2 + 1, symmetric), tirx.shift_right(byte, _u8(4)))
+    return low, high
+
+
+def _paired_sum(low: tirx.PrimExpr, high: tirx.PrimExpr, plane, upper: int) -> tirx.PrimExpr:
+    """``2**plane * (low + high)`` for rows ``{8u..8u+7, 16+8u..16+8u+7}`` as int16x16."""
+    order = [lane * LANE + upper * HALF_ROWS + j for lane in (0, 1) for j in range(HALF_ROWS)]
+    pairs = tirx.Shuffle([low, high], [x for i in order for x in (i, TILE_N + i)])
+    weight = tirx.Broadcast(tirx.Cast("uint8", tirx.shift_left(1, plane)), TILE_N)
+    return T.call_llvm_pure_intrin("int16x16", "llvm.x86.avx2.pmadd.ub.sw", weight, pairs)
+
+
+def _chunk_sum(chunk: int, planes: int, term) -> tirx.PrimExpr:
+    """``sum_{kb < chunk, p < planes} term(kb, p)`` as one expression: no buffer, no store."""
+    total = None
+    for kb in range(chunk):
+        for p in range(planes):
+            total = term(kb, p) if total is None else total + term(kb, p)
+    return total
+
+
+def _int16_terms(tab: tirx.Buffer, w: tirx.Buffer, kb: int, p: int, symmetric: bool) -> tirx.PrimExpr:
+    """Both paired sums of one byte and plane as int16x32: element ``16u + 8*lane + j`` is row
+    ``16*lane + 8u + j``."""
+    low, high = _lookups(tab, w, kb, p, symmetric)
+    return tirx.Shuffle([_paired_sum(low, high, p, 0), _paired_sum(low, high, p, 1)], list(range(TILE_N)))
+
+
+ROW_ORDER = [16 * u + 8 * lane + j for lane in (0, 1) for u in (0, 1) for j in range(HALF_ROWS)]
+"""``ROW_ORDER[row]`` is the element of :func:`_int16_terms` that holds ``row``."""
+
+
+def _fast_chunk(tab: tirx.Buffer, w: tirx.Buffer, shape: LookupShape, chunk: int) -> tirx.PrimExpr:
+    """The chunk's int32 sums of 32 rows, in row order: one int16 chain, widened once."""
+    total = _chunk_sum(chunk, shape.planes, lambda kb, p: _int16_terms(tab, w, kb, p, shape.symmetric))
+    return tirx.Shuffle([T.Cast("int32x32", total)], ROW_ORDER)
+
+
+def fast_impl(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
+    planes, entries = shape.planes, shape.entries
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        tab: T.Buffer((chunk * 2, entries), "int8", offset_factor=1),
+        w: T.Buffer((chunk, planes, TILE_N), "uint8", offset_factor=1),
+        acc: T.Buffer((TILE_N,), "int32", offset_factor=1),
+    ):
+        with T.sblock("root"):
+            T.reads(acc[0:TILE_N], w[0:chunk, 0:planes, 0:TILE_N], tab[0 : chunk * 2, 0:entries])
+            T.writes(acc[0:TILE_N])
+            acc[0:TILE_N] = acc[_ramp(0, TILE_N)] + _fast_chunk(tab, w, shape, chunk)
+
+    return impl
+
+
+def _float_lookup(tab: tirx.Buffer, row, index: tirx.PrimExpr, symmetric: bool) -> tirx.PrimExpr:
+    """``vpermps`` lookup of eight int32 indices into the float table of ``row``."""
+    sign_bit = tirx.shift_left(index, tirx.Broadcast(tirx.const(28, "int32"), HALF_ROWS))
+    low = T.call_llvm_pure_intrin("float32x8", "llvm.x86.avx2.permps", tab[row, _ramp(0, HALF_ROWS)], index)
+    if symmetric:
+        mask = tirx.bitwise_and(sign_bit, tirx.Broadcast(tirx.const(-(2**31), "int32"), HALF_ROWS))
+        return T.reinterpret("float32x8", tirx.bitwise_xor(T.reinterpret("int32x8", low), mask))
+    high = T.call_llvm_pure_intrin("float32x8", "llvm.x86.avx2.permps", tab[row, _ramp(HALF_ROWS, HALF_ROWS)], index)
+    return T.call_llvm_pure_intrin(
+        "float32x8", "llvm.x86.avx.blendv.ps.256", low, high, T.reinterpret("float32x8", sign_bit)
+    )
+
+
+def _exact_rows(tab: tirx.Buffer, w: tirx.Buffer, kb, p, q, symmetric: bool) -> tirx.PrimExpr:
+    """``2**p * (T_low[lo] + T_high[hi])`` for rows ``8q .. 8q+7``."""
+    index = T.Cast("int32x8", w[kb, p, _ramp(0, HALF_ROWS) + q * HALF_ROWS])
+    high_index = tirx.shift_right(index, tirx.Broadcast(tirx.const(4, "int32"), HALF_ROWS))
+    both = _float_lookup(tab, kb * 2, index, symmetric) + _float_lookup(tab, kb * 2 + 1, high_index, symmetric)
+    return both * tirx.Broadcast(tirx.Cast("float32", tirx.shift_left(1, p)), HALF_ROWS)
+
+
+def _exact_chunk(tab: tirx.Buffer, w: tirx.Buffer, shape: LookupShape, chunk: int, q: int) -> tirx.PrimExpr:
+    return _chunk_sum(chunk, shape.planes, lambda kb, p: _exact_rows(tab, w, kb, p, q, shape.symmetric))
+
+
+def exact_impl(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
+    planes, entries = shape.planes, shape.entries
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        tab: T.Buffer((chunk * 2, entries), "float32", offset_factor=1),
+        w: T.Buffer((chunk, planes, TILE_N), "uint8", offset_factor=1),
+        acc: T.Buffer((TILE_N,), "float32", offset_factor=1),
+    ):
+        with T.sblock("root"):
+            T.reads(acc[0:TILE_N], w[0:chunk, 0:planes, 0:TILE_N], tab[0 : chunk * 2, 0:entries])
+            T.writes(acc[0:TILE_N])
+            acc[0:8] = acc[_ramp(0, 8)] + _exact_chunk(tab, w, shape, chunk, 0)
+            acc[8:16] = acc[_ramp(8, 8)] + _exact_chunk(tab, w, shape, chunk, 1)
+            acc[16:24] = acc[_ramp(16, 8)] + _exact_chunk(tab, w, shape, chunk, 2)
+            acc[24:32] = acc[_ramp(24, 8)] + _exact_chunk(tab, w, shape, chunk, 3)
+
+    return impl
+
+
+def avx2_intrin(shape: LookupShape, chunk: int) -> str:
+    """Register (once) and name the AVX2 micro-kernel for ``shape`` and ``chunk``."""
+    name = f"lutc_avx2_lookup_{shape.mode}_p{shape.planes}_e{shape.entries}_c{chunk}"
+    try:
+        TensorIntrin.get(name)
+    except Exception:
+        impl = fast_impl if shape.mode == "fast" else exact_impl
+        TensorIntrin.register(name, lookup_desc(shape, chunk), impl(shape, chunk))
+    return name
