@@ -27,5 +27,9 @@ def resolve_target(target: str | dict | Target, threads: int | None = None) -> T
     if not isinstance(target, dict):
         raise ValueError(f"target must be a name, a dict or a tvm Target; got {type(target).__name__}")
     config = dict(target)
-    config.setdefault("num-cores", threads or os.cpu_count() or 1)
-    return Target(config)
+    if config.get("kind") == "llvm":
+        config.setdefault("num-cores", threads or os.cpu_count() or 1)
+    try:
+        return Target(config)
+    except Exception as err:
+        raise ValueError(f"invalid target {config}: {err}") from None

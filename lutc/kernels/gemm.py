@@ -41,7 +41,10 @@ class Workspace:
 def scheduled_module(spec: KernelSpec, target: Target) -> tvm.IRModule:
     """The precompute and matmul PrimFuncs of ``spec``, scheduled for ``target``."""
     funcs = {PRECOMPUTE_KERNEL: lut_precompute(spec), MATMUL_KERNEL: lut_matmul(spec)}
-    scheduled = {name: schedules.schedule(func, target).mod["main"] for name, func in funcs.items()}
+    try:
+        scheduled = {name: schedules.schedule(func, target).mod["main"] for name, func in funcs.items()}
+    except NotImplementedError as err:
+        raise NotImplementedError(f"format {spec.fmt.name} ({spec.mode} mode) on target {target}: {err}") from None
     return tvm.IRModule({name: func.with_attr("global_symbol", name) for name, func in scheduled.items()})
 
 

@@ -59,14 +59,24 @@ class LookupShape:
         return "int32" if self.mode == "fast" else "float32"
 
 
-def _term(entry, byte, plane, half, e, shape: LookupShape) -> tirx.PrimExpr:
-    """One term of the lookup sum, built exactly as :func:`lutc.kernels.matmul` builds it."""
+def lookup_term(entry, byte, plane, half, e, shape: LookupShape) -> tirx.PrimExpr:
+    """One term of the lookup sum; ``plane`` is ``None`` for single-plane formats."""
     term = one_hot_lookup(entry, nibble(byte, half), e, shape.symmetric, shape.acc_dtype)
-    return plane_weight(term, plane, shape.acc_dtype)
+    return term if plane is None else plane_weight(term, plane, shape.acc_dtype)
 
 
 def lookup_desc(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
-    """``acc[r] += sum_{byte < chunk, plane, half, e} 2**plane * tab[2*byte + half, e] * [p == e]``."""
+    """``acc[r] += sum_{byte < chunk, plane, half, e} 2**plane * tab[2*byte + half, e] * [p == e]``.
+
+    Loops of extent one vanish during scheduling, so a single-plane format has no plane loop
+    and ``chunk`` must be at least 2.
+    """
+    if chunk < 2:
+        raise ValueError(f"lookup chunks cover at least 2 bytes; got {chunk}")
+    return _multi_plane_desc(shape, chunk) if shape.planes > 1 else _single_plane_desc(shape, chunk)
+
+
+def _multi_plane_desc(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
     planes, entries, table_dtype, acc_dtype = shape.planes, shape.entries, shape.table_dtype, shape.acc_dtype
 
     @T.prim_func(s_tir=True)
@@ -81,6 +91,26 @@ def lookup_desc(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
             for kb, p, h, e, r in T.grid(chunk, planes, 2, entries, TILE_N):
                 with T.sblock("update"):
                     vr, vkb, vp, vh, ve = T.axis.remap("SRRRR", [r, kb, p, h, e])
-                    acc[vr] = acc[vr] + _term(tab[vkb * 2 + vh, ve], w[vkb, vp, vr], vp, vh, ve, shape)
+                    acc[vr] = acc[vr] + lookup_term(tab[vkb * 2 + vh, ve], w[vkb, vp, vr], vp, vh, ve, shape)
+
+    return desc
+
+
+def _single_plane_desc(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
+    entries, table_dtype, acc_dtype = shape.entries, shape.table_dtype, shape.acc_dtype
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        tab: T.Buffer((chunk * 2, entries), table_dtype, offset_factor=1),
+        w: T.Buffer((chunk, 1, TILE_N), "uint8", offset_factor=1),
+        acc: T.Buffer((TILE_N,), acc_dtype, offset_factor=1),
+    ):
+        with T.sblock("root"):
+            T.reads(acc[0:TILE_N], w[0:chunk, 0, 0:TILE_N], tab[0 : chunk * 2, 0:entries])
+            T.writes(acc[0:TILE_N])
+            for kb, h, e, r in T.grid(chunk, 2, entries, TILE_N):
+                with T.sblock("update"):
+                    vr, vkb, vh, ve = T.axis.remap("SRRR", [r, kb, h, e])
+                    acc[vr] = acc[vr] + lookup_term(tab[vkb * 2 + vh, ve], w[vkb, 0, vr], None, vh, ve, shape)
 
     return desc

@@ -15,8 +15,7 @@ from __future__ import annotations
 from tvm import te, tirx
 
 from ..quant.layout import TILE_N
-from .expr import nibble, one_hot_lookup, plane_weight
-from .intrin_desc import LOOKUP_ATTR, LookupShape
+from .intrin_desc import LOOKUP_ATTR, LookupShape, lookup_term
 from .spec import KernelSpec
 
 MATMUL_KERNEL = "lut_matmul"
@@ -39,15 +38,17 @@ def _inputs(spec: KernelSpec) -> dict[str, te.Tensor]:
 
 def _lookup(spec: KernelSpec, tables: te.Tensor, data: te.Tensor) -> te.Tensor:
     byte = te.reduce_axis((0, spec.group_bytes), "byte")
-    plane = te.reduce_axis((0, spec.planes), "plane")
     half = te.reduce_axis((0, 2), "half")
     entry = te.reduce_axis((0, spec.entries), "entry")
+    # A single plane gets no plane axis: unit loops vanish in scheduling and break tensorize.
+    plane = te.reduce_axis((0, spec.planes), "plane") if spec.planes > 1 else None
+    axes = [byte, plane, half, entry] if plane is not None else [byte, half, entry]
 
     def body(m, tile, group, r):
         k_byte = group * spec.group_bytes + byte
-        index = nibble(data[tile, k_byte, plane, r], half)
-        term = one_hot_lookup(tables[m, k_byte * 2 + half, entry], index, entry, spec.symmetric, spec.acc_dtype)
-        return te.sum(plane_weight(term, plane, spec.acc_dtype), axis=[byte, plane, half, entry])
+        byte_value = data[tile, k_byte, 0 if plane is None else plane, r]
+        term = lookup_term(tables[m, k_byte * 2 + half, entry], byte_value, plane, half, entry, LookupShape.of(spec))
+        return te.sum(term, axis=axes)
 
     shape = (spec.m, spec.n_tiles, spec.n_groups, TILE_N)
     return te.compute(shape, body, name="lookup")

@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ..quant.formats import AnyFormat, TernaryFormat, group_length, n_groups
+from ..quant.formats import AnyFormat, group_length, n_groups
 from ..quant.layout import K_BYTE, TILE_N, padded_k
+
+MIN_GROUP = 16
+"""Smallest weight group the kernels take: two K bytes, one full micro-kernel chunk."""
 
 KERNEL_G = 4
 """Activation group width of the compiled kernels: a 16-entry table, one nibble per index."""
@@ -39,6 +42,11 @@ class KernelSpec:
         if self.g != KERNEL_G:
             raise NotImplementedError(f"compiled kernels use g={KERNEL_G}; g={self.g} exists only in lutc.quant")
         padded_k(self.fmt, self.k)
+        if self.group_len < MIN_GROUP:
+            raise NotImplementedError(
+                f"compiled kernels need weight groups of at least {MIN_GROUP} K elements; "
+                f"format {self.fmt.name} with K={self.k} has {self.group_len}"
+            )
 
     @property
     def planes(self) -> int:
@@ -94,5 +102,4 @@ class KernelSpec:
         """A name for kernels of this spec, stable across runs."""
         table = "half" if self.symmetric else "full"
         bias = "_bias" if self.bias else ""
-        fmt = self.fmt.name if not isinstance(self.fmt, TernaryFormat) else f"{self.fmt.name}"
-        return f"m{self.m}_n{self.n}_k{self.k}_{fmt}_{self.mode}_{table}{bias}"
+        return f"m{self.m}_n{self.n}_k{self.k}_{self.fmt.name}_{self.mode}_{table}{bias}"

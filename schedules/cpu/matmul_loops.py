@@ -20,7 +20,6 @@ from collections.abc import Callable
 from tvm import s_tir
 
 from ...kernels.intrin_desc import LookupShape
-from ...quant.layout import TILE_N
 from ..base import choose
 from ..hw import CHUNK_CANDIDATES
 
@@ -28,7 +27,8 @@ UNROLL_CANDIDATES = (0, 16, 64)
 
 
 def chunk_candidates(shape: LookupShape, max_chunk: int) -> list[int]:
-    return [c for c in CHUNK_CANDIDATES if c <= max_chunk and shape.group_bytes % c == 0]
+    """Chunks of at least 2 bytes (unit loops break tensorize) that divide a group."""
+    return [c for c in CHUNK_CANDIDATES if 2 <= c <= max_chunk and shape.group_bytes % c == 0]
 
 
 def default_chunk(candidates: list[int]) -> int:
@@ -50,18 +50,14 @@ def schedule_lut_matmul(
     unroll = choose(sch, UNROLL_CANDIDATES, 16, tunable)
 
     lookup, epilogue = sch.get_sblock("lookup"), _epilogue_block(sch)
-    m, n, group = sch.get_loops(epilogue)
-    tile, r = sch.split(n, [None, TILE_N])
-    middle = (group, m) if m_inner else (m, group)
-    sch.reorder(tile, *middle, r)
-    sch.compute_at(lookup, middle[1])
-    _crop_at(sch, tile)
-
-    *_, lr, byte, plane, half, entry = sch.get_loops(lookup)
+    m, tile, group, r, byte, *plane, half, entry = sch.get_loops(lookup)  # no plane loop at 1 bit
     outer, inner = sch.split(byte, [None, chunk])
-    sch.reorder(outer, inner, plane, half, entry, lr)
+    middle = (group, m) if m_inner else (m, group)
+    sch.reorder(tile, *middle, outer, inner, *plane, half, entry, r)
+    sch.reverse_compute_at(epilogue, middle[1])
+    _crop_at(sch, tile)
     sch.parallel(tile)
-    sch.vectorize(r)
+    sch.vectorize(sch.get_loops(epilogue)[-1])
     init = sch.decompose_reduction(lookup, outer)
     sch.vectorize(sch.get_loops(init)[-1])
     if unroll:

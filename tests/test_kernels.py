@@ -1,0 +1,187 @@
+"""Compiled LUT kernels against the numpy reference, on x86 (AVX2) and the portable target."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm.testing
+from conftest import random_weights
+
+from lutc.kernels import KernelSpec, build_lut_gemm
+from lutc.quant import (
+    IntFormat,
+    LutConfig,
+    TernaryFormat,
+    exact_error_bound,
+    fast_error_bound,
+    lut_gemm,
+    pack,
+    precompute,
+    quantize,
+    reference_matmul,
+)
+
+FORMATS = [
+    IntFormat(1, 32, symmetric=False, zero_dtype="float"),
+    IntFormat(2, 128),
+    IntFormat(2, 32, symmetric=False),
+    IntFormat(3, 64, symmetric=False),
+    IntFormat(4, 128, symmetric=False, zero_dtype="float", scale_dtype="float16"),
+    IntFormat(4, "channel"),
+    TernaryFormat("tensor"),
+    TernaryFormat(64),
+]
+
+
+def _run(spec: KernelSpec, target: str = "x86", seed: int = 0):
+    rng = np.random.default_rng(seed)
+    qw = quantize(random_weights(rng, spec.n, spec.k), spec.fmt)
+    pw = pack(qw)
+    x = rng.standard_normal((spec.m, spec.k)).astype(np.float32)
+    bias = rng.standard_normal(spec.n).astype(np.float32) if spec.bias else None
+    gemm = build_lut_gemm(spec, target)
+    return gemm, gemm(x, gemm.prepare(pw, bias)), x, qw, pw, bias
+
+
+def _check(spec: KernelSpec, y, x, qw, pw, bias) -> None:
+    """Both modes: within the documented bound of the real product. Then, tighter: the kernel
+    equals the numpy reference of its own mode up to float32 rounding of the epilogue (the
+    fast mode's integer sums are exact, so only the float steps can differ)."""
+    config = LutConfig(mode=spec.mode, symmetric=spec.symmetric)
+    rounding = exact_error_bound(x, pw) + (0 if bias is None else np.abs(bias) * np.finfo(np.float32).eps)
+    assert y.shape == (spec.m, spec.n) and y.dtype == np.float32
+    tvm.testing.assert_allclose(y, lut_gemm(x, pw, config, bias), rtol=0, atol=float(rounding.max()))
+    allowed = rounding
+    if spec.mode == "fast":
+        allowed = allowed + fast_error_bound(precompute(x, pw.group_len, config, pw.k_pad), pw)
+    assert np.all(np.abs(y - reference_matmul(x, qw, bias)) <= allowed)
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: f.name)
+@pytest.mark.parametrize("mode", ["fast", "exact"])
+def test_every_format_and_mode_matches_the_reference(fmt, mode):
+    spec = KernelSpec(3, 72, 256, fmt, mode=mode, bias=True)
+    _, y, *rest = _run(spec)
+    _check(spec, y, *rest)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("mode", ["fast", "exact"])
+@pytest.mark.parametrize("m", [1, 3, 16])
+def test_symmetrization_and_batch_sizes(symmetric, mode, m):
+    spec = KernelSpec(m, 40, 512, IntFormat(2, 64, symmetric=False), mode=mode, symmetric=symmetric)
+    _, y, *rest = _run(spec, seed=m)
+    _check(spec, y, *rest)
+
+
+@pytest.mark.parametrize("mode", ["fast", "exact"])
+def test_llama_mlp_shape_k11008(mode):
+    """K = 11008 (a Llama-7B down projection), N not a multiple of 32, M = 3."""
+    spec = KernelSpec(3, 45, 11008, IntFormat(4, 128), mode=mode)
+    _, y, *rest = _run(spec)
+    _check(spec, y, *rest)
+
+
+def test_per_channel_with_k_not_a_multiple_of_eight():
+    spec = KernelSpec(2, 33, 250, IntFormat(3, "channel", symmetric=False), mode="fast")
+    _, y, *rest = _run(spec)
+    _check(spec, y, *rest)
+
+
+@pytest.mark.parametrize("mode", ["fast", "exact"])
+def test_precompute_tables_equal_the_reference_bit_for_bit(mode):
+    spec = KernelSpec(2, 32, 256, IntFormat(2, 64), mode=mode, symmetric=mode == "exact")
+    gemm, _, x, _, pw, _ = _run(spec)
+    ws = gemm.workspace()
+    ws.x.copyfrom(x)
+    gemm._precompute(ws.x, ws.tables, ws.lut_scale, ws.xsum)
+    reference = precompute(x, pw.group_len, LutConfig(mode=mode, symmetric=spec.symmetric))
+    np.testing.assert_array_equal(ws.tables.numpy(), reference.values)
+    np.testing.assert_array_equal(ws.lut_scale.numpy(), reference.lut_scale)
+
+
+@pytest.mark.parametrize(
+    ("mode", "instructions"),
+    [("fast", (("vpshufb",), ("vpmaddubsw",))), ("exact", (("vpermps", "vpermd"), ("vblendvps",)))],
+)
+def test_x86_kernels_use_avx2_lookups(mode, instructions):
+    """The whole module's assembly: the parallel body is compiled into its own function.
+
+    LLVM may emit ``vpermd`` for ``vpermps``: the same lane permutation.
+    """
+    gemm, *_ = _run(KernelSpec(1, 64, 256, IntFormat(2, 128), mode=mode))
+    assembly = gemm.module.inspect_source("asm")
+    for alternatives in instructions:
+        assert any(instruction in assembly for instruction in alternatives), alternatives
+
+
+@pytest.mark.parametrize("mode", ["fast", "exact"])
+def test_portable_target_is_correct_without_avx2(mode):
+    spec = KernelSpec(3, 40, 256, IntFormat(3, 32, symmetric=False), mode=mode, symmetric=True)
+    gemm, y, *rest = _run(spec, target="llvm")
+    _check(spec, y, *rest)
+    assert "vpshufb" not in gemm.module.inspect_source("asm")
+
+
+def test_threads_do_not_change_results():
+    spec = KernelSpec(1, 96, 256, IntFormat(2, 32))
+    rng = np.random.default_rng(0)
+    pw = pack(quantize(random_weights(rng, 96, 256), spec.fmt))
+    x = rng.standard_normal((1, 256)).astype(np.float32)
+    one = build_lut_gemm(spec, threads=1)
+    y1 = one(x, one.prepare(pw))
+    two = build_lut_gemm(spec, threads=2)
+    np.testing.assert_array_equal(two(x, two.prepare(pw)), y1)
+
+
+# ---- bad input ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_gemm():
+    spec = KernelSpec(2, 40, 64, IntFormat(2, 32), bias=True)
+    pw = pack(quantize(random_weights(np.random.default_rng(0), 40, 64), spec.fmt))
+    gemm = build_lut_gemm(spec)
+    return gemm, pw
+
+
+@pytest.mark.parametrize(
+    ("x", "message"),
+    [
+        (np.zeros((2, 65), np.float32), r"x has shape \(2, 65\) dtype float32; the kernel takes \(2, 64\)"),
+        (np.zeros((2, 64), np.float64), "x has shape .* dtype float64"),
+        ([[0.0] * 64] * 2, "x must be a numpy array"),
+    ],
+)
+def test_wrong_input_is_named(small_gemm, x, message):
+    gemm, pw = small_gemm
+    weight = gemm.prepare(pw, np.zeros(40, np.float32))
+    with pytest.raises(ValueError, match=message):
+        gemm(x, weight)
+
+
+def test_wrong_weight_or_bias_is_named(small_gemm):
+    gemm, pw = small_gemm
+    other = pack(quantize(random_weights(np.random.default_rng(1), 40, 64), IntFormat(4, 32)))
+    with pytest.raises(ValueError, match="weight is N=40 K=64 w4g32"):
+        gemm.prepare(other, np.zeros(40, np.float32))
+    with pytest.raises(ValueError, match="bias must be a numpy array"):
+        gemm.prepare(pw)
+    with pytest.raises(ValueError, match=r"bias has shape \(39,\)"):
+        gemm.prepare(pw, np.zeros(39, np.float32))
+
+
+def test_unsupported_group_width_raises_not_implemented():
+    with pytest.raises(NotImplementedError, match="g=2"):
+        KernelSpec(1, 32, 64, IntFormat(2, 32), g=2)
+
+
+def test_target_without_a_rule_names_format_and_target():
+    spec = KernelSpec(1, 32, 64, IntFormat(2, 32))
+    with pytest.raises(NotImplementedError, match=r"w2g32.*cuda"):
+        build_lut_gemm(spec, {"kind": "cuda", "arch": "sm_90"})
+
+
+def test_unknown_target_name_lists_the_known_ones():
+    with pytest.raises(ValueError, match="x86-avx2"):
+        build_lut_gemm(KernelSpec(1, 32, 64, IntFormat(2, 32)), "x87")
