@@ -44,13 +44,14 @@ def _quantized(spec: KernelSpec, table: te.Tensor) -> tuple[te.Tensor, te.Tensor
         lambda m, g: te.max(tirx.abs(table[m, g * tables_per_group + a, e]), axis=[a, e]),
         name="maxabs",
     )
-    limit = tirx.const(INT8_MAX, "float32")
+    limit, zero = tirx.const(INT8_MAX, "float32"), tirx.const(0, "float32")
     lut_scale = te.compute(maxabs.shape, lambda m, g: maxabs[m, g] / limit, name="lut_scale")
+    inverse = te.compute(
+        maxabs.shape, lambda m, g: tirx.Select(maxabs[m, g] > zero, limit / maxabs[m, g], zero), name="inverse"
+    )
 
     def quantize(m, a, e):
-        peak = maxabs[m, a // tables_per_group]
-        inverse = tirx.Select(peak > 0, limit / peak, tirx.const(0, "float32"))
-        return tirx.Cast("int8", tirx.nearbyint(table[m, a, e] * inverse))
+        return tirx.Cast("int8", tirx.nearbyint(table[m, a, e] * inverse[m, a // tables_per_group]))
 
     return te.compute(table.shape, quantize, name="tables"), lut_scale
 

@@ -13,6 +13,9 @@ from .matmul_loops import schedule_lut_matmul
 from .portable_intrin import portable_intrin
 
 
+PREFERRED_CHUNK = 8
+
+
 class LutMatmulPortable(CpuRule):
     """Correct everywhere LLVM runs; the per-ISA rules are the fast ones."""
 
@@ -20,4 +23,4 @@ class LutMatmulPortable(CpuRule):
 
     def schedule(self, sch: s_tir.Schedule, func: tirx.PrimFunc, target: Target, tunable: bool) -> None:
         shape = LookupShape.from_func(func)
-        schedule_lut_matmul(sch, shape, max(CHUNK_CANDIDATES), portable_intrin, tunable)
+        schedule_lut_matmul(sch, shape, max(CHUNK_CANDIDATES), PREFERRED_CHUNK, portable_intrin, tunable)

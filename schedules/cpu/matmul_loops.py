@@ -31,21 +31,25 @@ def chunk_candidates(shape: LookupShape, max_chunk: int) -> list[int]:
     return [c for c in CHUNK_CANDIDATES if 2 <= c <= max_chunk and shape.group_bytes % c == 0]
 
 
-def default_chunk(candidates: list[int]) -> int:
-    """The largest chunk up to 16 bytes (128 K elements): long runs in int16, few flushes."""
-    return max(c for c in candidates if c <= 16) if min(candidates) <= 16 else min(candidates)
+def default_chunk(candidates: list[int], preferred: int) -> int:
+    """The largest candidate up to ``preferred`` bytes (the micro-kernel's measured sweet spot)."""
+    fitting = [c for c in candidates if c <= preferred]
+    return max(fitting) if fitting else min(candidates)
 
 
 def schedule_lut_matmul(
     sch: s_tir.Schedule,
     shape: LookupShape,
     max_chunk: int,
+    preferred_chunk: int,
     intrin_for: Callable[[LookupShape, int], str],
     tunable: bool,
 ) -> None:
     """Tile, order, parallelize and tensorize ``lut_matmul`` (see the module docstring)."""
     candidates = chunk_candidates(shape, max_chunk)
-    chunk = choose(sch, candidates, default_chunk(candidates), tunable)
+    if not candidates:
+        raise NotImplementedError(f"no lookup chunk of 2..{max_chunk} bytes divides a group of {shape.group_bytes}")
+    chunk = choose(sch, candidates, default_chunk(candidates, preferred_chunk), tunable)
     m_inner = choose(sch, [0, 1], int(shape.m > 1), tunable) if shape.m > 1 else 0
     unroll = choose(sch, UNROLL_CANDIDATES, 16, tunable)
 
