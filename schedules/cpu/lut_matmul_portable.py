@@ -12,7 +12,6 @@ from .base import CpuRule
 from .matmul_loops import schedule_lut_matmul
 from .portable_intrin import portable_intrin
 
-
 PREFERRED_CHUNK = 8
 
 

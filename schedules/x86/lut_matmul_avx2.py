@@ -12,7 +12,6 @@ from ..hw import max_int16_chunk
 from .avx2_intrin import avx2_intrin
 from .base import X86Rule
 
-
 PREFERRED_CHUNK = {"fast": 8, "exact": 2}
 """Measured on a 2-core EPYC, M = 1, 4096 x 4096: fast mode is flat from 4 to 8 bytes and
 slower at 16; exact mode spills registers beyond 2 bytes (8 float accumulator chains)."""
