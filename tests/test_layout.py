@@ -78,7 +78,8 @@ def test_offsets_fold_zero_point_and_plane_offset(fmt):
     """offsets = s * ((2**b - 1)/2 - z): -s/2 symmetric, +s/2 ternary, computed per group."""
     qw = quantize(random_weights(np.random.default_rng(0), 32, 128), fmt)
     pw = pack(qw)
-    offsets = pw.offsets.transpose(0, 2, 1).reshape(32, -1)
+    assert (pw.offsets is None) == (fmt.zero_point == "none")
+    offsets = pw.offset_values().transpose(0, 2, 1).reshape(32, -1)
     expected = qw.scales * ((2**fmt.bits - 1) / 2 - qw.zero_points())
     np.testing.assert_allclose(offsets, expected, rtol=1e-7)
     if isinstance(fmt, TernaryFormat):
@@ -87,7 +88,7 @@ def test_offsets_fold_zero_point_and_plane_offset(fmt):
 
 def test_padded_rows_have_zero_scales():
     pw = pack(quantize(random_weights(np.random.default_rng(0), 5, 64), IntFormat(2, 32, symmetric=False)))
-    assert not pw.scales[0, :, 5:].any() and not pw.offsets[0, :, 5:].any()
+    assert not pw.scales[0, :, 5:].any() and not pw.offset_values()[0, :, 5:].any()
 
 
 def test_layout_refuses_groups_that_are_not_whole_bytes():
@@ -109,3 +110,5 @@ def test_packed_arrays_are_checked():
         PackedWeight(pw.fmt, pw.n, pw.k, pw.g, pw.data[:, :2], pw.scales, pw.offsets)
     with pytest.raises(ValueError, match="packed scales"):
         PackedWeight(pw.fmt, pw.n, pw.k, pw.g, pw.data, pw.scales.astype(np.float16), pw.offsets)
+    with pytest.raises(ValueError, match="w2g32 packs no offsets"):
+        PackedWeight(pw.fmt, pw.n, pw.k, pw.g, pw.data, pw.scales, pw.offset_values())

@@ -23,7 +23,7 @@ class PreparedWeight:
 
     data: tvm.runtime.Tensor
     scales: tvm.runtime.Tensor
-    offsets: tvm.runtime.Tensor
+    offsets: tvm.runtime.Tensor | None
     bias: tvm.runtime.Tensor | None
 
 
@@ -66,8 +66,9 @@ class LutGemm:
             bias_tensor = tvm.runtime.tensor(bias, self.device)
         elif bias is not None:
             raise ValueError("bias given, but the kernel was built with bias=False")
-        arrays = (packed.data, packed.scales, packed.offsets)
-        return PreparedWeight(*(tvm.runtime.tensor(a, self.device) for a in arrays), bias_tensor)
+        data, scales = (tvm.runtime.tensor(a, self.device) for a in (packed.data, packed.scales))
+        offsets = None if packed.offsets is None else tvm.runtime.tensor(packed.offsets, self.device)
+        return PreparedWeight(data, scales, offsets, bias_tensor)
 
     def workspace(self) -> Workspace:
         spec, dev = self.spec, self.device
@@ -83,8 +84,8 @@ class LutGemm:
     def run(self, ws: Workspace, weight: PreparedWeight) -> None:
         """Precompute then matmul on device buffers, allocating nothing."""
         self._precompute(ws.x, ws.tables, ws.lut_scale, ws.xsum)
-        extra = () if weight.bias is None else (weight.bias,)
-        self._matmul(ws.tables, ws.lut_scale, ws.xsum, weight.data, weight.scales, weight.offsets, *extra, ws.y)
+        optional = tuple(t for t in (weight.offsets, weight.bias) if t is not None)
+        self._matmul(ws.tables, ws.lut_scale, ws.xsum, weight.data, weight.scales, *optional, ws.y)
 
     def __call__(self, x: np.ndarray, weight: PreparedWeight) -> np.ndarray:
         """``x`` float32 ``[M, K]`` in, float32 ``[M, N]`` out."""

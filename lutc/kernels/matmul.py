@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from tvm import te, tirx
 
-from ..quant.layout import TILE_N
+from ..quant.layout import TILE_N, implied_offset
 from .intrin_desc import LOOKUP_ATTR, LookupShape, lookup_term
 from .spec import KernelSpec
 
@@ -29,8 +29,9 @@ def _inputs(spec: KernelSpec) -> dict[str, te.Tensor]:
         "xsum": te.placeholder((m, ng), "float32", "xsum"),
         "data": te.placeholder((nt, spec.k_bytes, spec.planes, TILE_N), "uint8", "data"),
         "scales": te.placeholder((nt, ng, TILE_N), spec.scale_dtype, "scales"),
-        "offsets": te.placeholder((nt, ng, TILE_N), "float32", "offsets"),
     }
+    if implied_offset(spec.fmt) is None:
+        inputs["offsets"] = te.placeholder((nt, ng, TILE_N), "float32", "offsets")
     if spec.bias:
         inputs["bias"] = te.placeholder((spec.n,), "float32", "bias")
     return inputs
@@ -57,15 +58,18 @@ def _lookup(spec: KernelSpec, tables: te.Tensor, data: te.Tensor) -> te.Tensor:
 def _epilogue(spec: KernelSpec, acc: te.Tensor, inputs: dict[str, te.Tensor]) -> te.Tensor:
     """``y`` over whole tiles: ``[M, N_pad]``, cropped by :func:`_crop` when N is not a multiple of 32."""
     group = te.reduce_axis((0, spec.n_groups), "group")
-    scales, offsets = inputs["scales"], inputs["offsets"]
+    scales, offsets = inputs["scales"], inputs.get("offsets")
     lut_scale, xsum, bias = inputs["lut_scale"], inputs["xsum"], inputs.get("bias")
     padded = spec.n_tiles * TILE_N != spec.n
+    constant = implied_offset(spec.fmt)
 
     def body(m, n):
         tile, r = n // TILE_N, n % TILE_N
         weighted = tirx.const(0.5, "float32") * tirx.Cast("float32", acc[m, tile, group, r])
-        scaled = tirx.Cast("float32", scales[tile, group, r]) * (lut_scale[m, group] * weighted)
-        term = scaled + offsets[tile, group, r] * xsum[m, group]
+        scale = tirx.Cast("float32", scales[tile, group, r])
+        scaled = scale * (lut_scale[m, group] * weighted)
+        offset = offsets[tile, group, r] if offsets is not None else scale * tirx.const(constant, "float32")
+        term = scaled + offset * xsum[m, group]
         return te.sum(term, axis=group, init=None if bias is None or padded else bias[n])
 
     return te.compute((spec.m, spec.n_tiles * TILE_N), body, name="y_pad" if padded else "y")

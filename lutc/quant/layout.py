@@ -30,8 +30,10 @@ of 32 rows, so the two tables a byte indexes serve every plane before moving on.
 
 - ``scales``: the format's scales in their storage dtype (fp32 or fp16);
 - ``offsets``: float32 ``s * ((2**b - 1) / 2 - z)``, the zero point and the bit-plane offset
-  folded into one correction multiplied by the group's activation sum (ternary:
-  ``z = 1``; symmetric: ``z = 2**(b-1)``). Symmetric and asymmetric formats thus cost the same.
+  folded into one correction multiplied by the group's activation sum. Formats with stored
+  zero points carry this array; for symmetric (``z = 2**(b-1)``, offset ``-s/2``) and ternary
+  (``z = 1``, offset ``+s/2``) formats it is ``None`` and kernels compute ``s * c`` with the
+  constant :func:`implied_offset`, which saves a fifth of the bytes a 2-bit kernel streams.
 
 **Padding.** N is padded to a multiple of 32 with zero codes and zero scales. For per-channel
 and per-tensor formats, K is padded to a multiple of 8 with zero codes; the precompute pads the
@@ -118,6 +120,11 @@ def _bytes_to_indices(data: np.ndarray, g: int) -> np.ndarray:
     return indices.reshape(planes, n, kbytes * (K_BYTE // g)).astype(np.uint8)
 
 
+def implied_offset(fmt: AnyFormat) -> float | None:
+    """``(2**b - 1)/2 - z`` for formats whose zero point is implied; ``None`` when stored."""
+    return None if fmt.zero_point != "none" else (2**fmt.bits - 1) / 2 - fmt.implied_zero
+
+
 def offsets_of(qw: QuantizedWeight) -> np.ndarray:
     """float32 ``s * ((2**b - 1) / 2 - z)`` per ``[N, n_groups]``."""
     half_range = np.float32((2**qw.fmt.bits - 1) / 2)
@@ -134,7 +141,7 @@ class PackedWeight:
     g: int
     data: np.ndarray
     scales: np.ndarray
-    offsets: np.ndarray
+    offsets: np.ndarray | None
     zeros: np.ndarray | None = None
     """Zero points ``[N, n_groups]`` as given, kept only so :func:`unpack` is lossless."""
 
@@ -144,13 +151,18 @@ class PackedWeight:
         expected = {
             "data": (self.data, (tiles, self.k_pad // K_BYTE, self.fmt.bits, TILE_N), np.uint8),
             "scales": (self.scales, (tiles, groups, TILE_N), np.dtype(self.fmt.scale_dtype)),
-            "offsets": (self.offsets, (tiles, groups, TILE_N), np.float32),
         }
+        if (self.offsets is None) != (implied_offset(self.fmt) is not None):
+            need = "no offsets (implied zero point)" if self.offsets is not None else "offsets"
+            raise ValueError(f"format {self.fmt.name} packs {need}")
+        if self.offsets is not None:
+            expected["offsets"] = (self.offsets, (tiles, groups, TILE_N), np.float32)
         for name, (arr, shape, dtype) in expected.items():
             if not isinstance(arr, np.ndarray) or arr.shape != shape or arr.dtype != dtype:
                 got = f"{arr.shape} {arr.dtype}" if isinstance(arr, np.ndarray) else type(arr).__name__
                 raise ValueError(f"packed {name} must be {shape} {np.dtype(dtype)}; got {got}")
-        check_finite("offsets", self.offsets)
+        if self.offsets is not None:
+            check_finite("offsets", self.offsets)
 
     @property
     def k_pad(self) -> int:
@@ -172,7 +184,13 @@ class PackedWeight:
     @property
     def nbytes(self) -> int:
         """Bytes a kernel streams: indices, scales and offsets."""
-        return self.data.nbytes + self.scales.nbytes + self.offsets.nbytes
+        return self.data.nbytes + self.scales.nbytes + (0 if self.offsets is None else self.offsets.nbytes)
+
+    def offset_values(self) -> np.ndarray:
+        """float32 offsets ``[N_pad / 32, n_groups, 32]``, computed when implied."""
+        if self.offsets is not None:
+            return self.offsets
+        return self.scales.astype(np.float32) * np.float32(implied_offset(self.fmt))
 
     def indices(self) -> np.ndarray:
         """Sign-magnitude indices ``[planes, N_pad, K_pad / g]``."""
@@ -189,7 +207,9 @@ def pack(qw: QuantizedWeight, g: int = 4) -> PackedWeight:
     plane_bytes = _indices_to_bytes(encode_indices(codes, fmt.bits, g), g)
     data = np.ascontiguousarray(plane_bytes.reshape(fmt.bits, -1, TILE_N, k_pad // K_BYTE).transpose(1, 3, 0, 2))
     scales = _tile(_pad_to(qw.scales, n_pad, qw.scales.shape[1]))
-    offsets = _tile(_pad_to(offsets_of(qw), n_pad, qw.scales.shape[1]))
+    offsets = None
+    if implied_offset(fmt) is None:
+        offsets = _tile(_pad_to(offsets_of(qw), n_pad, qw.scales.shape[1]))
     return PackedWeight(fmt, n, k, g, data, scales, offsets, qw.zeros)
 
 

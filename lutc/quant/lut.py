@@ -179,7 +179,7 @@ def lut_matmul(tables: Tables, pw: PackedWeight, bias: np.ndarray | None = None)
             f"tables (g={tables.config.g}, group {tables.group_len}) do not fit the weight "
             f"(g={pw.g}, group {pw.group_len})"
         )
-    scales, offsets = _untiled(pw.scales), _untiled(pw.offsets)
+    scales, offsets = _untiled(pw.scales), _untiled(pw.offset_values())
     out = np.zeros((tables.values.shape[0], pw.n_pad), np.float32)
     for row in range(out.shape[0]):
         weighted = _plane_sums(tables, pw, row).astype(np.float32)
@@ -215,7 +215,7 @@ def exact_error_bound(x: np.ndarray, pw: PackedWeight) -> np.ndarray:
     """
     half_range = (2**pw.planes - 1) / 2
     scales = np.abs(_untiled(pw.scales))[: pw.n].astype(np.float64)
-    zero_term = np.abs(_untiled(pw.offsets))[: pw.n].astype(np.float64)
+    zero_term = np.abs(_untiled(pw.offset_values()))[: pw.n].astype(np.float64)
     magnitude_per_group = scales * half_range + zero_term
     k_pad = pw.k_pad
     absx = np.abs(_pad_activations(x, k_pad).astype(np.float64))
