@@ -28,10 +28,11 @@ class LookupShape:
     mode: Literal["exact", "fast"]
     group_bytes: int
     m: int
+    """Rows, or -1 when dynamic."""
 
     @staticmethod
     def of(spec: KernelSpec) -> LookupShape:
-        return LookupShape(spec.planes, spec.symmetric, spec.mode, spec.group_bytes, spec.m)
+        return LookupShape(spec.planes, spec.symmetric, spec.mode, spec.group_bytes, -1 if spec.m is None else spec.m)
 
     @staticmethod
     def from_func(func: tirx.PrimFunc) -> LookupShape:

@@ -21,8 +21,8 @@ from .spec import KernelSpec
 MATMUL_KERNEL = "lut_matmul"
 
 
-def _inputs(spec: KernelSpec) -> dict[str, te.Tensor]:
-    m, ng, nt = spec.m, spec.n_groups, spec.n_tiles
+def _inputs(spec: KernelSpec, m) -> dict[str, te.Tensor]:
+    ng, nt = spec.n_groups, spec.n_tiles
     inputs = {
         "tables": te.placeholder((m, spec.table_groups, spec.entries), spec.table_dtype, "tables"),
         "lut_scale": te.placeholder((m, ng), "float32", "lut_scale"),
@@ -37,7 +37,7 @@ def _inputs(spec: KernelSpec) -> dict[str, te.Tensor]:
     return inputs
 
 
-def _lookup(spec: KernelSpec, tables: te.Tensor, data: te.Tensor) -> te.Tensor:
+def _lookup(spec: KernelSpec, m_rows, tables: te.Tensor, data: te.Tensor) -> te.Tensor:
     byte = te.reduce_axis((0, spec.group_bytes), "byte")
     half = te.reduce_axis((0, 2), "half")
     entry = te.reduce_axis((0, spec.entries), "entry")
@@ -51,11 +51,11 @@ def _lookup(spec: KernelSpec, tables: te.Tensor, data: te.Tensor) -> te.Tensor:
         term = lookup_term(tables[m, k_byte * 2 + half, entry], byte_value, plane, half, entry, LookupShape.of(spec))
         return te.sum(term, axis=axes)
 
-    shape = (spec.m, spec.n_tiles, spec.n_groups, TILE_N)
+    shape = (m_rows, spec.n_tiles, spec.n_groups, TILE_N)
     return te.compute(shape, body, name="lookup")
 
 
-def _epilogue(spec: KernelSpec, acc: te.Tensor, inputs: dict[str, te.Tensor]) -> te.Tensor:
+def _epilogue(spec: KernelSpec, m_rows, acc: te.Tensor, inputs: dict[str, te.Tensor]) -> te.Tensor:
     """``y`` over whole tiles: ``[M, N_pad]``, cropped by :func:`_crop` when N is not a multiple of 32."""
     group = te.reduce_axis((0, spec.n_groups), "group")
     scales, offsets = inputs["scales"], inputs.get("offsets")
@@ -72,24 +72,25 @@ def _epilogue(spec: KernelSpec, acc: te.Tensor, inputs: dict[str, te.Tensor]) ->
         term = scaled + offset * xsum[m, group]
         return te.sum(term, axis=group, init=None if bias is None or padded else bias[n])
 
-    return te.compute((spec.m, spec.n_tiles * TILE_N), body, name="y_pad" if padded else "y")
+    return te.compute((m_rows, spec.n_tiles * TILE_N), body, name="y_pad" if padded else "y")
 
 
-def _crop(spec: KernelSpec, y_pad: te.Tensor, bias: te.Tensor | None) -> te.Tensor:
+def _crop(spec: KernelSpec, m_rows, y_pad: te.Tensor, bias: te.Tensor | None) -> te.Tensor:
     def body(m, n):
         value = y_pad[m, n]
         return value if bias is None else value + bias[n]
 
-    return te.compute((spec.m, spec.n), body, name="y")
+    return te.compute((m_rows, spec.n), body, name="y")
 
 
 def lut_matmul(spec: KernelSpec) -> tirx.PrimFunc:
     """The unscheduled ``lut_matmul`` PrimFunc for ``spec``, tagged ``lutc.kernel``."""
-    inputs = _inputs(spec)
-    acc = _lookup(spec, inputs["tables"], inputs["data"])
-    out = _epilogue(spec, acc, inputs)
+    m_rows = spec.rows()
+    inputs = _inputs(spec, m_rows)
+    acc = _lookup(spec, m_rows, inputs["tables"], inputs["data"])
+    out = _epilogue(spec, m_rows, acc, inputs)
     if spec.n_tiles * TILE_N != spec.n:
-        out = _crop(spec, out, inputs.get("bias"))
+        out = _crop(spec, m_rows, out, inputs.get("bias"))
     func = te.create_prim_func([*inputs.values(), out])
     attrs = {"global_symbol": MATMUL_KERNEL, "lutc.kernel": MATMUL_KERNEL, "lutc.spec": spec.tag}
     return func.with_attrs({**attrs, LOOKUP_ATTR: LookupShape.of(spec).as_attr()})

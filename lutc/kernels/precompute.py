@@ -35,12 +35,12 @@ def _entry(spec: KernelSpec, xp, m, a, e) -> tirx.PrimExpr:
     return tirx.Select(e < 2 ** (spec.g - 1), value, tirx.const(0, "float32") - value)
 
 
-def _quantized(spec: KernelSpec, table: te.Tensor) -> tuple[te.Tensor, te.Tensor]:
+def _quantized(spec: KernelSpec, m_rows, table: te.Tensor) -> tuple[te.Tensor, te.Tensor]:
     tables_per_group = spec.group_len // spec.g
     a = te.reduce_axis((0, tables_per_group), "a")
     e = te.reduce_axis((0, spec.entries), "e")
     maxabs = te.compute(
-        (spec.m, spec.n_groups),
+        (m_rows, spec.n_groups),
         lambda m, g: te.max(tirx.abs(table[m, g * tables_per_group + a, e]), axis=[a, e]),
         name="maxabs",
     )
@@ -58,18 +58,19 @@ def _quantized(spec: KernelSpec, table: te.Tensor) -> tuple[te.Tensor, te.Tensor
 
 def lut_precompute(spec: KernelSpec) -> tirx.PrimFunc:
     """The unscheduled ``lut_precompute`` PrimFunc for ``spec``, tagged ``lutc.kernel``."""
-    x = te.placeholder((spec.m, spec.k), "float32", "x")
+    m_rows = spec.rows()
+    x = te.placeholder((m_rows, spec.k), "float32", "x")
     xp = _padded(spec, x)
-    shape = (spec.m, spec.table_groups, spec.entries)
+    shape = (m_rows, spec.table_groups, spec.entries)
     name = "table" if spec.mode == "fast" else "tables"
     table = te.compute(shape, lambda m, a, e: _entry(spec, xp, m, a, e), name=name)
     j = te.reduce_axis((0, spec.group_len), "j")
     xsum = te.compute((spec.m, spec.n_groups), lambda m, g: te.sum(xp(m, g * spec.group_len + j), axis=j), name="xsum")
     if spec.mode == "fast":
-        tables, lut_scale = _quantized(spec, table)
+        tables, lut_scale = _quantized(spec, m_rows, table)
     else:
         tables = table
         lut_scale = te.compute(xsum.shape, lambda m, g: tirx.const(1, "float32"), name="lut_scale")
     func = te.create_prim_func([x, tables, lut_scale, xsum])
-    attrs = {"global_symbol": PRECOMPUTE_KERNEL, "lutc.kernel": PRECOMPUTE_KERNEL, "lutc.spec": spec.tag}
+    attrs = {"global_symbol": PRECOMPUTE_KERNEL, "lutc.kernel": PRECOMPUTE_KERNEL, "lutc.spec": spec.precompute_tag}
     return func.with_attrs(attrs)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from tvm import tirx
+
 from ..quant.formats import AnyFormat, group_length, n_groups
 from ..quant.layout import K_BYTE, TILE_N, padded_k
 
@@ -23,7 +25,8 @@ class KernelSpec:
     stores half tables and recovers the sign from the index (see :mod:`lutc.quant.lut`).
     """
 
-    m: int
+    m: int | None
+    """Rows of ``x``; ``None`` compiles for any number of rows (a dynamic sequence length)."""
     n: int
     k: int
     fmt: AnyFormat
@@ -33,7 +36,7 @@ class KernelSpec:
     g: int = KERNEL_G
 
     def __post_init__(self) -> None:
-        for name in ("m", "n", "k"):
+        for name in ("m", "n", "k") if self.m is not None else ("n", "k"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"kernel {name} must be a positive int; got {value!r}")
@@ -102,4 +105,16 @@ class KernelSpec:
         """A name for kernels of this spec, stable across runs."""
         table = "half" if self.symmetric else "full"
         bias = "_bias" if self.bias else ""
-        return f"m{self.m}_n{self.n}_k{self.k}_{self.fmt.name}_{self.mode}_{table}{bias}"
+        rows = "dyn" if self.m is None else self.m
+        return f"m{rows}_n{self.n}_k{self.k}_{self.fmt.name}_{self.mode}_{table}{bias}"
+
+    @property
+    def precompute_tag(self) -> str:
+        """What the precompute depends on: matmuls with equal tags can share tables."""
+        rows = "dyn" if self.m is None else self.m
+        table = "half" if self.symmetric else "full"
+        return f"m{rows}_k{self.k}_kp{self.k_pad}_gl{self.group_len}_{self.mode}_{table}"
+
+    def rows(self) -> tirx.PrimExpr | int:
+        """The row extent for a new PrimFunc: ``m``, or a fresh int64 variable when dynamic."""
+        return self.m if self.m is not None else tirx.Var("m", "int64")

@@ -184,3 +184,29 @@ def n_groups(fmt: AnyFormat, k: int) -> int:
 def group_length(fmt: AnyFormat, k: int) -> int:
     """K elements per group for a matrix with ``k`` columns."""
     return k if fmt.group_size in ("channel", "tensor") else int(fmt.group_size)
+
+
+def format_to_attr(fmt: AnyFormat) -> dict:
+    """A plain dict describing ``fmt``, for IR attributes and JSON."""
+    if isinstance(fmt, TernaryFormat):
+        return {"family": "ternary", "group_size": fmt.group_size, "scale_dtype": fmt.scale_dtype}
+    return {
+        "family": "int",
+        "bits": fmt.bits,
+        "group_size": fmt.group_size,
+        "symmetric": int(fmt.symmetric),
+        "zero_dtype": fmt.zero_dtype,
+        "scale_dtype": fmt.scale_dtype,
+    }
+
+
+def format_from_attr(attr) -> AnyFormat:
+    """Inverse of :func:`format_to_attr`; also accepts TVM attribute maps."""
+    group = attr["group_size"]
+    group_size = str(group) if str(group) in ("channel", "tensor") else int(group)
+    scale_dtype = str(attr["scale_dtype"])
+    if str(attr["family"]) == "ternary":
+        return TernaryFormat(group_size, scale_dtype)
+    return IntFormat(
+        int(attr["bits"]), group_size, bool(int(attr["symmetric"])), str(attr["zero_dtype"]), scale_dtype
+    )

@@ -442,3 +442,32 @@ def dequantize_linear_from_node(node: onnx.NodeProto, initializers: dict[str, np
         )
     except ValueError as err:
         raise ValueError(f"{desc}: {err}") from err
+
+
+def wide_matmul_nbits_from_node(
+    node: onnx.NodeProto, initializers: dict[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """A 5-8 bit ``MatMulNBits`` node -> ``(codes [N, K], scales [N, blocks], zeros | None, bias)``.
+
+    These widths have no lutc format; the caller runs them on the dequantize path.
+    """
+    desc = _node_desc(node)
+    attrs = _nbits_attrs(node)
+    k, n, bits, block_size = attrs["k"], attrs["n"], attrs["bits"], attrs["block_size"]
+    if not 5 <= bits <= 8 or k % block_size:
+        raise ValueError(f"{desc}: bits={bits}, K={k}, block_size={block_size} is not a whole-block 5-8 bit weight")
+    if len(node.input) > 4 and node.input[4]:
+        raise ValueError(f"{desc}: g_idx input {node.input[4]!r} (act-order group index) is not supported")
+    blocks = k // block_size
+    try:
+        codes = unpack_matmul_nbits_codes(_require(node, initializers, 1, "B"), bits, k)
+        scales = _as_array("scales", _require(node, initializers, 2, "scales"))
+        scale_dtype = _scale_dtype("scales", scales)
+        scales = _reshape_per_block("scales", scales, (n, blocks), f"K={k}, N={n}, block_size={block_size}")
+        zero_points = _node_input(node, initializers, 3, "zero_points")
+        zeros = None if zero_points is None else _nbits_zeros(zero_points, n, blocks, bits, scale_dtype)
+    except ValueError as err:
+        raise ValueError(f"{desc}: {err}") from err
+    if codes.shape[0] != n:
+        raise ValueError(f"{desc}: B holds {codes.shape[0]} rows; N={n}")
+    return codes, np.ascontiguousarray(scales), zeros, _node_input(node, initializers, 5, "bias")

@@ -50,7 +50,7 @@ def schedule_lut_matmul(
     if not candidates:
         raise NotImplementedError(f"no lookup chunk of 2..{max_chunk} bytes divides a group of {shape.group_bytes}")
     chunk = choose(sch, candidates, default_chunk(candidates, preferred_chunk), tunable)
-    m_inner = choose(sch, [0, 1], int(shape.m > 1), tunable) if shape.m > 1 else 0
+    m_inner = choose(sch, [0, 1], 1, tunable) if shape.m != 1 else 0
     unroll = choose(sch, UNROLL_CANDIDATES, 16, tunable)
 
     lookup, epilogue = sch.get_sblock("lookup"), _epilogue_block(sch)

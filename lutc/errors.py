@@ -1,0 +1,15 @@
+"""Errors lutc raises for bad input: each names what is wrong and, where it can, the fix."""
+
+from __future__ import annotations
+
+
+class LutcError(Exception):
+    """Base of lutc's own errors."""
+
+
+class ModelError(LutcError, ValueError):
+    """The ONNX model cannot be compiled: corrupt, too old, or using unsupported ops."""
+
+
+class InputError(LutcError, ValueError):
+    """A call got inputs of the wrong name, shape or dtype."""

@@ -1,0 +1,193 @@
+"""ONNX to Relax: TVM's importer plus converters for quantized matmul weights.
+
+TVM 0.27's Relax ONNX frontend has no ``com.microsoft::MatMulNBits`` converter and refuses
+blocked ``DequantizeLinear``. lutc subclasses its importer (TVM's sources stay untouched):
+
+- before import, every quantized weight is read and checked with :mod:`lutc.quant.onnx_convert`
+  (errors name the node);
+- during import, such a node becomes ``matmul(x, call_tir(lut_dequantize, consts))``, the pattern
+  the LUT rewrite pass looks for. Everything else goes through TVM's converters.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+from tvm import IRModule, relax
+from tvm.relax.frontend.onnx import onnx_frontend
+
+from ..errors import ModelError
+from ..kernels.dequantize import DequantizeSpec, lut_dequantize
+from ..quant.formats import group_length
+from ..quant.onnx_convert import dequantize_linear_from_node, matmul_nbits_from_node, wide_matmul_nbits_from_node
+from .model_info import ModelInfo, QuantizedNode, TensorInfo
+
+MIN_OPSET = 13
+"""Oldest default-domain opset lutc accepts; older models go through ``onnx.version_converter``."""
+
+NARROW_TYPES = {
+    onnx.TensorProto.INT4: np.int8,
+    onnx.TensorProto.UINT4: np.uint8,
+    onnx.TensorProto.INT2: np.int8,
+    onnx.TensorProto.UINT2: np.uint8,
+}
+
+
+def load_onnx(model: str | Path | onnx.ModelProto) -> onnx.ModelProto:
+    """Read a model, turning a missing, truncated or corrupt file into a :class:`ModelError`."""
+    if isinstance(model, onnx.ModelProto):
+        return model
+    path = Path(model)
+    if not path.is_file():
+        raise ModelError(f"no ONNX model at {str(path)!r}")
+    try:
+        proto = onnx.load(str(path))
+    except Exception as err:  # noqa: BLE001 - protobuf raises DecodeError, RuntimeError, ...
+        raise ModelError(f"{path} is not a readable ONNX model (truncated or corrupt?): {err}") from None
+    if not proto.graph.node:
+        raise ModelError(f"{path} holds no graph nodes: truncated or not an ONNX model")
+    return proto
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    raise ModelError("the model imports no default-domain (ai.onnx) opset")
+
+
+def _check_opset(model: onnx.ModelProto) -> int:
+    opset = _opset(model)
+    if opset < MIN_OPSET:
+        raise ModelError(
+            f"the model uses ONNX opset {opset}; lutc needs {MIN_OPSET} or newer. Convert it with "
+            f"onnx.version_converter.convert_version(model, {MIN_OPSET})"
+        )
+    return opset
+
+
+def _named_copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose nodes all have unique names (the importer knows nodes only by name)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    seen: set[str] = set()
+    for index, node in enumerate(copy.graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.op_type}_{index}"
+        seen.add(node.name)
+    return copy
+
+
+def _check_ops(model: onnx.ModelProto) -> None:
+    known = set(onnx_frontend._get_convert_map()) | {"If", "Constant"}
+    bad = [
+        f"{node.domain + '::' if node.domain else ''}{node.op_type} ({node.name})"
+        for node in model.graph.node
+        if (node.domain == "com.microsoft" and node.op_type != "MatMulNBits")
+        or (node.domain not in ("com.microsoft",) and node.op_type not in known)
+    ]
+    if bad:
+        raise ModelError(f"unsupported operators: {', '.join(bad)}")
+
+
+def _initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+
+
+def _from_weight(node: onnx.NodeProto, weight, bias) -> QuantizedNode:
+    return QuantizedNode(
+        node.name, node.op_type, weight.fmt.bits, group_length(weight.fmt, weight.shape[1]),
+        weight.codes, weight.scales, weight.zeros, weight.fmt.implied_zero, weight, bias,
+    )  # fmt: skip
+
+
+def _quantized_node(node: onnx.NodeProto, initializers: dict) -> QuantizedNode | None:
+    if node.op_type == "MatMulNBits" and node.domain == "com.microsoft":
+        bits = next((a.i for a in node.attribute if a.name == "bits"), 4)
+        if bits <= 4:
+            return _from_weight(node, *matmul_nbits_from_node(node, initializers))
+        codes, scales, zeros, bias = wide_matmul_nbits_from_node(node, initializers)
+        group = codes.shape[1] // scales.shape[1]
+        return QuantizedNode(node.name, node.op_type, bits, group, codes, scales, zeros, 2.0 ** (bits - 1), None, bias)
+    if node.op_type == "DequantizeLinear" and node.input and node.input[0] in initializers:
+        if initializers[node.input[0]].dtype.name in ("int4", "uint4", "int2", "uint2"):
+            return _from_weight(node, dequantize_linear_from_node(node, initializers), None)
+    return None
+
+
+def _tensor_info(value: onnx.ValueInfoProto) -> TensorInfo:
+    tensor = value.type.tensor_type
+    dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim)
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name if tensor.elem_type else "unknown"
+    return TensorInfo(value.name, dims, dtype)
+
+
+def inspect_onnx(model: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, ModelInfo]:
+    """Load and check a model; return a node-named copy and what lutc found in it."""
+    model = _named_copy(load_onnx(model))
+    opset = _check_opset(model)
+    _check_ops(model)
+    initializers = _initializers(model)
+    quantized = {}
+    for node in model.graph.node:
+        try:
+            found = _quantized_node(node, initializers)
+        except ValueError as err:
+            raise ModelError(str(err)) from None
+        if found is not None:
+            quantized[node.name] = found
+    inputs = tuple(_tensor_info(v) for v in model.graph.input if v.name not in initializers)
+    outputs = tuple(_tensor_info(v) for v in model.graph.output)
+    return model, ModelInfo(inputs, outputs, quantized, opset)
+
+
+class _Importer(onnx_frontend.ONNXGraphImporter):
+    """TVM's importer with lutc's quantized-weight nodes (looked up by node name)."""
+
+    def __init__(self, quantized: dict[str, QuantizedNode], *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._quantized = quantized
+
+    def _parse_array(self, tensor_proto: onnx.TensorProto):
+        if tensor_proto.data_type in NARROW_TYPES:  # TVM cannot hold 2/4-bit numpy arrays
+            values = numpy_helper.to_array(tensor_proto).astype(NARROW_TYPES[tensor_proto.data_type])
+            return onnx_frontend.tvm.runtime.tensor(values)
+        return super()._parse_array(tensor_proto)
+
+    def _check_for_unsupported_ops(self, graph: onnx.GraphProto) -> None:
+        pass  # checked before import, with node names
+
+    def _convert_operator(self, op_name, inputs, attrs, opset):
+        node = self._quantized.get(attrs["tvm_custom"]["name"])
+        if node is None:
+            return super()._convert_operator(op_name, inputs, attrs, opset)
+        weight = self._emit_dequantize(node)
+        if op_name == "DequantizeLinear":
+            return weight
+        out = self.bb.emit(relax.op.matmul(inputs[0], weight))
+        return out if node.bias is None else relax.op.add(out, relax.const(node.bias))
+
+    def _emit_dequantize(self, node: QuantizedNode) -> relax.Expr:
+        zero = "implied" if node.zeros is None else ("int" if node.zeros.dtype == np.uint8 else "float")
+        spec = DequantizeSpec(
+            node.n, node.k, node.bits, node.group_len, zero, node.implied_zero, str(node.scales.dtype), fmt=node.fmt
+        )
+        func = self.bb.add_func(lut_dequantize(spec), "lut_dequantize")
+        args = [relax.const(a) for a in (node.codes, node.scales, node.zeros) if a is not None]
+        return self.bb.emit(relax.call_tir(func, args, relax.TensorType((node.k, node.n), "float32")))
+
+
+def import_onnx(
+    model: str | Path | onnx.ModelProto, shape_dict: dict[str, list] | None = None
+) -> tuple[IRModule, ModelInfo]:
+    """A Relax module for ``model`` and what lutc found in it (inputs, outputs, quantized nodes)."""
+    model, info = inspect_onnx(model)
+    importer = _Importer(info.quantized, shape_dict, "float32", keep_params_in_input=False, sanitize=True)
+    try:
+        mod = importer.from_onnx(model.graph, info.opset)
+    except Exception as err:  # noqa: BLE001 - TVM's converters raise many types
+        raise ModelError(f"TVM's ONNX importer failed: {type(err).__name__}: {err}") from err
+    return mod, info

@@ -1,0 +1,58 @@
+"""The ``lut_dequantize`` kernel: logical codes, scales and zero points to a float ``[K, N]`` weight.
+
+This is the fallback path. The LUT rewrite replaces ``matmul(x, lut_dequantize(consts))``
+with LUT kernels; what it cannot take (8-bit weights, non-constant weights, formats a target
+lacks) keeps this kernel and TVM's own matmul.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tvm import te, tirx
+
+from ..quant.formats import AnyFormat, format_to_attr
+
+DEQUANTIZE_KERNEL = "lut_dequantize"
+
+
+@dataclass(frozen=True)
+class DequantizeSpec:
+    """``W[k, n] = s[n, k // G] * (q[n, k] - z)``: ``zero`` is ``"implied"``, ``"int"`` or ``"float"``."""
+
+    n: int
+    k: int
+    bits: int
+    group_len: int
+    zero: str
+    implied_zero: float
+    scale_dtype: str = "float32"
+    out_dtype: str = "float32"
+    fmt: AnyFormat | None = None
+    """The lutc format when the weight has one (bits 1-4); ``None`` for 5-8 bits."""
+
+    @property
+    def n_groups(self) -> int:
+        return self.k // self.group_len
+
+
+def lut_dequantize(spec: DequantizeSpec) -> tirx.PrimFunc:
+    """The ``lut_dequantize`` PrimFunc, tagged with the format when it is a lutc format."""
+    codes = te.placeholder((spec.n, spec.k), "uint8", "codes")
+    scales = te.placeholder((spec.n, spec.n_groups), spec.scale_dtype, "scales")
+    zeros = None
+    if spec.zero != "implied":
+        zeros = te.placeholder((spec.n, spec.n_groups), "uint8" if spec.zero == "int" else spec.scale_dtype, "zeros")
+
+    def body(k, n):
+        group = k // spec.group_len
+        zero = tirx.const(spec.implied_zero, "float32") if zeros is None else tirx.Cast("float32", zeros[n, group])
+        value = tirx.Cast("float32", scales[n, group]) * (tirx.Cast("float32", codes[n, k]) - zero)
+        return value if spec.out_dtype == "float32" else tirx.Cast(spec.out_dtype, value)
+
+    weight = te.compute((spec.k, spec.n), body, name="weight")
+    func = te.create_prim_func([codes, scales, *([zeros] if zeros is not None else []), weight])
+    attrs = {"global_symbol": DEQUANTIZE_KERNEL, "lutc.kernel": DEQUANTIZE_KERNEL}
+    if spec.fmt is not None:
+        attrs["lutc.format"] = format_to_attr(spec.fmt)
+    return func.with_attrs(attrs)
