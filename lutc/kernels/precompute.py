@@ -65,7 +65,7 @@ def lut_precompute(spec: KernelSpec) -> tirx.PrimFunc:
     name = "table" if spec.mode == "fast" else "tables"
     table = te.compute(shape, lambda m, a, e: _entry(spec, xp, m, a, e), name=name)
     j = te.reduce_axis((0, spec.group_len), "j")
-    xsum = te.compute((spec.m, spec.n_groups), lambda m, g: te.sum(xp(m, g * spec.group_len + j), axis=j), name="xsum")
+    xsum = te.compute((m_rows, spec.n_groups), lambda m, g: te.sum(xp(m, g * spec.group_len + j), axis=j), name="xsum")
     if spec.mode == "fast":
         tables, lut_scale = _quantized(spec, m_rows, table)
     else:
