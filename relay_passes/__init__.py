@@ -1,5 +1,11 @@
 """Relax graph passes that rewrite quantized matmuls into LUT kernels, one pass per file.
 
 Installed as ``lutc.relay_passes`` (the name follows the original design; Relay itself is
-gone from TVM). The passes arrive with the ``lutc.build`` issue.
+gone from TVM). ``lutc.pipeline`` lists them in order.
 """
+
+from .rewrite_quantized_matmul import DECISIONS_ATTR, LutcRewriteQuantizedMatmul, RewriteOptions
+from .schedule_kernels import LutcScheduleKernels
+from .share_tables import LutcShareTables
+
+__all__ = ["DECISIONS_ATTR", "LutcRewriteQuantizedMatmul", "LutcScheduleKernels", "LutcShareTables", "RewriteOptions"]

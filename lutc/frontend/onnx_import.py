@@ -173,8 +173,9 @@ class _Importer(onnx_frontend.ONNXGraphImporter):
     def _emit_dequantize(self, node: QuantizedNode) -> relax.Expr:
         zero = "implied" if node.zeros is None else ("int" if node.zeros.dtype == np.uint8 else "float")
         spec = DequantizeSpec(
-            node.n, node.k, node.bits, node.group_len, zero, node.implied_zero, str(node.scales.dtype), fmt=node.fmt
-        )
+            node.n, node.k, node.bits, node.group_len, zero, node.implied_zero, str(node.scales.dtype),
+            fmt=node.fmt, node=node.name,
+        )  # fmt: skip
         func = self.bb.add_func(lut_dequantize(spec), "lut_dequantize")
         args = [relax.const(a) for a in (node.codes, node.scales, node.zeros) if a is not None]
         return self.bb.emit(relax.call_tir(func, args, relax.TensorType((node.k, node.n), "float32")))

@@ -30,6 +30,8 @@ class DequantizeSpec:
     out_dtype: str = "float32"
     fmt: AnyFormat | None = None
     """The lutc format when the weight has one (bits 1-4); ``None`` for 5-8 bits."""
+    node: str = ""
+    """The ONNX node the weight came from, for reports."""
 
     @property
     def n_groups(self) -> int:
@@ -52,7 +54,7 @@ def lut_dequantize(spec: DequantizeSpec) -> tirx.PrimFunc:
 
     weight = te.compute((spec.k, spec.n), body, name="weight")
     func = te.create_prim_func([codes, scales, *([zeros] if zeros is not None else []), weight])
-    attrs = {"global_symbol": DEQUANTIZE_KERNEL, "lutc.kernel": DEQUANTIZE_KERNEL}
+    attrs = {"global_symbol": DEQUANTIZE_KERNEL, "lutc.kernel": DEQUANTIZE_KERNEL, "lutc.node": spec.node}
     if spec.fmt is not None:
         attrs["lutc.format"] = format_to_attr(spec.fmt)
     return func.with_attrs(attrs)

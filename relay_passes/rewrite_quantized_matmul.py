@@ -1,0 +1,154 @@
+"""LutcRewriteQuantizedMatmul: ``matmul(x, lut_dequantize(consts))`` -> LUT precompute + matmul.
+
+The constant weight is repacked into the kernel layout at compile time. Each rewritten or
+skipped weight is recorded in the module attribute ``lutc.decisions`` (node -> reason), which
+``lutc.build`` turns into its summary.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.dpl import is_op, wildcard
+from tvm.relax.expr_functor import PyExprMutator, mutator
+
+from ..kernels.dequantize import DEQUANTIZE_KERNEL
+from ..kernels.matmul import lut_matmul
+from ..kernels.precompute import lut_precompute
+from ..kernels.spec import KernelSpec
+from ..quant.formats import format_from_attr
+from ..quant.layout import PackedWeight, pack
+from ..quant.weights import QuantizedWeight
+
+DECISIONS_ATTR = "lutc.decisions"
+MATMUL = is_op("relax.matmul")(wildcard(), wildcard())
+CALL_TIR = tvm.ir.Op.get("relax.call_tir")
+
+
+@dataclass(frozen=True)
+class RewriteOptions:
+    """What the rewrite produces: table mode, symmetrization, and nodes to leave alone."""
+
+    mode: Literal["exact", "fast"] = "fast"
+    symmetric: bool = False
+    keep_dequantize: frozenset[str] = frozenset()
+
+
+def _dequantize_call(mod: tvm.IRModule, expr: relax.Expr):
+    """``(callee attrs, args)`` when ``expr`` calls ``lut_dequantize``, else ``None``."""
+    if not isinstance(expr, relax.Call) or expr.op != CALL_TIR:
+        return None
+    callee = mod[expr.args[0]]
+    attrs = callee.attrs if isinstance(callee, tvm.tirx.PrimFunc) else None
+    if attrs is None or str(attrs.get("lutc.kernel", "")) != DEQUANTIZE_KERNEL:
+        return None
+    return attrs, list(expr.args[1].fields)
+
+
+def _weight(attrs, args: list[tvm.ir.expr.Constant]) -> QuantizedWeight:
+    arrays = [arg.value.numpy() for arg in args]
+    return QuantizedWeight(format_from_attr(attrs["lutc.format"]), arrays[0], arrays[1], *arrays[2:])
+
+
+@mutator
+class _Rewriter(PyExprMutator):
+    def __init__(self, mod: tvm.IRModule, options: RewriteOptions):
+        super().__init__(mod)
+        self.mod, self.options, self.decisions = mod, options, {}
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = self.visit_expr_post_order(call)
+        if not MATMUL.match(call):
+            return call
+        x, weight = call.args
+        found = _dequantize_call(self.mod, self.lookup_binding(weight) if isinstance(weight, relax.Var) else weight)
+        if found is None:
+            return call
+        attrs, args = found
+        node = str(attrs.get("lutc.node", "?"))
+        reason = self._skip_reason(node, attrs, args)
+        if reason:
+            self.decisions[node] = f"dequantize path: {reason}"
+            return call
+        try:
+            spec, packed = self._spec_and_weight(x, attrs, args)
+        except NotImplementedError as err:
+            self.decisions[node] = f"dequantize path: {err}"
+            return call
+        self.decisions[node] = f"lut {spec.mode} {spec.fmt.name}{' symmetrized' if spec.symmetric else ''}"
+        return self._emit_lut(x, spec, packed)
+
+    def _skip_reason(self, node: str, attrs, args) -> str:
+        if node in self.options.keep_dequantize:
+            return "kept by request"
+        if "lutc.format" not in attrs:
+            return "no LUT kernel for this bit width"
+        if not all(isinstance(arg, tvm.ir.expr.Constant) for arg in args):
+            warnings.warn(f"{node}: quantized weight is not constant; it stays on the dequantize path", stacklevel=2)
+            return "weight is not a constant"
+        return ""
+
+    def _spec_and_weight(self, x: relax.Expr, attrs, args) -> tuple[KernelSpec, PackedWeight]:
+        qw = _weight(attrs, args)
+        shape = x.ty.shape
+        if x.ty.dtype != "float32" or shape is None:
+            raise NotImplementedError(f"activations are {x.ty.dtype} with shape {shape}; kernels take float32")
+        rows = _static_rows(shape.values[:-1])
+        n, k = qw.shape
+        spec = KernelSpec(rows, n, k, qw.fmt, mode=self.options.mode, symmetric=self.options.symmetric)
+        return spec, pack(qw)
+
+    def _emit_lut(self, x: relax.Expr, spec: KernelSpec, packed: PackedWeight) -> relax.Expr:
+        leading = list(x.ty.shape.values[:-1])
+        rows = _product(leading)
+        flat = self.builder_.emit(relax.op.reshape(x, [rows, spec.k]))
+        tables = self.builder_.emit(
+            relax.call_tir(self.builder_.add_func(lut_precompute(spec), "lut_precompute"), [flat], _table_types(spec, rows))
+        )
+        consts = [relax.const(a) for a in (packed.data, packed.scales, packed.offsets) if a is not None]
+        args = [relax.TupleGetItem(tables, i) for i in range(3)] + consts
+        matmul = self.builder_.add_func(lut_matmul(spec), "lut_matmul")
+        out = self.builder_.emit(relax.call_tir(matmul, args, relax.TensorType((rows, spec.n), "float32")))
+        return relax.op.reshape(out, [*leading, spec.n])
+
+
+def _static_rows(dims) -> int | None:
+    values = [int(d) if isinstance(d, tvm.tirx.IntImm) else None for d in dims]
+    return None if None in values else int(np.prod(values, dtype=np.int64))
+
+
+def _product(dims) -> tvm.tirx.PrimExpr:
+    total = tvm.tirx.const(1, "int64")
+    for dim in dims:
+        total = total * dim
+    return tvm.sym.Analyzer().simplify(total)
+
+
+def _table_types(spec: KernelSpec, rows) -> list[relax.TensorType]:
+    return [
+        relax.TensorType((rows, spec.table_groups, spec.entries), spec.table_dtype),
+        relax.TensorType((rows, spec.n_groups), "float32"),
+        relax.TensorType((rows, spec.n_groups), "float32"),
+    ]
+
+
+@tvm.transform.module_pass(opt_level=0, name="LutcRewriteQuantizedMatmul")
+class LutcRewriteQuantizedMatmul:
+    """Rewrite constant quantized matmuls into LUT kernels (see the module docstring)."""
+
+    def __init__(self, options: RewriteOptions | None = None):
+        self.options = options or RewriteOptions()
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        rewriter = _Rewriter(mod, self.options)
+        for gvar, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
+        out = rewriter.builder_.get()
+        previous = dict(mod.attrs[DECISIONS_ATTR]) if mod.attrs and DECISIONS_ATTR in mod.attrs else {}
+        return out.with_attr(DECISIONS_ATTR, {**previous, **rewriter.decisions})

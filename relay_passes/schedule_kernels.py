@@ -1,0 +1,37 @@
+"""LutcScheduleKernels: schedule every ``lutc.kernel`` PrimFunc with lutc's rules for a target.
+
+Runs before legalization. Scheduled kernels are marked ``tirx.is_scheduled`` (dlight leaves
+them alone) and opaque (``op_pattern`` 8), so operator fusion keeps them whole.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm.target import Target
+
+from .. import schedules
+from ..kernels.dequantize import DEQUANTIZE_KERNEL
+from ..schedules.base import kernel_of
+
+OPAQUE = 8
+"""``relay.op.OpPattern.OPAQUE``: never fused with neighbours."""
+
+
+@tvm.transform.module_pass(opt_level=0, name="LutcScheduleKernels")
+class LutcScheduleKernels:
+    """Apply the first matching ``lutc.schedules`` rule to each LUT kernel."""
+
+    def __init__(self, target: Target):
+        self.target = target
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        updates = {}
+        for gvar, func in mod.functions_items():
+            kernel = kernel_of(func) if isinstance(func, tvm.tirx.PrimFunc) else None
+            if kernel is None or kernel == DEQUANTIZE_KERNEL:
+                continue
+            scheduled = schedules.schedule(func, self.target).mod["main"]
+            updates[gvar] = scheduled.with_attrs({"tirx.is_scheduled": True, "op_pattern": OPAQUE})
+        for gvar, func in updates.items():
+            mod[gvar] = func
+        return mod
