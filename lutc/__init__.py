@@ -13,4 +13,15 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__", "quant"]
+__all__ = ["BuildOptions", "CompiledModel", "__version__", "build", "load", "quant"]
+
+_LAZY = {"build": ".builder", "BuildOptions": ".builder", "load": ".compiled", "CompiledModel": ".compiled"}
+
+
+def __getattr__(name: str):
+    """``build``/``load`` import TVM's compiler on first use, keeping ``import lutc`` cheap."""
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'lutc' has no attribute {name!r}")

@@ -42,8 +42,8 @@ def lower_passes(target: Target) -> list[tvm.transform.Pass]:
     return cpu_pipeline.dataflow_lower_passes(target) + cpu_pipeline.finalize_passes(target)
 
 
-def get_pipeline(target: Target, options: RewriteOptions) -> tvm.transform.Pass:
-    """The whole Relax pipeline for an LLVM CPU target."""
+def get_pipeline(target: Target, options: RewriteOptions | None) -> tvm.transform.Pass:
+    """The Relax pipeline for an LLVM CPU target; ``options=None`` when the LUT phase already ran."""
     if target.kind.name != "llvm":
         raise NotImplementedError(f"lutc.build supports LLVM CPU targets; got {target.kind.name}")
 
@@ -51,7 +51,7 @@ def get_pipeline(target: Target, options: RewriteOptions) -> tvm.transform.Pass:
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         with target:
             phases = (
-                lut_passes(options)
+                (lut_passes(options) if options is not None else [])
                 + schedule_passes(target)
                 + legalize_passes(target)
                 + default_schedule_passes(target)

@@ -108,7 +108,9 @@ class _Rewriter(PyExprMutator):
         rows = _product(leading)
         flat = self.builder_.emit(relax.op.reshape(x, [rows, spec.k]))
         tables = self.builder_.emit(
-            relax.call_tir(self.builder_.add_func(lut_precompute(spec), "lut_precompute"), [flat], _table_types(spec, rows))
+            relax.call_tir(
+                self.builder_.add_func(lut_precompute(spec), "lut_precompute"), [flat], _table_types(spec, rows)
+            )
         )
         consts = [relax.const(a) for a in (packed.data, packed.scales, packed.offsets) if a is not None]
         args = [relax.TupleGetItem(tables, i) for i in range(3)] + consts

@@ -45,7 +45,7 @@ def load_onnx(model: str | Path | onnx.ModelProto) -> onnx.ModelProto:
         raise ModelError(f"no ONNX model at {str(path)!r}")
     try:
         proto = onnx.load(str(path))
-    except Exception as err:  # noqa: BLE001 - protobuf raises DecodeError, RuntimeError, ...
+    except Exception as err:
         raise ModelError(f"{path} is not a readable ONNX model (truncated or corrupt?): {err}") from None
     if not proto.graph.node:
         raise ModelError(f"{path} holds no graph nodes: truncated or not an ONNX model")
@@ -189,6 +189,6 @@ def import_onnx(
     importer = _Importer(info.quantized, shape_dict, "float32", keep_params_in_input=False, sanitize=True)
     try:
         mod = importer.from_onnx(model.graph, info.opset)
-    except Exception as err:  # noqa: BLE001 - TVM's converters raise many types
+    except Exception as err:
         raise ModelError(f"TVM's ONNX importer failed: {type(err).__name__}: {err}") from err
     return mod, info

@@ -1,0 +1,136 @@
+"""A compiled model: call it with numpy arrays, inspect it, export it and load it again."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from .errors import InputError, LutcError
+from .frontend.model_info import TensorInfo
+
+SIDECAR_SUFFIX = ".lutc.json"
+
+
+class CompiledModel:
+    """A quantized ONNX model compiled by :func:`lutc.build`.
+
+    Call it with inputs by position or by ONNX input name; it returns a numpy array (one
+    output) or a tuple of arrays in ONNX output order.
+    """
+
+    def __init__(self, executable, metadata: dict):
+        self._executable = executable
+        self.metadata = metadata
+        self.inputs = tuple(TensorInfo(i["name"], tuple(i["shape"]), i["dtype"]) for i in metadata["inputs"])
+        self.outputs = tuple(TensorInfo(o["name"], tuple(o["shape"]), o["dtype"]) for o in metadata["outputs"])
+        self._vm = relax.VirtualMachine(executable, tvm.cpu())
+
+    @property
+    def decisions(self) -> dict[str, str]:
+        """Quantized node -> how it runs (``lut fast w2g128``, ``dequantize path: ...``)."""
+        return dict(self.metadata["decisions"])
+
+    def summary(self) -> str:
+        lines = [f"lutc model for {self.metadata['target']}  (mode {self.metadata['options']['mode']})"]
+        lines += ["inputs:  " + ", ".join(i.describe() for i in self.inputs)]
+        lines += ["outputs: " + ", ".join(o.describe() for o in self.outputs)]
+        decisions = self.decisions
+        lut = sum(1 for d in decisions.values() if d.startswith("lut"))
+        lines += [f"quantized matmuls: {len(decisions)} ({lut} as LUT kernels)"]
+        lines += [f"  {node}: {how}" for node, how in sorted(decisions.items())]
+        if not decisions:
+            lines += ["  (none: the model has no quantized matmul; it runs on TVM's default path)"]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+    def __call__(self, *args: np.ndarray, **kwargs: np.ndarray):
+        arrays = _bind_inputs(self.inputs, args, kwargs)
+        _check_dims(self.inputs, arrays)
+        device = tvm.cpu()
+        result = self._vm["main"](*(tvm.runtime.tensor(a, device) for a in arrays))
+        outputs = [r.numpy() for r in result] if not hasattr(result, "numpy") else [result.numpy()]
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    def export_library(self, path: str | os.PathLike) -> Path:
+        """Write a shared library and its ``.lutc.json`` description; :func:`load` reads them back."""
+        path = Path(path)
+        if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+            raise LutcError(f"cannot write {path}: {path.parent} is not a writable directory")
+        try:
+            self._executable.export_library(str(path))
+            Path(str(path) + SIDECAR_SUFFIX).write_text(json.dumps(self.metadata, indent=1))
+        except OSError as err:
+            raise LutcError(f"cannot write {path}: {err}") from err
+        return path
+
+
+def load(path: str | os.PathLike) -> CompiledModel:
+    """Load a model written by :meth:`CompiledModel.export_library`."""
+    path = Path(path)
+    sidecar = Path(str(path) + SIDECAR_SUFFIX)
+    if not path.is_file() or not sidecar.is_file():
+        raise LutcError(f"{path} and {sidecar.name} must both exist (written by CompiledModel.export_library)")
+    metadata = json.loads(sidecar.read_text())
+    return CompiledModel(tvm.runtime.load_module(str(path)), metadata)
+
+
+def metadata_for(info, decisions: dict, target, options) -> dict:
+    """The JSON-ready description stored with a compiled model."""
+    return {
+        "inputs": [asdict(i) for i in info.inputs],
+        "outputs": [asdict(o) for o in info.outputs],
+        "decisions": {str(k): str(v) for k, v in decisions.items()},
+        "target": str(target),
+        "options": asdict(options),
+    }
+
+
+def _bind_inputs(inputs: tuple[TensorInfo, ...], args: tuple, kwargs: dict) -> list[np.ndarray]:
+    names = [i.name for i in inputs]
+    if len(args) > len(inputs):
+        raise InputError(f"the model takes {len(inputs)} inputs ({', '.join(names)}); got {len(args)} positional")
+    unknown = sorted(set(kwargs) - set(names))
+    if unknown:
+        raise InputError(f"unknown input names {unknown}; the model takes {names}")
+    bound = dict(zip(names, args, strict=False))
+    twice = sorted(set(bound) & set(kwargs))
+    if twice:
+        raise InputError(f"inputs {twice} given both by position and by name")
+    bound.update(kwargs)
+    missing = [n for n in names if n not in bound]
+    if missing:
+        raise InputError(f"missing inputs {missing}; the model takes {names}")
+    return [_checked(info, bound[info.name]) for info in inputs]
+
+
+def _checked(info: TensorInfo, value) -> np.ndarray:
+    if not isinstance(value, np.ndarray):
+        raise InputError(f"input {info.name!r} must be a numpy array ({info.describe()}); got {type(value).__name__}")
+    if value.dtype.name != info.dtype:
+        raise InputError(f"input {info.name!r} has dtype {value.dtype}; the model takes {info.describe()}")
+    if value.ndim != len(info.shape) or any(
+        isinstance(d, int) and d != v for d, v in zip(info.shape, value.shape, strict=True)
+    ):
+        raise InputError(f"input {info.name!r} has shape {value.shape}; the model takes {info.describe()}")
+    if 0 in value.shape:
+        raise InputError(f"input {info.name!r} has an empty dimension: shape {value.shape}")
+    return np.ascontiguousarray(value)
+
+
+def _check_dims(inputs: tuple[TensorInfo, ...], arrays: list[np.ndarray]) -> None:
+    """Named dynamic dimensions must agree across inputs."""
+    seen: dict[str, tuple[str, int]] = {}
+    for info, array in zip(inputs, arrays, strict=True):
+        for dim, size in zip(info.shape, array.shape, strict=True):
+            if isinstance(dim, str):
+                first = seen.setdefault(dim, (info.name, size))
+                if first[1] != size:
+                    raise InputError(f"dimension {dim!r} is {first[1]} in {first[0]!r} but {size} in {info.name!r}")
