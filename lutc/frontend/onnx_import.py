@@ -28,6 +28,7 @@ from .model_info import ModelInfo, QuantizedNode, TensorInfo
 MIN_OPSET = 13
 """Oldest default-domain opset lutc accepts; older models go through ``onnx.version_converter``."""
 
+NARROW_NAMES = ("int4", "uint4", "int2", "uint2")
 NARROW_TYPES = {
     onnx.TensorProto.INT4: np.int8,
     onnx.TensorProto.UINT4: np.uint8,
@@ -112,9 +113,9 @@ def _quantized_node(node: onnx.NodeProto, initializers: dict) -> QuantizedNode |
         codes, scales, zeros, bias = wide_matmul_nbits_from_node(node, initializers)
         group = codes.shape[1] // scales.shape[1]
         return QuantizedNode(node.name, node.op_type, bits, group, codes, scales, zeros, 2.0 ** (bits - 1), None, bias)
-    if node.op_type == "DequantizeLinear" and node.input and node.input[0] in initializers:
-        if initializers[node.input[0]].dtype.name in ("int4", "uint4", "int2", "uint2"):
-            return _from_weight(node, dequantize_linear_from_node(node, initializers), None)
+    narrow = node.input and initializers.get(node.input[0], np.empty(0)).dtype.name in NARROW_NAMES
+    if node.op_type == "DequantizeLinear" and narrow:
+        return _from_weight(node, dequantize_linear_from_node(node, initializers), None)
     return None
 
 
