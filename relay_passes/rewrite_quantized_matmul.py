@@ -24,6 +24,7 @@ from ..kernels.spec import KernelSpec
 from ..quant.formats import format_from_attr
 from ..quant.layout import PackedWeight, pack
 from ..quant.weights import QuantizedWeight
+from ..schedules.base import kernel_of
 
 DECISIONS_ATTR = "lutc.decisions"
 MATMUL = is_op("relax.matmul")(wildcard(), wildcard())
@@ -139,6 +140,22 @@ def _table_types(spec: KernelSpec, rows) -> list[relax.TensorType]:
     ]
 
 
+def _without_unused_dequantize(mod: tvm.IRModule) -> tvm.IRModule:
+    """Drop ``lut_dequantize`` kernels no Relax function calls any more (and their constants)."""
+    used = {
+        gvar.name_hint
+        for func in mod.functions.values()
+        if isinstance(func, relax.Function)
+        for gvar in relax.analysis.all_global_vars(func)
+    }
+    kept = {
+        gvar: func
+        for gvar, func in mod.functions_items()
+        if gvar.name_hint in used or kernel_of(func) != DEQUANTIZE_KERNEL
+    }
+    return tvm.IRModule(kept, attrs=mod.attrs)
+
+
 @tvm.transform.module_pass(opt_level=0, name="LutcRewriteQuantizedMatmul")
 class LutcRewriteQuantizedMatmul:
     """Rewrite constant quantized matmuls into LUT kernels (see the module docstring)."""
@@ -151,6 +168,6 @@ class LutcRewriteQuantizedMatmul:
         for gvar, func in mod.functions_items():
             if isinstance(func, relax.Function):
                 rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
-        out = rewriter.builder_.get()
+        out = _without_unused_dequantize(relax.transform.DeadCodeElimination()(rewriter.builder_.get()))
         previous = dict(mod.attrs[DECISIONS_ATTR]) if mod.attrs and DECISIONS_ATTR in mod.attrs else {}
         return out.with_attr(DECISIONS_ATTR, {**previous, **rewriter.decisions})

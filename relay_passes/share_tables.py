@@ -44,7 +44,8 @@ class _Sharer(PyExprMutator):
         if key is not None and key in self.first:
             self.set_var_remap(binding.var, self.first[key])
             return
-        new_var = self.builder_.emit(value, name_hint=binding.var.name)
+        emit = self.builder_.emit if isinstance(binding.var, relax.DataflowVar) else self.builder_.emit_output
+        new_var = emit(value, name_hint=binding.var.name)
         self.set_var_remap(binding.var, new_var)
         if key is not None:
             self.first[key] = new_var

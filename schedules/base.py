@@ -16,8 +16,10 @@ from tvm.target import Target
 KERNEL_ATTR = "lutc.kernel"
 
 
-def kernel_of(func: tirx.PrimFunc) -> str | None:
-    """The ``lutc.kernel`` tag of ``func``, if any."""
+def kernel_of(func) -> str | None:
+    """The ``lutc.kernel`` tag of a PrimFunc, if any (``None`` for anything else)."""
+    if not isinstance(func, tirx.PrimFunc):
+        return None
     attrs = func.attrs
     return str(attrs[KERNEL_ATTR]) if attrs is not None and KERNEL_ATTR in attrs else None
 

@@ -1,0 +1,175 @@
+"""Graph passes: Before/Expected modules compared with tvm.ir.assert_structural_equal."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import tvm
+from conftest import random_weights
+from lutc.relay_passes import DECISIONS_ATTR, LutcRewriteQuantizedMatmul, LutcShareTables, RewriteOptions
+from tvm import relax
+from tvm.script import ir as I
+from tvm.script import relax as R
+from tvm.script import tirx as T
+
+from lutc.kernels import KernelSpec, lut_matmul, lut_precompute
+from lutc.kernels.dequantize import DequantizeSpec, lut_dequantize
+from lutc.quant import IntFormat, pack, quantize
+
+FMT = IntFormat(2, 32, symmetric=False)
+N, K = 40, 64
+
+
+def _weight():
+    return quantize(random_weights(np.random.default_rng(0), N, K), FMT)
+
+
+def _dequantize_func(node: str = "proj"):
+    spec = DequantizeSpec(N, K, 2, 32, "int", FMT.implied_zero, fmt=FMT, node=node)
+    return lut_dequantize(spec)
+
+
+def _before(qw, constant: bool = True) -> tvm.IRModule:
+    """``y = x @ lut_dequantize(codes, scales, zeros)`` for x[2, 3, K]."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((2, 3, K), "float32"))
+    params = [x]
+    arrays = (qw.codes, qw.scales, qw.zeros)
+    if constant:
+        args = [relax.const(a) for a in arrays]
+    else:
+        args = [relax.Var(name, relax.TensorType(a.shape, str(a.dtype))) for name, a in zip("csz", arrays, strict=True)]
+        params += args
+    with bb.function("main", params):
+        with bb.dataflow():
+            dq = bb.add_func(_dequantize_func(), "lut_dequantize")
+            w = bb.emit(relax.call_tir(dq, args, relax.TensorType((K, N), "float32")))
+            y = bb.emit_output(bb.emit(relax.op.matmul(x, w)))
+        bb.emit_func_output(y)
+    return bb.get()
+
+
+def _expected(qw) -> tvm.IRModule:
+    spec = KernelSpec(6, N, K, FMT, mode="fast")
+    packed = pack(qw)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((2, 3, K), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            flat = bb.emit(relax.op.reshape(x, [6, K]))
+            types = [
+                relax.TensorType((6, spec.table_groups, 16), "int8"),
+                relax.TensorType((6, spec.n_groups), "float32"),
+                relax.TensorType((6, spec.n_groups), "float32"),
+            ]
+            tables = bb.emit(relax.call_tir(bb.add_func(lut_precompute(spec), "lut_precompute"), [flat], types))
+            consts = [relax.const(a) for a in (packed.data, packed.scales, packed.offsets)]
+            args = [relax.TupleGetItem(tables, i) for i in range(3)] + consts
+            mm = bb.add_func(lut_matmul(spec), "lut_matmul")
+            out = bb.emit(relax.call_tir(mm, args, relax.TensorType((6, N), "float32")))
+            y = bb.emit_output(bb.emit(relax.op.reshape(out, [2, 3, N])))
+        bb.emit_func_output(y)
+    return bb.get()
+
+
+def _main_only(mod: tvm.IRModule) -> tvm.IRModule:
+    """The module minus unused functions and module attributes, for comparison."""
+    mod = relax.transform.DeadCodeElimination(["main"])(mod)
+    return tvm.IRModule(dict(mod.functions_items()))
+
+
+def test_rewrite_turns_quantized_matmul_into_lut_kernels():
+    qw = _weight()
+    after = LutcRewriteQuantizedMatmul(RewriteOptions("fast"))(_before(qw))
+    tvm.ir.assert_structural_equal(_main_only(after), _main_only(_expected(qw)))
+    assert dict(after.attrs[DECISIONS_ATTR]) == {"proj": "lut fast w2g32a"}
+
+
+def test_model_without_quantized_matmul_passes_through_unchanged():
+    @I.ir_module
+    class Plain:
+        @R.function
+        def main(x: R.Tensor((2, 8), "float32"), w: R.Tensor((8, 4), "float32")) -> R.Tensor((2, 4), "float32"):
+            with R.dataflow():
+                y = R.matmul(x, w)
+                R.output(y)
+            return y
+
+    after = LutcRewriteQuantizedMatmul()(Plain)
+    tvm.ir.assert_structural_equal(after["main"], Plain["main"])
+    assert dict(after.attrs[DECISIONS_ATTR]) == {}
+
+
+def test_non_constant_weight_stays_on_the_dequantize_path_with_a_warning():
+    before = _before(_weight(), constant=False)
+    with pytest.warns(UserWarning, match="proj: quantized weight is not constant"):
+        after = LutcRewriteQuantizedMatmul()(before)
+    tvm.ir.assert_structural_equal(after["main"], before["main"])
+    assert "not a constant" in after.attrs[DECISIONS_ATTR]["proj"]
+
+
+def test_kept_nodes_stay_on_the_dequantize_path():
+    before = _before(_weight())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        after = LutcRewriteQuantizedMatmul(RewriteOptions(keep_dequantize=frozenset({"proj"})))(before)
+    tvm.ir.assert_structural_equal(after["main"], before["main"])
+    assert after.attrs[DECISIONS_ATTR]["proj"] == "dequantize path: kept by request"
+
+
+@T.prim_func(s_tir=True)
+def _precompute(x: T.Buffer((1, 8), "float32"), t: T.Buffer((1, 2, 16), "int8")):
+    T.func_attr({"lutc.kernel": "lut_precompute"})
+    for a, e in T.grid(2, 16):
+        with T.sblock("table"):
+            va, ve = T.axis.remap("SS", [a, e])
+            t[0, va, ve] = T.Cast("int8", x[0, va * 4])
+
+
+def test_share_tables_merges_equal_precomputes():
+    @I.ir_module
+    class Before:
+        @T.prim_func(s_tir=True)
+        def precompute(x: T.Buffer((1, 8), "float32"), t: T.Buffer((1, 2, 16), "int8")):
+            T.func_attr({"lutc.kernel": "lut_precompute"})
+            for a, e in T.grid(2, 16):
+                with T.sblock("table"):
+                    va, ve = T.axis.remap("SS", [a, e])
+                    t[0, va, ve] = T.Cast("int8", x[0, va * 4])
+
+        @R.function
+        def main(x: R.Tensor((1, 1, 8), "float32")):
+            cls = Before
+            with R.dataflow():
+                q_flat = R.reshape(x, R.shape([1, 8]))
+                q_tables = R.call_tir(cls.precompute, (q_flat,), out_ty=R.Tensor((1, 2, 16), "int8"))
+                k_flat = R.reshape(x, R.shape([1, 8]))
+                k_tables = R.call_tir(cls.precompute, (k_flat,), out_ty=R.Tensor((1, 2, 16), "int8"))
+                out = (q_tables, k_tables)
+                R.output(out)
+            return out
+
+    @I.ir_module
+    class Expected:
+        @T.prim_func(s_tir=True)
+        def precompute(x: T.Buffer((1, 8), "float32"), t: T.Buffer((1, 2, 16), "int8")):
+            T.func_attr({"lutc.kernel": "lut_precompute"})
+            for a, e in T.grid(2, 16):
+                with T.sblock("table"):
+                    va, ve = T.axis.remap("SS", [a, e])
+                    t[0, va, ve] = T.Cast("int8", x[0, va * 4])
+
+        @R.function
+        def main(x: R.Tensor((1, 1, 8), "float32")):
+            cls = Expected
+            with R.dataflow():
+                q_flat = R.reshape(x, R.shape([1, 8]))
+                q_tables = R.call_tir(cls.precompute, (q_flat,), out_ty=R.Tensor((1, 2, 16), "int8"))
+                k_flat = R.reshape(x, R.shape([1, 8]))
+                out = (q_tables, q_tables)
+                R.output(out)
+            return out
+
+    tvm.ir.assert_structural_equal(LutcShareTables()(Before), Expected)
