@@ -119,15 +119,6 @@ def test_kept_nodes_stay_on_the_dequantize_path():
     assert after.attrs[DECISIONS_ATTR]["proj"] == "dequantize path: kept by request"
 
 
-@T.prim_func(s_tir=True)
-def _precompute(x: T.Buffer((1, 8), "float32"), t: T.Buffer((1, 2, 16), "int8")):
-    T.func_attr({"lutc.kernel": "lut_precompute"})
-    for a, e in T.grid(2, 16):
-        with T.sblock("table"):
-            va, ve = T.axis.remap("SS", [a, e])
-            t[0, va, ve] = T.Cast("int8", x[0, va * 4])
-
-
 def test_share_tables_merges_equal_precomputes():
     @I.ir_module
     class Before:
@@ -167,7 +158,7 @@ def test_share_tables_merges_equal_precomputes():
             with R.dataflow():
                 q_flat = R.reshape(x, R.shape([1, 8]))
                 q_tables = R.call_tir(cls.precompute, (q_flat,), out_ty=R.Tensor((1, 2, 16), "int8"))
-                k_flat = R.reshape(x, R.shape([1, 8]))
+                k_flat = R.reshape(x, R.shape([1, 8]))  # noqa: F841 - dead, left for DCE
                 out = (q_tables, q_tables)
                 R.output(out)
             return out

@@ -1,0 +1,203 @@
+"""lutc.build end to end: ONNX models in, outputs checked against onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from conftest import random_weights
+from onnx import TensorProto, helper, numpy_helper
+
+import lutc
+from lutc.errors import InputError, LutcError, ModelError
+from lutc.quant import IntFormat, quantize
+from lutc.quant.onnx_convert import pack_matmul_nbits_codes, to_matmul_nbits
+
+K, N = 256, 72
+
+
+def _nbits_model(bits: int, block: int, symmetric: bool = True, bias: bool = False, seed: int = 0):
+    """One MatMulNBits node, A[batch, seq, K] -> Y, and its float32 [N, K] weight."""
+    rng = np.random.default_rng(seed)
+    w = random_weights(rng, N, K)
+    if bits <= 4:
+        qw = quantize(w, IntFormat(bits, block, symmetric=symmetric))
+        arrays = to_matmul_nbits(qw)
+        dequantized = lutc.quant.dequantize(qw)
+    else:  # 8-bit: ORT's own range, codes around 128
+        codes = rng.integers(0, 256, (N, K)).astype(np.uint8)
+        scales = (rng.random((N, K // block)) * 0.01 + 0.001).astype(np.float32)
+        arrays = {"b": pack_matmul_nbits_codes(codes, 8, block), "scales": scales, "zero_points": None}
+        dequantized = np.repeat(scales, block, 1) * (codes.astype(np.float32) - 128)
+    inits = [numpy_helper.from_array(arrays["b"], "B"), numpy_helper.from_array(arrays["scales"], "scales")]
+    inputs = ["A", "B", "scales"]
+    if arrays["zero_points"] is not None:
+        inits.append(numpy_helper.from_array(arrays["zero_points"], "zp"))
+        inputs.append("zp")
+    if bias:
+        inputs += [""] * (5 - len(inputs)) + ["bias"]
+        inits.append(numpy_helper.from_array(rng.standard_normal(N).astype(np.float32), "bias"))
+    node = helper.make_node(
+        "MatMulNBits", inputs, ["Y"], name="proj", domain="com.microsoft", K=K, N=N, bits=bits, block_size=block
+    )
+    a = helper.make_tensor_value_info("A", TensorProto.FLOAT, ["batch", "seq", K])
+    y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["batch", "seq", N])
+    graph = helper.make_graph([node], "g", [a], [y], initializer=inits)
+    opsets = [helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)]
+    return helper.make_model(graph, opset_imports=opsets), dequantized
+
+
+def _ort(model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def _relative_error(y: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.linalg.norm(y - ref) / np.linalg.norm(ref))
+
+
+# Fast mode: int8 tables, ~1 % relative error (lutc.quant.lut docstring, measured 0.7-1.3 %).
+# Exact mode: float32 rounding over K = 256 products, well under 1e-5 relative.
+TOLERANCE = {"fast": 2e-2, "exact": 1e-5}
+
+
+@pytest.mark.parametrize("mode", ["fast", "exact"])
+@pytest.mark.parametrize(
+    ("bits", "block", "symmetric"), [(2, 32, True), (2, 128, False), (4, 32, False), (4, 128, True)]
+)
+def test_matmul_nbits_runs_as_lut_kernel_and_matches_ort(bits, block, symmetric, mode):
+    model, _ = _nbits_model(bits, block, symmetric, bias=True)
+    compiled = lutc.build(model, "x86", mode=mode)
+    assert compiled.decisions["proj"].startswith(f"lut {mode}")
+    x = np.random.default_rng(1).standard_normal((2, 5, K)).astype(np.float32)
+    (ref,) = _ort(model, {"A": x})
+    y = compiled(A=x)
+    assert y.shape == (2, 5, N)
+    assert _relative_error(y, ref) < TOLERANCE[mode]
+
+
+def test_eight_bit_stays_on_the_dequantize_path_and_is_correct():
+    model, _ = _nbits_model(8, 32)
+    compiled = lutc.build(model, "x86")
+    assert compiled.decisions["proj"].startswith("dequantize path")
+    assert "dequantize path" in compiled.summary()
+    x = np.random.default_rng(1).standard_normal((1, 3, K)).astype(np.float32)
+    (ref,) = _ort(model, {"A": x})
+    np.testing.assert_allclose(compiled(x), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def test_dynamic_sequence_length_and_positional_inputs():
+    model, dequantized = _nbits_model(2, 64)
+    compiled = lutc.build(model, "x86", mode="exact")
+    for batch, seq in ((1, 1), (1, 7), (3, 2)):
+        x = np.random.default_rng(seq).standard_normal((batch, seq, K)).astype(np.float32)
+        ref = x @ dequantized.T
+        assert _relative_error(compiled(x), ref) < TOLERANCE["exact"]
+
+
+def test_export_and_load_give_identical_outputs(tmp_path):
+    model, _ = _nbits_model(4, 32, symmetric=False)
+    compiled = lutc.build(model, "x86")
+    x = np.random.default_rng(2).standard_normal((1, 4, K)).astype(np.float32)
+    path = compiled.export_library(tmp_path / "model.so")
+    loaded = lutc.load(path)
+    np.testing.assert_array_equal(loaded(A=x), compiled(A=x))
+    assert loaded.decisions == compiled.decisions and loaded.inputs == compiled.inputs
+
+
+def test_keep_dequantize_option():
+    model, _ = _nbits_model(2, 32)
+    compiled = lutc.build(model, "x86", keep_dequantize=("proj",))
+    assert compiled.decisions == {"proj": "dequantize path: kept by request"}
+
+
+def test_build_time_quantization_of_a_float_model():
+    rng = np.random.default_rng(3)
+    w = random_weights(rng, N, K)
+    node = helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, K])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, N])],
+        initializer=[numpy_helper.from_array(np.ascontiguousarray(w.T), "w")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    compiled = lutc.build(model, "x86", quantize="w4g64", mode="exact")
+    assert compiled.decisions["fc"] == "lut exact w4g64 symmetrized"
+    x = rng.standard_normal((1, K)).astype(np.float32)
+    expected = x @ lutc.quant.dequantize(quantize(w, IntFormat(4, 64))).T
+    assert _relative_error(compiled(x=x), expected) < TOLERANCE["exact"]
+
+
+# ---- bad input ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    model, _ = _nbits_model(2, 32)
+    return lutc.build(model, "x86")
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda m: m(np.zeros((1, 2, K + 1), np.float32)), r"input 'A' has shape \(1, 2, 257\)"),
+        (lambda m: m(np.zeros((1, 2, K), np.float64)), "input 'A' has dtype float64"),
+        (lambda m: m(B=np.zeros((1, 2, K), np.float32)), r"unknown input names \['B'\]"),
+        (lambda m: m(), r"missing inputs \['A'\]"),
+        (lambda m: m([[0.0]]), "must be a numpy array"),
+    ],
+)
+def test_wrong_inputs_are_named(small_model, call, message):
+    with pytest.raises(InputError, match=message):
+        call(small_model)
+
+
+def test_unwritable_export_path(small_model, tmp_path):
+    with pytest.raises(LutcError, match="not a writable directory"):
+        small_model.export_library(tmp_path / "missing" / "model.so")
+
+
+def test_corrupt_and_truncated_files(tmp_path):
+    model, _ = _nbits_model(2, 32)
+    data = model.SerializeToString()
+    (tmp_path / "truncated.onnx").write_bytes(data[: len(data) // 3])
+    (tmp_path / "garbage.onnx").write_bytes(b"\x00\xff not an onnx model" * 10)
+    for name in ("truncated.onnx", "garbage.onnx"):
+        with pytest.raises(ModelError, match=name):
+            lutc.build(tmp_path / name)
+    with pytest.raises(ModelError, match="no ONNX model at"):
+        lutc.build(tmp_path / "absent.onnx")
+
+
+def test_old_opset_names_the_fix():
+    model, _ = _nbits_model(2, 32)
+    model.opset_import[0].version = 9
+    with pytest.raises(ModelError, match="opset 9.*version_converter"):
+        lutc.build(model)
+
+
+def test_unsupported_ops_are_listed_with_node_names():
+    model, _ = _nbits_model(2, 32)
+    model.graph.node.append(helper.make_node("FancyOp", ["Y"], ["Z"], name="mystery", domain="com.example"))
+    model.graph.node.append(helper.make_node("Attention", ["Y"], ["W"], name="attn", domain="com.microsoft"))
+    with pytest.raises(ModelError, match=r"FancyOp \(mystery\).*Attention \(attn\)"):
+        lutc.build(model)
+
+
+def test_model_without_quantized_matmul_compiles_with_a_note():
+    node = helper.make_node("Relu", ["x"], ["y"], name="relu")
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+    )  # fmt: skip
+    compiled = lutc.build(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]))
+    assert "no quantized matmul" in compiled.summary()
+    x = np.array([[-1, 2, -3], [4, -5, 6]], np.float32)
+    np.testing.assert_array_equal(compiled(x), np.maximum(x, 0))
+
+
+def test_tuning_logs_are_not_implemented_yet():
+    model, _ = _nbits_model(2, 32)
+    with pytest.raises(NotImplementedError, match="tuning"):
+        lutc.build(model, tuning_logs="tuning_logs")
