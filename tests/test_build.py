@@ -173,7 +173,7 @@ def test_corrupt_and_truncated_files(tmp_path):
 def test_old_opset_names_the_fix():
     model, _ = _nbits_model(2, 32)
     model.opset_import[0].version = 9
-    with pytest.raises(ModelError, match="opset 9.*version_converter"):
+    with pytest.raises(ModelError, match=r"opset 9.*version_converter"):
         lutc.build(model)
 
 
