@@ -1,0 +1,167 @@
+"""The ``lutc`` command line: compile, run and inspect quantized ONNX models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from .errors import LutcError
+
+console = Console(stderr=True)
+
+
+def _build_args(args: argparse.Namespace) -> dict:
+    return {
+        "mode": args.mode,
+        "symmetrize": args.symmetrize,
+        "threads": args.threads,
+        "keep_dequantize": tuple(args.keep_dequantize),
+        "quantize": args.quantize,
+    }
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from .builder import build
+
+    with console.status(f"compiling {args.model} for {args.target} (imports, rewrites, schedules, LLVM)..."):
+        start = time.perf_counter()
+        model = build(args.model, _target(args.target), **_build_args(args))
+    console.print(f"compiled in {time.perf_counter() - start:.1f} s")
+    print(model.summary())
+    if args.output:
+        path = model.export_library(args.output)
+        console.print(f"wrote {path} and {path}.lutc.json")
+    return 0
+
+
+def _load_or_build(args: argparse.Namespace):
+    from .builder import build
+    from .compiled import load
+
+    if Path(args.model).suffix == ".onnx":
+        with console.status(f"compiling {args.model}..."):
+            return build(args.model, _target(args.target), **_build_args(args))
+    return load(args.model)
+
+
+def _feeds(model, specs: list[str], seed: int) -> dict[str, np.ndarray]:
+    bad = [spec for spec in specs if "=" not in spec]
+    if bad:
+        raise LutcError(f"--input takes NAME=FILE.npy; got {bad}")
+    given = dict(spec.split("=", 1) for spec in specs)
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for info in model.inputs:
+        if info.name in given:
+            feeds[info.name] = _load_array(info.name, given[info.name])
+            continue
+        if any(not isinstance(d, int) for d in info.shape):
+            raise LutcError(f"input {info.describe()} has dynamic dims: pass it with --input {info.name}=FILE.npy")
+        feeds[info.name] = rng.standard_normal(info.shape).astype(info.dtype)
+    return feeds
+
+
+def _load_array(name: str, path: str) -> np.ndarray:
+    try:
+        return np.load(path)
+    except (OSError, ValueError, EOFError) as err:
+        raise LutcError(f"input {name!r}: cannot read {path} as a .npy array ({err})") from None
+
+
+def _target(text: str) -> str | dict:
+    """A short target name, or a JSON dict given on the command line."""
+    return json.loads(text) if text.lstrip().startswith("{") else text
+
+
+def _run(args: argparse.Namespace) -> int:
+    model = _load_or_build(args)
+    feeds = _feeds(model, args.input, args.seed)
+    outputs = model(**feeds)
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    times = []
+    for _ in range(args.repeat):
+        start = time.perf_counter()
+        model(**feeds)
+        times.append(time.perf_counter() - start)
+    for info, value in zip(model.outputs, outputs, strict=True):
+        print(f"{info.name}: shape {value.shape} dtype {value.dtype} mean {value.mean():.6g} std {value.std():.6g}")
+        if args.output_dir:
+            np.save(Path(args.output_dir) / f"{info.name}.npy", value)
+    if times:
+        print(f"latency over {len(times)} runs: min {min(times) * 1e3:.3f} ms, median {np.median(times) * 1e3:.3f} ms")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    if Path(args.model).suffix != ".onnx":
+        from .compiled import load
+
+        print(load(args.model).summary())
+        return 0
+    from .frontend import inspect_onnx
+
+    _, info = inspect_onnx(args.model)
+    print(f"opset {info.opset}")
+    print("inputs:  " + ", ".join(i.describe() for i in info.inputs))
+    print("outputs: " + ", ".join(o.describe() for o in info.outputs))
+    print(f"quantized matmuls: {len(info.quantized)}")
+    for name, node in info.quantized.items():
+        kind = node.fmt.name if node.fmt is not None else f"{node.bits}-bit (dequantize path)"
+        print(f"  {name}: {node.op_type} N={node.n} K={node.k} {kind}")
+    return 0
+
+
+def _add_build_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", default="x86", help="x86 (AVX2), x86-avx2, llvm (portable), or a target JSON")
+    parser.add_argument("--mode", choices=["fast", "exact"], default="fast", help="int8 tables (fast) or float tables")
+    parser.add_argument(
+        "--symmetrize", choices=["auto", "on", "off"], default="auto", help="store half tables and recover the sign"
+    )
+    parser.add_argument("--threads", type=int, default=None, help="TVM CPU threads (default: all cores)")
+    parser.add_argument(
+        "--keep-dequantize", nargs="*", default=[], metavar="NODE", help="node names to leave on the dequantize path"
+    )
+    parser.add_argument(
+        "--quantize", default=None, metavar="FORMAT", help="quantize float MatMul/Gemm weights (w2g128)"
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="lutc", description="Compile low-bit quantized ONNX models to LUT kernels.")
+    sub = top.add_subparsers(dest="command", required=True)
+    comp = sub.add_parser("compile", help="compile an ONNX model and print what runs where")
+    comp.add_argument("model", help="the quantized .onnx model")
+    comp.add_argument("-o", "--output", help="write a shared library (and its .lutc.json) here")
+    _add_build_flags(comp)
+    comp.set_defaults(func=_compile)
+    run = sub.add_parser("run", help="run a compiled .so or an .onnx model on inputs, with timing")
+    run.add_argument("model", help="a library written by 'lutc compile -o' or an .onnx model")
+    run.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy", help="an input array")
+    run.add_argument("--seed", type=int, default=0, help="seed for inputs not given (random normal)")
+    run.add_argument("--repeat", type=int, default=10, help="timed runs after the first")
+    run.add_argument("--output-dir", help="save each output as NAME.npy here")
+    _add_build_flags(run)
+    run.set_defaults(func=_run)
+    insp = sub.add_parser("inspect", help="list inputs, outputs and quantized matmuls without compiling")
+    insp.add_argument("model", help="an .onnx model or a compiled library")
+    insp.set_defaults(func=_inspect)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (LutcError, NotImplementedError, ValueError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
