@@ -7,7 +7,7 @@ import pytest
 import tvm.testing
 from conftest import random_weights
 
-from lutc.kernels import KernelSpec, build_lut_gemm
+from lutc.kernels import KernelSpec, LutGemm, build_lut_gemm
 from lutc.quant import (
     IntFormat,
     LutConfig,
@@ -185,3 +185,30 @@ def test_target_without_a_rule_names_format_and_target():
 def test_unknown_target_name_lists_the_known_ones():
     with pytest.raises(ValueError, match="x86-avx2"):
         build_lut_gemm(KernelSpec(1, 32, 64, IntFormat(2, 32)), "x87")
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_sampled_schedules_are_correct(seed):
+    """Tuning samples every decision at random; each sample must still compute the same thing."""
+    import tvm
+    from lutc.schedules import RULES
+    from tvm import s_tir
+
+    from lutc.kernels import lut_matmul, lut_precompute
+    from lutc.targets import resolve_target
+
+    spec = KernelSpec(3, 96, 256, IntFormat(2, 64, symmetric=False), mode="fast")
+    target = resolve_target("x86")
+    funcs = {"lut_precompute": lut_precompute(spec), "lut_matmul": lut_matmul(spec)}
+    scheduled = {}
+    for name, func in funcs.items():
+        sch = s_tir.Schedule(func, seed=seed)
+        rule = next(r for r in RULES if r.kernel == name and r.is_target_available(target))
+        rule.schedule(sch, func, target, tunable=True)
+        scheduled[name] = sch.mod["main"].with_attr("global_symbol", name)
+    gemm = LutGemm(spec, target, tvm.tirx.build(tvm.IRModule(scheduled), target=target))
+    rng = np.random.default_rng(seed)
+    pw = pack(quantize(random_weights(rng, spec.n, spec.k), spec.fmt))
+    x = rng.standard_normal((spec.m, spec.k)).astype(np.float32)
+    expected = lut_gemm(x, pw, LutConfig(mode="fast"))
+    tvm.testing.assert_allclose(gemm(x, gemm.prepare(pw)), expected, rtol=0, atol=float(exact_error_bound(x, pw).max()))

@@ -9,8 +9,9 @@ Loop nest after scheduling (``m_inner`` swaps the middle two)::
           lookup micro-kernel(tables, data, acc)
         y[m, tile*32 : tile*32 + 32] += scales * (ls * 0.5 * acc) + offsets * xsum
 
-Decisions: the chunk size ``C`` (bounded by the micro-kernel's int16 budget), the row/group
-order for M > 1, and the unrolling of the chunk loop.
+Decisions (all ``sch.sample_*``): the chunk size ``C`` (K unroll and tables per micro-kernel
+call, bounded by the int16 budget), the row/group order for M > 1, the unrolling of the chunk
+loop, and the N tile of a parallel task (consecutive 32-row tiles per task).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def schedule_lut_matmul(
     sch.reorder(tile, *middle, outer, inner, *plane, half, entry, r)
     sch.reverse_compute_at(epilogue, middle[1])
     _crop_at(sch, tile)
-    sch.parallel(tile)
+    sch.parallel(_parallel_tiles(sch, tile, tunable))
     sch.vectorize(sch.get_loops(epilogue)[-1])
     init = sch.decompose_reduction(lookup, outer)
     sch.vectorize(sch.get_loops(init)[-1])
@@ -68,6 +69,18 @@ def schedule_lut_matmul(
         sch.annotate(outer, "pragma_auto_unroll_max_step", unroll)
         sch.annotate(outer, "pragma_unroll_explicit", 1)
     sch.tensorize(inner, intrin_for(shape, chunk))  # last: the micro-kernel block is opaque
+
+
+def _parallel_tiles(sch: s_tir.Schedule, tile: s_tir.LoopRV, tunable: bool) -> s_tir.LoopRV:
+    """Split the 32-row tiles into parallel tasks of ``inner`` consecutive tiles (the N tile).
+
+    Default: one tile per task; TVM's pool hands each thread a contiguous range anyway.
+    """
+    extent = int(sch.get(tile).extent)
+    decision = None if tunable else [extent, 1]
+    factors = sch.sample_perfect_tile(tile, n=2, max_innermost_factor=8, decision=decision)
+    outer, _ = sch.split(tile, factors)
+    return outer
 
 
 def _block_names(sch: s_tir.Schedule) -> set[str]:
