@@ -30,7 +30,7 @@ class LutcScheduleKernels:
             kernel = kernel_of(func) if isinstance(func, tvm.tirx.PrimFunc) else None
             if kernel is None or kernel == DEQUANTIZE_KERNEL:
                 continue
-            scheduled = schedules.schedule(func, self.target).mod["main"]
+            scheduled = schedules.schedule(func, self.target).mod["main"].without_attr("global_symbol")
             updates[gvar] = scheduled.with_attrs({"tirx.is_scheduled": True, "op_pattern": OPAQUE})
         for gvar, func in updates.items():
             mod[gvar] = func

@@ -53,8 +53,10 @@ def lut_dequantize(spec: DequantizeSpec) -> tirx.PrimFunc:
         return value if spec.out_dtype == "float32" else tirx.Cast(spec.out_dtype, value)
 
     weight = te.compute((spec.k, spec.n), body, name="weight")
-    func = te.create_prim_func([codes, scales, *([zeros] if zeros is not None else []), weight])
-    attrs = {"global_symbol": DEQUANTIZE_KERNEL, "lutc.kernel": DEQUANTIZE_KERNEL, "lutc.node": spec.node}
+    func = te.create_prim_func([codes, scales, *([zeros] if zeros is not None else []), weight]).without_attr(
+        "global_symbol"
+    )  # named by whoever adds it
+    attrs = {"lutc.kernel": DEQUANTIZE_KERNEL, "lutc.node": spec.node}
     if spec.fmt is not None:
         attrs["lutc.format"] = format_to_attr(spec.fmt)
     return func.with_attrs(attrs)

@@ -91,6 +91,6 @@ def lut_matmul(spec: KernelSpec) -> tirx.PrimFunc:
     out = _epilogue(spec, m_rows, acc, inputs)
     if spec.n_tiles * TILE_N != spec.n:
         out = _crop(spec, m_rows, out, inputs.get("bias"))
-    func = te.create_prim_func([*inputs.values(), out])
-    attrs = {"global_symbol": MATMUL_KERNEL, "lutc.kernel": MATMUL_KERNEL, "lutc.spec": spec.tag}
+    func = te.create_prim_func([*inputs.values(), out]).without_attr("global_symbol")  # named by whoever adds it
+    attrs = {"lutc.kernel": MATMUL_KERNEL, "lutc.spec": spec.tag}
     return func.with_attrs({**attrs, LOOKUP_ATTR: LookupShape.of(spec).as_attr()})

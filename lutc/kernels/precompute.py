@@ -71,6 +71,6 @@ def lut_precompute(spec: KernelSpec) -> tirx.PrimFunc:
     else:
         tables = table
         lut_scale = te.compute(xsum.shape, lambda m, g: tirx.const(1, "float32"), name="lut_scale")
-    func = te.create_prim_func([x, tables, lut_scale, xsum])
-    attrs = {"global_symbol": PRECOMPUTE_KERNEL, "lutc.kernel": PRECOMPUTE_KERNEL, "lutc.spec": spec.precompute_tag}
+    func = te.create_prim_func([x, tables, lut_scale, xsum]).without_attr("global_symbol")  # named by whoever adds it
+    attrs = {"lutc.kernel": PRECOMPUTE_KERNEL, "lutc.spec": spec.precompute_tag}
     return func.with_attrs(attrs)
