@@ -45,6 +45,7 @@ def schedule_lut_matmul(
     preferred_chunk: int,
     intrin_for: Callable[[LookupShape, int], str],
     tunable: bool,
+    default_unroll: int = 16,
 ) -> None:
     """Tile, order, parallelize and tensorize ``lut_matmul`` (see the module docstring)."""
     candidates = chunk_candidates(shape, max_chunk)
@@ -52,7 +53,7 @@ def schedule_lut_matmul(
         raise NotImplementedError(f"no lookup chunk of 2..{max_chunk} bytes divides a group of {shape.group_bytes}")
     chunk = choose(sch, candidates, default_chunk(candidates, preferred_chunk), tunable)
     m_inner = choose(sch, [0, 1], 1, tunable) if shape.m != 1 else 0
-    unroll = choose(sch, UNROLL_CANDIDATES, 16, tunable)
+    unroll = choose(sch, UNROLL_CANDIDATES, default_unroll, tunable)
 
     lookup, epilogue = sch.get_sblock("lookup"), _epilogue_block(sch)
     m, tile, group, r, byte, *plane, half, entry = sch.get_loops(lookup)  # no plane loop at 1 bit

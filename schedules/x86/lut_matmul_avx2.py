@@ -12,9 +12,16 @@ from ..hw import max_int16_chunk
 from .avx2_intrin import avx2_intrin
 from .base import X86Rule
 
-PREFERRED_CHUNK = {"fast": 8, "exact": 2}
-"""Measured on a 2-core EPYC, M = 1, 4096 x 4096: fast mode is flat from 4 to 8 bytes and
-slower at 16; exact mode spills registers beyond 2 bytes (8 float accumulator chains)."""
+def preferred_chunk_and_unroll(shape: LookupShape) -> tuple[int, int]:
+    """Defaults measured on a 2-core EPYC (M = 1, 4096 x 4096, hot and cold weights).
+
+    Fast mode: 1-2 planes run best with 8-byte chunks and an unrolled chunk loop; 3 planes with
+    2-byte and 4 planes with 4-byte chunks, not unrolled (unrolled 3-4 bit chunk loops streamed
+    cold weights at a quarter of the bandwidth). Exact mode spills registers beyond 2 bytes.
+    """
+    if shape.mode == "exact":
+        return 2, 16
+    return {1: (8, 16), 2: (8, 16), 3: (2, 0)}.get(shape.planes, (4, 0))
 
 MAX_EXACT_CHUNK = 16
 
@@ -25,4 +32,5 @@ class LutMatmulAVX2(X86Rule):
     def schedule(self, sch: s_tir.Schedule, func: tirx.PrimFunc, target: Target, tunable: bool) -> None:
         shape = LookupShape.from_func(func)
         max_chunk = max_int16_chunk(shape.planes) if shape.mode == "fast" else MAX_EXACT_CHUNK
-        schedule_lut_matmul(sch, shape, max_chunk, PREFERRED_CHUNK[shape.mode], avx2_intrin, tunable)
+        chunk, unroll = preferred_chunk_and_unroll(shape)
+        schedule_lut_matmul(sch, shape, max_chunk, chunk, avx2_intrin, tunable, default_unroll=unroll)
