@@ -12,6 +12,7 @@ from ..hw import max_int16_chunk
 from .avx2_intrin import avx2_intrin
 from .base import X86Rule
 
+
 def preferred_chunk_and_unroll(shape: LookupShape) -> tuple[int, int]:
     """Defaults measured on a 2-core EPYC (M = 1, 4096 x 4096, hot and cold weights).
 
