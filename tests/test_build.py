@@ -201,3 +201,70 @@ def test_tuning_logs_are_not_implemented_yet():
     model, _ = _nbits_model(2, 32)
     with pytest.raises(NotImplementedError, match="tuning"):
         lutc.build(model, tuning_logs="tuning_logs")
+
+
+# ---- whole models from the zoo -------------------------------------------------------------
+
+HIDDEN, HEADS, INTERMEDIATE = 256, 4, 512
+
+
+@pytest.fixture(scope="module")
+def decoder():
+    from lutc import zoo
+
+    return zoo.float_decoder_block(HIDDEN, HEADS, INTERMEDIATE, rotary=True, seed=0)
+
+
+def _check_model(quantized: onnx.ModelProto, mode: str, seqs=((1, 1), (2, 5))) -> lutc.CompiledModel:
+    """lutc on the quantized model vs ORT on the same model with dequantized float weights."""
+    from lutc import zoo
+
+    compiled = lutc.build(quantized, "x86", mode=mode)
+    reference = zoo.dequantized_reference(quantized)
+    for batch, seq in seqs:
+        feeds = zoo.decoder_inputs(quantized, batch, seq, seed=seq)
+        ref = _ort(reference, feeds)[0]
+        assert _relative_error(compiled(**feeds), ref) < TOLERANCE[mode], (batch, seq)
+    return compiled
+
+
+@pytest.mark.parametrize(
+    ("bits", "block", "symmetric", "mode"),
+    [(2, 32, True, "fast"), (2, 128, False, "exact"), (4, 32, False, "fast"), (4, 128, True, "exact")],
+)
+def test_llama_decoder_block_matmul_nbits(decoder, bits, block, symmetric, mode):
+    from lutc import zoo
+
+    quantized = zoo.quantize_matmuls(decoder, bits, block, symmetric=symmetric, form="nbits")
+    compiled = _check_model(quantized, mode)
+    assert sum(d.startswith("lut") for d in compiled.decisions.values()) == 7
+
+
+@pytest.mark.parametrize(("bits", "block"), [(2, 64), (4, 128)])
+def test_llama_decoder_block_qdq_form(decoder, bits, block):
+    from lutc import zoo
+
+    quantized = zoo.quantize_matmuls(decoder, bits, block, symmetric=False, form="qdq")
+    compiled = _check_model(quantized, "fast")
+    assert sum(d.startswith("lut") for d in compiled.decisions.values()) == 7
+
+
+def test_mlp_quantized_by_onnxruntime():
+    pytest.importorskip("onnx_ir", reason="onnxruntime's MatMulNBitsQuantizer needs onnx-ir")
+    from lutc import zoo
+
+    quantized = zoo.quantize_with_ort(zoo.float_mlp(HIDDEN, INTERMEDIATE, layers=2), 4, 32)
+    compiled = lutc.build(quantized, "x86", mode="exact")
+    assert sum(d.startswith("lut") for d in compiled.decisions.values()) == 2
+    feeds = zoo.decoder_inputs(quantized, 2, 3)
+    ref = _ort(quantized, feeds)[0]
+    assert _relative_error(compiled(**feeds), ref) < 1e-5
+
+
+def test_mixed_precision_model_compiles_whole(decoder):
+    """8-bit projections stay on the dequantize path; the rest runs as LUT kernels."""
+    from lutc import zoo
+
+    quantized = zoo.quantize_matmuls(decoder, 8, 32)
+    compiled = _check_model(quantized, "fast", seqs=((1, 3),))
+    assert all(d.startswith("dequantize path") for d in compiled.decisions.values())
