@@ -1,0 +1,6 @@
+"""``python -m lutc.bench``: see :mod:`lutc.bench.cli`."""
+
+from .cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

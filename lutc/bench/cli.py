@@ -1,0 +1,93 @@
+"""``python -m lutc.bench kernels``: the command line."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from .cases import MODES, parse_shape
+from .libs import BASELINES, LUTC_MODES
+
+QUICK = {
+    "m": [1],
+    "shapes": ["256x256"],
+    "bits": [2],
+    "blocks": [32],
+    "threads": [1],
+    "repeat": 3,
+    "min_time": 0.05,
+    "cold_mib": 1.0,
+    "bandwidth_mib": [16.0, 1.0],
+}
+"""Defaults under ``--quick``: a smoke run of a few seconds plus compilation."""
+
+
+def _kernels_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "kernels",
+        help="time lutc's LUT GEMM against ORT MatMulNBits, fp32 baselines and TVM's default path",
+        description="Time y[M,N] = x[M,K] @ W^T with W quantized (symmetric, per-block scales), for every "
+        "library on the same inputs, after checking each output against lutc.quant.reference_matmul.",
+    )
+    p.add_argument("--m", nargs="+", type=int, default=[1, 16], help="activation rows M (1 = decode GEMV)")
+    p.add_argument("--shapes", nargs="+", default=["4096x4096", "4096x11008", "11008x4096"], help="weight shapes KxN")
+    p.add_argument("--bits", nargs="+", type=int, choices=[1, 2, 3, 4], default=[2, 4], help="weight bits (ORT: 2, 4)")
+    p.add_argument("--blocks", nargs="+", type=int, default=[32, 128], help="quantization block (group) sizes along K")
+    p.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="thread counts, used by every library")
+    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="hot: same weights every call; "
+                   "cold: cycle weight copies so the working set exceeds --cold-mib")  # fmt: skip
+    p.add_argument("--repeat", type=int, default=10, help="timed batches per library, case and mode (min and median)")
+    p.add_argument("--min-time", type=float, default=0.5, help="seconds of timed calls per library, case and mode; "
+                   "calls per batch adapt to the latency")  # fmt: skip
+    p.add_argument("--cold-mib", type=float, default=None, help="cold mode working set per library, MiB "
+                   "(default: 4x the L3 size, at least 64; copies = ceil(this / weight bytes) + 1)")  # fmt: skip
+    p.add_argument("--bandwidth-mib", nargs=2, type=float, default=[256.0, 4.0], metavar=("COLD", "HOT"),
+                   help="buffer sizes of the read-bandwidth (roofline) measurement, MiB")  # fmt: skip
+    p.add_argument("--baselines", nargs="*", choices=BASELINES, default=list(BASELINES),
+                   help="baselines to run (no value: none)")  # fmt: skip
+    p.add_argument("--lutc-modes", nargs="*", choices=LUTC_MODES, default=list(LUTC_MODES),
+                   help="lutc table modes to run (no value: none, e.g. while lutc.kernels is missing)")  # fmt: skip
+    p.add_argument("--lutc-target", default="x86", help="target name given to lutc.kernels.build_lut_gemm")
+    p.add_argument("--no-floors", action="store_true", help="skip the per-call overhead floors (tiny case)")
+    p.add_argument("--quick", action="store_true", help="tiny smoke configuration (defaults: "
+                   + ", ".join(f"{k}={v}" for k, v in QUICK.items()) + "); explicit flags still win")  # fmt: skip
+    p.add_argument("--plain", action="store_true", help="plain progress lines instead of a rich progress bar")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights and activations")
+    p.add_argument("--out", type=Path, default=Path("bench_results"), help="output directory (kernels.json/.md/.png)")
+    return p
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The top-level parser and its ``kernels`` subparser."""
+    parser = argparse.ArgumentParser(prog="python -m lutc.bench", description="lutc benchmarks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    return parser, _kernels_parser(sub)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser, kernels = build_parser()
+    args = parser.parse_args(argv)
+    if args.quick:
+        kernels.set_defaults(**QUICK)
+        args = parser.parse_args(argv)
+    try:
+        args.shapes = [parse_shape(s) for s in args.shapes]
+    except ValueError as err:
+        parser.error(str(err))
+    bad = [(k, b) for k, _ in args.shapes for b in args.blocks if k % b or b % 8]
+    if bad:
+        parser.error(f"every block must be a multiple of 8 dividing every K; (K, block) {bad} do not")
+    if min(args.m + args.threads) < 1 or args.repeat < 1 or args.min_time <= 0:
+        parser.error("--m, --threads and --repeat must be >= 1 and --min-time > 0")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark, write ``kernels.{json,md,png}`` under ``--out``, print the table.
+
+    Returns 1 when a check failed or a library raised, else 0.
+    """
+    from .run import run_from_args
+
+    return run_from_args(parse_args(argv))

@@ -1,0 +1,71 @@
+"""lutc's compiled LUT GEMM kernels (``lutc.kernels``), fast or exact mode."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from functools import partial
+from types import ModuleType
+from typing import Literal
+
+import numpy as np
+
+from ...runtime import set_threads
+from ..cases import Case, Inputs, Weights, cold_copies
+from .base import FP32_TOL, LastBuild, Prepared
+
+FAST_TOL = 2e-2
+"""Fast mode rounds each table to int8 with one scale per weight group (``lutc.quant.lut``):
+measured 0.7-1.5 % relative norm error on the default grid, highest for w2g128 (as for ORT's
+LUT GEMM, 1.53 %); 2 % bounds it while a wrong index or scale layout gives far more."""
+
+
+def load_kernels() -> ModuleType:
+    """``lutc.kernels``, with a clear message when it is not there."""
+    try:
+        return importlib.import_module("lutc.kernels")
+    except ImportError as err:
+        raise RuntimeError(
+            f"lutc.kernels cannot be imported ({err}); run the baselines alone with --lutc-modes (no value)"
+        ) from err
+
+
+def _bind(gemm: object, x: np.ndarray) -> tuple[partial, partial]:
+    """``(run(weight), read_output())`` on preallocated buffers holding ``x``."""
+    if hasattr(gemm, "workspace"):  # run(workspace, weight)
+        ws = gemm.workspace()
+        ws.x.copyfrom(x)
+        return partial(gemm.run, ws), partial(ws.y.numpy)
+    x_dev, out = gemm.input(x), gemm.output()  # run(x_dev, weight, out_dev)
+    return partial(gemm.run, x_dev), partial(out.numpy)
+
+
+@dataclass
+class LutcKernels:
+    """``build_lut_gemm(KernelSpec(m, n, k, fmt, mode), target, threads)``; bytes = ``pw.nbytes``."""
+
+    mode: Literal["fast", "exact"]
+    target: str = "x86"
+    _built: LastBuild = field(default_factory=LastBuild, repr=False)
+
+    @property
+    def name(self) -> str:
+        return f"lutc-{self.mode}"
+
+    @property
+    def tolerance(self) -> float:
+        return FAST_TOL if self.mode == "fast" else FP32_TOL
+
+    def unsupported(self, case: Case) -> str | None:
+        return None
+
+    def prepare(self, case: Case, weights: Weights, inputs: Inputs, cold_bytes: int) -> Prepared:
+        kernels = load_kernels()
+        spec = kernels.KernelSpec(m=case.m, n=case.n, k=case.k, fmt=case.fmt, mode=self.mode)
+        build = partial(kernels.build_lut_gemm, spec, target=self.target, threads=case.threads)
+        gemm = self._built.get((spec, case.threads), build)
+        set_threads(case.threads)  # the build sets it only when it compiles
+        packed = weights.packed
+        copies = [gemm.prepare(packed) for _ in range(cold_copies(packed.nbytes, cold_bytes))]
+        run, output = _bind(gemm, inputs.x)
+        return Prepared(tuple(partial(run, wt) for wt in copies), output, packed.nbytes, f"target {self.target}")

@@ -1,0 +1,92 @@
+"""Derived numbers (speedups, GB/s, roofline) and the JSON, markdown and PNG outputs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from .kernels import CaseResult, KernelsReport, Measurement
+from .roofline import METHOD, Bandwidth, best
+
+ORT_NBITS = ("ort-nbits-acc4", "ort-nbits-lut")
+LUTC = ("lutc-fast", "lutc-exact")
+LABELS = {
+    "lutc-fast": "lutc fast",
+    "lutc-exact": "lutc exact",
+    "ort-nbits-acc4": "ORT NBits acc4",
+    "ort-nbits-lut": "ORT NBits LUT",
+    "ort-fp32": "ORT fp32",
+    "tvm-default": "TVM default",
+    "numpy-fp32": "numpy fp32",
+}
+
+
+def ort_best(result: CaseResult, mode: str) -> Measurement | None:
+    """ORT's fastest MatMulNBits variant (by min latency) that ran and passed its check."""
+    ran = [m for name in ORT_NBITS if (m := result.get(name, mode)) and m.timing]
+    return min(ran, key=lambda m: m.timing.min_us, default=None)
+
+
+def speedup(result: CaseResult, mode: str, library: str = "lutc-fast") -> float | None:
+    """ORT's best min latency over ``library``'s min latency."""
+    ours, ort = result.get(library, mode), ort_best(result, mode)
+    return ort.timing.min_us / ours.timing.min_us if ours and ours.timing and ort else None
+
+
+def roofline_us(result: CaseResult, mode: str, bandwidths: list[Bandwidth]) -> float | None:
+    """lutc's weight bytes over the best read bandwidth of this mode (cold: DRAM, hot: L3) and threads."""
+    bw = best(bandwidths, mode, result.case.threads)
+    return result.lutc_bytes / bw.best_gbps / 1e3 if bw else None
+
+
+def roofline_fraction(result: CaseResult, mode: str, bandwidths: list[Bandwidth], library: str) -> float | None:
+    """Roofline time over measured min time: 1.0 means reading the weights at full bandwidth."""
+    roof, ours = roofline_us(result, mode, bandwidths), result.get(library, mode)
+    return roof / ours.timing.min_us if roof and ours and ours.timing else None
+
+
+def summary(result: CaseResult, mode: str, bandwidths: list[Bandwidth]) -> dict:
+    """The derived numbers of one case and mode."""
+    ort = ort_best(result, mode)
+    return {
+        "ort_best": ort.library if ort else None,
+        "speedup_fast_vs_ort_best": speedup(result, mode),
+        "speedup_exact_vs_ort_best": speedup(result, mode, "lutc-exact"),
+        "roofline_us": roofline_us(result, mode, bandwidths),
+        "roofline_fraction": {lib: roofline_fraction(result, mode, bandwidths, lib) for lib in LUTC},
+    }
+
+
+# ------------------------------------------------------------------------------ JSON
+
+
+def _measurement_json(m: Measurement) -> dict:
+    return asdict(m) | {"gbps": m.gbps, "check_passed": m.check.passed if m.check else None}
+
+
+def _case_json(result: CaseResult, bandwidths: list[Bandwidth]) -> dict:
+    modes = dict.fromkeys(m.mode for m in result.measurements)
+    return {
+        "case": asdict(result.case),
+        "lutc_weight_bytes": result.lutc_bytes,
+        "measurements": [_measurement_json(m) for m in result.measurements],
+        "derived": {mode: summary(result, mode, bandwidths) for mode in modes},
+    }
+
+
+def to_json(report: KernelsReport) -> dict:
+    """Every raw number, the derived ones, the machine and the configuration."""
+    bandwidths = list(report.bandwidth)
+    return {
+        "machine": report.machine,
+        "config": asdict(report.config) | {"libraries": list(report.libraries), "lutc_target": report.lutc_target},
+        "roofline": {"method": METHOD, "bandwidth": [asdict(b) for b in report.bandwidth]},
+        "overhead_floors": _case_json(report.floors, bandwidths) if report.floors else None,
+        "cases": [_case_json(r, bandwidths) for r in report.cases],
+        "seconds": report.seconds,
+    }
+
+
+def write_json(report: KernelsReport, path: Path) -> None:
+    path.write_text(json.dumps(to_json(report), indent=1) + "\n")
