@@ -28,7 +28,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .quant.formats import IntFormat
-from .quant.onnx_convert import pack_matmul_nbits_codes, to_dequantize_linear, to_matmul_nbits
+from .quant.onnx_convert import matmul_nbits_node, pack_matmul_nbits_codes, to_dequantize_linear, to_matmul_nbits
 from .quant.weights import quantize
 
 OPSET = 21
@@ -242,19 +242,7 @@ def nbits_arrays(w: np.ndarray, bits: int, block_size: int, symmetric: bool = Tr
 
 def _nbits_node(name: str, a: str, out: str, arrays: dict, bias: np.ndarray | None = None) -> tuple:
     """A ``MatMulNBits`` node named ``name`` and its initializers (``{name}.B``, ``.scales``, ...)."""
-    inputs = [a, f"{name}.B", f"{name}.scales", "", "", ""]
-    inits = [numpy_helper.from_array(arrays["b"], inputs[1]), numpy_helper.from_array(arrays["scales"], inputs[2])]
-    if arrays["zero_points"] is not None:
-        inputs[3] = f"{name}.zero_points"
-        inits.append(numpy_helper.from_array(arrays["zero_points"], inputs[3]))
-    if bias is not None:
-        inputs[5] = f"{name}.bias"
-        inits.append(numpy_helper.from_array(bias.astype(np.float32), inputs[5]))
-    while not inputs[-1]:
-        inputs.pop()
-    attrs = {key: arrays[key] for key in ("K", "N", "bits", "block_size")}
-    node = helper.make_node("MatMulNBits", inputs, [out], name=name, domain=MS_DOMAIN, **attrs)
-    return node, inits
+    return matmul_nbits_node(name, a, out, arrays, bias)
 
 
 def _qdq_nodes(node: onnx.NodeProto, w: np.ndarray, bits: int, block_size: int, symmetric: bool) -> tuple:

@@ -16,7 +16,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..quant.formats import AnyFormat
-from ..quant.onnx_convert import to_matmul_nbits
+from ..quant.onnx_convert import matmul_nbits_node, to_matmul_nbits
 from ..quant.weights import quantize
 from .onnx_import import load_onnx
 
@@ -54,20 +54,7 @@ def _weight_of(node: onnx.NodeProto, inits: dict[str, np.ndarray]) -> tuple[np.n
 
 def _nbits_node(node: onnx.NodeProto, b: np.ndarray, bias, fmt: AnyFormat, index: int) -> tuple[onnx.NodeProto, list]:
     arrays = to_matmul_nbits(quantize(np.ascontiguousarray(b.T), fmt))
-    prefix = f"lutc_q{index}"
-    inputs = [node.input[0], f"{prefix}_B", f"{prefix}_scales", "", "", ""]
-    tensors = [numpy_helper.from_array(arrays["b"], inputs[1]), numpy_helper.from_array(arrays["scales"], inputs[2])]
-    if arrays["zero_points"] is not None:
-        inputs[3] = f"{prefix}_zp"
-        tensors.append(numpy_helper.from_array(arrays["zero_points"], inputs[3]))
-    if bias is not None:
-        inputs[5] = f"{prefix}_bias"
-        tensors.append(numpy_helper.from_array(bias.astype(np.float32), inputs[5]))
-    while inputs[-1] == "":
-        inputs.pop()
-    attrs = {k: arrays[k] for k in ("K", "N", "bits", "block_size")}
-    new = helper.make_node("MatMulNBits", inputs, list(node.output), name=node.name, domain=MS_DOMAIN, **attrs)
-    return new, tensors
+    return matmul_nbits_node(node.name, node.input[0], node.output[0], arrays, bias, prefix=f"lutc_q{index}")
 
 
 def quantize_float_matmuls(model: str | Path | onnx.ModelProto, fmt: AnyFormat) -> onnx.ModelProto:

@@ -14,7 +14,7 @@ from tvm.script import tirx as T
 
 from ..quant.layout import TILE_N
 from .expr import nibble, one_hot_lookup, plane_weight
-from .spec import KernelSpec
+from .spec import ACC_DTYPE, TABLE_DTYPE, KernelSpec, table_entries
 
 LOOKUP_ATTR = "lutc.lookup"
 
@@ -49,15 +49,15 @@ class LookupShape:
 
     @property
     def entries(self) -> int:
-        return 8 if self.symmetric else 16
+        return table_entries(self.symmetric)
 
     @property
     def table_dtype(self) -> str:
-        return "int8" if self.mode == "fast" else "float32"
+        return TABLE_DTYPE[self.mode]
 
     @property
     def acc_dtype(self) -> str:
-        return "int32" if self.mode == "fast" else "float32"
+        return ACC_DTYPE[self.mode]
 
 
 def lookup_term(entry, byte, plane, half, e, shape: LookupShape) -> tirx.PrimExpr:

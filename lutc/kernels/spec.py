@@ -10,6 +10,15 @@ from tvm import tirx
 from ..quant.formats import AnyFormat, group_length, n_groups
 from ..quant.layout import K_BYTE, TILE_N, padded_k
 
+TABLE_DTYPE = {"fast": "int8", "exact": "float32"}
+ACC_DTYPE = {"fast": "int32", "exact": "float32"}
+
+
+def table_entries(symmetric: bool) -> int:
+    """Entries stored per 4-element table: 8 symmetrized, else 16."""
+    return 2 ** (KERNEL_G - 1) if symmetric else 2**KERNEL_G
+
+
 MIN_GROUP = 16
 """Smallest weight group the kernels take: two K bytes, one full micro-kernel chunk."""
 
@@ -86,15 +95,15 @@ class KernelSpec:
 
     @property
     def entries(self) -> int:
-        return 2 ** (self.g - 1) if self.symmetric else 2**self.g
+        return table_entries(self.symmetric)
 
     @property
     def table_dtype(self) -> str:
-        return "int8" if self.mode == "fast" else "float32"
+        return TABLE_DTYPE[self.mode]
 
     @property
     def acc_dtype(self) -> str:
-        return "int32" if self.mode == "fast" else "float32"
+        return ACC_DTYPE[self.mode]
 
     @property
     def scale_dtype(self) -> str:

@@ -207,6 +207,4 @@ def format_from_attr(attr) -> AnyFormat:
     scale_dtype = str(attr["scale_dtype"])
     if str(attr["family"]) == "ternary":
         return TernaryFormat(group_size, scale_dtype)
-    return IntFormat(
-        int(attr["bits"]), group_size, bool(int(attr["symmetric"])), str(attr["zero_dtype"]), scale_dtype
-    )
+    return IntFormat(int(attr["bits"]), group_size, bool(int(attr["symmetric"])), str(attr["zero_dtype"]), scale_dtype)

@@ -471,3 +471,28 @@ def wide_matmul_nbits_from_node(
     if codes.shape[0] != n:
         raise ValueError(f"{desc}: B holds {codes.shape[0]} rows; N={n}")
     return codes, np.ascontiguousarray(scales), zeros, _node_input(node, initializers, 5, "bias")
+
+
+def matmul_nbits_node(
+    name: str, a: str, out: str, arrays: dict, bias: np.ndarray | None = None, prefix: str | None = None
+) -> tuple[onnx.NodeProto, list[onnx.TensorProto]]:
+    """A ``MatMulNBits`` node ``name`` reading ``a``, from :func:`to_matmul_nbits` arrays, and its initializers.
+
+    Initializers are named ``{prefix}.B``, ``.scales``, ``.zero_points`` and ``.bias`` (``prefix``
+    defaults to ``name``); absent optional inputs are left out.
+    """
+    prefix = prefix or name
+    inputs = [a, f"{prefix}.B", f"{prefix}.scales", "", "", ""]
+    inits = [onnx.numpy_helper.from_array(arrays["b"], inputs[1])]
+    inits.append(onnx.numpy_helper.from_array(arrays["scales"], inputs[2]))
+    if arrays["zero_points"] is not None:
+        inputs[3] = f"{prefix}.zero_points"
+        inits.append(onnx.numpy_helper.from_array(arrays["zero_points"], inputs[3]))
+    if bias is not None:
+        inputs[5] = f"{prefix}.bias"
+        inits.append(onnx.numpy_helper.from_array(np.asarray(bias, np.float32), inputs[5]))
+    while not inputs[-1]:
+        inputs.pop()
+    attrs = {key: int(arrays[key]) for key in ("K", "N", "bits", "block_size")}
+    node = onnx.helper.make_node("MatMulNBits", inputs, [out], name=name, domain="com.microsoft", **attrs)
+    return node, inits

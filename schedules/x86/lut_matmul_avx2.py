@@ -24,6 +24,7 @@ def preferred_chunk_and_unroll(shape: LookupShape) -> tuple[int, int]:
         return 2, 16
     return {1: (8, 16), 2: (8, 16), 3: (2, 0)}.get(shape.planes, (4, 0))
 
+
 MAX_EXACT_CHUNK = 16
 
 
