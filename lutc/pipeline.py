@@ -17,7 +17,13 @@ from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 from tvm.target import Target
 
-from .relay_passes import LutcRewriteQuantizedMatmul, LutcScheduleKernels, LutcShareTables, RewriteOptions
+from .relay_passes import (
+    LutcApplyDefaultSchedules,
+    LutcRewriteQuantizedMatmul,
+    LutcScheduleKernels,
+    LutcShareTables,
+    RewriteOptions,
+)
 
 
 def lut_passes(options: RewriteOptions) -> list[tvm.transform.Pass]:
@@ -33,9 +39,7 @@ def legalize_passes(target: Target) -> list[tvm.transform.Pass]:
 
 
 def default_schedule_passes(target: Target) -> list[tvm.transform.Pass]:
-    from tvm.s_tir import dlight
-
-    return [dlight.ApplyDefaultSchedule(dlight.cpu.GEMV(), dlight.cpu.Reduction())]
+    return [LutcApplyDefaultSchedules()]
 
 
 def lower_passes(target: Target) -> list[tvm.transform.Pass]:

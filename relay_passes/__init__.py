@@ -4,8 +4,16 @@ Installed as ``lutc.relay_passes`` (the name follows the original design; Relay 
 gone from TVM). ``lutc.pipeline`` lists them in order.
 """
 
+from .default_schedules import LutcApplyDefaultSchedules
 from .rewrite_quantized_matmul import DECISIONS_ATTR, LutcRewriteQuantizedMatmul, RewriteOptions
 from .schedule_kernels import LutcScheduleKernels
 from .share_tables import LutcShareTables
 
-__all__ = ["DECISIONS_ATTR", "LutcRewriteQuantizedMatmul", "LutcScheduleKernels", "LutcShareTables", "RewriteOptions"]
+__all__ = [
+    "DECISIONS_ATTR",
+    "LutcApplyDefaultSchedules",
+    "LutcRewriteQuantizedMatmul",
+    "LutcScheduleKernels",
+    "LutcShareTables",
+    "RewriteOptions",
+]
