@@ -164,3 +164,31 @@ def test_share_tables_merges_equal_precomputes():
             return out
 
     tvm.ir.assert_structural_equal(LutcShareTables()(Before), Expected)
+
+
+def test_decoder_block_shares_tables_between_qkv_and_gate_up():
+    """Seven projections, four activations: q/k/v read one, gate/up another, o and down their own."""
+    from lutc.schedules.base import kernel_of
+
+    from lutc import zoo
+    from lutc.frontend import import_onnx
+    from lutc.pipeline import lut_passes
+
+    model = zoo.quantize_matmuls(zoo.float_decoder_block(128, 2, 256), 2, 32)
+    mod, _ = import_onnx(model)
+    mod = tvm.transform.Sequential(lut_passes(RewriteOptions()))(mod)
+    calls = [
+        call
+        for call in _calls(mod["main"])
+        if call.op == tvm.ir.Op.get("relax.call_tir")
+        and kernel_of(mod[call.args[0]]) in ("lut_precompute", "lut_matmul")
+    ]
+    kinds = [kernel_of(mod[call.args[0]]) for call in calls]
+    assert kinds.count("lut_matmul") == 7
+    assert kinds.count("lut_precompute") == 4
+
+
+def _calls(func: relax.Function) -> list[relax.Call]:
+    found = []
+    relax.analysis.post_order_visit(func, lambda e: found.append(e) if isinstance(e, relax.Call) else None)
+    return found
