@@ -192,3 +192,57 @@ def _calls(func: relax.Function) -> list[relax.Call]:
     found = []
     relax.analysis.post_order_visit(func, lambda e: found.append(e) if isinstance(e, relax.Call) else None)
     return found
+
+
+def test_schedule_kernels_applies_the_lutc_rule_and_marks_the_kernel():
+    from lutc.relay_passes import LutcScheduleKernels
+
+    from lutc import schedules
+    from lutc.targets import resolve_target
+
+    target = resolve_target("x86")
+    spec = KernelSpec(1, N, K, FMT)
+    before = tvm.IRModule({"lut_matmul": lut_matmul(spec)})
+    expected = schedules.schedule(lut_matmul(spec), target).mod["main"].without_attr("global_symbol")
+    expected = expected.with_attrs({"tirx.is_scheduled": True, "op_pattern": 8})
+    with target:
+        after = LutcScheduleKernels(target)(before)
+    tvm.ir.assert_structural_equal(after["lut_matmul"], expected)
+
+
+def test_default_schedules_skip_scheduled_kernels():
+    from lutc.relay_passes import LutcApplyDefaultSchedules
+
+    from lutc.targets import resolve_target
+
+    @T.prim_func(s_tir=True)
+    def scheduled(a: T.Buffer((4,), "float32"), b: T.Buffer((4,), "float32")):
+        T.func_attr({"tirx.is_scheduled": True})
+        for i in range(4):
+            with T.sblock("copy"):
+                vi = T.axis.remap("S", [i])
+                b[vi] = a[vi]
+
+    before = tvm.IRModule({"scheduled": scheduled})
+    with resolve_target("x86"):
+        after = LutcApplyDefaultSchedules()(before)
+    tvm.ir.assert_structural_equal(after["scheduled"], scheduled)
+
+
+def test_default_schedules_leave_a_kernel_unscheduled_when_dlight_fails(monkeypatch):
+    from lutc.relay_passes import LutcApplyDefaultSchedules
+    from tvm.s_tir import dlight
+
+    from lutc.targets import resolve_target
+
+    def failing_rule(*_rules):
+        def apply(_mod):
+            raise AssertionError("dlight rule failed")
+
+        return apply
+
+    monkeypatch.setattr(dlight, "ApplyDefaultSchedule", failing_rule)
+    before = tvm.IRModule({"lut_dequantize": _dequantize_func()})
+    with resolve_target("x86"), pytest.warns(UserWarning, match="lut_dequantize: dlight failed"):
+        after = LutcApplyDefaultSchedules()(before)
+    tvm.ir.assert_structural_equal(after["lut_dequantize"], before["lut_dequantize"])
