@@ -1,8 +1,9 @@
-"""``python -m lutc.bench kernels``: the command line."""
+"""``python -m lutc.bench kernels`` and ``python -m lutc.bench model``: the command line."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -58,16 +59,70 @@ def _kernels_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
+def _named_shape(text: str) -> tuple[str, tuple[int, int]]:
+    """``decode=1x1`` -> ("decode", (1, 1)); a bare ``2x8`` is named ``2x8``."""
+    name, _, dims = text.rpartition("=")
+    try:
+        batch, seq = (int(d) for d in dims.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=BATCHxSEQ such as decode=1x1, not {text!r}") from None
+    if batch < 1 or seq < 1:
+        raise argparse.ArgumentTypeError(f"batch and seq must be >= 1 in {text!r}")
+    return name or dims, (batch, seq)
+
+
+def _model_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "model",
+        help="time a whole quantized ONNX model: lutc against ONNX Runtime, side by side",
+        description="Compile MODEL with lutc.build for each thread count (and table mode), check its output "
+        "against ORT at accuracy_level 0, then time lutc and ORT's fast variants (accuracy_level 4; for 2-bit "
+        "weights also mlas.use_lut_gemm=1) with the same Python loop. Writes model.json and model.md.",
+    )
+    p.add_argument("model", type=Path, metavar="MODEL.onnx", help="ONNX model with com.microsoft::MatMulNBits weights")
+    p.add_argument(
+        "--threads", nargs="+", type=int, default=[1, 2], help="thread counts, for lutc and ORT alike (default 1 2)"
+    )
+    p.add_argument("--shapes", nargs="+", type=_named_shape, default=["decode=1x1", "prefill=1x16"],
+                   metavar="NAME=BxS", help="named batch x seq shapes, applied to the inputs' dynamic dims "
+                   "batch and seq (other dims keep their sizes; default decode=1x1 prefill=1x16)")  # fmt: skip
+    p.add_argument("--mode", nargs="+", choices=("fast", "exact"), default=["fast"],
+                   help="lutc table modes (check tolerance: fast 3e-2, exact 1e-4; default fast)")  # fmt: skip
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=50,
+        help="timed calls per runtime, shape and thread count, after a warm-up (default 50)",
+    )
+    p.add_argument("--static", action="store_true", help="also build lutc once per shape with static input "
+                   "shapes (lutc.build(shapes=...)), shown as extra rows")  # fmt: skip
+    p.add_argument("--out", type=Path, default=Path("bench_results"), help="output directory (model.json, model.md)")
+    return p
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
-    """The top-level parser and its ``kernels`` subparser."""
+    """The top-level parser and its ``kernels`` subparser (``model`` is registered too)."""
     parser = argparse.ArgumentParser(prog="python -m lutc.bench", description="lutc benchmarks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    return parser, _kernels_parser(sub)
+    kernels = _kernels_parser(sub)
+    _model_parser(sub)
+    return parser, kernels
+
+
+def _check_model_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    args.shapes = dict(_named_shape(s) if isinstance(s, str) else s for s in args.shapes)
+    if min(args.threads) < 1 or args.repeat < 1:
+        parser.error("--threads and --repeat must be >= 1")
+    if not args.model.is_file():
+        parser.error(f"no such model file: {args.model}")
+    return args
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser, kernels = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "model":
+        return _check_model_args(parser, args)
     if args.quick:
         kernels.set_defaults(**QUICK)
         args = parser.parse_args(argv)
@@ -84,10 +139,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the benchmark, write ``kernels.{json,md,png}`` under ``--out``, print the table.
+    """Run a benchmark: ``kernels`` writes ``kernels.{json,md,png}``, ``model`` writes ``model.{json,md}``
+    under ``--out``; both print their table.
 
     Returns 1 when a check failed or a library raised, else 0.
     """
+    args = parse_args(argv)
+    if args.command == "model":
+        from .model import run_model
+
+        return run_model(args, sys.argv[1:] if argv is None else argv)
     from .run import run_from_args
 
-    return run_from_args(parse_args(argv))
+    return run_from_args(args)
