@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from tvm import tirx
+from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
 from ..quant.layout import TILE_N
@@ -115,3 +116,13 @@ def _single_plane_desc(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
                     acc[vr] = acc[vr] + lookup_term(tab[vkb * 2 + vh, ve], w[vkb, 0, vr], None, vh, ve, shape)
 
     return desc
+
+
+def register_lookup_intrin(family: str, shape: LookupShape, chunk: int, impl) -> str:
+    """Register (once) the micro-kernel ``impl(shape, chunk)`` of ``family`` for tensorize; return its name."""
+    name = f"lutc_{family}_lookup_{shape.mode}_p{shape.planes}_e{shape.entries}_c{chunk}"
+    try:
+        TensorIntrin.get(name)
+    except Exception:
+        TensorIntrin.register(name, lookup_desc(shape, chunk), impl(shape, chunk))
+    return name

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from tvm import tirx
-from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
 from ...kernels.expr import nibble, plane_weight
-from ...kernels.intrin_desc import LookupShape, lookup_desc
+from ...kernels.intrin_desc import LookupShape, register_lookup_intrin
 from ...quant.layout import TILE_N
 
 
@@ -39,9 +38,4 @@ def portable_impl(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
 
 def portable_intrin(shape: LookupShape, chunk: int) -> str:
     """Register (once) and name the portable micro-kernel for ``shape`` and ``chunk``."""
-    name = f"lutc_portable_lookup_{shape.mode}_p{shape.planes}_e{shape.entries}_c{chunk}"
-    try:
-        TensorIntrin.get(name)
-    except Exception:
-        TensorIntrin.register(name, lookup_desc(shape, chunk), portable_impl(shape, chunk))
-    return name
+    return register_lookup_intrin("portable", shape, chunk, portable_impl)

@@ -16,10 +16,9 @@ index bit 3, symmetrized tables flip the sign bit instead.
 from __future__ import annotations
 
 from tvm import tirx
-from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
-from ...kernels.intrin_desc import LookupShape, lookup_desc
+from ...kernels.intrin_desc import LookupShape, register_lookup_intrin
 from ...quant.layout import TILE_N
 
 LANE = 16
@@ -154,10 +153,4 @@ def exact_impl(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
 
 def avx2_intrin(shape: LookupShape, chunk: int) -> str:
     """Register (once) and name the AVX2 micro-kernel for ``shape`` and ``chunk``."""
-    name = f"lutc_avx2_lookup_{shape.mode}_p{shape.planes}_e{shape.entries}_c{chunk}"
-    try:
-        TensorIntrin.get(name)
-    except Exception:
-        impl = fast_impl if shape.mode == "fast" else exact_impl
-        TensorIntrin.register(name, lookup_desc(shape, chunk), impl(shape, chunk))
-    return name
+    return register_lookup_intrin("avx2", shape, chunk, fast_impl if shape.mode == "fast" else exact_impl)
