@@ -13,9 +13,15 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["BuildOptions", "CompiledModel", "__version__", "build", "load", "quant"]
+__all__ = ["BuildOptions", "CompiledModel", "__version__", "build", "load", "quant", "tune"]
 
-_LAZY = {"build": ".builder", "BuildOptions": ".builder", "load": ".compiled", "CompiledModel": ".compiled"}
+_LAZY = {
+    "build": ".builder",
+    "BuildOptions": ".builder",
+    "load": ".compiled",
+    "CompiledModel": ".compiled",
+    "tune": ".tune",
+}
 
 
 def __getattr__(name: str):

@@ -268,3 +268,8 @@ def test_mixed_precision_model_compiles_whole(decoder):
     quantized = zoo.quantize_matmuls(decoder, 8, 32)
     compiled = _check_model(quantized, "fast", seqs=((1, 3),))
     assert all(d.startswith("dequantize path") for d in compiled.decisions.values())
+
+
+def test_tune_is_not_implemented_yet():
+    with pytest.raises(NotImplementedError, match=r"lutc\.tune is not implemented yet"):
+        lutc.tune("model.onnx", "x86", trials=8)
