@@ -273,3 +273,17 @@ def test_mixed_precision_model_compiles_whole(decoder):
 def test_tune_is_not_implemented_yet():
     with pytest.raises(NotImplementedError, match=r"lutc\.tune is not implemented yet"):
         lutc.tune("model.onnx", "x86", trials=8)
+
+
+@pytest.mark.parametrize("target", ["llvm", "x86-avx2", {"kind": "llvm", "mcpu": "x86-64-v3"}])
+def test_other_cpu_targets(target):
+    model, dequantized = _nbits_model(2, 32)
+    compiled = lutc.build(model, target, mode="exact")
+    x = np.random.default_rng(4).standard_normal((1, 2, K)).astype(np.float32)
+    assert _relative_error(compiled(x), x @ dequantized.T) < TOLERANCE["exact"]
+
+
+def test_gpu_target_is_refused_clearly():
+    model, _ = _nbits_model(2, 32)
+    with pytest.raises(NotImplementedError, match="LLVM CPU targets; got cuda"):
+        lutc.build(model, {"kind": "cuda", "arch": "sm_90"})
