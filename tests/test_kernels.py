@@ -212,3 +212,16 @@ def test_sampled_schedules_are_correct(seed):
     x = rng.standard_normal((spec.m, spec.k)).astype(np.float32)
     expected = lut_gemm(x, pw, LutConfig(mode="fast"))
     tvm.testing.assert_allclose(gemm(x, gemm.prepare(pw)), expected, rtol=0, atol=float(exact_error_bound(x, pw).max()))
+
+
+def test_dynamic_row_count_kernels():
+    spec = KernelSpec(None, 40, 256, IntFormat(2, 64, symmetric=False))
+    gemm = build_lut_gemm(spec)
+    rng = np.random.default_rng(5)
+    pw = pack(quantize(random_weights(rng, spec.n, spec.k), spec.fmt))
+    weight = gemm.prepare(pw)
+    for rows in (1, 3, 17):
+        x = rng.standard_normal((rows, spec.k)).astype(np.float32)
+        tvm.testing.assert_allclose(
+            gemm(x, weight), lut_gemm(x, pw, LutConfig(mode="fast")), rtol=0, atol=float(exact_error_bound(x, pw).max())
+        )

@@ -70,15 +70,19 @@ class LutGemm:
         offsets = None if packed.offsets is None else tvm.runtime.tensor(packed.offsets, self.device)
         return PreparedWeight(data, scales, offsets, bias_tensor)
 
-    def workspace(self) -> Workspace:
+    def workspace(self, rows: int | None = None) -> Workspace:
+        """Device buffers for ``rows`` rows (the spec's ``m`` unless it is dynamic)."""
         spec, dev = self.spec, self.device
+        m = spec.m if spec.m is not None else rows
+        if m is None or (spec.m is not None and rows not in (None, spec.m)):
+            raise ValueError(f"workspace rows={rows} do not fit the kernel's m={spec.m}")
         empty = lambda shape, dtype: tvm.runtime.empty(shape, dtype, dev)  # noqa: E731
         return Workspace(
-            empty((spec.m, spec.k), "float32"),
-            empty((spec.m, spec.table_groups, spec.entries), spec.table_dtype),
-            empty((spec.m, spec.n_groups), "float32"),
-            empty((spec.m, spec.n_groups), "float32"),
-            empty((spec.m, spec.n), "float32"),
+            empty((m, spec.k), "float32"),
+            empty((m, spec.table_groups, spec.entries), spec.table_dtype),
+            empty((m, spec.n_groups), "float32"),
+            empty((m, spec.n_groups), "float32"),
+            empty((m, spec.n), "float32"),
         )
 
     def run(self, ws: Workspace, weight: PreparedWeight) -> None:
@@ -89,8 +93,9 @@ class LutGemm:
 
     def __call__(self, x: np.ndarray, weight: PreparedWeight) -> np.ndarray:
         """``x`` float32 ``[M, K]`` in, float32 ``[M, N]`` out."""
-        x = _checked_array("x", x, (self.spec.m, self.spec.k), np.float32)
-        ws = self.workspace()
+        rows = self.spec.m if self.spec.m is not None else (x.shape[0] if isinstance(x, np.ndarray) else 0)
+        x = _checked_array("x", x, (rows, self.spec.k), np.float32)
+        ws = self.workspace(rows)
         ws.x.copyfrom(x)
         self.run(ws, weight)
         return ws.y.numpy()
