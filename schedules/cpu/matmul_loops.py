@@ -11,7 +11,10 @@ Loop nest after scheduling (``m_inner`` swaps the middle two)::
 
 Decisions (all ``sch.sample_*``): the chunk size ``C`` (K unroll and tables per micro-kernel
 call, bounded by the int16 budget), the row/group order for M > 1, the unrolling of the chunk
-loop, and the N tile of a parallel task (consecutive 32-row tiles per task).
+loop, and the N tile of a parallel task (consecutive 32-row tiles per task). The last two stay
+random variables in the trace, so meta_schedule can mutate them; chunk size and loop order
+change the loop structure and the tensorize intrinsic, so they are concretized (a tuner should
+enumerate them as separate design spaces).
 """
 
 from __future__ import annotations
@@ -55,7 +58,6 @@ def schedule_lut_matmul(
         raise NotImplementedError(f"no lookup chunk of 2..{max_chunk} bytes divides a group of {shape.group_bytes}")
     chunk = choose(sch, candidates, default_chunk(candidates, preferred_chunk), tunable)
     m_inner = choose(sch, [0, 1], DEFAULT_M_INNER, tunable) if shape.m != 1 else 0
-    unroll = choose(sch, UNROLL_CANDIDATES, default_unroll, tunable)
 
     lookup, epilogue = sch.get_sblock("lookup"), _epilogue_block(sch)
     m, tile, group, r, byte, *plane, half, entry = sch.get_loops(lookup)  # no plane loop at 1 bit
@@ -68,10 +70,17 @@ def schedule_lut_matmul(
     sch.vectorize(sch.get_loops(epilogue)[-1])
     init = sch.decompose_reduction(lookup, outer)
     sch.vectorize(sch.get_loops(init)[-1])
-    if unroll:
-        sch.annotate(outer, "pragma_auto_unroll_max_step", unroll)
-        sch.annotate(outer, "pragma_unroll_explicit", 1)
+    _annotate_unroll(sch, outer, default_unroll, tunable)
     sch.tensorize(inner, intrin_for(shape, chunk))  # last: the micro-kernel block is opaque
+
+
+def _annotate_unroll(sch: s_tir.Schedule, loop: s_tir.LoopRV, default: int, tunable: bool) -> None:
+    """Auto-unroll the chunk loop by a sampled step (0: none); the sample stays in the trace."""
+    probs = [1.0 / len(UNROLL_CANDIDATES)] * len(UNROLL_CANDIDATES)
+    decision = None if tunable else UNROLL_CANDIDATES.index(default)
+    step = sch.sample_categorical(list(UNROLL_CANDIDATES), probs, decision=decision)
+    sch.annotate(loop, "pragma_auto_unroll_max_step", step)
+    sch.annotate(loop, "pragma_unroll_explicit", 1)
 
 
 def _parallel_tiles(sch: s_tir.Schedule, tile: s_tir.LoopRV, tunable: bool) -> s_tir.LoopRV:
