@@ -255,45 +255,51 @@ def _markdown(report: dict, rows: Sequence[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_model(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    """Build, check, time; write ``model.json`` and ``model.md`` under ``args.out``; 1 if a check failed."""
+def _bench_threads(args: argparse.Namespace, model: onnx.ModelProto, threads: int, built: list, notes: list) -> list:
+    """Rows for one thread count: every shape, every build, against ORT's variants."""
     from ..runtime import set_threads
 
     path = Path(args.model)
-    model = onnx.load(path)
+    dynamic = [_build(path, mode, threads, mode) for mode in args.mode]
+    built += [_describe(b) for b in dynamic]
+    first = model_feeds(model, *next(iter(args.shapes.values())), seed=1)
+    sessions = ort_variants(model, threads, first, notes)
+    reference = ort_session(with_accuracy_level(model, 0), threads)
+    rows = []
+    for name, (batch, seq) in args.shapes.items():
+        feeds = model_feeds(model, batch, seq)
+        builds = list(dynamic)
+        if args.static:
+            shapes = {k: list(v.shape) for k, v in feeds.items()}
+            static = [_build(path, mode, threads, f"{mode} static", shapes, name) for mode in args.mode]
+            builds += static
+            built += [_describe(b) for b in static]
+        set_threads(threads)
+        rows += bench_shape(builds, sessions, reference, feeds, args.repeat, threads=threads, shape=(name, batch, seq))
+    return rows
+
+
+def _model_summary(path: Path, model: onnx.ModelProto) -> dict:
     inits = {t.name for t in model.graph.initializer}
     graph_inputs = [v for v in model.graph.input if v.name not in inits]
     inputs = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in graph_inputs}
+    return {"path": str(path), "inputs": inputs, "bits": sorted(weight_bits(model)), "mib": path.stat().st_size / 2**20}
+
+
+def run_model(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Build, check, time; write ``model.json`` and ``model.md`` under ``args.out``; 1 if a check failed."""
+    from ..frontend import load_onnx
+
+    path = Path(args.model)
+    model = load_onnx(path)
     notes: list[str] = []
-    rows: list[Row] = []
     built: list[dict] = []  # build metadata; the compiled models of a thread count are dropped after it
     started = time.perf_counter()
-    for threads in args.threads:
-        dynamic = [_build(path, mode, threads, mode) for mode in args.mode]
-        built += [_describe(b) for b in dynamic]
-        first = model_feeds(model, *next(iter(args.shapes.values())), seed=1)
-        sessions = ort_variants(model, threads, first, notes)
-        reference = ort_session(with_accuracy_level(model, 0), threads)
-        for name, (batch, seq) in args.shapes.items():
-            feeds = model_feeds(model, batch, seq)
-            builds = list(dynamic)
-            if args.static:
-                shapes = {k: list(v.shape) for k, v in feeds.items()}
-                static = [_build(path, mode, threads, f"{mode} static", shapes, name) for mode in args.mode]
-                builds += static
-                built += [_describe(b) for b in static]
-            set_threads(threads)
-            shape = (name, batch, seq)
-            rows += bench_shape(builds, sessions, reference, feeds, args.repeat, threads=threads, shape=shape)
+    rows = [row for threads in args.threads for row in _bench_threads(args, model, threads, built, notes)]
     report = {
         "command": "python -m lutc.bench " + shlex.join(argv),
         "machine": machine_info(),
-        "model": {
-            "path": str(path),
-            "inputs": inputs,
-            "bits": sorted(weight_bits(model)),
-            "mib": path.stat().st_size / 2**20,
-        },
+        "model": _model_summary(path, model),
         "threads": args.threads,
         "shapes": args.shapes,
         "modes": args.mode,
