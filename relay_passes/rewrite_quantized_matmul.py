@@ -25,10 +25,10 @@ from ..quant.formats import format_from_attr
 from ..quant.layout import PackedWeight, pack
 from ..quant.weights import QuantizedWeight
 from ..schedules.base import kernel_of
+from .calls import called_kernel
 
 DECISIONS_ATTR = "lutc.decisions"
 MATMUL = is_op("relax.matmul")(wildcard(), wildcard())
-CALL_TIR = tvm.ir.Op.get("relax.call_tir")
 
 
 @dataclass(frozen=True)
@@ -42,13 +42,9 @@ class RewriteOptions:
 
 def _dequantize_call(mod: tvm.IRModule, expr: relax.Expr):
     """``(callee attrs, args)`` when ``expr`` calls ``lut_dequantize``, else ``None``."""
-    if not isinstance(expr, relax.Call) or expr.op != CALL_TIR:
+    if called_kernel(mod, expr) != DEQUANTIZE_KERNEL:
         return None
-    callee = mod[expr.args[0]]
-    attrs = callee.attrs if isinstance(callee, tvm.tirx.PrimFunc) else None
-    if attrs is None or str(attrs.get("lutc.kernel", "")) != DEQUANTIZE_KERNEL:
-        return None
-    return attrs, list(expr.args[1].fields)
+    return mod[expr.args[0]].attrs, list(expr.args[1].fields)
 
 
 def _weight(attrs, args: list[tvm.ir.expr.Constant]) -> QuantizedWeight:

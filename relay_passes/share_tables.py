@@ -13,9 +13,7 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ..kernels.precompute import PRECOMPUTE_KERNEL
-from ..schedules.base import kernel_of
-
-CALL_TIR = tvm.ir.Op.get("relax.call_tir")
+from .calls import called_kernel
 
 
 @mutator
@@ -27,10 +25,7 @@ class _Sharer(PyExprMutator):
 
     def _key(self, value: relax.Expr) -> tuple | None:
         """(kernel, activation source, reshape) for a precompute call, else ``None``."""
-        if not isinstance(value, relax.Call) or value.op != CALL_TIR:
-            return None
-        callee = self.mod[value.args[0]]
-        if not isinstance(callee, tvm.tirx.PrimFunc) or kernel_of(callee) != PRECOMPUTE_KERNEL:
+        if called_kernel(self.mod, value) != PRECOMPUTE_KERNEL:
             return None
         (flat,) = value.args[1].fields
         source = self.lookup_binding(flat) if isinstance(flat, relax.Var) else None

@@ -24,6 +24,11 @@ def kernel_of(func) -> str | None:
     return str(attrs[KERNEL_ATTR]) if attrs is not None and KERNEL_ATTR in attrs else None
 
 
+def block_names(sch: s_tir.Schedule) -> set[str]:
+    """Names of the blocks directly under the root block."""
+    return {sch.get(block).name_hint for block in sch.get_child_blocks(sch.get_sblock("root"))}
+
+
 def choose(sch: s_tir.Schedule, candidates: Sequence[int], default: int, tunable: bool) -> int:
     """A ``sample_categorical`` decision over ``candidates``; ``default`` unless tuning."""
     candidates = list(candidates)

@@ -168,7 +168,7 @@ def test_share_tables_merges_equal_precomputes():
 
 def test_decoder_block_shares_tables_between_qkv_and_gate_up():
     """Seven projections, four activations: q/k/v read one, gate/up another, o and down their own."""
-    from lutc.schedules.base import kernel_of
+    from lutc.relay_passes.calls import called_kernel
 
     from lutc import zoo
     from lutc.frontend import import_onnx
@@ -177,13 +177,7 @@ def test_decoder_block_shares_tables_between_qkv_and_gate_up():
     model = zoo.quantize_matmuls(zoo.float_decoder_block(128, 2, 256), 2, 32)
     mod, _ = import_onnx(model)
     mod = tvm.transform.Sequential(lut_passes(RewriteOptions()))(mod)
-    calls = [
-        call
-        for call in _calls(mod["main"])
-        if call.op == tvm.ir.Op.get("relax.call_tir")
-        and kernel_of(mod[call.args[0]]) in ("lut_precompute", "lut_matmul")
-    ]
-    kinds = [kernel_of(mod[call.args[0]]) for call in calls]
+    kinds = [called_kernel(mod, call) for call in _calls(mod["main"])]
     assert kinds.count("lut_matmul") == 7
     assert kinds.count("lut_precompute") == 4
 

@@ -82,7 +82,8 @@ def _tile(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr.reshape(-1, TILE_N, arr.shape[1]).transpose(0, 2, 1))
 
 
-def _untile(arr: np.ndarray, n: int) -> np.ndarray:
+def untile(arr: np.ndarray, n: int | None = None) -> np.ndarray:
+    """``[N_pad / 32, X, 32]`` -> ``[N_pad, X]``, cut to the first ``n`` rows when given."""
     return arr.transpose(0, 2, 1).reshape(-1, arr.shape[1])[:n]
 
 
@@ -220,5 +221,5 @@ def unpack(pw: PackedWeight) -> QuantizedWeight:
     bits = (raw[..., None] >> np.arange(pw.g, dtype=np.uint8)) & 1
     bits = bits.reshape(planes, n_pad, groups * pw.g)
     codes = (bits << np.arange(planes, dtype=np.uint8)[:, None, None]).sum(0, dtype=np.uint8)
-    scales = _untile(pw.scales, pw.n)
+    scales = untile(pw.scales, pw.n)
     return QuantizedWeight(pw.fmt, np.ascontiguousarray(codes[: pw.n, : pw.k]), scales, pw.zeros)

@@ -43,7 +43,7 @@ from typing import Literal
 
 import numpy as np
 
-from .layout import PackedWeight, check_g
+from .layout import PackedWeight, check_g, untile
 
 Mode = Literal["exact", "fast"]
 INT8_MAX = 127
@@ -169,7 +169,7 @@ def _plane_sums(tables: Tables, pw: PackedWeight, row: int) -> np.ndarray:
 
 def _untiled(arr: np.ndarray) -> np.ndarray:
     """``[tiles, n_groups, 32]`` -> float32 ``[N_pad, n_groups]``."""
-    return arr.transpose(0, 2, 1).reshape(-1, arr.shape[1]).astype(np.float32)
+    return untile(arr).astype(np.float32)
 
 
 def lut_matmul(tables: Tables, pw: PackedWeight, bias: np.ndarray | None = None) -> np.ndarray:

@@ -12,13 +12,10 @@ from tvm import s_tir, tirx
 from tvm.target import Target
 
 from ...kernels.precompute import PRECOMPUTE_KERNEL
+from ..base import block_names
 from .base import CpuRule
 
 VECTOR_LANES = 16
-
-
-def _block_names(sch: s_tir.Schedule) -> set[str]:
-    return {sch.get(block).name_hint for block in sch.get_child_blocks(sch.get_sblock("root"))}
 
 
 def _vectorize_reduction(sch: s_tir.Schedule, name: str, lanes: int) -> None:
@@ -40,7 +37,7 @@ class LutPrecompute(CpuRule):
     kernel = PRECOMPUTE_KERNEL
 
     def schedule(self, sch: s_tir.Schedule, func: tirx.PrimFunc, target: Target, tunable: bool) -> None:
-        names = _block_names(sch)
+        names = block_names(sch)
         for name in ("table", "tables"):
             if name in names:
                 sch.vectorize(sch.get_loops(sch.get_sblock(name))[-1])

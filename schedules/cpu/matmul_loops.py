@@ -24,7 +24,7 @@ from collections.abc import Callable
 from tvm import s_tir
 
 from ...kernels.intrin_desc import LookupShape
-from ..base import choose
+from ..base import block_names, choose
 from ..hw import CHUNK_CANDIDATES
 
 UNROLL_CANDIDATES = (0, 16, 64)
@@ -95,16 +95,12 @@ def _parallel_tiles(sch: s_tir.Schedule, tile: s_tir.LoopRV, tunable: bool) -> s
     return outer
 
 
-def _block_names(sch: s_tir.Schedule) -> set[str]:
-    return {sch.get(block).name_hint for block in sch.get_child_blocks(sch.get_sblock("root"))}
-
-
 def _epilogue_block(sch: s_tir.Schedule) -> s_tir.SBlockRV:
     """``y_pad`` when N is not a multiple of 32 (a crop block ``y`` follows), else ``y``."""
-    return sch.get_sblock("y_pad" if "y_pad" in _block_names(sch) else "y")
+    return sch.get_sblock("y_pad" if "y_pad" in block_names(sch) else "y")
 
 
 def _crop_at(sch: s_tir.Schedule, tile: s_tir.LoopRV) -> None:
     """Move the crop into the tile loop, so each tile writes its own rows."""
-    if "y_pad" in _block_names(sch):
+    if "y_pad" in block_names(sch):
         sch.reverse_compute_at(sch.get_sblock("y"), tile)
