@@ -20,7 +20,7 @@ _LAZY = {
     "BuildOptions": ".builder",
     "load": ".compiled",
     "CompiledModel": ".compiled",
-    "tune": ".tune",
+    "tune": ".tuning.api",
 }
 
 

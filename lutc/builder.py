@@ -11,7 +11,7 @@ import tvm
 from tvm.target import Target
 
 from .compiled import CompiledModel, metadata_for
-from .frontend import import_onnx
+from .frontend import ModelInfo, import_onnx
 from .frontend.float_weights import quantize_float_matmuls
 from .pipeline import get_pipeline, lut_passes
 from .quant.formats import get_format
@@ -58,21 +58,41 @@ def build(
     tables), ``symmetrize`` (``"auto"``/``"on"``/``"off"``), ``threads``, ``keep_dequantize``
     (node names left on TVM's dequantize path), ``quantize`` (a preset such as ``"w2g128"``
     to quantize float MatMul/Gemm weights at build time) and ``shapes`` (static input shapes).
+
+    ``tuning_logs``: a directory written by :func:`lutc.tune`; kernels with a record in its
+    ``<target-tag>/`` log use the tuned schedule, the others the default (with a warning).
     """
-    if tuning_logs is not None:
-        raise NotImplementedError("tuning logs arrive with auto-tuning (issue 5); build without tuning_logs")
     opts = BuildOptions(**options)
     tvm_target = resolve_target(target, opts.threads)
     if opts.threads is not None:
         set_threads(opts.threads)
+    mod, info = lut_module(model, opts)
+    if tvm_target.kind.name != "llvm":
+        raise NotImplementedError(f"lutc.build supports LLVM CPU targets; got {tvm_target.kind.name}")
+    tuned = _tuned_schedules(tuning_logs, tvm_target)
+    executable = tvm.compile(mod, tvm_target, relax_pipeline=get_pipeline(tvm_target, None, tuned))
+    metadata = metadata_for(info, _decisions(mod), tvm_target, opts)
+    if tuned is not None:
+        tuned.warn_fallbacks()
+        metadata["tuning"] = tuned.summary()
+    return CompiledModel(executable, metadata)
+
+
+def lut_module(model: str | Path | onnx.ModelProto, opts: BuildOptions) -> tuple[tvm.IRModule, ModelInfo]:
+    """The model's Relax module after lutc's LUT passes (kernels not yet scheduled), and its I/O."""
     if opts.quantize is not None:
         model = quantize_float_matmuls(model, get_format(opts.quantize))
     mod, info = import_onnx(model, opts.shapes)
-    if tvm_target.kind.name != "llvm":
-        raise NotImplementedError(f"lutc.build supports LLVM CPU targets; got {tvm_target.kind.name}")
-    mod = tvm.transform.Sequential(lut_passes(opts.rewrite_options()))(mod)
-    executable = tvm.compile(mod, tvm_target, relax_pipeline=get_pipeline(tvm_target, None))
-    return CompiledModel(executable, metadata_for(info, _decisions(mod), tvm_target, opts))
+    return tvm.transform.Sequential(lut_passes(opts.rewrite_options()))(mod), info
+
+
+def _tuned_schedules(tuning_logs: str | Path | None, target: Target):
+    """The log's records for ``target``; ``None`` without a log (default schedules)."""
+    if tuning_logs is None:
+        return None
+    from .tuning.apply import TunedSchedules
+
+    return TunedSchedules(Path(tuning_logs), target)
 
 
 def _decisions(mod: tvm.IRModule) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""The ``lutc`` command line: compile, run and inspect quantized ONNX models."""
+"""The ``lutc`` command line: compile, run, tune and inspect quantized ONNX models."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def _compile(args: argparse.Namespace) -> int:
 
     with console.status(f"compiling {args.model} for {args.target} (imports, rewrites, schedules, LLVM)..."):
         start = time.perf_counter()
-        model = build(args.model, _target(args.target), **_build_args(args))
+        model = build(args.model, _target(args.target), tuning_logs=args.tuning_logs, **_build_args(args))
     console.print(f"compiled in {time.perf_counter() - start:.1f} s")
     print(model.summary())
     if args.output:
@@ -46,7 +46,7 @@ def _load_or_build(args: argparse.Namespace):
 
     if Path(args.model).suffix == ".onnx":
         with console.status(f"compiling {args.model}..."):
-            return build(args.model, _target(args.target), **_build_args(args))
+            return build(args.model, _target(args.target), tuning_logs=args.tuning_logs, **_build_args(args))
     return load(args.model)
 
 
@@ -98,6 +98,24 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from .tuning import RpcTracker, tune
+
+    rpc = None
+    if args.rpc_tracker or args.rpc_key:
+        rpc = RpcTracker.parse(args.rpc_tracker or "", args.rpc_key or "")
+    build_args = {k: v for k, v in _build_args(args).items() if k != "threads"}  # --threads: timing threads here
+    results = tune(
+        args.model, _target(args.target), trials=args.trials, log_dir=args.log_dir, rpc=rpc, timeout=args.timeout,
+        threads=args.threads, measure=args.measure, progress=not args.no_progress, **build_args,
+    )  # fmt: skip
+    for result in results:
+        best = "no successful trial" if result.best_seconds is None else f"best {result.best_seconds * 1e6:.1f} us"
+        print(f"{result.name}: {result.trials_run} trials now, {result.trials_total} in the log, {best}")
+    print(f"log: {Path(args.log_dir).resolve()}  (use it with: lutc compile {args.model} --tuning-logs {args.log_dir})")
+    return 0
+
+
 def _inspect(args: argparse.Namespace) -> int:
     if Path(args.model).suffix != ".onnx":
         from .compiled import load
@@ -132,6 +150,21 @@ def _add_build_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_tune_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trials", type=int, default=64, help="trials per distinct LUT kernel, in total over runs "
+                        "(tuning again with the same log resumes; default 64)")  # fmt: skip
+    parser.add_argument("--log-dir", default="tuning_logs", help="tuning log directory (default tuning_logs); "
+                        "records go to LOG_DIR/<target-tag>/")  # fmt: skip
+    parser.add_argument("--rpc-tracker", metavar="HOST:PORT", help="time candidates on a device behind this TVM RPC "
+                        "tracker (cross-compiled for the target's triple)")  # fmt: skip
+    parser.add_argument("--rpc-key", metavar="KEY", help="the device key registered with the RPC tracker")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds one candidate may run (default 60)")
+    parser.add_argument("--measure", choices=["cold", "hot"], default="cold",
+                        help="cold: flush CPU caches before each timed run (weights from DRAM, as in a large "
+                        "model); hot: weights stay cached (default cold)")  # fmt: skip
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="lutc", description="Compile low-bit quantized ONNX models to LUT kernels.")
     sub = top.add_subparsers(dest="command", required=True)
@@ -148,6 +181,13 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--output-dir", help="save each output as NAME.npy here")
     _add_build_flags(run)
     run.set_defaults(func=_run)
+    for command in (comp, run):
+        command.add_argument("--tuning-logs", metavar="DIR", help="apply the tuning log written by 'lutc tune' here")
+    tune = sub.add_parser("tune", help="auto-tune the model's LUT kernels into a reusable tuning log")
+    tune.add_argument("model", help="the quantized .onnx model")
+    _add_build_flags(tune)
+    _add_tune_flags(tune)
+    tune.set_defaults(func=_tune)
     insp = sub.add_parser("inspect", help="list inputs, outputs and quantized matmuls without compiling")
     insp.add_argument("model", help="an .onnx model or a compiled library")
     insp.set_defaults(func=_inspect)

@@ -49,6 +49,13 @@ class CompiledModel:
         lines += [f"  {node}: {how}" for node, how in sorted(decisions.items())]
         if not decisions:
             lines += ["  (none: the model has no quantized matmul; it runs on TVM's default path)"]
+        tuning = self.metadata.get("tuning")
+        if tuning:
+            lines += [f"tuning log {tuning['log']}: {len(tuning['tuned'])} kernel(s) tuned, "
+                      f"{len(tuning['default'])} on the default schedule"]  # fmt: skip
+            tuned = sorted(tuning["tuned"].items())
+            lines += [f"  {name}: tuned, {secs * 1e6:.1f} us when tuned" for name, secs in tuned]
+            lines += [f"  {name}: default ({why})" for name, why in sorted(tuning["default"].items())]
         return "\n".join(lines)
 
     def __repr__(self) -> str:

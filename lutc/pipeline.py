@@ -30,8 +30,8 @@ def lut_passes(options: RewriteOptions) -> list[tvm.transform.Pass]:
     return [LutcRewriteQuantizedMatmul(options), LutcShareTables(), relax.transform.DeadCodeElimination()]
 
 
-def schedule_passes(target: Target) -> list[tvm.transform.Pass]:
-    return [LutcScheduleKernels(target)]
+def schedule_passes(target: Target, tuned=None) -> list[tvm.transform.Pass]:
+    return [LutcScheduleKernels(target, tuned)]
 
 
 def legalize_passes(target: Target) -> list[tvm.transform.Pass]:
@@ -46,8 +46,11 @@ def lower_passes(target: Target) -> list[tvm.transform.Pass]:
     return cpu_pipeline.dataflow_lower_passes(target) + cpu_pipeline.finalize_passes(target)
 
 
-def get_pipeline(target: Target, options: RewriteOptions | None) -> tvm.transform.Pass:
-    """The Relax pipeline for an LLVM CPU target; ``options=None`` when the LUT phase already ran."""
+def get_pipeline(target: Target, options: RewriteOptions | None, tuned=None) -> tvm.transform.Pass:
+    """The Relax pipeline for an LLVM CPU target; ``options=None`` when the LUT phase already ran.
+
+    ``tuned``: a :class:`lutc.tuning.apply.TunedSchedules` whose records schedule the kernels.
+    """
     if target.kind.name != "llvm":
         raise NotImplementedError(f"lutc.build supports LLVM CPU targets; got {target.kind.name}")
 
@@ -56,7 +59,7 @@ def get_pipeline(target: Target, options: RewriteOptions | None) -> tvm.transfor
         with target:
             phases = (
                 (lut_passes(options) if options is not None else [])
-                + schedule_passes(target)
+                + schedule_passes(target, tuned)
                 + legalize_passes(target)
                 + default_schedule_passes(target)
                 + lower_passes(target)

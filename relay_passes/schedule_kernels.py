@@ -1,10 +1,14 @@
 """LutcScheduleKernels: schedule every ``lutc.kernel`` PrimFunc with lutc's rules for a target.
 
-Runs before legalization. Scheduled kernels are marked ``tirx.is_scheduled`` (dlight leaves
-them alone) and opaque (``op_pattern`` 8), so operator fusion keeps them whole.
+Runs before legalization. With a tuning log (``lutc.tuning.apply.TunedSchedules``) a kernel
+that has a record gets its tuned schedule; every other kernel gets the rule's default.
+Scheduled kernels are marked ``tirx.is_scheduled`` (dlight leaves them alone) and opaque
+(``op_pattern`` 8), so operator fusion keeps them whole.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import tvm
 from tvm.target import Target
@@ -12,6 +16,9 @@ from tvm.target import Target
 from .. import schedules
 from ..kernels.dequantize import DEQUANTIZE_KERNEL
 from ..schedules.base import kernel_of
+
+if TYPE_CHECKING:
+    from ..tuning.apply import TunedSchedules
 
 OPAQUE = 8
 """``relay.op.OpPattern.OPAQUE``: never fused with neighbours."""
@@ -21,8 +28,8 @@ OPAQUE = 8
 class LutcScheduleKernels:
     """Apply the first matching ``lutc.schedules`` rule to each LUT kernel."""
 
-    def __init__(self, target: Target):
-        self.target = target
+    def __init__(self, target: Target, tuned: TunedSchedules | None = None):
+        self.target, self.tuned = target, tuned
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         updates = {}
@@ -30,7 +37,9 @@ class LutcScheduleKernels:
             kernel = kernel_of(func) if isinstance(func, tvm.tirx.PrimFunc) else None
             if kernel is None or kernel == DEQUANTIZE_KERNEL:
                 continue
-            scheduled = schedules.schedule(func, self.target).mod["main"].without_attr("global_symbol")
+            sch = self.tuned.schedule(func) if self.tuned is not None else None
+            sch = sch if sch is not None else schedules.schedule(func, self.target)
+            scheduled = sch.mod["main"].without_attr("global_symbol")
             updates[gvar] = scheduled.with_attrs({"tirx.is_scheduled": True, "op_pattern": OPAQUE})
         for gvar, func in updates.items():
             mod[gvar] = func

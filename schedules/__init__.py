@@ -9,20 +9,24 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 from tvm.target import Target
 
-from .base import LutRule, kernel_of
+from .base import DEFAULT_KNOBS, Knobs, LutRule, kernel_of
 from .cpu import LutMatmulPortable, LutPrecompute
 from .x86 import LutMatmulAVX2
 
 RULES: tuple[LutRule, ...] = (LutMatmulAVX2(), LutMatmulPortable(), LutPrecompute())
 
 
-def schedule(func: tirx.PrimFunc, target: Target, tunable: bool = False) -> s_tir.Schedule:
-    """Schedule a ``lutc.kernel`` PrimFunc with the first rule that applies."""
+def rule_for(func: tirx.PrimFunc, target: Target) -> LutRule:
+    """The first rule that fits a ``lutc.kernel`` PrimFunc and a target, most specific first."""
     for rule in RULES:
-        sch = rule.apply(func, target, tunable)
-        if sch is not None:
-            return sch
+        if rule.applies(func, target):
+            return rule
     raise NotImplementedError(f"no lutc schedule rule for kernel {kernel_of(func)!r} on target {target}")
 
 
-__all__ = ["RULES", "LutRule", "schedule"]
+def schedule(func: tirx.PrimFunc, target: Target, knobs: Knobs = DEFAULT_KNOBS) -> s_tir.Schedule:
+    """Schedule a ``lutc.kernel`` PrimFunc with the first rule that applies."""
+    return rule_for(func, target).apply(func, target, knobs)
+
+
+__all__ = ["RULES", "Knobs", "LutRule", "rule_for", "schedule"]

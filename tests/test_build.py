@@ -197,12 +197,6 @@ def test_model_without_quantized_matmul_compiles_with_a_note():
     np.testing.assert_array_equal(compiled(x), np.maximum(x, 0))
 
 
-def test_tuning_logs_are_not_implemented_yet():
-    model, _ = _nbits_model(2, 32)
-    with pytest.raises(NotImplementedError, match="tuning"):
-        lutc.build(model, tuning_logs="tuning_logs")
-
-
 # ---- whole models from the zoo -------------------------------------------------------------
 
 HIDDEN, HEADS, INTERMEDIATE = 256, 4, 512
@@ -268,11 +262,6 @@ def test_mixed_precision_model_compiles_whole(decoder):
     quantized = zoo.quantize_matmuls(decoder, 8, 32)
     compiled = _check_model(quantized, "fast", seqs=((1, 3),))
     assert all(d.startswith("dequantize path") for d in compiled.decisions.values())
-
-
-def test_tune_is_not_implemented_yet():
-    with pytest.raises(NotImplementedError, match=r"lutc\.tune is not implemented yet"):
-        lutc.tune("model.onnx", "x86", trials=8)
 
 
 @pytest.mark.parametrize("target", ["llvm", "x86-avx2", {"kind": "llvm", "mcpu": "x86-64-v3"}])

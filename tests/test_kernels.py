@@ -191,7 +191,7 @@ def test_unknown_target_name_lists_the_known_ones():
 def test_sampled_schedules_are_correct(seed):
     """Tuning samples every decision at random; each sample must still compute the same thing."""
     import tvm
-    from lutc.schedules import RULES
+    from lutc.schedules import RULES, Knobs
     from tvm import s_tir
 
     from lutc.kernels import lut_matmul, lut_precompute
@@ -204,7 +204,7 @@ def test_sampled_schedules_are_correct(seed):
     for name, func in funcs.items():
         sch = s_tir.Schedule(func, seed=seed)
         rule = next(r for r in RULES if r.kernel == name and r.is_target_available(target))
-        rule.schedule(sch, func, target, tunable=True)
+        rule.schedule(sch, func, target, Knobs(tunable=True))
         scheduled[name] = sch.mod["main"].with_attr("global_symbol", name)
     gemm = LutGemm(spec, target, tvm.tirx.build(tvm.IRModule(scheduled), target=target))
     rng = np.random.default_rng(seed)

@@ -50,6 +50,9 @@ def _kernels_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--lutc-modes", nargs="*", choices=LUTC_MODES, default=list(LUTC_MODES),
                    help="lutc table modes to run (no value: none, e.g. while lutc.kernels is missing)")  # fmt: skip
     p.add_argument("--lutc-target", default="x86", help="target name given to lutc.kernels.build_lut_gemm")
+    p.add_argument("--tuned", nargs="?", const="tuning_logs", default=None, metavar="DIR",
+                   help="also run lutc fast with the tuned schedules of the log in DIR (default tuning_logs), "
+                   "next to the default schedules; cases without a record are noted")  # fmt: skip
     p.add_argument("--no-floors", action="store_true", help="skip the per-call overhead floors (tiny case)")
     p.add_argument("--quick", action="store_true", help="tiny smoke configuration (defaults: "
                    + ", ".join(f"{k}={v}" for k, v in QUICK.items()) + "); explicit flags still win")  # fmt: skip

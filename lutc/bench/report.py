@@ -10,9 +10,10 @@ from .kernels import CaseResult, KernelsReport, Measurement
 from .roofline import METHOD, Bandwidth, best
 
 ORT_NBITS = ("ort-nbits-acc4", "ort-nbits-lut")
-LUTC = ("lutc-fast", "lutc-exact")
+LUTC = ("lutc-fast", "lutc-fast-tuned", "lutc-exact")
 LABELS = {
     "lutc-fast": "lutc fast",
+    "lutc-fast-tuned": "lutc fast tuned",
     "lutc-exact": "lutc exact",
     "ort-nbits-acc4": "ORT NBits acc4",
     "ort-nbits-lut": "ORT NBits LUT",
@@ -53,6 +54,7 @@ def summary(result: CaseResult, mode: str, bandwidths: list[Bandwidth]) -> dict:
         "ort_best": ort.library if ort else None,
         "speedup_fast_vs_ort_best": speedup(result, mode),
         "speedup_exact_vs_ort_best": speedup(result, mode, "lutc-exact"),
+        "speedup_tuned_vs_ort_best": speedup(result, mode, "lutc-fast-tuned"),
         "roofline_us": roofline_us(result, mode, bandwidths),
         "roofline_fraction": {lib: roofline_fraction(result, mode, bandwidths, lib) for lib in LUTC},
     }

@@ -43,7 +43,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     """Run, write the outputs, print the markdown; 1 if a check failed or a library raised, 2 on setup errors."""
     config = grid_config(args)
     try:
-        libraries = make_libraries(tuple(args.lutc_modes), tuple(args.baselines), max(config.threads), args.lutc_target)
+        libraries = make_libraries(
+            tuple(args.lutc_modes), tuple(args.baselines), max(config.threads), args.lutc_target, args.tuned
+        )
     except RuntimeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

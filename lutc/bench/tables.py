@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from .kernels import CaseResult, KernelsReport, Measurement
 from .libs.base import FP32_TOL, INT8_ACT_TOL
 from .libs.lut_kernels import FAST_TOL
-from .report import LABELS, ort_best, roofline_fraction, speedup
+from .report import LABELS, LUTC, ort_best, roofline_fraction, speedup
 from .roofline import METHOD, best
 
 
@@ -75,24 +75,37 @@ def _floors(report: KernelsReport) -> list[str]:
     return [intro, "", *_table(["library", "min / median µs"], rows)]
 
 
+def _lutc_libraries(report: KernelsReport) -> list[str]:
+    """The lutc variants in the run, in table order (always fast and exact, for stable columns)."""
+    return [lib for lib in LUTC if lib in report.libraries or lib != "lutc-fast-tuned"]
+
+
+def _fast_variants(report: KernelsReport) -> list[str]:
+    return [lib for lib in _lutc_libraries(report) if lib.startswith("lutc-fast")]
+
+
 def _result_row(result: CaseResult, mode: str, report: KernelsReport) -> list[str]:
     bws = list(report.bandwidth)
-    fast, ort = result.get("lutc-fast", mode), ort_best(result, mode)
-    gain = speedup(result, mode)
-    fracs = [_ratio(roofline_fraction(result, mode, bws, lib), ".0%") for lib in ("lutc-fast", "lutc-exact")]
+    ort = ort_best(result, mode)
+    gains = [speedup(result, mode, lib) for lib in _fast_variants(report)]
+    fracs = [_ratio(roofline_fraction(result, mode, bws, lib), ".0%") for lib in _lutc_libraries(report)]
+    fast = [result.get(lib, mode) for lib in _fast_variants(report)]
     return [
         result.case.label,
         mode,
         *(cell(result.get(lib, mode)) for lib in report.libraries),
-        f"{gain:.2f}x ({LABELS[ort.library].split()[-1]})" if gain else "—",
-        _ratio(fast.gbps if fast else None, ".1f"),
+        *(f"{gain:.2f}x ({LABELS[ort.library].split()[-1]})" if gain else "—" for gain in gains),
+        " / ".join(_ratio(m.gbps if m else None, ".1f") for m in fast),
         " / ".join(fracs),
     ]
 
 
 def _results(report: KernelsReport) -> list[str]:
+    names = [LABELS[lib].removeprefix("lutc ") for lib in _lutc_libraries(report)]
+    fast = [LABELS[lib] for lib in _fast_variants(report)]
     header = ["case", "mode", *(LABELS.get(lib, lib) for lib in report.libraries)]
-    header += ["fast vs ORT best", "lutc fast GB/s", "roofline fast / exact"]
+    header += [f"{name} vs ORT best" for name in fast]
+    header += [" / ".join(fast) + " GB/s", "roofline " + " / ".join(names)]
     rows = [_result_row(r, mode, report) for r in report.cases for mode in report.config.modes]
     return _table(header, rows)
 
@@ -101,7 +114,7 @@ def _notes(report: KernelsReport) -> list[str]:
     seen, lines = set(), []
     for result in report.cases:
         for m in result.measurements:
-            if m.status in ("fail", "error") or "NO effect" in m.note:
+            if m.status in ("fail", "error") or "NO effect" in m.note or "NO tuning record" in m.note:
                 key = (result.case, m.library, m.note)
                 if key not in seen:
                     seen.add(key)

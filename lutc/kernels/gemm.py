@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import tvm
@@ -38,11 +39,19 @@ class Workspace:
     y: tvm.runtime.Tensor
 
 
-def scheduled_module(spec: KernelSpec, target: Target) -> tvm.IRModule:
-    """The precompute and matmul PrimFuncs of ``spec``, scheduled for ``target``."""
+def scheduled_module(spec: KernelSpec, target: Target, tuned=None) -> tvm.IRModule:
+    """The precompute and matmul PrimFuncs of ``spec``, scheduled for ``target``.
+
+    ``tuned``: a :class:`lutc.tuning.apply.TunedSchedules`; its record schedules the matmul.
+    """
     funcs = {PRECOMPUTE_KERNEL: lut_precompute(spec), MATMUL_KERNEL: lut_matmul(spec)}
+
+    def schedule(func):
+        sch = tuned.schedule(func) if tuned is not None else None
+        return sch if sch is not None else schedules.schedule(func, target)
+
     try:
-        scheduled = {name: schedules.schedule(func, target).mod["main"] for name, func in funcs.items()}
+        scheduled = {name: schedule(func).mod["main"] for name, func in funcs.items()}
     except NotImplementedError as err:
         raise NotImplementedError(f"format {spec.fmt.name} ({spec.mode} mode) on target {target}: {err}") from None
     return tvm.IRModule({name: func.with_attr("global_symbol", name) for name, func in scheduled.items()})
@@ -53,6 +62,8 @@ class LutGemm:
 
     def __init__(self, spec: KernelSpec, target: Target, module: tvm.runtime.Module):
         self.spec, self.target, self.module = spec, target, module
+        self.tuned = False
+        """Whether the matmul runs a schedule from a tuning log."""
         self.device = tvm.cpu()
         self._precompute = module[PRECOMPUTE_KERNEL]
         self._matmul = module[MATMUL_KERNEL]
@@ -120,10 +131,28 @@ def _check_packed(spec: KernelSpec, packed: PackedWeight) -> None:
         )
 
 
-def build_lut_gemm(spec: KernelSpec, target: str | dict | Target = "x86", threads: int | None = None) -> LutGemm:
-    """Schedule and compile the kernels of ``spec`` (a few seconds); ``threads`` sets TVM's pool."""
+def build_lut_gemm(
+    spec: KernelSpec,
+    target: str | dict | Target = "x86",
+    threads: int | None = None,
+    tuning_logs: str | Path | None = None,
+) -> LutGemm:
+    """Schedule and compile the kernels of ``spec`` (a few seconds); ``threads`` sets TVM's pool.
+
+    ``tuning_logs``: a :func:`lutc.tune` directory; without a record for ``spec`` the default
+    schedule is used, with a warning. ``LutGemm.tuned`` says which one was.
+    """
     tvm_target = resolve_target(target, threads)
     if threads is not None:
         set_threads(threads)
-    module = tvm.tirx.build(scheduled_module(spec, tvm_target), target=tvm_target)
-    return LutGemm(spec, tvm_target, module)
+    tuned = None
+    if tuning_logs is not None:
+        from ..tuning.apply import TunedSchedules
+
+        tuned = TunedSchedules(Path(tuning_logs), tvm_target)
+    module = tvm.tirx.build(scheduled_module(spec, tvm_target, tuned), target=tvm_target)
+    gemm = LutGemm(spec, tvm_target, module)
+    if tuned is not None:
+        tuned.warn_fallbacks()
+        gemm.tuned = bool(tuned.applied)
+    return gemm

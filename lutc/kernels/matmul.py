@@ -19,6 +19,8 @@ from .intrin_desc import LOOKUP_ATTR, LookupShape, lookup_term
 from .spec import KernelSpec
 
 MATMUL_KERNEL = "lut_matmul"
+SPEC_ATTR = "lutc.kernel_spec"
+"""Every :class:`KernelSpec` field, so a tuner can rebuild the kernel for a fixed row count."""
 
 
 def _inputs(spec: KernelSpec, m) -> dict[str, te.Tensor]:
@@ -92,5 +94,5 @@ def lut_matmul(spec: KernelSpec) -> tirx.PrimFunc:
     if spec.n_tiles * TILE_N != spec.n:
         out = _crop(spec, m_rows, out, inputs.get("bias"))
     func = te.create_prim_func([*inputs.values(), out]).without_attr("global_symbol")  # named by whoever adds it
-    attrs = {"lutc.kernel": MATMUL_KERNEL, "lutc.spec": spec.tag}
+    attrs = {"lutc.kernel": MATMUL_KERNEL, "lutc.spec": spec.tag, SPEC_ATTR: spec.as_attr()}
     return func.with_attrs({**attrs, LOOKUP_ATTR: LookupShape.of(spec).as_attr()})

@@ -7,7 +7,7 @@ from typing import Literal
 
 from tvm import tirx
 
-from ..quant.formats import AnyFormat, group_length, n_groups
+from ..quant.formats import AnyFormat, format_from_attr, format_to_attr, group_length, n_groups
 from ..quant.layout import K_BYTE, TILE_N, padded_k
 
 TABLE_DTYPE = {"fast": "int8", "exact": "float32"}
@@ -123,6 +123,20 @@ class KernelSpec:
         rows = "dyn" if self.m is None else self.m
         table = "half" if self.symmetric else "full"
         return f"m{rows}_k{self.k}_kp{self.k_pad}_gl{self.group_len}_{self.mode}_{table}"
+
+    def as_attr(self) -> dict:
+        """Every field as a plain dict (``m`` -1 when dynamic), for IR attributes and JSON."""
+        return {"m": -1 if self.m is None else self.m, "n": self.n, "k": self.k, "fmt": format_to_attr(self.fmt),
+                "mode": self.mode, "symmetric": int(self.symmetric), "bias": int(self.bias), "g": self.g}  # fmt: skip
+
+    @staticmethod
+    def from_attr(attr) -> KernelSpec:
+        """Inverse of :meth:`as_attr`; also accepts TVM attribute maps."""
+        m = int(attr["m"])
+        return KernelSpec(
+            None if m < 0 else m, int(attr["n"]), int(attr["k"]), format_from_attr(attr["fmt"]), str(attr["mode"]),
+            bool(int(attr["symmetric"])), bool(int(attr["bias"])), int(attr["g"]),
+        )  # fmt: skip
 
     def rows(self) -> tirx.PrimExpr | int:
         """The row extent for a new PrimFunc: ``m``, or a fresh int64 variable when dynamic."""

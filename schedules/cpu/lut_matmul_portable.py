@@ -7,9 +7,10 @@ from tvm.target import Target
 
 from ...kernels.intrin_desc import LookupShape
 from ...kernels.matmul import MATMUL_KERNEL
+from ..base import Knobs
 from ..hw import CHUNK_CANDIDATES
 from .base import CpuRule
-from .matmul_loops import schedule_lut_matmul
+from .matmul_loops import schedule_lut_matmul, structural_choices
 from .portable_intrin import portable_intrin
 
 PREFERRED_CHUNK = 8
@@ -20,6 +21,9 @@ class LutMatmulPortable(CpuRule):
 
     kernel = MATMUL_KERNEL
 
-    def schedule(self, sch: s_tir.Schedule, func: tirx.PrimFunc, target: Target, tunable: bool) -> None:
+    def schedule(self, sch: s_tir.Schedule, func: tirx.PrimFunc, target: Target, knobs: Knobs) -> None:
         shape = LookupShape.from_func(func)
-        schedule_lut_matmul(sch, shape, max(CHUNK_CANDIDATES), PREFERRED_CHUNK, portable_intrin, tunable)
+        schedule_lut_matmul(sch, shape, max(CHUNK_CANDIDATES), PREFERRED_CHUNK, portable_intrin, knobs)
+
+    def structural_choices(self, func: tirx.PrimFunc, target: Target) -> dict[str, list[int]]:
+        return structural_choices(LookupShape.from_func(func), max(CHUNK_CANDIDATES))

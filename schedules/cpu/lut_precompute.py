@@ -12,7 +12,7 @@ from tvm import s_tir, tirx
 from tvm.target import Target
 
 from ...kernels.precompute import PRECOMPUTE_KERNEL
-from ..base import block_names
+from ..base import Knobs, block_names
 from .base import CpuRule
 
 VECTOR_LANES = 16
@@ -36,7 +36,7 @@ def _vectorize_reduction(sch: s_tir.Schedule, name: str, lanes: int) -> None:
 class LutPrecompute(CpuRule):
     kernel = PRECOMPUTE_KERNEL
 
-    def schedule(self, sch: s_tir.Schedule, func: tirx.PrimFunc, target: Target, tunable: bool) -> None:
+    def schedule(self, sch: s_tir.Schedule, func: tirx.PrimFunc, target: Target, knobs: Knobs) -> None:
         names = block_names(sch)
         for name in ("table", "tables"):
             if name in names:

@@ -14,7 +14,7 @@ call, bounded by the int16 budget), the row/group order for M > 1, the unrolling
 loop, and the N tile of a parallel task (consecutive 32-row tiles per task). The last two stay
 random variables in the trace, so meta_schedule can mutate them; chunk size and loop order
 change the loop structure and the tensorize intrinsic, so they are concretized (a tuner should
-enumerate them as separate design spaces).
+enumerate them as separate design spaces: :func:`structural_choices`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from tvm import s_tir
 
 from ...kernels.intrin_desc import LookupShape
-from ..base import block_names, choose
+from ..base import Knobs, block_names, choose
 from ..hw import CHUNK_CANDIDATES
 
 UNROLL_CANDIDATES = (0, 16, 64)
@@ -43,21 +43,29 @@ def default_chunk(candidates: list[int], preferred: int) -> int:
     return max(fitting) if fitting else min(candidates)
 
 
+def structural_choices(shape: LookupShape, max_chunk: int) -> dict[str, list[int]]:
+    """The concretized decisions: chunk size, and row/group order when M may exceed 1."""
+    choices = {"chunk": chunk_candidates(shape, max_chunk)}
+    if shape.m != 1:
+        choices["m_inner"] = [0, 1]
+    return choices
+
+
 def schedule_lut_matmul(
     sch: s_tir.Schedule,
     shape: LookupShape,
     max_chunk: int,
     preferred_chunk: int,
     intrin_for: Callable[[LookupShape, int], str],
-    tunable: bool,
+    knobs: Knobs,
     default_unroll: int = 16,
 ) -> None:
     """Tile, order, parallelize and tensorize ``lut_matmul`` (see the module docstring)."""
     candidates = chunk_candidates(shape, max_chunk)
     if not candidates:
         raise NotImplementedError(f"no lookup chunk of 2..{max_chunk} bytes divides a group of {shape.group_bytes}")
-    chunk = choose(sch, candidates, default_chunk(candidates, preferred_chunk), tunable)
-    m_inner = choose(sch, [0, 1], DEFAULT_M_INNER, tunable) if shape.m != 1 else 0
+    chunk = choose(sch, "chunk", candidates, default_chunk(candidates, preferred_chunk), knobs)
+    m_inner = choose(sch, "m_inner", [0, 1], DEFAULT_M_INNER, knobs) if shape.m != 1 else 0
 
     lookup, epilogue = sch.get_sblock("lookup"), _epilogue_block(sch)
     m, tile, group, r, byte, *plane, half, entry = sch.get_loops(lookup)  # no plane loop at 1 bit
@@ -66,11 +74,11 @@ def schedule_lut_matmul(
     sch.reorder(tile, *middle, outer, inner, *plane, half, entry, r)
     sch.reverse_compute_at(epilogue, middle[1])
     _crop_at(sch, tile)
-    sch.parallel(_parallel_tiles(sch, tile, tunable))
+    sch.parallel(_parallel_tiles(sch, tile, knobs.tunable))
     sch.vectorize(sch.get_loops(epilogue)[-1])
     init = sch.decompose_reduction(lookup, outer)
     sch.vectorize(sch.get_loops(init)[-1])
-    _annotate_unroll(sch, outer, default_unroll, tunable)
+    _annotate_unroll(sch, outer, default_unroll, knobs.tunable)
     sch.tensorize(inner, intrin_for(shape, chunk))  # last: the micro-kernel block is opaque
 
 

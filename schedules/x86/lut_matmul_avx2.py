@@ -7,7 +7,8 @@ from tvm.target import Target
 
 from ...kernels.intrin_desc import LookupShape
 from ...kernels.matmul import MATMUL_KERNEL
-from ..cpu.matmul_loops import schedule_lut_matmul
+from ..base import Knobs
+from ..cpu.matmul_loops import schedule_lut_matmul, structural_choices
 from ..hw import max_int16_chunk
 from .avx2_intrin import avx2_intrin
 from .base import X86Rule
@@ -31,8 +32,16 @@ MAX_EXACT_CHUNK = 16
 class LutMatmulAVX2(X86Rule):
     kernel = MATMUL_KERNEL
 
-    def schedule(self, sch: s_tir.Schedule, func: tirx.PrimFunc, target: Target, tunable: bool) -> None:
+    def schedule(self, sch: s_tir.Schedule, func: tirx.PrimFunc, target: Target, knobs: Knobs) -> None:
         shape = LookupShape.from_func(func)
-        max_chunk = max_int16_chunk(shape.planes) if shape.mode == "fast" else MAX_EXACT_CHUNK
         chunk, unroll = preferred_chunk_and_unroll(shape)
-        schedule_lut_matmul(sch, shape, max_chunk, chunk, avx2_intrin, tunable, default_unroll=unroll)
+        schedule_lut_matmul(sch, shape, max_chunk(shape), chunk, avx2_intrin, knobs, default_unroll=unroll)
+
+    def structural_choices(self, func: tirx.PrimFunc, target: Target) -> dict[str, list[int]]:
+        shape = LookupShape.from_func(func)
+        return structural_choices(shape, max_chunk(shape))
+
+
+def max_chunk(shape: LookupShape) -> int:
+    """Fast mode: the int16 budget of the planes; exact mode: a register-pressure cap."""
+    return max_int16_chunk(shape.planes) if shape.mode == "fast" else MAX_EXACT_CHUNK

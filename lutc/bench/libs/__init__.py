@@ -28,14 +28,17 @@ def _baseline(name: str, num_cores: int) -> Library:
 
 
 def make_libraries(
-    lutc_modes: tuple[str, ...], baselines: tuple[str, ...], num_cores: int, target: str
+    lutc_modes: tuple[str, ...], baselines: tuple[str, ...], num_cores: int, target: str, tuned: str | None = None
 ) -> list[Library]:
-    """lutc in ``lutc_modes`` (built for ``target``), then ``baselines``, in table order."""
+    """lutc in ``lutc_modes`` (built for ``target``; fast mode also with the tuning log ``tuned``),
+    then ``baselines``, in table order."""
     from .lut_kernels import LutcKernels, load_kernels
 
     if lutc_modes:
         load_kernels()  # fail now, with a clear message, not after the roofline
     lutc = [LutcKernels(mode, target) for mode in LUTC_MODES if mode in lutc_modes]
+    if tuned is not None and "fast" in lutc_modes:
+        lutc.insert(1, LutcKernels("fast", target, tuning_logs=tuned))
     return lutc + [_baseline(name, num_cores) for name in BASELINES if name in baselines]
 
 

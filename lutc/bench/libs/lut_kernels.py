@@ -46,11 +46,13 @@ class LutcKernels:
 
     mode: Literal["fast", "exact"]
     target: str = "x86"
+    tuning_logs: str | None = None
+    """A ``lutc.tune`` log directory: schedules from its records (``lutc-fast-tuned``)."""
     _built: LastBuild = field(default_factory=LastBuild, repr=False)
 
     @property
     def name(self) -> str:
-        return f"lutc-{self.mode}"
+        return f"lutc-{self.mode}" + ("-tuned" if self.tuning_logs is not None else "")
 
     @property
     def tolerance(self) -> float:
@@ -62,10 +64,15 @@ class LutcKernels:
     def prepare(self, case: Case, weights: Weights, inputs: Inputs, cold_bytes: int) -> Prepared:
         kernels = load_kernels()
         spec = kernels.KernelSpec(m=case.m, n=case.n, k=case.k, fmt=case.fmt, mode=self.mode)
-        build = partial(kernels.build_lut_gemm, spec, target=self.target, threads=case.threads)
+        build = partial(
+            kernels.build_lut_gemm, spec, target=self.target, threads=case.threads, tuning_logs=self.tuning_logs
+        )
         gemm = self._built.get((spec, case.threads), build)
         set_threads(case.threads)  # the build sets it only when it compiles
         packed = weights.packed
         copies = [gemm.prepare(packed) for _ in range(cold_copies(packed.nbytes, cold_bytes))]
         run, output = _bind(gemm, inputs.x)
-        return Prepared(tuple(partial(run, wt) for wt in copies), output, packed.nbytes, f"target {self.target}")
+        note = f"target {self.target}"
+        if self.tuning_logs is not None:
+            note += ", tuned" if gemm.tuned else ", NO tuning record: default schedule"
+        return Prepared(tuple(partial(run, wt) for wt in copies), output, packed.nbytes, note)

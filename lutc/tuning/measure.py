@@ -1,0 +1,94 @@
+"""How candidates are built and timed: a builder that works on 2 cores, local or RPC runners.
+
+meta_schedule's default builder imports ``tvm.s_tir.tensor_intrin`` in every fresh worker
+(about 45 s of CPU here) and times out. Candidates reach the builder already tensorized, so
+lutc's builder skips that import. Artifacts are shared libraries, cross-compiled with
+``<triple>-gcc`` when the target's triple is not the host's, so a device needs no compiler.
+
+Timing is cold by default: the CPU caches are flushed before every run of a candidate, as
+when a model's weights stream from DRAM; ``hot`` times repeated calls on cached weights.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from functools import partial
+from typing import Literal
+
+from tvm.s_tir import meta_schedule as ms
+from tvm.target import Target, codegen
+
+from ..runtime import set_threads
+
+Measure = Literal["cold", "hot"]
+
+
+@dataclass(frozen=True)
+class RpcTracker:
+    """A TVM RPC tracker and the device key to request from it."""
+
+    host: str
+    port: int
+    key: str
+
+    @staticmethod
+    def parse(address: str, key: str) -> RpcTracker:
+        """``HOST:PORT`` and a key, checked."""
+        host, sep, port = address.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"RPC tracker must be HOST:PORT; got {address!r}")
+        if not key:
+            raise ValueError("an RPC tracker needs a device key (--rpc-key)")
+        return RpcTracker(host, int(port), key)
+
+
+def build_kernel(mod, target, _params):
+    """meta_schedule's build without the ``tvm.s_tir.tensor_intrin`` import (module docstring)."""
+    from tvm.driver import build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    return build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target)
+
+
+def export_shared(mod, compiler: str | None = None) -> str:
+    """Write ``mod`` as a linked shared library, with ``compiler`` when cross-compiling."""
+    from tvm.support import cc
+
+    path = os.path.join(tempfile.mkdtemp(prefix="lutc-tune-"), "kernel.so")
+    mod.export_library(path, fcompile=cc.cross_compiler(compiler) if compiler else None)
+    return path
+
+
+def cross_compiler(target: Target) -> str | None:
+    """``<triple>-gcc`` when ``target`` is not for this machine's architecture, else ``None``."""
+    triple = str(target.attrs.get("mtriple", "") or "")
+    host_arch = str(codegen.llvm_get_system_triple()).split("-")[0]
+    if not triple or triple.split("-")[0] == host_arch:
+        return None
+    return f"{triple}-gcc"
+
+
+def make_builder(target: Target, timeout: float) -> ms.builder.Builder:
+    """One build worker: the two cores stay free for the runner's timings."""
+    export = partial(export_shared, compiler=cross_compiler(target))
+    return ms.builder.LocalBuilder(max_workers=1, timeout_sec=timeout, f_build=build_kernel, f_export=export)
+
+
+def evaluator(measure: Measure, repeat: int) -> ms.runner.EvaluatorConfig:
+    """Cold: one call per repeat after a cache flush; hot: calls batched over >= 20 ms."""
+    if measure == "cold":
+        return ms.runner.EvaluatorConfig(number=1, repeat=repeat, min_repeat_ms=0, enable_cpu_cache_flush=True)
+    return ms.runner.EvaluatorConfig(number=1, repeat=repeat, min_repeat_ms=20, enable_cpu_cache_flush=False)
+
+
+def make_runner(
+    threads: int, timeout: float, measure: Measure, repeat: int, rpc: RpcTracker | None
+) -> ms.runner.Runner:
+    """A local runner with ``threads`` pool threads, or an RPC runner through a tracker."""
+    config = evaluator(measure, repeat)
+    if rpc is not None:
+        rpc_config = ms.runner.RPCConfig(rpc.host, rpc.port, rpc.key, session_timeout_sec=int(timeout))
+        return ms.runner.RPCRunner(rpc_config, config, max_workers=1)
+    return ms.runner.LocalRunner(timeout, config, initializer=partial(set_threads, threads))

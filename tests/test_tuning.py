@@ -1,0 +1,320 @@
+"""Auto-tuning: design spaces, tasks, the tuning log (resume, corruption, concurrency), build, RPC, CLI.
+
+Tuning tests use kernels of a few KiB and 2-6 trials: each trial builds and times one candidate.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tvm
+import tvm_ffi
+from conftest import random_weights
+from lutc.schedules import Knobs, rule_for
+from tvm.s_tir import meta_schedule as ms
+
+import lutc
+from lutc import zoo
+from lutc.kernels import KernelSpec, build_lut_gemm, lut_matmul, scheduled_module
+from lutc.quant import FORMATS, LutConfig, exact_error_bound, lut_gemm, pack, quantize
+from lutc.targets import resolve_target
+from lutc.tuning import TuneOptions, TuningLog, TuningLogWarning, target_tag, tasks_of_specs, tune_kernels
+from lutc.tuning.apply import TunedSchedules, UntunedKernelsWarning
+from lutc.tuning.log import LOG_FORMAT, META, RECORDS, WORKLOADS
+from lutc.tuning.measure import RpcTracker
+from lutc.tuning.space import MutateCategorical
+from lutc.tuning.tasks import workload_of
+
+SPEC = KernelSpec(1, 64, 256, FORMATS["w2g128"])
+"""A tiny kernel: 2 tiles of 32 rows, 2 groups of 16 bytes; chunks 2, 4, 8 or 16 bytes."""
+TARGET = resolve_target("x86", 1)
+QUICK = TuneOptions(trials=3, threads=1, repeat=2, progress=False, seed=0)
+
+
+def _check_gemm(gemm, spec: KernelSpec, rows: int = 1) -> None:
+    """The compiled kernel against the fast-mode LUT reference, within its exact error bound."""
+    rng = np.random.default_rng(3)
+    pw = pack(quantize(random_weights(rng, spec.n, spec.k), spec.fmt))
+    x = rng.standard_normal((rows, spec.k)).astype(np.float32)
+    expected = lut_gemm(x, pw, LutConfig(mode="fast"))
+    atol = float(exact_error_bound(x, pw).max())
+    np.testing.assert_allclose(gemm(x, gemm.prepare(pw)), expected, rtol=0, atol=atol)
+
+
+def _pinned_record(spec: KernelSpec, chunk: int, seconds: float) -> ms.database.TuningRecord:
+    """A record whose schedule pins ``chunk`` (other decisions at their defaults)."""
+    workload = workload_of(lut_matmul(spec))
+    func = workload["main"]
+    sch = rule_for(func, TARGET).apply(func, TARGET, Knobs(pinned=(("chunk", chunk),)))
+    db = ms.database.MemoryDatabase()
+    args = ms.arg_info.ArgInfo.from_prim_func(func)
+    return ms.database.TuningRecord(sch.trace, db.commit_workload(workload), [seconds], TARGET, args)
+
+
+def _func_of(sch) -> tvm.tirx.PrimFunc:
+    return sch.mod["main"].without_attr("global_symbol")
+
+
+# ---- search space --------------------------------------------------------------------------
+
+
+def test_target_tag_names_kind_cpu_and_features():
+    assert target_tag(resolve_target("x86")) == "llvm-x86-64-v3"
+    assert target_tag(resolve_target("arm")) == "llvm-aarch64+neon"
+    znver4 = resolve_target({"kind": "llvm", "mcpu": "znver4", "mattr": ["+avx512f"]})
+    assert target_tag(znver4) == "llvm-znver4+avx512f"
+
+
+def test_design_spaces_pin_each_structural_choice():
+    func = workload_of(lut_matmul(KernelSpec(4, 64, 256, FORMATS["w2g128"])))["main"]
+    rule = rule_for(func, TARGET)
+    choices = rule.structural_choices(func, TARGET)
+    assert choices == {"chunk": [2, 4, 8, 16], "m_inner": [0, 1]}
+    spaces = rule.design_spaces(func, TARGET)
+    assert len(spaces) == 8
+    funcs = [_func_of(s) for s in spaces]
+    distinct = [f for i, f in enumerate(funcs) if not any(tvm_ffi.structural_equal(f, g) for g in funcs[:i])]
+    assert len(distinct) == 8
+    for sch in spaces:  # pinned choices take no sample; unroll stays a free categorical
+        categorical = [i for i in sch.trace.insts if i.kind.name == "SampleCategorical"]
+        assert [list(map(int, i.attrs[0])) for i in categorical] == [[0, 16, 64]]
+
+
+def test_mutate_categorical_moves_one_decision():
+    func = workload_of(lut_matmul(SPEC))["main"]
+    trace = rule_for(func, TARGET).apply(func, TARGET, Knobs(pinned=(("chunk", 8),))).trace
+    mutated = MutateCategorical(seed=1).apply(trace)
+    before = {str(i.kind.name): int(d) for i, d in trace.decisions.items() if i.kind.name == "SampleCategorical"}
+    after = {str(i.kind.name): int(d) for i, d in mutated.decisions.items() if i.kind.name == "SampleCategorical"}
+    assert before.keys() == after.keys() and before != after
+
+
+def test_model_tasks_are_deduplicated_and_weighted():
+    model = zoo.quantize_matmuls(zoo.float_mlp(64, 128, layers=4), 2, 32)  # 64 -> 128 -> 128 -> 128 -> 64
+    mod, _ = lutc.builder.lut_module(model, lutc.BuildOptions())
+    tasks = {t.name: t.weight for t in lutc.tuning.tasks_of_module(mod)}
+    assert tasks == {"w2g32 fast M=1 128x64": 1, "w2g32 fast M=1 128x128": 2, "w2g32 fast M=1 64x128": 1}
+
+
+# ---- a tuned log, applied --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tuned_log(tmp_path_factory):
+    """A log with ``QUICK.trials`` trials of SPEC, tuned once for the module."""
+    log_dir = tmp_path_factory.mktemp("tuning_logs")
+    [result] = tune_kernels([SPEC], TARGET, log_dir=log_dir, options=QUICK)
+    assert result.trials_run == QUICK.trials and result.best_seconds is not None
+    return log_dir
+
+
+def test_tuning_writes_a_log_that_builds_use(tuned_log):
+    contents = TuningLog(tuned_log, TARGET).read()
+    assert len(contents.records) >= 1 and set(contents.trials.values()) == {QUICK.trials}
+    best = contents.database().query_tuning_record(workload_of(lut_matmul(SPEC)), TARGET, "main")
+    sch = tvm.s_tir.Schedule(workload_of(lut_matmul(SPEC)))  # the best record's schedule, replayed by hand
+    best.trace.apply_to_schedule(sch, remove_postproc=False)
+    tuned = TunedSchedules(tuned_log, TARGET)
+    built = scheduled_module(SPEC, TARGET, tuned)["lut_matmul"].without_attr("global_symbol")
+    assert tvm_ffi.structural_equal(built, _func_of(sch))
+    assert list(tuned.applied) == ["w2g128 fast M=1 64x256"] and not tuned.fallbacks
+    gemm = build_lut_gemm(SPEC, TARGET, threads=1, tuning_logs=tuned_log)
+    assert gemm.tuned
+    _check_gemm(gemm, SPEC)
+
+
+def test_dynamic_row_kernels_use_the_decode_record(tuned_log):
+    spec = KernelSpec(None, SPEC.n, SPEC.k, SPEC.fmt)
+    gemm = build_lut_gemm(spec, TARGET, threads=1, tuning_logs=tuned_log)
+    assert gemm.tuned
+    for rows in (1, 5):
+        _check_gemm(gemm, spec, rows)
+
+
+def test_kernels_without_a_record_fall_back_with_a_warning(tuned_log):
+    spec = KernelSpec(1, 96, 256, FORMATS["w2g128"])
+    with pytest.warns(UntunedKernelsWarning, match=r"w2g128 fast M=1 96x256: no record"):
+        gemm = build_lut_gemm(spec, TARGET, threads=1, tuning_logs=tuned_log)
+    assert not gemm.tuned
+    _check_gemm(gemm, spec)
+
+
+def test_tuning_again_resumes(tuned_log):
+    start = time.perf_counter()
+    [again] = tune_kernels([SPEC], TARGET, log_dir=tuned_log, options=QUICK)
+    assert again.trials_run == 0 and again.trials_total == QUICK.trials
+    assert time.perf_counter() - start < 30  # nothing built or timed
+    more = TuneOptions(trials=QUICK.trials + 2, threads=1, repeat=2, progress=False)
+    [extended] = tune_kernels([SPEC], TARGET, log_dir=tuned_log, options=more)
+    assert extended.trials_run == 2 and extended.trials_total == QUICK.trials + 2
+    assert set(TuningLog(tuned_log, TARGET).read().trials.values()) == {QUICK.trials + 2}
+
+
+def test_the_best_record_is_the_schedule_used(tmp_path):
+    """Two hand-made records: the build takes the faster one, whatever the default is."""
+    log = TuningLog(tmp_path, TARGET)
+    log.merge([_pinned_record(SPEC, 2, 5e-6), _pinned_record(SPEC, 16, 9e-6)], {})
+    built = scheduled_module(SPEC, TARGET, TunedSchedules(tmp_path, TARGET))["lut_matmul"]
+    func = workload_of(lut_matmul(SPEC))["main"]
+    pinned = _func_of(rule_for(func, TARGET).apply(func, TARGET, Knobs(pinned=(("chunk", 2),))))
+    default = scheduled_module(SPEC, TARGET)["lut_matmul"]
+    assert tvm_ffi.structural_equal(built.without_attr("global_symbol"), pinned)
+    assert not tvm_ffi.structural_equal(built, default)
+
+
+# ---- bad logs ---------------------------------------------------------------------------------
+
+
+def _truncate_records(path):
+    text = (path / RECORDS).read_text()
+    (path / RECORDS).write_text(text[: len(text) // 2])
+
+
+def _garble_workloads(path):
+    (path / WORKLOADS).write_text('["123", "not base64 json"]\n')
+
+
+def _foreign_version(path):
+    meta = json.loads((path / META).read_text())
+    (path / META).write_text(json.dumps(meta | {"tvm": "0.19.0"}))
+
+
+def _future_format(path):
+    meta = json.loads((path / META).read_text())
+    (path / META).write_text(json.dumps(meta | {"format": LOG_FORMAT + 1}))
+
+
+def _no_meta(path):
+    (path / META).unlink()
+
+
+@pytest.mark.parametrize("damage", [_truncate_records, _garble_workloads, _foreign_version, _future_format, _no_meta])
+def test_bad_logs_warn_and_are_ignored(tmp_path, damage):
+    log = TuningLog(tmp_path, TARGET)
+    log.merge([_pinned_record(SPEC, 2, 5e-6)], {"x": 1})
+    damage(log.dir)
+    with pytest.warns(TuningLogWarning, match="ignored"):
+        assert TuningLog(tmp_path, TARGET).read().records == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TuningLogWarning)
+        with pytest.warns(UntunedKernelsWarning, match="no record"):
+            gemm = build_lut_gemm(SPEC, TARGET, threads=1, tuning_logs=tmp_path)
+    _check_gemm(gemm, SPEC)
+    with pytest.warns(TuningLogWarning, match="moved to"):  # writing moves the bad log aside, keeps it
+        assert log.merge([_pinned_record(SPEC, 4, 6e-6)], {}) == 1
+    [aside] = log.dir.glob("unusable-*")
+    assert (aside / RECORDS).exists() or (aside / META).exists() or (aside / WORKLOADS).exists()
+    assert len(TuningLog(tmp_path, TARGET).read().records) == 1
+
+
+MERGER = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {tests!r})
+    from test_tuning import SPEC, TARGET, _pinned_record
+    from lutc.tuning import TuningLog
+    log = TuningLog({log_dir!r}, TARGET)
+    for i in range(4):
+        log.merge([_pinned_record(SPEC, 4, {base} + i * 1e-7)], {{"w": 1}})
+    """
+)
+
+
+def test_concurrent_writers_both_land(tmp_path):
+    tests = str(Path(__file__).parent)
+    scripts = [MERGER.format(tests=tests, log_dir=str(tmp_path), base=base) for base in (1e-5, 2e-5)]
+    procs = [subprocess.Popen([sys.executable, "-c", s], stderr=subprocess.PIPE, text=True) for s in scripts]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    contents = TuningLog(tmp_path, TARGET).read()
+    assert len(contents.records) == 8 and contents.trials == {"w": 8}
+
+
+# ---- remote measurement over RPC --------------------------------------------------------------
+
+
+@pytest.fixture
+def rpc_tracker():
+    """A TVM RPC tracker and one server registered under key ``lutc-test``, on loopback (own processes)."""
+    from tvm import rpc
+    from tvm.rpc.tracker import Tracker
+
+    tracker = Tracker("127.0.0.1", port=19190, port_end=19290, silent=True)
+    address = ("127.0.0.1", tracker.port)
+    server = rpc.Server("127.0.0.1", port=19300, port_end=19400, key="lutc-test", tracker_addr=address)
+    try:
+        _wait_for_key(tracker.port, "lutc-test")
+        yield RpcTracker("127.0.0.1", tracker.port, "lutc-test")
+    finally:
+        server.terminate()
+        tracker.terminate()
+
+
+def _wait_for_key(port: int, key: str, timeout: float = 60) -> None:
+    from tvm import rpc
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if key in rpc.connect_tracker("127.0.0.1", port).text_summary():
+                return
+        except (ConnectionError, OSError, RuntimeError):
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"no RPC server registered key {key!r} within {timeout} s")
+
+
+def test_tuning_through_an_rpc_tracker(tmp_path, rpc_tracker):
+    options = TuneOptions(trials=2, threads=1, repeat=2, progress=False, rpc=rpc_tracker)
+    [result] = tune_kernels([SPEC], TARGET, log_dir=tmp_path, options=options)
+    assert result.trials_run == 2 and result.best_seconds is not None
+    assert len(TuningLog(tmp_path, TARGET).read().records) == 2
+
+
+def test_rpc_tracker_address_is_checked():
+    assert RpcTracker.parse("10.0.0.2:9190", "rk3588") == RpcTracker("10.0.0.2", 9190, "rk3588")
+    for address, key in (("10.0.0.2", "k"), ("host:port", "k"), ("h:9190", "")):
+        with pytest.raises(ValueError, match="RPC tracker"):
+            RpcTracker.parse(address, key)
+
+
+# ---- the model-level API and CLI ----------------------------------------------------------------
+
+
+def test_cli_tunes_a_model_and_compiles_with_its_log(tmp_path, capsys):
+    from lutc.cli import main
+
+    model = zoo.quantize_matmuls(zoo.float_mlp(64, 128, layers=1), 2, 32)
+    path = tmp_path / "mlp.onnx"
+    path.write_bytes(model.SerializeToString())
+    logs = tmp_path / "logs"
+    argv = ["tune", str(path), "--trials", "2", "--threads", "1", "--log-dir", str(logs), "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("2 trials now") == 1, out  # one 64x64 matmul
+    assert main(["compile", str(path), "--tuning-logs", str(logs), "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "1 kernel(s) tuned, 0 on the default schedule" in out, out
+
+
+def test_tune_rejects_a_model_without_lut_kernels(tmp_path):
+    model = zoo.float_mlp(64, 128, layers=1)
+    with pytest.raises(ValueError, match="nothing to tune"):
+        lutc.tune(model, "x86", trials=2, log_dir=tmp_path, progress=False)
+
+
+def test_tune_options_are_checked():
+    with pytest.raises(ValueError, match="trials"):
+        TuneOptions(trials=0)
+    with pytest.raises(ValueError, match="measure"):
+        TuneOptions(measure="warm")
+    assert len(tasks_of_specs([SPEC, SPEC, KernelSpec(None, 64, 256, FORMATS["w2g128"])])) == 1
