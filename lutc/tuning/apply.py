@@ -11,7 +11,7 @@ from tvm import s_tir, tirx
 from tvm.target import Target
 
 from ..schedules import rule_for
-from .log import TuningLog, mean_run_seconds
+from .log import TuningLog, TuningLogWarning, mean_run_seconds
 from .tasks import is_tunable, kernel_spec, task_name, workload_of
 
 
@@ -32,6 +32,8 @@ class TunedSchedules:
 
     def __post_init__(self) -> None:
         self.log = TuningLog(self.log_dir, self.target)
+        if not Path(self.log_dir).is_dir():
+            warnings.warn(f"tuning log directory {self.log_dir} does not exist", TuningLogWarning, stacklevel=4)
         self.database = self.log.read().database()
 
     def schedule(self, func: tirx.PrimFunc) -> s_tir.Schedule | None:
