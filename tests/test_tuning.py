@@ -29,7 +29,7 @@ from lutc.targets import resolve_target
 from lutc.tuning import TuneOptions, TuningLog, TuningLogWarning, target_tag, tasks_of_specs, tune_kernels
 from lutc.tuning.apply import TunedSchedules, UntunedKernelsWarning
 from lutc.tuning.log import LOG_FORMAT, META, RECORDS, WORKLOADS
-from lutc.tuning.measure import RpcTracker
+from lutc.tuning.measure import RpcTracker, cross_compiler
 from lutc.tuning.space import MutateCategorical
 from lutc.tuning.tasks import workload_of
 
@@ -280,6 +280,11 @@ def test_tuning_through_an_rpc_tracker(tmp_path, rpc_tracker):
     assert len(TuningLog(tmp_path, TARGET).read().records) == 2
 
 
+def test_cross_compiler_follows_the_target_triple():
+    assert cross_compiler(resolve_target("arm")) == "aarch64-linux-gnu-gcc"
+    assert cross_compiler(resolve_target("x86")) is None
+
+
 def test_rpc_tracker_address_is_checked():
     assert RpcTracker.parse("10.0.0.2:9190", "rk3588") == RpcTracker("10.0.0.2", 9190, "rk3588")
     for address, key in (("10.0.0.2", "k"), ("host:port", "k"), ("h:9190", "")):
@@ -297,10 +302,11 @@ def test_cli_tunes_a_model_and_compiles_with_its_log(tmp_path, capsys):
     path = tmp_path / "mlp.onnx"
     path.write_bytes(model.SerializeToString())
     logs = tmp_path / "logs"
-    argv = ["tune", str(path), "--trials", "2", "--threads", "1", "--log-dir", str(logs), "--no-progress"]
+    argv = ["tune", str(path), "--trials", "2", "--threads", "1", "--log-dir", str(logs)]
     assert main(argv) == 0
-    out = capsys.readouterr().out
-    assert out.count("2 trials now") == 1, out  # one 64x64 matmul
+    captured = capsys.readouterr()
+    assert captured.out.count("2 trials now") == 1, captured.out  # one 64x64 matmul
+    assert "w2g32 fast M=1 64x64: 2/2 trials, best" in captured.err  # progress, as lines off a terminal
     assert main(["compile", str(path), "--tuning-logs", str(logs), "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert "1 kernel(s) tuned, 0 on the default schedule" in out, out
