@@ -1,6 +1,7 @@
 """The compilation phases of ``lutc.build``, in order, in the shape of TVM's per-target pipelines.
 
-1. ``lut_passes``: rewrite quantized matmuls into LUT kernels, share tables, drop dead code;
+1. ``lut_passes``: rewrite quantized matmuls into LUT kernels, share tables, drop dead code,
+   put the kernels' weights on huge pages;
 2. ``schedule_passes``: schedule LUT kernels with ``lutc.schedules``;
 3. ``legalize_passes``: TVM's CPU legalization and fusion for everything else;
 4. ``default_schedule_passes``: dlight's CPU rules for the remaining kernels;
@@ -19,6 +20,7 @@ from tvm.target import Target
 
 from .relay_passes import (
     LutcApplyDefaultSchedules,
+    LutcHugePageWeights,
     LutcRewriteQuantizedMatmul,
     LutcScheduleKernels,
     LutcShareTables,
@@ -27,7 +29,12 @@ from .relay_passes import (
 
 
 def lut_passes(options: RewriteOptions) -> list[tvm.transform.Pass]:
-    return [LutcRewriteQuantizedMatmul(options), LutcShareTables(), relax.transform.DeadCodeElimination()]
+    return [
+        LutcRewriteQuantizedMatmul(options),
+        LutcShareTables(),
+        relax.transform.DeadCodeElimination(),
+        LutcHugePageWeights(),
+    ]
 
 
 def schedule_passes(target: Target, tuned=None) -> list[tvm.transform.Pass]:

@@ -5,6 +5,7 @@ gone from TVM). ``lutc.pipeline`` lists them in order.
 """
 
 from .default_schedules import LutcApplyDefaultSchedules
+from .huge_page_weights import LutcHugePageWeights
 from .rewrite_quantized_matmul import DECISIONS_ATTR, LutcRewriteQuantizedMatmul, RewriteOptions
 from .schedule_kernels import LutcScheduleKernels
 from .share_tables import LutcShareTables
@@ -12,6 +13,7 @@ from .share_tables import LutcShareTables
 __all__ = [
     "DECISIONS_ATTR",
     "LutcApplyDefaultSchedules",
+    "LutcHugePageWeights",
     "LutcRewriteQuantizedMatmul",
     "LutcScheduleKernels",
     "LutcShareTables",

@@ -240,3 +240,26 @@ def test_default_schedules_leave_a_kernel_unscheduled_when_dlight_fails(monkeypa
     with resolve_target("x86"), pytest.warns(UserWarning, match="lut_dequantize: dlight failed"):
         after = LutcApplyDefaultSchedules()(before)
     tvm.ir.assert_structural_equal(after["lut_dequantize"], before["lut_dequantize"])
+
+
+def test_huge_page_weights_moves_lut_weights_into_one_aligned_region():
+    """Same values, one region: the first weight starts on a 2 MiB boundary, the rest follow it."""
+    from lutc.relay_passes import LutcHugePageWeights
+    from lutc.relay_passes.huge_page_weights import weight_constants
+
+    from lutc import zoo
+    from lutc.frontend import import_onnx
+    from lutc.runtime import HUGE_PAGE
+
+    model = zoo.quantize_matmuls(zoo.float_decoder_block(1024, 16, 2816), 2, 32)  # 7 weights, ~3.6 MiB packed
+    mod, _ = import_onnx(model)
+    before = tvm.transform.Sequential([LutcRewriteQuantizedMatmul(RewriteOptions()), LutcShareTables()])(mod)
+    after = LutcHugePageWeights()(before)
+    old, new = weight_constants(before), weight_constants(after)
+    assert len(new) == len(old) == 7 * 2  # codes and scales (symmetric: no offsets)
+    for a, b in zip(old, new, strict=True):
+        np.testing.assert_array_equal(a.value.numpy(), b.value.numpy())
+    pointers = [c.value.data_ptr() for c in new]
+    assert pointers[0] % HUGE_PAGE == 0
+    total = sum(c.value.numpy().nbytes for c in new)
+    assert max(pointers) - pointers[0] < total + 64 * len(new)

@@ -11,7 +11,7 @@ from tvm.target import Target
 
 from .. import schedules
 from ..quant.layout import PackedWeight
-from ..runtime import set_threads
+from ..runtime import huge_page_tensors, set_threads
 from ..targets import resolve_target
 from .matmul import MATMUL_KERNEL, lut_matmul
 from .precompute import PRECOMPUTE_KERNEL, lut_precompute
@@ -69,7 +69,10 @@ class LutGemm:
         self._matmul = module[MATMUL_KERNEL]
 
     def prepare(self, packed: PackedWeight, bias: np.ndarray | None = None) -> PreparedWeight:
-        """Copy a packed weight (and bias) to the device, checking it fits the spec."""
+        """Copy a packed weight (and bias) to the device, checking it fits the spec.
+
+        Weights of 2 MiB and more go on transparent huge pages (:func:`lutc.runtime.huge_page_tensors`).
+        """
         _check_packed(self.spec, packed)
         bias_tensor = None
         if self.spec.bias:
@@ -77,9 +80,9 @@ class LutGemm:
             bias_tensor = tvm.runtime.tensor(bias, self.device)
         elif bias is not None:
             raise ValueError("bias given, but the kernel was built with bias=False")
-        data, scales = (tvm.runtime.tensor(a, self.device) for a in (packed.data, packed.scales))
-        offsets = None if packed.offsets is None else tvm.runtime.tensor(packed.offsets, self.device)
-        return PreparedWeight(data, scales, offsets, bias_tensor)
+        arrays = [a for a in (packed.data, packed.scales, packed.offsets) if a is not None]
+        data, scales, *offsets = huge_page_tensors(*arrays)
+        return PreparedWeight(data, scales, offsets[0] if offsets else None, bias_tensor)
 
     def workspace(self, rows: int | None = None) -> Workspace:
         """Device buffers for ``rows`` rows (the spec's ``m`` unless it is dynamic)."""
