@@ -46,7 +46,7 @@ def huge_page_tensors(*arrays: np.ndarray) -> list[tvm.runtime.Tensor]:
     """
     offsets = np.cumsum([0] + [_padded(a.nbytes) for a in arrays])
     total = int(offsets[-1])
-    if total < HUGE_PAGE:
+    if total < HUGE_PAGE or not hasattr(mmap, "MAP_ANONYMOUS"):
         return [tvm.runtime.tensor(np.ascontiguousarray(a), tvm.cpu()) for a in arrays]
     region = mmap.mmap(-1, total + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     start = -_address(region) % HUGE_PAGE  # the first 2 MiB boundary inside the region
