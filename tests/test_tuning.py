@@ -312,6 +312,12 @@ def test_cli_tunes_a_model_and_compiles_with_its_log(tmp_path, capsys):
     assert "1 kernel(s) tuned, 0 on the default schedule" in out, out
 
 
+def test_tuning_other_ops_is_not_implemented_yet(tmp_path):
+    model = zoo.quantize_matmuls(zoo.float_mlp(64, 128, layers=1), 2, 32)
+    with pytest.raises(NotImplementedError, match="other kernels"):
+        lutc.tune(model, "x86", trials=2, log_dir=tmp_path, other_ops=True)
+
+
 def test_tune_rejects_a_model_without_lut_kernels(tmp_path):
     model = zoo.float_mlp(64, 128, layers=1)
     with pytest.raises(ValueError, match="nothing to tune"):

@@ -99,6 +99,8 @@ def _model_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("--static", action="store_true", help="also build lutc once per shape with static input "
                    "shapes (lutc.build(shapes=...)), shown as extra rows")  # fmt: skip
+    p.add_argument("--tuning-logs", type=Path, default=None, metavar="DIR", help="also build lutc with the tuning "
+                   "log in DIR (written by 'lutc tune'), shown as extra 'tuned' rows")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("bench_results"), help="output directory (model.json, model.md)")
     return p
 

@@ -215,12 +215,18 @@ def model_feeds(model: onnx.ModelProto, batch: int, seq: int, seed: int = 0) -> 
 
 
 def _build(
-    model_path: Path, mode: str, threads: int, label: str, shapes: dict | None = None, shape: str | None = None
+    model_path: Path,
+    mode: str,
+    threads: int,
+    label: str,
+    shapes: dict | None = None,
+    shape: str | None = None,
+    tuning_logs: Path | None = None,
 ) -> LutcBuild:
     import lutc
 
     start = time.perf_counter()
-    compiled = lutc.build(model_path, "x86", mode=mode, threads=threads, shapes=shapes)
+    compiled = lutc.build(model_path, "x86", mode=mode, threads=threads, shapes=shapes, tuning_logs=tuning_logs)
     seconds = time.perf_counter() - start
     where = f" for {shape}" if shape else ""
     print(f"built {label}{where} on {threads} thread(s) in {seconds:.1f} s", file=sys.stderr)
@@ -261,6 +267,8 @@ def _bench_threads(args: argparse.Namespace, model: onnx.ModelProto, threads: in
 
     path = Path(args.model)
     dynamic = [_build(path, mode, threads, mode) for mode in args.mode]
+    if args.tuning_logs is not None:
+        dynamic += [_build(path, mode, threads, f"{mode} tuned", tuning_logs=args.tuning_logs) for mode in args.mode]
     built += [_describe(b) for b in dynamic]
     first = model_feeds(model, *next(iter(args.shapes.values())), seed=1)
     sessions = ort_variants(model, threads, first, notes)

@@ -27,6 +27,7 @@ def tune(
     threads: int | None = None,
     measure: str = "cold",
     progress: bool = True,
+    other_ops: bool = False,
     **build_options,
 ) -> list[TaskResult]:
     """Tune each distinct LUT kernel of ``model`` for up to ``trials`` trials into ``log_dir/<target-tag>/``.
@@ -37,7 +38,13 @@ def tune(
     ``measure`` is ``"cold"`` (caches flushed before each run, as for a model's streamed
     weights) or ``"hot"``. ``build_options`` are :func:`lutc.build`'s (``mode``, ``shapes``...):
     tune with the options you build with, or the kernels will not match the log.
+    ``other_ops=True`` (tuning TVM's other kernels too) is not implemented yet.
     """
+    if other_ops:
+        raise NotImplementedError(
+            "tuning the model's other kernels (norms, attention, elementwise) is not implemented yet; "
+            "lutc.tune tunes the LUT matmuls and the rest keeps dlight's default schedules"
+        )
     opts = BuildOptions(**build_options)
     tvm_target = resolve_target(target, threads or opts.threads)
     mod, _ = lut_module(model, opts)
