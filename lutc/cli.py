@@ -112,7 +112,8 @@ def _tune(args: argparse.Namespace) -> int:
     )  # fmt: skip
     for result in results:
         best = "no successful trial" if result.best_seconds is None else f"best {result.best_seconds * 1e6:.1f} us"
-        print(f"{result.name}: {result.trials_run} trials now, {result.trials_total} in the log, {best}")
+        calls = f" ({result.calls} calls)" if result.calls > 1 else ""
+        print(f"{result.name}{calls}: {result.trials_run} trials now, {result.trials_total} in the log, {best}")
     print(f"log: {Path(args.log_dir).resolve()}  (use it with: lutc compile {args.model} --tuning-logs {args.log_dir})")
     return 0
 

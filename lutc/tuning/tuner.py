@@ -52,12 +52,14 @@ class TuneOptions:
 
 @dataclass(frozen=True)
 class TaskResult:
-    """A task after tuning: trials run now and in total, and the best mean latency in the log."""
+    """A task after tuning: trials run now and in total, the best mean latency in the log, and
+    how many kernel calls of the model share it."""
 
     name: str
     trials_run: int
     trials_total: int
     best_seconds: float | None
+    calls: int = 1
 
 
 def tune_tasks(tasks: Sequence[TuneTask], target: Target, log_dir, options: TuneOptions) -> list[TaskResult]:
@@ -84,7 +86,7 @@ def _tune_one(task: TuneTask, target, log: TuningLog, contents: LogContents, bui
     best = _best(known)
     bar_task = bar.add_task(task.name, total=options.trials, completed=min(done, options.trials), best=best_text(best))
     if todo == 0:
-        return TaskResult(task.name, 0, done, best)
+        return TaskResult(task.name, 0, done, best, task.weight)
     run = _Run(best)
 
     def report(trials: int, times: list[float | None]) -> None:
@@ -110,7 +112,8 @@ def _tune_one(task: TuneTask, target, log: TuningLog, contents: LogContents, bui
         )
     log.merge(list(database.get_all_tuning_records()), {key: todo})
     bar.update(bar_task, completed=options.trials)
-    return TaskResult(task.name, run.trials, done + todo, _best(list(database.get_all_tuning_records())))
+    best = _best(list(database.get_all_tuning_records()))
+    return TaskResult(task.name, run.trials, done + todo, best, task.weight)
 
 
 class _Run:
