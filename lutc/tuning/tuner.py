@@ -93,27 +93,33 @@ def _tune_one(task: TuneTask, target, log: TuningLog, contents: LogContents, bui
         run.record(times)
         bar.update(bar_task, advance=trials, best=best_text(run.best))
 
+    context = _context(task, target, options.seed)
+    records = _search(context, known, todo, builder, runner, ReportMeasurements(report))
+    log.merge(records, {key: todo})
+    bar.update(bar_task, completed=options.trials)
+    return TaskResult(task.name, run.trials, done + todo, _best(records), task.weight)
+
+
+def _search(context: ms.TuneContext, known: list, trials: int, builder, runner, callback) -> list:
+    """``trials`` more trials of one task, seeded with its ``known`` records; returns all records."""
     database = ms.database.MemoryDatabase()
     for record in known:
         commit_record(database, record)
     with tempfile.TemporaryDirectory(prefix="lutc-tune-") as work_dir:
         ms.tune.tune_tasks(
-            tasks=[_context(task, target, options.seed)],
+            tasks=[context],
             task_weights=[1.0],
             work_dir=work_dir,
-            max_trials_global=todo,
-            num_trials_per_iter=min(todo, 16),
+            max_trials_global=trials,
+            num_trials_per_iter=min(trials, 16),
             builder=builder,
             runner=runner,
             database=database,
             cost_model=ms.cost_model.XGBModel(num_tuning_cores=1),
-            measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), ReportMeasurements(report)],
+            measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), callback],
             task_scheduler="round-robin",
         )
-    log.merge(list(database.get_all_tuning_records()), {key: todo})
-    bar.update(bar_task, completed=options.trials)
-    best = _best(list(database.get_all_tuning_records()))
-    return TaskResult(task.name, run.trials, done + todo, best, task.weight)
+    return list(database.get_all_tuning_records())
 
 
 class _Run:
