@@ -61,11 +61,12 @@ def schedule_lut_matmul(
     default_unroll: int = 16,
 ) -> None:
     """Tile, order, parallelize and tensorize ``lut_matmul`` (see the module docstring)."""
-    candidates = chunk_candidates(shape, max_chunk)
+    choices = structural_choices(shape, max_chunk)
+    candidates = choices["chunk"]
     if not candidates:
         raise NotImplementedError(f"no lookup chunk of 2..{max_chunk} bytes divides a group of {shape.group_bytes}")
     chunk = choose(sch, "chunk", candidates, default_chunk(candidates, preferred_chunk), knobs)
-    m_inner = choose(sch, "m_inner", [0, 1], DEFAULT_M_INNER, knobs) if shape.m != 1 else 0
+    m_inner = choose(sch, "m_inner", choices["m_inner"], DEFAULT_M_INNER, knobs) if "m_inner" in choices else 0
 
     lookup, epilogue = sch.get_sblock("lookup"), _epilogue_block(sch)
     m, tile, group, r, byte, *plane, half, entry = sch.get_loops(lookup)  # no plane loop at 1 bit
