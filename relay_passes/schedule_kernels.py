@@ -37,8 +37,7 @@ class LutcScheduleKernels:
             kernel = kernel_of(func) if isinstance(func, tvm.tirx.PrimFunc) else None
             if kernel is None or kernel == DEQUANTIZE_KERNEL:
                 continue
-            sch = self.tuned.schedule(func) if self.tuned is not None else None
-            sch = sch if sch is not None else schedules.schedule(func, self.target)
+            sch = schedules.schedule(func, self.target, tuned=self.tuned)
             scheduled = sch.mod["main"].without_attr("global_symbol")
             updates[gvar] = scheduled.with_attrs({"tirx.is_scheduled": True, "op_pattern": OPAQUE})
         for gvar, func in updates.items():

@@ -24,9 +24,13 @@ def rule_for(func: tirx.PrimFunc, target: Target) -> LutRule:
     raise NotImplementedError(f"no lutc schedule rule for kernel {kernel_of(func)!r} on target {target}")
 
 
-def schedule(func: tirx.PrimFunc, target: Target, knobs: Knobs = DEFAULT_KNOBS) -> s_tir.Schedule:
-    """Schedule a ``lutc.kernel`` PrimFunc with the first rule that applies."""
-    return rule_for(func, target).apply(func, target, knobs)
+def schedule(func: tirx.PrimFunc, target: Target, knobs: Knobs = DEFAULT_KNOBS, tuned=None) -> s_tir.Schedule:
+    """Schedule a ``lutc.kernel`` PrimFunc with the first rule that applies.
+
+    ``tuned`` (a ``lutc.tuning.apply.TunedSchedules``): its record's schedule when it has one.
+    """
+    sch = tuned.schedule(func) if tuned is not None else None
+    return sch if sch is not None else rule_for(func, target).apply(func, target, knobs)
 
 
 __all__ = ["RULES", "Knobs", "LutRule", "rule_for", "schedule"]

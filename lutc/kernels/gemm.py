@@ -45,13 +45,8 @@ def scheduled_module(spec: KernelSpec, target: Target, tuned=None) -> tvm.IRModu
     ``tuned``: a :class:`lutc.tuning.apply.TunedSchedules`; its record schedules the matmul.
     """
     funcs = {PRECOMPUTE_KERNEL: lut_precompute(spec), MATMUL_KERNEL: lut_matmul(spec)}
-
-    def schedule(func):
-        sch = tuned.schedule(func) if tuned is not None else None
-        return sch if sch is not None else schedules.schedule(func, target)
-
     try:
-        scheduled = {name: schedule(func).mod["main"] for name, func in funcs.items()}
+        scheduled = {name: schedules.schedule(func, target, tuned=tuned).mod["main"] for name, func in funcs.items()}
     except NotImplementedError as err:
         raise NotImplementedError(f"format {spec.fmt.name} ({spec.mode} mode) on target {target}: {err}") from None
     return tvm.IRModule({name: func.with_attr("global_symbol", name) for name, func in scheduled.items()})
