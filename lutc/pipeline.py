@@ -1,11 +1,12 @@
 """The compilation phases of ``lutc.build``, in order, in the shape of TVM's per-target pipelines.
 
-1. ``lut_passes``: rewrite quantized matmuls into LUT kernels, share tables, drop dead code,
-   put the kernels' weights on huge pages;
-2. ``schedule_passes``: schedule LUT kernels with ``lutc.schedules``;
-3. ``legalize_passes``: TVM's CPU legalization and fusion for everything else;
-4. ``default_schedule_passes``: dlight's CPU rules for the remaining kernels;
-5. ``lower_passes``: TVM's dataflow lowering and VM finalization.
+1. ``lut_passes``: rewrite quantized matmuls into LUT kernels, share tables, drop dead code
+   (``lutc.tune`` extracts its tasks after this phase);
+2. ``weight_passes``: put the kernels' weights on huge pages;
+3. ``schedule_passes``: schedule LUT kernels with ``lutc.schedules``;
+4. ``legalize_passes``: TVM's CPU legalization and fusion for everything else;
+5. ``default_schedule_passes``: dlight's CPU rules for the remaining kernels;
+6. ``lower_passes``: TVM's dataflow lowering and VM finalization.
 
 Precompute fusion into the producing norm is not a phase: measured at M = 1 the precompute
 is 2-3 us next to 150 us of lookups per 4096 x 4096 matrix (README, Known limits).
@@ -29,12 +30,11 @@ from .relay_passes import (
 
 
 def lut_passes(options: RewriteOptions) -> list[tvm.transform.Pass]:
-    return [
-        LutcRewriteQuantizedMatmul(options),
-        LutcShareTables(),
-        relax.transform.DeadCodeElimination(),
-        LutcHugePageWeights(),
-    ]
+    return [LutcRewriteQuantizedMatmul(options), LutcShareTables(), relax.transform.DeadCodeElimination()]
+
+
+def weight_passes() -> list[tvm.transform.Pass]:
+    return [LutcHugePageWeights()]
 
 
 def schedule_passes(target: Target, tuned=None) -> list[tvm.transform.Pass]:
@@ -66,6 +66,7 @@ def get_pipeline(target: Target, options: RewriteOptions | None, tuned=None) -> 
         with target:
             phases = (
                 (lut_passes(options) if options is not None else [])
+                + weight_passes()
                 + schedule_passes(target, tuned)
                 + legalize_passes(target)
                 + default_schedule_passes(target)
