@@ -89,6 +89,10 @@ class LutRule:
         """Choices that change the loop structure (see the module docstring); none by default."""
         return {}
 
+    def register_intrinsics(self, func: tirx.PrimFunc, target: Target) -> None:
+        """Register every tensor intrinsic a schedule of ``func`` may name (a saved trace replays
+        only once they exist); none by default."""
+
     def applies(self, func: tirx.PrimFunc, target: Target) -> bool:
         return kernel_of(func) == self.kernel and self.is_target_available(target)
 

@@ -55,7 +55,7 @@ class TunedSchedules:
 
     def _replay(self, func: tirx.PrimFunc, trace) -> s_tir.Schedule:
         """Replay ``trace`` on ``func`` itself (dynamic rows included), intrinsics registered first."""
-        rule_for(func, self.target).design_spaces(func, self.target)
+        rule_for(func, self.target).register_intrinsics(func, self.target)
         sch = s_tir.Schedule(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}))
         trace.apply_to_schedule(sch, remove_postproc=False)
         return sch

@@ -201,11 +201,11 @@ def _check_lines(workloads: Path, records: Path) -> None:
 
 def _register_intrinsics(workloads: Path, target: Target) -> None:
     """Loading a record replays its trace, whose ``tensorize`` names lutc's micro-kernels:
-    register them by building each LUT workload's design spaces first."""
+    register them for each LUT workload first."""
     for _, entry in _json_lines(workloads):
         func = ms.database.Workload.from_json(entry).mod["main"]
         if kernel_of(func) is not None:
-            rule_for(func, target).design_spaces(func, target)
+            rule_for(func, target).register_intrinsics(func, target)
 
 
 def _json_lines(path: Path) -> Iterator[tuple[int, object]]:

@@ -10,7 +10,7 @@ from ...kernels.matmul import MATMUL_KERNEL
 from ..base import Knobs
 from ..hw import CHUNK_CANDIDATES
 from .base import CpuRule
-from .matmul_loops import schedule_lut_matmul, structural_choices
+from .matmul_loops import register_chunk_intrinsics, schedule_lut_matmul, structural_choices
 from .portable_intrin import portable_intrin
 
 PREFERRED_CHUNK = 8
@@ -27,3 +27,6 @@ class LutMatmulPortable(CpuRule):
 
     def structural_choices(self, func: tirx.PrimFunc, target: Target) -> dict[str, list[int]]:
         return structural_choices(LookupShape.from_func(func), max(CHUNK_CANDIDATES))
+
+    def register_intrinsics(self, func: tirx.PrimFunc, target: Target) -> None:
+        register_chunk_intrinsics(LookupShape.from_func(func), max(CHUNK_CANDIDATES), portable_intrin)

@@ -51,6 +51,14 @@ def structural_choices(shape: LookupShape, max_chunk: int) -> dict[str, list[int
     return choices
 
 
+def register_chunk_intrinsics(
+    shape: LookupShape, max_chunk: int, intrin_for: Callable[[LookupShape, int], str]
+) -> None:
+    """Register the micro-kernel of every chunk size a design space can pin."""
+    for chunk in chunk_candidates(shape, max_chunk):
+        intrin_for(shape, chunk)
+
+
 def schedule_lut_matmul(
     sch: s_tir.Schedule,
     shape: LookupShape,

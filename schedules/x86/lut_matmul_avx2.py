@@ -8,7 +8,7 @@ from tvm.target import Target
 from ...kernels.intrin_desc import LookupShape
 from ...kernels.matmul import MATMUL_KERNEL
 from ..base import Knobs
-from ..cpu.matmul_loops import schedule_lut_matmul, structural_choices
+from ..cpu.matmul_loops import register_chunk_intrinsics, schedule_lut_matmul, structural_choices
 from ..hw import max_int16_chunk
 from .avx2_intrin import avx2_intrin
 from .base import X86Rule
@@ -40,6 +40,10 @@ class LutMatmulAVX2(X86Rule):
     def structural_choices(self, func: tirx.PrimFunc, target: Target) -> dict[str, list[int]]:
         shape = LookupShape.from_func(func)
         return structural_choices(shape, max_chunk(shape))
+
+    def register_intrinsics(self, func: tirx.PrimFunc, target: Target) -> None:
+        shape = LookupShape.from_func(func)
+        register_chunk_intrinsics(shape, max_chunk(shape), avx2_intrin)
 
 
 def max_chunk(shape: LookupShape) -> int:
