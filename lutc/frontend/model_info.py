@@ -8,6 +8,7 @@ import numpy as np
 
 from ..quant.formats import AnyFormat
 from ..quant.weights import QuantizedWeight, dequantize
+from .prepare import PrepareReport
 
 Dim = int | str | None
 
@@ -71,3 +72,4 @@ class ModelInfo:
     outputs: tuple[TensorInfo, ...]
     quantized: dict[str, QuantizedNode]
     opset: int
+    preparation: PrepareReport | None = None

@@ -11,10 +11,13 @@ blocked ``DequantizeLinear``. lutc subclasses its importer (TVM's sources stay u
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
 import numpy as np
 import onnx
+import tvm
 from onnx import numpy_helper
 from tvm import IRModule, relax
 from tvm.relax.frontend.onnx import onnx_frontend
@@ -23,7 +26,10 @@ from ..errors import ModelError
 from ..kernels.dequantize import DequantizeSpec, lut_dequantize
 from ..quant.formats import group_length
 from ..quant.onnx_convert import dequantize_linear_from_node, matmul_nbits_from_node, wide_matmul_nbits_from_node
+from .converters import SHAPE_CONVERTERS, TVM_SHAPE_AWARE
 from .model_info import ModelInfo, QuantizedNode, TensorInfo
+from .prepare import prepare_graph
+from .shape_values import ShapeValues
 
 MIN_OPSET = 13
 """Oldest default-domain opset lutc accepts; older models go through ``onnx.version_converter``."""
@@ -126,11 +132,14 @@ def _tensor_info(value: onnx.ValueInfoProto) -> TensorInfo:
     return TensorInfo(value.name, dims, dtype)
 
 
-def inspect_onnx(model: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, ModelInfo]:
-    """Load and check a model; return a node-named copy and what lutc found in it."""
+def inspect_onnx(
+    model: str | Path | onnx.ModelProto, shapes: dict[str, list[int]] | None = None
+) -> tuple[onnx.ModelProto, ModelInfo]:
+    """Load, check and prepare a model; return the prepared copy and what lutc found in it."""
     model = _named_copy(load_onnx(model))
     opset = _check_opset(model)
     _check_ops(model)
+    model, report = prepare_graph(model, shapes)
     initializers = _initializers(model)
     quantized = {}
     for node in model.graph.node:
@@ -142,7 +151,7 @@ def inspect_onnx(model: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, 
             quantized[node.name] = found
     inputs = tuple(_tensor_info(v) for v in model.graph.input if v.name not in initializers)
     outputs = tuple(_tensor_info(v) for v in model.graph.output)
-    return model, ModelInfo(inputs, outputs, quantized, opset)
+    return model, ModelInfo(inputs, outputs, quantized, opset, report)
 
 
 class _Importer(onnx_frontend.ONNXGraphImporter):
@@ -151,6 +160,7 @@ class _Importer(onnx_frontend.ONNXGraphImporter):
     def __init__(self, quantized: dict[str, QuantizedNode], *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._quantized = quantized
+        self._shape_values = ShapeValues()
 
     def _parse_array(self, tensor_proto: onnx.TensorProto):
         if tensor_proto.data_type in NARROW_TYPES:  # TVM cannot hold 2/4-bit numpy arrays
@@ -162,14 +172,42 @@ class _Importer(onnx_frontend.ONNXGraphImporter):
         pass  # checked before import, with node names
 
     def _convert_operator(self, op_name, inputs, attrs, opset):
-        node = self._quantized.get(attrs["tvm_custom"]["name"])
+        name = attrs["tvm_custom"]["name"]
+        node = self._quantized.get(name)
         if node is None:
-            return super()._convert_operator(op_name, inputs, attrs, opset)
+            try:
+                return self._as_tensor_output(self._convert_default(op_name, inputs, attrs, opset))
+            except ModelError:
+                raise
+            except Exception as err:
+                reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                raise ModelError(f"cannot convert {op_name} node {name!r}: {type(err).__name__}: {reason}") from err
         weight = self._emit_dequantize(node)
         if op_name == "DequantizeLinear":
             return weight
         out = self.bb.emit(relax.op.matmul(inputs[0], weight))
         return out if node.bias is None else relax.op.add(out, relax.const(node.bias))
+
+    def _convert_default(self, op_name, inputs, attrs, opset):
+        """lutc's converter where the inputs are shape values, else TVM's (on the form it takes)."""
+        values = self._shape_values
+        converter = SHAPE_CONVERTERS.get(op_name)
+        out = converter(values, self.bb, inputs, attrs) if converter is not None else None
+        if out is not None:
+            return self.bb.normalize(out) if isinstance(out, relax.Expr) and not tvm.ir.is_prim_expr(out) else out
+        if op_name in TVM_SHAPE_AWARE:
+            converted = [values.as_shape(x) for x in inputs]
+        else:
+            converted = [values.as_tensor(self.bb, x) for x in inputs]
+        return super()._convert_operator(op_name, onnx_frontend.onnx_input(converted), attrs, opset)
+
+    def _as_tensor_output(self, out):
+        """Shapes leave a converter as remembered int64 tensors: every later op can take those."""
+        if isinstance(out, relax.ShapeExpr):
+            return self._shape_values.emit(self.bb, self._shape_values.read(out))
+        if isinstance(out, relax.Expr) and not tvm.ir.is_prim_expr(out) and isinstance(out.ty, relax.ShapeType):
+            return self.bb.emit(relax.op.shape_to_tensor(out))
+        return out
 
     def _emit_dequantize(self, node: QuantizedNode) -> relax.Expr:
         zero = "implied" if node.zeros is None else ("int" if node.zeros.dtype == np.uint8 else "float")
@@ -186,10 +224,13 @@ def import_onnx(
     model: str | Path | onnx.ModelProto, shape_dict: dict[str, list] | None = None
 ) -> tuple[IRModule, ModelInfo]:
     """A Relax module for ``model`` and what lutc found in it (inputs, outputs, quantized nodes)."""
-    model, info = inspect_onnx(model)
-    importer = _Importer(info.quantized, shape_dict, "float32", keep_params_in_input=False, sanitize=True)
+    model, info = inspect_onnx(model, shape_dict)
+    importer = _Importer(info.quantized, None, "float32", keep_params_in_input=False, sanitize=True)
     try:
-        mod = importer.from_onnx(model.graph, info.opset)
+        with contextlib.redirect_stdout(io.StringIO()):  # TVM prints each failing node's raw inputs
+            mod = importer.from_onnx(model.graph, info.opset)
+    except ModelError:
+        raise
     except Exception as err:
         raise ModelError(f"TVM's ONNX importer failed: {type(err).__name__}: {err}") from err
     return mod, info

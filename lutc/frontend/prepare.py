@@ -1,0 +1,210 @@
+"""Graph preparation before TVM's importer: static input shapes, shape inference, folding.
+
+Exporters (``torch.onnx.export``, onnxruntime-genai) compute masks, positions and reshape
+targets from ``Shape`` values at run time. TVM 0.27's importer handles these subgraphs badly
+(README, Known limits), and most of them are constant once the input shapes are known. This
+stage runs on maintained libraries:
+
+1. ``shapes=`` is written into the graph inputs (checked: known names, matching rank, no clash
+   with a static dim); a named dim given for one input binds the same name in every input;
+2. ONNX shape inference with data propagation fills in every value's shape;
+3. onnxscript's constant folder (on onnx-ir) folds what is constant, ``Shape`` of static dims
+   included, then unused nodes are removed.
+
+Quantized weights come through unchanged: ``DequantizeLinear`` and every op outside the
+default domain (``com.microsoft::MatMulNBits``, ...) are never folded.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import onnx
+import onnx_ir as ir
+import onnx_ir.passes.common as common_passes
+from onnxscript.optimizer import _constant_folding
+
+from ..errors import ModelError
+
+FOLD_OUTPUT_LIMIT = 1 << 20
+"""Largest folded tensor (elements): a 1024 x 1024 causal mask, not a weight matrix."""
+
+FOLD_INPUT_LIMIT = 1 << 16
+"""Largest input a folded node may read (elements); ``Shape`` and ``Size`` read none."""
+
+DEFAULT_DOMAINS = ("", "ai.onnx")
+NEVER_FOLDED = frozenset(
+    {"DequantizeLinear", "QuantizeLinear", "DynamicQuantizeLinear", "Multinomial", "Bernoulli"}
+    | {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike"}
+)
+"""Quantized weights stay quantized for lutc's converters; random ops are not constants."""
+
+
+@dataclass(frozen=True)
+class PrepareReport:
+    """What preparation did to the graph."""
+
+    nodes_before: int
+    nodes_after: int
+    static_inputs: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    removed_ops: dict[str, int] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        lines = [f"graph preparation: {self.nodes_before} -> {self.nodes_after} nodes"]
+        if self.removed_ops:
+            removed = ", ".join(f"{op} x{n}" for op, n in sorted(self.removed_ops.items(), key=lambda kv: -kv[1]))
+            lines.append(f"  folded or removed: {removed}")
+        lines += [f"  input {name} fixed to {list(shape)}" for name, shape in self.static_inputs.items()]
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict:
+        return {
+            "nodes_before": self.nodes_before,
+            "nodes_after": self.nodes_after,
+            "static_inputs": {k: list(v) for k, v in self.static_inputs.items()},
+            "removed_ops": dict(self.removed_ops),
+        }
+
+
+def _graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    initializers = {t.name for t in model.graph.initializer}
+    return [v for v in model.graph.input if v.name not in initializers]
+
+
+def _dims(value: onnx.ValueInfoProto) -> list[onnx.TensorShapeProto.Dimension]:
+    return list(value.type.tensor_type.shape.dim)
+
+
+def _check_shape(value: onnx.ValueInfoProto, shape: list) -> tuple[int, ...]:
+    if not isinstance(shape, list | tuple) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+        raise ModelError(f"shapes[{value.name!r}] must be a list of ints; got {shape!r}")
+    if any(d <= 0 for d in shape):
+        raise ModelError(f"shapes[{value.name!r}] = {list(shape)}: every dim must be positive")
+    if not value.type.tensor_type.HasField("shape"):
+        return tuple(shape)
+    dims = _dims(value)
+    if len(dims) != len(shape):
+        raise ModelError(
+            f"shapes[{value.name!r}] = {list(shape)} has rank {len(shape)}; the input has rank {len(dims)}"
+        )
+    for axis, (dim, size) in enumerate(zip(dims, shape, strict=True)):
+        if dim.HasField("dim_value") and dim.dim_value != size:
+            raise ModelError(f"shapes[{value.name!r}] = {list(shape)}: dim {axis} is fixed to {dim.dim_value}")
+    return tuple(shape)
+
+
+def _bound_symbols(inputs: dict[str, onnx.ValueInfoProto], shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
+    """Dim names -> sizes given by ``shapes``; one name with two sizes is an error."""
+    bound: dict[str, tuple[int, str]] = {}
+    for name, shape in shapes.items():
+        for dim, size in zip(_dims(inputs[name]), shape, strict=False):
+            if not dim.dim_param:
+                continue
+            first = bound.setdefault(dim.dim_param, (size, name))
+            if first[0] != size:
+                raise ModelError(
+                    f"dim {dim.dim_param!r} is {first[0]} in shapes[{first[1]!r}] but {size} in shapes[{name!r}]"
+                )
+    return {symbol: size for symbol, (size, _) in bound.items()}
+
+
+def _fix_dims(value: onnx.ValueInfoProto, given: tuple[int, ...] | None, symbols: dict[str, int]) -> bool:
+    """Make ``value``'s dims static from ``given`` or the bound symbols; True if any changed."""
+    shape = value.type.tensor_type.shape
+    if given is not None and not value_has_shape(value):
+        shape.dim.extend(onnx.TensorShapeProto.Dimension(dim_value=d) for d in given)
+        return True
+    changed = False
+    for axis, dim in enumerate(shape.dim):
+        size = given[axis] if given is not None else symbols.get(dim.dim_param)
+        if size is not None and not dim.HasField("dim_value"):
+            dim.Clear()
+            dim.dim_value = size
+            changed = True
+    return changed
+
+
+def apply_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]] | None) -> dict[str, tuple[int, ...]]:
+    """Write ``shapes`` into ``model``'s inputs in place; return the inputs it changed, if now static."""
+    inputs = {v.name: v for v in _graph_inputs(model)}
+    shapes = dict(shapes or {})
+    unknown = sorted(set(shapes) - set(inputs))
+    if unknown:
+        raise ModelError(f"shapes= names {unknown}, which are not model inputs; the inputs are {sorted(inputs)}")
+    checked = {name: _check_shape(inputs[name], shape) for name, shape in shapes.items()}
+    symbols = _bound_symbols(inputs, checked)
+    fixed = {}
+    for name, value in inputs.items():
+        changed = _fix_dims(value, checked.get(name), symbols)
+        dims = _dims(value)
+        if changed and all(d.HasField("dim_value") for d in dims):
+            fixed[name] = tuple(d.dim_value for d in dims)
+    return fixed
+
+
+def value_has_shape(value: onnx.ValueInfoProto) -> bool:
+    return value.type.tensor_type.HasField("shape")
+
+
+def _should_fold(node: ir.Node) -> bool | None:
+    """Never fold quantized weights, random ops or ops outside the default domain; fold masks.
+
+    onnxscript keeps ``ConstantOfShape`` to keep files small; lutc folds it (up to
+    ``FOLD_OUTPUT_LIMIT``) because the masks built from it fold only then.
+    """
+    if node.domain not in DEFAULT_DOMAINS or node.op_type in NEVER_FOLDED:
+        return False
+    return True if node.op_type == "ConstantOfShape" else None
+
+
+def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Symbolic shape inference (ONNX Runtime's, which knows its contrib ops and merges equal
+    dims), else ONNX's with data propagation; a model neither can infer is kept as it is."""
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    try:
+        return SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=False)
+    except Exception:  # inference is an aid: TVM's importer infers shapes itself
+        pass
+    try:
+        return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+    except Exception:
+        return model
+
+
+def _fold(model: onnx.ModelProto) -> onnx.ModelProto:
+    graph = ir.serde.deserialize_model(model)
+    passes = ir.passes.Sequential(
+        common_passes.InlinePass(),
+        _constant_folding.FoldConstantsPass(
+            shape_inference=True,
+            input_size_limit=FOLD_INPUT_LIMIT,
+            output_size_limit=FOLD_OUTPUT_LIMIT,
+            should_fold=_should_fold,
+        ),
+        common_passes.RemoveUnusedNodesPass(),
+    )
+    passes(graph)
+    return ir.serde.serialize_model(graph)
+
+
+def _op_counts(model: onnx.ModelProto) -> Counter:
+    return Counter(node.op_type for node in model.graph.node)
+
+
+def prepare_graph(
+    model: onnx.ModelProto, shapes: dict[str, list[int]] | None = None
+) -> tuple[onnx.ModelProto, PrepareReport]:
+    """A prepared copy of ``model`` (static where ``shapes`` says, shape subgraphs folded)."""
+    prepared = onnx.ModelProto()
+    prepared.CopyFrom(model)
+    static = apply_input_shapes(prepared, shapes)
+    try:
+        folded = _fold(_infer_shapes(prepared))
+    except Exception as err:
+        raise ModelError(f"graph preparation failed: {type(err).__name__}: {err}") from None
+    before, after = _op_counts(model), _op_counts(folded)
+    removed = {op: n for op, n in (before - after).items() if op != "Constant"}
+    report = PrepareReport(len(model.graph.node), len(folded.graph.node), static, removed)
+    return folded, report
