@@ -88,14 +88,32 @@ def _named_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     return copy
 
 
+CONTRIB_DOMAIN = "com.microsoft"
+CONTRIB_OPS = frozenset({"MatMulNBits"})
+"""ONNX Runtime contrib ops lutc converts itself."""
+
+TVM_CONTRIB_OPS = frozenset({"Attention", "BiasGelu", "EmbedLayerNormalization", "FastGelu", "Gelu",
+                             "SkipLayerNormalization"})  # fmt: skip
+"""ONNX Runtime contrib ops TVM's importer converts (its converter map holds them by op name)."""
+
+
+def _unsupported(node: onnx.NodeProto, known: set[str]) -> str | None:
+    """Why ``node`` cannot be converted, or None."""
+    if node.domain in ("", "ai.onnx"):
+        return None if node.op_type in known else "no converter"
+    if node.domain == CONTRIB_DOMAIN:
+        converted = CONTRIB_OPS | (TVM_CONTRIB_OPS & known)
+        return None if node.op_type in converted else "ONNX Runtime contrib op without a converter"
+    return f"custom domain {node.domain!r}"
+
+
 def _check_ops(model: onnx.ModelProto) -> None:
     known = set(onnx_frontend._get_convert_map()) | {"If", "Constant"}
-    bad = [
-        f"{node.domain + '::' if node.domain else ''}{node.op_type} ({node.name})"
-        for node in model.graph.node
-        if (node.domain == "com.microsoft" and node.op_type != "MatMulNBits")
-        or (node.domain not in ("com.microsoft",) and node.op_type not in known)
-    ]
+    bad = []
+    for node in model.graph.node:
+        why = _unsupported(node, known)
+        if why is not None:
+            bad.append(f"{node.domain + '::' if node.domain else ''}{node.op_type} ({node.name}: {why})")
     if bad:
         raise ModelError(f"unsupported operators: {', '.join(bad)}")
 

@@ -158,18 +158,39 @@ def _should_fold(node: ir.Node) -> bool | None:
     return True if node.op_type == "ConstantOfShape" else None
 
 
-def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Symbolic shape inference (ONNX Runtime's, which knows its contrib ops and merges equal
-    dims), else ONNX's with data propagation; a model neither can infer is kept as it is."""
+def _input_dims(model: onnx.ModelProto) -> list[tuple]:
+    return [tuple(d.dim_value or d.dim_param or None for d in _dims(v)) for v in model.graph.input]
+
+
+def _symbolic_inference(model: onnx.ModelProto) -> onnx.ModelProto | None:
+    """ONNX Runtime's symbolic shape inference, which knows its contrib ops (``MatMulNBits``, ...).
+
+    Strict first; a graph whose dims clash (dynamo's ``Dim.AUTO`` gives equal dims distinct
+    symbols) is retried with ``auto_merge``, kept only if no input dim became a number.
+    """
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-    try:
-        return SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=False)
-    except Exception:  # inference is an aid: TVM's importer infers shapes itself
-        pass
+    before = _input_dims(model)
+    for auto_merge in (False, True):
+        try:
+            inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=auto_merge, guess_output_rank=False)
+        except Exception:
+            continue
+        after = _input_dims(inferred)
+        if all(isinstance(b, int) or not isinstance(a, int) for bs, as_ in zip(before, after, strict=True)
+               for b, a in zip(bs, as_, strict=True)):  # fmt: skip
+            return inferred
+    return None
+
+
+def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Symbolic shape inference, else ONNX's with data propagation, else the model as it is."""
+    inferred = _symbolic_inference(model)
+    if inferred is not None:
+        return inferred
     try:
         return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
-    except Exception:
+    except Exception:  # inference is an aid: TVM's importer infers shapes itself
         return model
 
 
