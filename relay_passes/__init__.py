@@ -6,6 +6,7 @@ gone from TVM). ``lutc.pipeline`` lists them in order.
 
 from .default_schedules import LutcApplyDefaultSchedules
 from .huge_page_weights import LutcHugePageWeights
+from .isolate_shape_kernels import LutcIsolateShapeKernels
 from .rewrite_quantized_matmul import DECISIONS_ATTR, LutcRewriteQuantizedMatmul, RewriteOptions
 from .schedule_kernels import LutcScheduleKernels
 from .share_tables import LutcShareTables
@@ -14,6 +15,7 @@ __all__ = [
     "DECISIONS_ATTR",
     "LutcApplyDefaultSchedules",
     "LutcHugePageWeights",
+    "LutcIsolateShapeKernels",
     "LutcRewriteQuantizedMatmul",
     "LutcScheduleKernels",
     "LutcShareTables",
