@@ -26,6 +26,7 @@ from ..errors import ModelError
 from ..kernels.dequantize import DequantizeSpec, lut_dequantize
 from ..quant.formats import group_length
 from ..quant.onnx_convert import dequantize_linear_from_node, matmul_nbits_from_node, wide_matmul_nbits_from_node
+from .contrib import CONTRIB_CONVERTERS
 from .converters import SHAPE_CONVERTERS, TVM_SHAPE_AWARE
 from .model_info import ModelInfo, QuantizedNode, TensorInfo
 from .prepare import prepare_graph
@@ -89,17 +90,22 @@ def _named_copy(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 CONTRIB_DOMAIN = "com.microsoft"
-CONTRIB_OPS = frozenset({"MatMulNBits"})
+CONTRIB_OPS = frozenset({"MatMulNBits", *CONTRIB_CONVERTERS})
 """ONNX Runtime contrib ops lutc converts itself."""
 
-TVM_CONTRIB_OPS = frozenset({"Attention", "BiasGelu", "EmbedLayerNormalization", "FastGelu", "Gelu",
-                             "SkipLayerNormalization"})  # fmt: skip
+TVM_CONTRIB_OPS = frozenset({"BiasGelu", "FastGelu", "Gelu", "SkipLayerNormalization"})
 """ONNX Runtime contrib ops TVM's importer converts (its converter map holds them by op name)."""
+
+CONTRIB_ONLY = frozenset({"Attention", "BiasGelu", "EmbedLayerNormalization", "FastGelu", "SkipLayerNormalization"})
+"""Names whose TVM converter is the contrib op's: the standard op of that name (``Attention``,
+opset 23) must not be converted by it."""
 
 
 def _unsupported(node: onnx.NodeProto, known: set[str]) -> str | None:
     """Why ``node`` cannot be converted, or None."""
     if node.domain in ("", "ai.onnx"):
+        if node.op_type in CONTRIB_ONLY:
+            return f"no converter for the standard op (TVM's {node.op_type} is com.microsoft's)"
         return None if node.op_type in known else "no converter"
     if node.domain == CONTRIB_DOMAIN:
         converted = CONTRIB_OPS | (TVM_CONTRIB_OPS & known)
@@ -175,9 +181,10 @@ def inspect_onnx(
 class _Importer(onnx_frontend.ONNXGraphImporter):
     """TVM's importer with lutc's quantized-weight nodes (looked up by node name)."""
 
-    def __init__(self, quantized: dict[str, QuantizedNode], *args, **kwargs):
+    def __init__(self, quantized: dict[str, QuantizedNode], domains: dict[str, str], *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._quantized = quantized
+        self._domains = domains
         self._shape_values = ShapeValues()
 
     def _parse_array(self, tensor_proto: onnx.TensorProto):
@@ -209,6 +216,11 @@ class _Importer(onnx_frontend.ONNXGraphImporter):
     def _convert_default(self, op_name, inputs, attrs, opset):
         """lutc's converter where the inputs are shape values, else TVM's (on the form it takes)."""
         values = self._shape_values
+        if self._domains.get(attrs["tvm_custom"]["name"]) == CONTRIB_DOMAIN and op_name in CONTRIB_CONVERTERS:
+            tensors = onnx_frontend.onnx_input(
+                None if x is None else self.bb.normalize(values.as_tensor(self.bb, x)) for x in inputs
+            )
+            return CONTRIB_CONVERTERS[op_name](self.bb, tensors, attrs)
         converter = SHAPE_CONVERTERS.get(op_name)
         out = converter(values, self.bb, inputs, attrs) if converter is not None else None
         if out is not None:
@@ -243,7 +255,8 @@ def import_onnx(
 ) -> tuple[IRModule, ModelInfo]:
     """A Relax module for ``model`` and what lutc found in it (inputs, outputs, quantized nodes)."""
     model, info = inspect_onnx(model, shape_dict)
-    importer = _Importer(info.quantized, None, "float32", keep_params_in_input=False, sanitize=True)
+    domains = {node.name: node.domain for node in model.graph.node}
+    importer = _Importer(info.quantized, domains, None, "float32", keep_params_in_input=False, sanitize=True)
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # TVM prints each failing node's raw inputs
             mod = importer.from_onnx(model.graph, info.opset)
