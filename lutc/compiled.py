@@ -13,6 +13,7 @@ from tvm import relax
 
 from .errors import InputError, LutcError
 from .frontend.model_info import TensorInfo
+from .frontend.prepare import PrepareReport
 
 SIDECAR_SUFFIX = ".lutc.json"
 
@@ -49,6 +50,9 @@ class CompiledModel:
         lines += [f"  {node}: {how}" for node, how in sorted(decisions.items())]
         if not decisions:
             lines += ["  (none: the model has no quantized matmul; it runs on TVM's default path)"]
+        preparation = self.metadata.get("preparation")
+        if preparation:
+            lines += [PrepareReport.from_dict(preparation).describe()]
         tuning = self.metadata.get("tuning")
         if tuning:
             lines += [f"tuning log {tuning['log']}: {len(tuning['tuned'])} kernel(s) tuned, "
@@ -111,6 +115,7 @@ def metadata_for(info, decisions: dict, target, options) -> dict:
         "decisions": {str(k): str(v) for k, v in decisions.items()},
         "target": str(target),
         "options": asdict(options),
+        "preparation": info.preparation.as_dict() if info.preparation is not None else None,
     }
 
 

@@ -22,6 +22,7 @@ from tvm.target import Target
 from .relay_passes import (
     LutcApplyDefaultSchedules,
     LutcHugePageWeights,
+    LutcIsolateShapeKernels,
     LutcRewriteQuantizedMatmul,
     LutcScheduleKernels,
     LutcShareTables,
@@ -42,7 +43,16 @@ def schedule_passes(target: Target, tuned=None) -> list[tvm.transform.Pass]:
 
 
 def legalize_passes(target: Target) -> list[tvm.transform.Pass]:
-    return cpu_pipeline.library_dispatch_passes(target) + cpu_pipeline.legalize_passes(target)
+    """TVM's CPU legalization and fusion, with shape kernels kept out of fused groups."""
+    return [
+        *cpu_pipeline.library_dispatch_passes(target),
+        relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(),
+        LutcIsolateShapeKernels(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+    ]
 
 
 def default_schedule_passes(target: Target) -> list[tvm.transform.Pass]:

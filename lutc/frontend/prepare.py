@@ -58,6 +58,11 @@ class PrepareReport:
         lines += [f"  input {name} fixed to {list(shape)}" for name, shape in self.static_inputs.items()]
         return "\n".join(lines)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> PrepareReport:
+        static = {k: tuple(v) for k, v in data.get("static_inputs", {}).items()}
+        return cls(data["nodes_before"], data["nodes_after"], static, dict(data.get("removed_ops", {})))
+
     def as_dict(self) -> dict:
         return {
             "nodes_before": self.nodes_before,

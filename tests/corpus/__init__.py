@@ -1,0 +1,1 @@
+"""The exporter-made model corpus: see README.md here."""
