@@ -157,13 +157,16 @@ def _tensor_info(value: onnx.ValueInfoProto) -> TensorInfo:
 
 
 def inspect_onnx(
-    model: str | Path | onnx.ModelProto, shapes: dict[str, list[int]] | None = None
+    model: str | Path | onnx.ModelProto, shapes: dict[str, list[int]] | None = None, *, fold: bool = True
 ) -> tuple[onnx.ModelProto, ModelInfo]:
-    """Load, check and prepare a model; return the prepared copy and what lutc found in it."""
+    """Load, check and prepare a model; return the prepared copy and what lutc found in it.
+
+    ``fold=False`` applies ``shapes`` but skips inference and folding (tests reach the converters so).
+    """
     model = _named_copy(load_onnx(model))
     opset = _check_opset(model)
     _check_ops(model)
-    model, report = prepare_graph(model, shapes)
+    model, report = prepare_graph(model, shapes, fold=fold)
     initializers = _initializers(model)
     quantized = {}
     for node in model.graph.node:
@@ -251,10 +254,10 @@ class _Importer(onnx_frontend.ONNXGraphImporter):
 
 
 def import_onnx(
-    model: str | Path | onnx.ModelProto, shape_dict: dict[str, list] | None = None
+    model: str | Path | onnx.ModelProto, shape_dict: dict[str, list] | None = None, *, fold: bool = True
 ) -> tuple[IRModule, ModelInfo]:
     """A Relax module for ``model`` and what lutc found in it (inputs, outputs, quantized nodes)."""
-    model, info = inspect_onnx(model, shape_dict)
+    model, info = inspect_onnx(model, shape_dict, fold=fold)
     domains = {node.name: node.domain for node in model.graph.node}
     importer = _Importer(info.quantized, domains, None, "float32", keep_params_in_input=False, sanitize=True)
     try:

@@ -220,12 +220,14 @@ def _op_counts(model: onnx.ModelProto) -> Counter:
 
 
 def prepare_graph(
-    model: onnx.ModelProto, shapes: dict[str, list[int]] | None = None
+    model: onnx.ModelProto, shapes: dict[str, list[int]] | None = None, *, fold: bool = True
 ) -> tuple[onnx.ModelProto, PrepareReport]:
-    """A prepared copy of ``model`` (static where ``shapes`` says, shape subgraphs folded)."""
+    """A prepared copy of ``model`` (static where ``shapes`` says, shape subgraphs folded unless not ``fold``)."""
     prepared = onnx.ModelProto()
     prepared.CopyFrom(model)
     static = apply_input_shapes(prepared, shapes)
+    if not fold:
+        return prepared, PrepareReport(len(model.graph.node), len(model.graph.node), static)
     try:
         folded = _fold(_infer_shapes(prepared))
     except Exception as err:
