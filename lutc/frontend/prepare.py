@@ -167,25 +167,44 @@ def _input_dims(model: onnx.ModelProto) -> list[tuple]:
     return [tuple(d.dim_value or d.dim_param or None for d in _dims(v)) for v in model.graph.input]
 
 
-def _symbolic_inference(model: onnx.ModelProto) -> onnx.ModelProto | None:
-    """ONNX Runtime's symbolic shape inference, which knows its contrib ops (``MatMulNBits``, ...).
+def _run_symbolic_inference(model: onnx.ModelProto, auto_merge: bool) -> tuple[onnx.ModelProto, bool]:
+    """ONNX Runtime's symbolic shape inference: (the model with what it inferred, whether it is all).
 
-    Strict first; a graph whose dims clash (dynamo's ``Dim.AUTO`` gives equal dims distinct
-    symbols) is retried with ``auto_merge``, kept only if no input dim became a number.
+    ``SymbolicShapeInference.infer_shapes`` writes ``sym_shape_infer_temp.onnx`` and its data into
+    the working directory when inference is incomplete; its loop is run here instead, writing nothing.
     """
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
+    inference = SymbolicShapeInference(2**31 - 1, auto_merge, False, 0)
+    inference._preprocess(model)
+    complete = False
+    while inference.run_:
+        complete = inference._infer_impl()
+    inference._update_output_from_vi()
+    return inference.out_mp_, complete
+
+
+def _symbolic_inference(model: onnx.ModelProto) -> onnx.ModelProto | None:
+    """Symbolic shape inference that knows ORT's contrib ops (``MatMulNBits``, ...).
+
+    Strict first; a graph it cannot complete (dynamo's ``Dim.AUTO`` gives equal dims distinct
+    symbols) is retried with ``auto_merge``, kept only if no input dim became a number (a merge
+    once turned ``seq`` into a head count); else the strict, partial result.
+    """
     before = _input_dims(model)
+    partial = None
     for auto_merge in (False, True):
         try:
-            inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=auto_merge, guess_output_rank=False)
+            inferred, complete = _run_symbolic_inference(model, auto_merge)
         except Exception:
             continue
         after = _input_dims(inferred)
-        if all(isinstance(b, int) or not isinstance(a, int) for bs, as_ in zip(before, after, strict=True)
-               for b, a in zip(bs, as_, strict=True)):  # fmt: skip
+        kept = all(isinstance(b, int) or not isinstance(a, int) for bs, as_ in zip(before, after, strict=True)
+                   for b, a in zip(bs, as_, strict=True))  # fmt: skip
+        if complete and kept:
             return inferred
-    return None
+        partial = partial or (inferred if not auto_merge else None)
+    return partial
 
 
 def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
