@@ -5,7 +5,8 @@
 2. ``weight_passes``: put the kernels' weights on huge pages;
 3. ``schedule_passes``: schedule LUT kernels with ``lutc.schedules``;
 4. ``legalize_passes``: TVM's CPU legalization and fusion for everything else;
-5. ``default_schedule_passes``: dlight's CPU rules for the remaining kernels;
+5. ``default_schedule_passes``: lutc's float matmul rule and dlight's CPU rules for the remaining
+   kernels; constant weights those rules repack are repacked once, at compile time;
 6. ``lower_passes``: TVM's dataflow lowering and VM finalization.
 
 Precompute fusion into the producing norm is not a phase: measured at M = 1 the precompute
@@ -56,7 +57,13 @@ def legalize_passes(target: Target) -> list[tvm.transform.Pass]:
 
 
 def default_schedule_passes(target: Target) -> list[tvm.transform.Pass]:
-    return [LutcApplyDefaultSchedules()]
+    """Mark constant weights layout-free, schedule, then fold the weight repacking the rules asked for."""
+    return [
+        relax.transform.AttachAttrLayoutFreeBuffers(),
+        LutcApplyDefaultSchedules(),
+        relax.transform.SplitLayoutRewritePreproc(),
+        relax.transform.FoldConstant(),
+    ]
 
 
 def lower_passes(target: Target) -> list[tvm.transform.Pass]:

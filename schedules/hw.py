@@ -21,3 +21,31 @@ def max_int16_chunk(planes: int) -> int:
     """
     per_byte = PAIR_LOOKUP_MAX * (2**planes - 1)
     return max(c for c in CHUNK_CANDIDATES if c * per_byte <= INT16_MAX)
+
+
+FLOAT_TILE_ROWS = {16: 4, 32: 8}
+"""Rows of the float matmul register tile by vector register count: with 3 vectors of columns,
+4 x 3 = 12 accumulators + 3 weight vectors + 1 broadcast fill AVX2's 16 registers; 8 x 3 fits 32."""
+
+FLOAT_TILE_VECTORS = (3, 2, 1)
+"""Vectors of columns per float matmul tile, most preferred first (the first that divides N)."""
+
+ROW_ACCUMULATORS = 8
+"""Independent FMA chains a one-row (GEMV) float kernel keeps: FMA latency (4 cycles) x 2 per cycle."""
+
+
+def float_lanes(target) -> int:
+    """float32 lanes of the widest vector register ``target`` allows (16 AVX-512, 8 AVX2, else 4)."""
+    from tvm.target import codegen
+
+    triple = str(target.attrs.get("mtriple", "")) or codegen.llvm_get_system_triple()
+    if not triple.startswith(("x86_64", "i686", "i386")):
+        return 4
+    if codegen.target_has_features("avx512f", target):
+        return 16
+    return 8 if codegen.target_has_features("avx", target) else 4
+
+
+def vector_registers(target) -> int:
+    """Architectural vector registers: 32 on AVX-512 and AArch64, 16 on AVX2 / SSE."""
+    return 32 if float_lanes(target) == 16 or "arm_cpu" in target.keys else 16

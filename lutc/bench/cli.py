@@ -1,4 +1,4 @@
-"""``python -m lutc.bench kernels`` and ``python -m lutc.bench model``: the command line."""
+"""``python -m lutc.bench kernels``, ``model`` and ``float``: the command line."""
 
 from __future__ import annotations
 
@@ -105,12 +105,46 @@ def _model_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
+FLOAT_SHAPES = ["256x768", "768x768", "256x512", "512x256", "768x3072", "4096x4096", "256x32000"]
+"""Default ``float`` weight shapes KxN: GPT-2's Conv1D/attention projections, a 7B projection, an LM head."""
+
+
+def _float_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "float",
+        help="time unquantized float32 MatMul (constant weight): lutc against ONNX Runtime",
+        description="Build a one-node float32 MatMul model per weight shape KxN with lutc.build (dynamic M, and "
+        "with --static one build per M), check it against ORT, then time lutc and ORT interleaved, as kernels "
+        "(preallocated tensors) and as numpy calls. Writes float.json and float.md.",
+    )
+    p.add_argument("--shapes", nargs="+", default=FLOAT_SHAPES, help="weight shapes KxN")
+    p.add_argument("--m", nargs="+", type=int, default=[1, 16], help="activation rows M")
+    p.add_argument("--threads", type=int, default=1, help="threads, for lutc and ORT alike (default 1)")
+    p.add_argument("--static", action="store_true", help="also build lutc once per M with a static input shape")
+    p.add_argument("--repeat", type=int, default=10, help="timed batches per call (min and median)")
+    p.add_argument("--min-time", type=float, default=0.3, help="seconds of timed calls per call and case")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights and activations")
+    p.add_argument("--out", type=Path, default=Path("bench_results"), help="output directory (float.json, float.md)")
+    return p
+
+
+def _check_float_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    try:
+        args.shapes = [parse_shape(s) for s in args.shapes]
+    except ValueError as err:
+        parser.error(str(err))
+    if min(args.m) < 1 or args.threads < 1 or args.repeat < 1 or args.min_time <= 0:
+        parser.error("--m, --threads and --repeat must be >= 1 and --min-time > 0")
+    return args
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
-    """The top-level parser and its ``kernels`` subparser (``model`` is registered too)."""
+    """The top-level parser and its ``kernels`` subparser (``model`` and ``float`` are registered too)."""
     parser = argparse.ArgumentParser(prog="python -m lutc.bench", description="lutc benchmarks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     kernels = _kernels_parser(sub)
     _model_parser(sub)
+    _float_parser(sub)
     return parser, kernels
 
 
@@ -128,6 +162,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.command == "model":
         return _check_model_args(parser, args)
+    if args.command == "float":
+        return _check_float_args(parser, args)
     if args.quick:
         kernels.set_defaults(**QUICK)
         args = parser.parse_args(argv)
@@ -144,8 +180,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run a benchmark: ``kernels`` writes ``kernels.{json,md,png}``, ``model`` writes ``model.{json,md}``
-    under ``--out``; both print their table.
+    """Run a benchmark: ``kernels`` writes ``kernels.{json,md,png}``, ``model`` writes ``model.{json,md}``,
+    ``float`` writes ``float.{json,md}`` under ``--out``; each prints its table.
 
     Returns 1 when a check failed or a library raised, else 0.
     """
@@ -154,6 +190,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .model import run_model
 
         return run_model(args, sys.argv[1:] if argv is None else argv)
+    if args.command == "float":
+        from .float_matmul import run_float
+
+        return run_float(args, sys.argv[1:] if argv is None else argv)
     from .run import run_from_args
 
     return run_from_args(args)

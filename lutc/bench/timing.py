@@ -71,3 +71,25 @@ def time_calls(calls: Sequence[Call], policy: TimingPolicy) -> Timing:
         if len(per_call) >= MIN_BATCHES and time.perf_counter() - began > 2 * policy.min_time:
             break
     return Timing(min(per_call) / 1e3, statistics.median(per_call) / 1e3, len(per_call), count)
+
+
+def time_interleaved(calls: dict[str, Call], policy: TimingPolicy) -> dict[str, Timing]:
+    """Time several calls A/B-style: batch ``r`` of every call runs before batch ``r + 1`` of any.
+
+    Each call's batch size comes from its own warm-up, as in :func:`time_calls`; interleaving
+    spreads the machine's slow drifts (frequency, neighbours) over all calls alike.
+    """
+    if not calls:
+        raise ValueError("nothing to time")
+    counts = {}
+    for name, call in calls.items():
+        warm = statistics.median(_batch([call], 0, 1) for _ in range(3))
+        counts[name] = policy.calls_per_batch(warm * 1e-9)
+    per_call: dict[str, list[float]] = {name: [] for name in calls}
+    began, budget = time.perf_counter(), 2 * policy.min_time * len(calls)
+    for batch in range(policy.repeat):
+        for name, call in calls.items():
+            per_call[name].append(_batch([call], 0, counts[name]) / counts[name])
+        if batch + 1 >= MIN_BATCHES and time.perf_counter() - began > budget:
+            break
+    return {n: Timing(min(t) / 1e3, statistics.median(t) / 1e3, len(t), counts[n]) for n, t in per_call.items()}

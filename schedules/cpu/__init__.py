@@ -1,6 +1,7 @@
 """Schedule rules for any LLVM CPU target, and the loop structure x86 and ARM rules share."""
 
+from .float_matmul import FloatMatmul
 from .lut_matmul_portable import LutMatmulPortable
 from .lut_precompute import LutPrecompute
 
-__all__ = ["LutMatmulPortable", "LutPrecompute"]
+__all__ = ["FloatMatmul", "LutMatmulPortable", "LutPrecompute"]
