@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import onnx
+import pytest
 
 from lutc import zoo
 from lutc.bench import main
@@ -44,3 +46,27 @@ def test_model_benchmark_adds_tuned_rows(tmp_path: Path, recwarn) -> None:
     rows = json.loads((out / "model.json").read_text())["rows"]
     assert [r["build"] for r in rows] == ["fast", "fast tuned"] and all(r["passed"] for r in rows)
     assert any("default schedule" in str(w.message) for w in recwarn)
+
+
+def test_feeds_size_named_dims_and_read_integer_inputs_by_name():
+    from lutc.bench.feeds import model_feeds, parse_dims, resolve_dims
+
+    model = onnx.load(Path(__file__).parent / "corpus" / "llama_ts_decode_q4b128a.onnx")
+    sizes = resolve_dims(parse_dims(["past=15"]), batch=2, seq=1)
+    feeds = model_feeds(model, sizes)
+    assert feeds["attention_mask"].shape == (2, 16) and (feeds["attention_mask"] == 1).all()  # dim "past+seq"
+    assert feeds["position_ids"].tolist() == [[15], [15]]
+    assert feeds["past_key_values.0.key"].shape == (2, 4, 15, 64)
+    assert feeds["input_ids"].dtype == np.int64 and 0 <= feeds["input_ids"].min() <= feeds["input_ids"].max() < 256
+
+
+def test_feeds_name_the_dims_they_cannot_size():
+    from lutc.bench.feeds import model_feeds, parse_dims, resolve_dims
+
+    model = onnx.load(Path(__file__).parent / "corpus" / "llama_ts_decode_q4b128a.onnx")
+    with pytest.raises(ValueError, match=r"\['past'\]: size them with --dims"):
+        model_feeds(model, resolve_dims({}, 1, 1))
+    with pytest.raises(ValueError, match="NAME=EXPR"):
+        parse_dims(["past"])
+    with pytest.raises(ValueError, match="unknown dims"):
+        resolve_dims({"total": "past+seq"}, 1, 1)

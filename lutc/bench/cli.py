@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .cases import MODES, parse_shape
+from .feeds import parse_dims
 from .libs import BASELINES, LUTC_MODES
 
 QUICK = {
@@ -89,6 +90,9 @@ def _model_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--shapes", nargs="+", type=_named_shape, default=["decode=1x1", "prefill=1x16"],
                    metavar="NAME=BxS", help="named batch x seq shapes, applied to the inputs' dynamic dims "
                    "batch and seq (other dims keep their sizes; default decode=1x1 prefill=1x16)")  # fmt: skip
+    p.add_argument("--dims", nargs="+", default=[], metavar="NAME=EXPR",
+                   help="sizes of other named dims, an int or a sum of ints and dim names: past=15 "
+                   "total=past+seq s53=seq (int inputs: token ids, ones for *mask*, positions)")  # fmt: skip
     p.add_argument("--mode", nargs="+", choices=("fast", "exact"), default=["fast"],
                    help="lutc table modes (check tolerance: fast 3e-2, exact 1e-4; default fast)")  # fmt: skip
     p.add_argument(
@@ -150,6 +154,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
 
 def _check_model_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
     args.shapes = dict(_named_shape(s) if isinstance(s, str) else s for s in args.shapes)
+    try:
+        args.dims = parse_dims(args.dims)
+    except ValueError as err:
+        parser.error(str(err))
     if min(args.threads) < 1 or args.repeat < 1:
         parser.error("--threads and --repeat must be >= 1")
     if not args.model.is_file():

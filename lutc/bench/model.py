@@ -58,9 +58,15 @@ def with_accuracy_level(model: onnx.ModelProto, level: int) -> onnx.ModelProto:
     return out
 
 
-def ort_session(model: onnx.ModelProto, threads: int, config: dict[str, str] | None = None) -> ort.InferenceSession:
-    """A CPU session on ``threads`` intra-op threads, one inter-op thread, sequential execution."""
-    return session(model.SerializeToString(), threads, config)
+def ort_session(
+    model: onnx.ModelProto, threads: int, config: dict[str, str] | None = None, basic: bool = False
+) -> ort.InferenceSession:
+    """A CPU session on ``threads`` intra-op threads, one inter-op thread, sequential execution.
+
+    ``basic``: basic graph optimizations only, for references: at the default level ORT fuses
+    ``DequantizeLinear -> MatMul`` into ``MatMulNBits`` with int8 activations (1.3 % off).
+    """
+    return session(model.SerializeToString(), threads, config, basic)
 
 
 def weight_bits(model: onnx.ModelProto) -> set[int]:
@@ -204,14 +210,15 @@ TABLE_NOTE = (
 # ------------------------------------------------------------------------------ the command
 
 
-def model_feeds(model: onnx.ModelProto, batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Standard-normal inputs; dims named ``batch``/``seq`` take those values (see ``zoo.decoder_inputs``)."""
-    from .. import zoo
+def model_feeds(model: onnx.ModelProto, batch: int, seq: int, dims: dict[str, str], seed: int = 0) -> dict:
+    """Random valid inputs (:func:`lutc.bench.feeds.model_feeds`): ``batch``/``seq`` and ``--dims`` size the dims."""
+    from .feeds import model_feeds as make_feeds
+    from .feeds import resolve_dims
 
     try:
-        return zoo.decoder_inputs(model, batch, seq, seed=seed)
-    except KeyError as err:
-        raise SystemExit(f"error: the model has a dynamic input dimension {err} other than batch/seq") from None
+        return make_feeds(model, resolve_dims(dims, batch, seq), seed=seed)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
 
 
 def _build(
@@ -270,12 +277,12 @@ def _bench_threads(args: argparse.Namespace, model: onnx.ModelProto, threads: in
     if args.tuning_logs is not None:
         dynamic += [_build(path, mode, threads, f"{mode} tuned", tuning_logs=args.tuning_logs) for mode in args.mode]
     built += [_describe(b) for b in dynamic]
-    first = model_feeds(model, *next(iter(args.shapes.values())), seed=1)
+    first = model_feeds(model, *next(iter(args.shapes.values())), args.dims, seed=1)
     sessions = ort_variants(model, threads, first, notes)
-    reference = ort_session(with_accuracy_level(model, 0), threads)
+    reference = ort_session(with_accuracy_level(model, 0), threads, basic=True)
     rows = []
     for name, (batch, seq) in args.shapes.items():
-        feeds = model_feeds(model, batch, seq)
+        feeds = model_feeds(model, batch, seq, args.dims)
         builds = list(dynamic)
         if args.static:
             shapes = {k: list(v.shape) for k, v in feeds.items()}

@@ -73,8 +73,12 @@ def fp32_model(w: np.ndarray) -> bytes:
     return _model(node, [init], w.shape[1], w.shape[0], {"": 21})
 
 
-def session(model: bytes, threads: int, config: dict[str, str] | None = None) -> ort.InferenceSession:
+def session(
+    model: bytes, threads: int, config: dict[str, str] | None = None, basic: bool = False
+) -> ort.InferenceSession:
     opts = ort.SessionOptions()
+    if basic:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
