@@ -64,7 +64,7 @@ def test_feeds_name_the_dims_they_cannot_size():
     from lutc.bench.feeds import model_feeds, parse_dims, resolve_dims
 
     model = onnx.load(Path(__file__).parent / "corpus" / "llama_ts_decode_q4b128a.onnx")
-    with pytest.raises(ValueError, match=r"\['past'\]: size them with --dims"):
+    with pytest.raises(ValueError, match=r"\['past\+seq'\]: size them with --dims"):
         model_feeds(model, resolve_dims({}, 1, 1))
     with pytest.raises(ValueError, match="NAME=EXPR"):
         parse_dims(["past"])
