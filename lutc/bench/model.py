@@ -165,7 +165,7 @@ def bench_shape(
     threads: int,
     shape: tuple[str, int, int],
 ) -> list[Row]:
-    """Check every build against ``reference``, time it and ORT's ``sessions`` (once) on ``feeds``.
+    """Check every build against ``reference`` (first outputs), time it and ORT's ``sessions`` (once) on ``feeds``.
 
     ``shape`` is (name, batch, seq), for the table.
     """
@@ -173,7 +173,8 @@ def bench_shape(
     ort_times = {name: time_call(lambda s=s: s.run(None, feeds), repeat) for name, s in sessions.items()}
     rows = []
     for b in builds:
-        rel_err = errors(np.asarray(b.compiled(**feeds)), y_ref)[1]
+        out = b.compiled(**feeds)
+        rel_err = errors(out[0] if isinstance(out, tuple) else out, y_ref)[1]
         timing = time_call(lambda c=b.compiled: c(**feeds), repeat)
         rows.append(Row(threads, *shape, b.label, rel_err, TOLERANCE[b.mode], timing, ort_times))
     return rows

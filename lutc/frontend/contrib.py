@@ -77,9 +77,11 @@ def attention(bb: relax.BlockBuilder, inputs: list, attrs: dict) -> relax.Expr:
     heads = int(attrs["num_heads"])
     width = int(_dims(weight)[1])
     q_size, k_size, v_size = attrs.get("qkv_hidden_sizes", (width // 3,) * 3)
-    batch, seq = _dims(x)[:2]
-    qkv = relax.op.matmul(x, weight)
+    batch, seq, hidden = _dims(x)
+    rows = bb.normalize(relax.op.reshape(x, (batch * seq, hidden)))  # one 2-D matmul: a float GEMM rule applies
+    qkv = bb.normalize(relax.op.matmul(rows, weight))
     qkv = bb.normalize(relax.op.add(qkv, bias) if bias is not None else qkv)
+    qkv = bb.normalize(relax.op.reshape(qkv, (batch, seq, width)))
     parts = bb.normalize(relax.op.split(qkv, [q_size, q_size + k_size], axis=2))
     q, k, v = (bb.normalize(relax.TupleGetItem(parts, i)) for i in range(3))
 
