@@ -12,6 +12,7 @@ for model in tests/corpus/*.onnx; do
     case "$name" in
         *_decode_*) args+=(--shapes decode=1x1 --dims past=15 s53=past+seq) ;;
         *dynamo*) args+=(--dims s72=batch s43=batch s53=seq) ;;
+        *_static_*) args+=(--shapes prefill=1x8) ;;
     esac
     "$py" -m lutc.bench model "$model" "${args[@]}" || status=1
 done
