@@ -129,6 +129,27 @@ def test_build_time_quantization_of_a_float_model():
     assert _relative_error(compiled(x=x), expected) < TOLERANCE["exact"]
 
 
+def test_build_time_quantization_takes_a_tied_lm_head():
+    """``MatMul(x, Transpose(embedding))``, as GPT-2 and tied-embedding LLMs export their lm_head."""
+    rng = np.random.default_rng(4)
+    emb = random_weights(rng, N, K)  # [vocab, hidden]: the lm_head weight in lutc's [N, K] orientation
+    nodes = [
+        helper.make_node("Transpose", ["emb"], ["emb_t"], name="tie", perm=[1, 0]),
+        helper.make_node("MatMul", ["x", "emb_t"], ["y"], name="lm_head"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, K])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, N])],
+        initializer=[numpy_helper.from_array(emb, "emb")],
+    )  # fmt: skip
+    compiled = lutc.build(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), "x86",
+                          quantize="w4g64", mode="exact")  # fmt: skip
+    assert compiled.decisions == {"lm_head": "lut exact w4g64 symmetrized"}
+    x = rng.standard_normal((1, K)).astype(np.float32)
+    expected = x @ lutc.quant.dequantize(quantize(emb, IntFormat(4, 64))).T
+    assert _relative_error(compiled(x=x), expected) < TOLERANCE["exact"]
+
+
 # ---- bad input ---------------------------------------------------------------------------
 
 

@@ -1,6 +1,7 @@
 """Quantize a float model's MatMul/Gemm weights at build time (round-to-nearest).
 
-Each eligible node becomes a ``com.microsoft::MatMulNBits`` node, so the rest of the
+Each eligible node (its weight an initializer, or ``Transpose`` of one, as a tied ``lm_head``)
+becomes a ``com.microsoft::MatMulNBits`` node, so the rest of the
 pipeline treats it like any pre-quantized model. A node that cannot be expressed (weight not
 a 2-D float initializer, K not a multiple of the group, a Gemm with alpha/beta/transA) is left
 as it is, with a warning naming it.
@@ -52,6 +53,18 @@ def _weight_of(node: onnx.NodeProto, inits: dict[str, np.ndarray]) -> tuple[np.n
     return found
 
 
+def _transposed_constants(model: onnx.ModelProto, inits: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Outputs of ``Transpose`` of a 2-D initializer (a tied ``lm_head``: ``B = Transpose(embedding)``)."""
+    found = {}
+    for node in model.graph.node:
+        if node.op_type != "Transpose" or node.domain not in ("", "ai.onnx") or node.input[0] not in inits:
+            continue
+        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), [1, 0])
+        if inits[node.input[0]].ndim == 2 and perm == [1, 0]:
+            found[node.output[0]] = inits[node.input[0]].T
+    return found
+
+
 def _nbits_node(node: onnx.NodeProto, b: np.ndarray, bias, fmt: AnyFormat, index: int) -> tuple[onnx.NodeProto, list]:
     arrays = to_matmul_nbits(quantize(np.ascontiguousarray(b.T), fmt))
     return matmul_nbits_node(node.name, node.input[0], node.output[0], arrays, bias, prefix=f"lutc_q{index}")
@@ -63,6 +76,7 @@ def quantize_float_matmuls(model: str | Path | onnx.ModelProto, fmt: AnyFormat) 
     out = onnx.ModelProto()
     out.CopyFrom(source)
     inits = {t.name: numpy_helper.to_array(t) for t in source.graph.initializer}
+    inits |= _transposed_constants(source, inits)
     nodes, added = [], []
     for index, node in enumerate(source.graph.node):
         found = _weight_of(node, inits)
