@@ -11,6 +11,7 @@ import tvm
 from tvm.target import Target
 
 from .compiled import CompiledModel, metadata_for
+from .errors import CompileError, LutcError
 from .frontend import ModelInfo, import_onnx
 from .frontend.float_weights import quantize_float_matmuls
 from .pipeline import get_pipeline, lut_passes
@@ -70,12 +71,24 @@ def build(
     if tvm_target.kind.name != "llvm":
         raise NotImplementedError(f"lutc.build supports LLVM CPU targets; got {tvm_target.kind.name}")
     tuned = _tuned_schedules(tuning_logs, tvm_target)
-    executable = tvm.compile(mod, tvm_target, relax_pipeline=get_pipeline(tvm_target, None, tuned))
+    executable = _compile(mod, tvm_target, tuned)
     metadata = metadata_for(info, _decisions(mod), tvm_target, opts)
     if tuned is not None:
         tuned.warn_fallbacks()
         metadata["tuning"] = tuned.summary()
     return CompiledModel(executable, metadata)
+
+
+def _compile(mod: tvm.IRModule, target: Target, tuned):
+    """``tvm.compile`` with lutc's pipeline; TVM's internal errors become a :class:`CompileError`."""
+    try:
+        return tvm.compile(mod, target, relax_pipeline=get_pipeline(target, None, tuned))
+    except LutcError:
+        raise
+    except Exception as err:
+        reason = (str(err).strip().splitlines() or [""])[0]
+        raise CompileError(f"TVM failed to compile the imported model ({type(err).__name__}: {reason}); "
+                           "this is a lutc limitation: please report it with the model") from err  # fmt: skip
 
 
 def lut_module(model: str | Path | onnx.ModelProto, opts: BuildOptions) -> tuple[tvm.IRModule, ModelInfo]:

@@ -13,3 +13,7 @@ class ModelError(LutcError, ValueError):
 
 class InputError(LutcError, ValueError):
     """A call got inputs of the wrong name, shape or dtype."""
+
+
+class CompileError(LutcError, RuntimeError):
+    """TVM failed while compiling an imported model: a lutc or TVM limitation, not bad input."""

@@ -298,3 +298,16 @@ def test_gpu_target_is_refused_clearly():
     model, _ = _nbits_model(2, 32)
     with pytest.raises(NotImplementedError, match="LLVM CPU targets; got cuda"):
         lutc.build(model, {"kind": "cuda", "arch": "sm_90"})
+
+
+def test_tvm_compile_failure_is_a_lutc_error(monkeypatch):
+    import tvm
+
+    def fail(*_args, **_kwargs):
+        raise tvm.error.InternalError("Check failed: (VarRemapGet(source) == nullptr) is false:\nStack trace: ...")
+
+    monkeypatch.setattr(tvm, "compile", fail)
+    model, _ = _nbits_model(2, 32)
+    with pytest.raises(lutc.errors.CompileError, match=r"InternalError: Check failed: \(VarRemapGet") as info:
+        lutc.build(model)
+    assert "Stack trace" not in str(info.value)
