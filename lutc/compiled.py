@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,6 +24,10 @@ class CompiledModel:
 
     Call it with inputs by position or by ONNX input name; it returns a numpy array (one
     output) or a tuple of arrays in ONNX output order.
+
+    Thread-safe: TVM's Relax VM is not (concurrent calls crashed it), so calls from several
+    threads take turns on one lock (no measurable cost: 4096x4096 2-bit GEMV, 269 us median with
+    and without it); each call's inputs are checked before it waits.
     """
 
     def __init__(self, executable, metadata: dict):
@@ -34,6 +39,7 @@ class CompiledModel:
         self._vm = relax.VirtualMachine(executable, self._device)
         self._main = self._vm["main"]
         self._staging: dict[tuple, tvm.runtime.Tensor] = {}
+        self._lock = threading.Lock()
 
     @property
     def decisions(self) -> dict[str, str]:
@@ -68,8 +74,9 @@ class CompiledModel:
     def __call__(self, *args: np.ndarray, **kwargs: np.ndarray):
         arrays = _bind_inputs(self.inputs, args, kwargs)
         _check_dims(self.inputs, arrays)
-        result = self._main(*(self._staged(info.name, a) for info, a in zip(self.inputs, arrays, strict=True)))
-        outputs = [result.numpy()] if isinstance(result, tvm.runtime.Tensor) else [r.numpy() for r in result]
+        with self._lock:  # the VM, its staged inputs and its output tensors are shared state
+            result = self._main(*(self._staged(info.name, a) for info, a in zip(self.inputs, arrays, strict=True)))
+            outputs = [result.numpy()] if isinstance(result, tvm.runtime.Tensor) else [r.numpy() for r in result]
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
     def _staged(self, name: str, array: np.ndarray) -> tvm.runtime.Tensor:
