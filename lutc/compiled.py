@@ -75,9 +75,18 @@ class CompiledModel:
         arrays = _bind_inputs(self.inputs, args, kwargs)
         _check_dims(self.inputs, arrays)
         with self._lock:  # the VM, its staged inputs and its output tensors are shared state
-            result = self._main(*(self._staged(info.name, a) for info, a in zip(self.inputs, arrays, strict=True)))
+            result = self._run(arrays)
             outputs = [result.numpy()] if isinstance(result, tvm.runtime.Tensor) else [r.numpy() for r in result]
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    def _run(self, arrays: list[np.ndarray]):
+        """The VM call; its own shape checks (dims the inputs' names do not show) become an InputError."""
+        try:
+            return self._main(*(self._staged(info.name, a) for info, a in zip(self.inputs, arrays, strict=True)))
+        except (ValueError, RuntimeError) as err:
+            reason = (str(err).strip().splitlines() or [""])[0]
+            shapes = ", ".join(f"{i.name}{list(a.shape)}" for i, a in zip(self.inputs, arrays, strict=True))
+            raise InputError(f"the compiled model's checks refused the inputs ({shapes}): {reason}") from err
 
     def _staged(self, name: str, array: np.ndarray) -> tvm.runtime.Tensor:
         """A device tensor for input ``name``, reused across calls of the same shape.

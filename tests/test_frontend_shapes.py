@@ -241,3 +241,17 @@ def test_unconvertible_node_error_names_node_and_op():
     with pytest.raises(ModelError, match="TopK node 'the_topk': ValueError: TopK k must be a constant") as info:
         lutc.build(model, target="llvm")
     assert "Traceback" not in str(info.value)
+
+
+def test_a_symbolic_input_dim_read_by_a_weight_is_fixed_to_k():
+    """``A[batch, seq, k]`` against K = 64: other k are refused by name, not read past the weight."""
+    model = single_matmul_nbits(64, 32, bits=2, block_size=32)
+    last = model.graph.input[0].type.tensor_type.shape.dim[-1]
+    last.Clear()
+    last.dim_param = "k"
+    compiled = lutc.build(model, target="llvm")
+    assert compiled.inputs[0].shape == ("batch", "seq", 64)
+    assert compiled(A=np.ones((1, 2, 64), np.float32)).shape == (1, 2, 32)
+    for k in (1, 8, 128, 200):
+        with pytest.raises(lutc.errors.InputError, match=rf"input 'A' has shape \(1, 2, {k}\)"):
+            compiled(A=np.ones((1, 2, k), np.float32))

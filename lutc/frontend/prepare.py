@@ -238,6 +238,38 @@ def _op_counts(model: onnx.ModelProto) -> Counter:
     return Counter(node.op_type for node in model.graph.node)
 
 
+def _weight_k(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto]) -> int | None:
+    """K of a quantized matmul reading a graph input: ``MatMulNBits``'s attribute, or the rows of
+    a constant ``MatMul`` weight."""
+    if node.op_type == "MatMulNBits":
+        return next((a.i for a in node.attribute if a.name == "K"), None)
+    if node.op_type in ("MatMul", "Gemm") and node.domain in DEFAULT_DOMAINS and node.input[1] in initializers:
+        dims = initializers[node.input[1]].dims
+        transposed = any(a.name == "transB" and a.i for a in node.attribute)
+        return dims[1 if transposed else 0] if len(dims) == 2 else None
+    return None
+
+
+def bind_weight_dims(model: onnx.ModelProto) -> dict[str, int]:
+    """Dims the weights fix: an input's symbolic last dim read by a matmul of K rows is K.
+
+    Written into the inputs in place, so a call with another size is refused by name instead of
+    reading past the weight (an ``A[batch, seq, k]`` against K = 64 accepted any k).
+    """
+    inputs = {v.name: v for v in _graph_inputs(model)}
+    initializers = {t.name: t for t in model.graph.initializer}
+    symbols = {}
+    for node in model.graph.node:
+        value = inputs.get(node.input[0]) if node.input else None
+        k = _weight_k(node, initializers) if value is not None else None
+        last = _dims(value)[-1] if value is not None and _dims(value) else None
+        if k is not None and last is not None and last.dim_param:
+            symbols[last.dim_param] = k
+    for value in inputs.values():
+        _fix_dims(value, None, symbols)
+    return symbols
+
+
 def prepare_graph(
     model: onnx.ModelProto, shapes: dict[str, list[int]] | None = None, *, fold: bool = True
 ) -> tuple[onnx.ModelProto, PrepareReport]:
@@ -245,6 +277,7 @@ def prepare_graph(
     prepared = onnx.ModelProto()
     prepared.CopyFrom(model)
     static = apply_input_shapes(prepared, shapes)
+    bind_weight_dims(prepared)
     if not fold:
         return prepared, PrepareReport(len(model.graph.node), len(model.graph.node), static)
     try:
