@@ -11,7 +11,7 @@ import tvm
 from tvm.target import Target
 
 from .compiled import CompiledModel, metadata_for
-from .errors import CompileError, LutcError
+from .errors import CompileError, LutcError, ModelError
 from .frontend import ModelInfo, import_onnx
 from .frontend.float_weights import quantize_float_matmuls
 from .pipeline import get_pipeline, lut_passes
@@ -39,6 +39,8 @@ class BuildOptions:
             raise ValueError(f"symmetrize must be 'auto', 'on' or 'off'; got {self.symmetrize!r}")
         if self.quantize is not None:
             get_format(self.quantize)
+        if isinstance(self.keep_dequantize, str) or not all(isinstance(n, str) for n in self.keep_dequantize):
+            raise ValueError(f"keep_dequantize takes a tuple of node names; got {self.keep_dequantize!r}")
 
     def rewrite_options(self) -> RewriteOptions:
         """``auto`` symmetrizes exact-mode tables (faster float lookups), not int8 ones."""
@@ -96,6 +98,10 @@ def lut_module(model: str | Path | onnx.ModelProto, opts: BuildOptions) -> tuple
     if opts.quantize is not None:
         model = quantize_float_matmuls(model, get_format(opts.quantize))
     mod, info = import_onnx(model, opts.shapes)
+    unknown = sorted(set(opts.keep_dequantize) - set(info.quantized))
+    if unknown:
+        raise ModelError(f"keep_dequantize names {unknown}, which are not quantized matmuls; "
+                         f"those are {sorted(info.quantized)}")  # fmt: skip
     return tvm.transform.Sequential(lut_passes(opts.rewrite_options()))(mod), info
 
 

@@ -13,7 +13,8 @@ from rich.console import Console
 
 from .errors import LutcError
 
-console = Console(stderr=True)
+console = Console(stderr=True, markup=False, highlight=False)
+"""Messages hold user text (paths, shapes like ``[1, 16]``): never read as rich markup."""
 
 
 def _build_args(args: argparse.Namespace) -> dict:
@@ -31,7 +32,7 @@ def _compile(args: argparse.Namespace) -> int:
 
     with console.status(f"compiling {args.model} for {args.target} (imports, rewrites, schedules, LLVM)..."):
         start = time.perf_counter()
-        model = build(args.model, _target(args.target), tuning_logs=args.tuning_logs, **_build_args(args))
+        model = build(args.model, args.target, tuning_logs=args.tuning_logs, **_build_args(args))
     console.print(f"compiled in {time.perf_counter() - start:.1f} s")
     print(model.summary())
     if args.output:
@@ -46,7 +47,7 @@ def _load_or_build(args: argparse.Namespace):
 
     if Path(args.model).suffix == ".onnx":
         with console.status(f"compiling {args.model}..."):
-            return build(args.model, _target(args.target), tuning_logs=args.tuning_logs, **_build_args(args))
+            return build(args.model, args.target, tuning_logs=args.tuning_logs, **_build_args(args))
     return load(args.model)
 
 
@@ -55,6 +56,10 @@ def _feeds(model, specs: list[str], seed: int) -> dict[str, np.ndarray]:
     if bad:
         raise LutcError(f"--input takes NAME=FILE.npy; got {bad}")
     given = dict(spec.split("=", 1) for spec in specs)
+    unknown = sorted(set(given) - {i.name for i in model.inputs})
+    if unknown:
+        names = [i.name for i in model.inputs]
+        raise LutcError(f"--input names {unknown} are not inputs of the model; it takes {names}")
     rng = np.random.default_rng(seed)
     feeds = {}
     for info in model.inputs:
@@ -76,10 +81,38 @@ def _load_array(name: str, path: str) -> np.ndarray:
 
 def _target(text: str) -> str | dict:
     """A short target name, or a JSON dict given on the command line."""
-    return json.loads(text) if text.lstrip().startswith("{") else text
+    if not text.lstrip().startswith("{"):
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({err.msg} at column {err.colno})") from None
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1; got {value}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0; got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0; got {value}")
+    return value
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.output_dir and not Path(args.output_dir).is_dir():
+        raise LutcError(f"--output-dir {args.output_dir}: no such directory")
     model = _load_or_build(args)
     feeds = _feeds(model, args.input, args.seed)
     outputs = model(**feeds)
@@ -106,7 +139,7 @@ def _tune(args: argparse.Namespace) -> int:
         rpc = RpcTracker.parse(args.rpc_tracker or "", args.rpc_key or "")
     build_args = {k: v for k, v in _build_args(args).items() if k != "threads"}  # --threads: timing threads here
     results = tune(
-        args.model, _target(args.target), trials=args.trials, log_dir=args.log_dir, rpc=rpc, timeout=args.timeout,
+        args.model, args.target, trials=args.trials, log_dir=args.log_dir, rpc=rpc, timeout=args.timeout,
         threads=args.threads, measure=args.measure, progress=not args.no_progress, other_ops=args.other_ops,
         **build_args,
     )  # fmt: skip
@@ -138,14 +171,20 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _add_build_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--target", default="x86", help="x86 (AVX2), x86-avx2, llvm (portable), or a target JSON")
+    parser.add_argument(
+        "--target", default="x86", type=_target, help="x86 (AVX2), x86-avx2, llvm (portable), or a target JSON"
+    )
     parser.add_argument("--mode", choices=["fast", "exact"], default="fast", help="int8 tables (fast) or float tables")
     parser.add_argument(
         "--symmetrize", choices=["auto", "on", "off"], default="auto", help="store half tables and recover the sign"
     )
-    parser.add_argument("--threads", type=int, default=None, help="TVM CPU threads (default: all cores)")
+    parser.add_argument("--threads", type=_positive_int, default=None, help="TVM CPU threads (default: all cores)")
     parser.add_argument(
-        "--keep-dequantize", nargs="*", default=[], metavar="NODE", help="node names to leave on the dequantize path"
+        "--keep-dequantize",
+        action="append",
+        default=[],
+        metavar="NODE",
+        help="a node to leave on the dequantize path (repeat the flag for more)",
     )
     parser.add_argument(
         "--quantize", default=None, metavar="FORMAT", help="quantize float MatMul/Gemm weights (w2g128)"
@@ -153,14 +192,16 @@ def _add_build_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_tune_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--trials", type=int, default=64, help="trials per distinct LUT kernel, in total over runs "
-                        "(tuning again with the same log resumes; default 64)")  # fmt: skip
+    parser.add_argument("--trials", type=_positive_int, default=64, help="trials per distinct LUT kernel, in total "
+                        "over runs (tuning again with the same log resumes; default 64)")  # fmt: skip
     parser.add_argument("--log-dir", default="tuning_logs", help="tuning log directory (default tuning_logs); "
                         "records go to LOG_DIR/<target-tag>/")  # fmt: skip
     parser.add_argument("--rpc-tracker", metavar="HOST:PORT", help="time candidates on a device behind this TVM RPC "
                         "tracker (cross-compiled for the target's triple)")  # fmt: skip
     parser.add_argument("--rpc-key", metavar="KEY", help="the device key registered with the RPC tracker")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds one candidate may run (default 60)")
+    parser.add_argument(
+        "--timeout", type=_positive_float, default=60.0, help="seconds one candidate may run (default 60)"
+    )
     parser.add_argument("--measure", choices=["cold", "hot"], default="cold",
                         help="cold: flush CPU caches before each timed run (weights from DRAM, as in a large "
                         "model); hot: weights stay cached (default cold)")  # fmt: skip
@@ -181,7 +222,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("model", help="a library written by 'lutc compile -o' or an .onnx model")
     run.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy", help="an input array")
     run.add_argument("--seed", type=int, default=0, help="seed for inputs not given (random normal)")
-    run.add_argument("--repeat", type=int, default=10, help="timed runs after the first")
+    run.add_argument("--repeat", type=_count, default=10, help="timed runs after the first (0 or more)")
     run.add_argument("--output-dir", help="save each output as NAME.npy here")
     _add_build_flags(run)
     run.set_defaults(func=_run)
@@ -203,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (LutcError, NotImplementedError, ValueError) as err:
-        console.print(f"[red]error:[/red] {err}")
+        console.print(f"error: {err}", style="red")
         return 2
 
 

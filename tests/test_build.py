@@ -311,3 +311,13 @@ def test_tvm_compile_failure_is_a_lutc_error(monkeypatch):
     with pytest.raises(lutc.errors.CompileError, match=r"InternalError: Check failed: \(VarRemapGet") as info:
         lutc.build(model)
     assert "Stack trace" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "message"),
+    [("proj", ValueError, "tuple of node names"), (("porj",), ModelError, r"names \['porj'\], which are not")],
+)
+def test_keep_dequantize_names_are_checked(value, error, message):
+    model, _ = _nbits_model(2, 32)
+    with pytest.raises(error, match=message):
+        lutc.build(model, keep_dequantize=value)

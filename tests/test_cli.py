@@ -45,3 +45,50 @@ def test_every_flag_has_help():
     for action in parser()._subparsers._group_actions[0].choices.values():
         for flag in action._actions:
             assert flag.help, f"{action.prog} {flag.dest} has no --help text"
+
+
+def test_misspelled_input_name_is_refused(model_path, tmp_path, capsys):
+    np.save(tmp_path / "b.npy", np.zeros((1, 1, K), np.float32))
+    assert main(["run", str(model_path), "--input", f"B={tmp_path / 'b.npy'}"]) == 2
+    assert "--input names ['B'] are not inputs of the model; it takes ['A']" in capsys.readouterr().err
+
+
+def test_messages_keep_their_brackets(model_path, capsys):
+    """Shapes like ``[batch, seq, 64]`` are printed as written, not eaten as rich markup."""
+    assert main(["run", str(model_path)]) == 2
+    assert f"A: float32[batch, seq, {K}]" in capsys.readouterr().err
+
+
+def test_missing_output_dir_is_refused_before_compiling(model_path, tmp_path, capsys):
+    assert main(["run", str(model_path), "--output-dir", str(tmp_path / "absent")]) == 2
+    assert "--output-dir" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["compile", "m.onnx", "--target", "{bad json"], "argument --target: not valid JSON"),
+        (["run", "m.onnx", "--repeat", "-2"], "argument --repeat: must be >= 0"),
+        (["compile", "m.onnx", "--threads", "0"], "argument --threads: must be >= 1"),
+        (["tune", "m.onnx", "--timeout", "0"], "argument --timeout: must be > 0"),
+        (["tune", "m.onnx", "--trials", "0"], "argument --trials: must be >= 1"),
+    ],
+)
+def test_bad_flag_values_are_one_line_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_keep_dequantize_flag_does_not_swallow_the_model(model_path, capsys):
+    assert main(["compile", "--keep-dequantize", "proj", str(model_path)]) == 0
+    assert "proj: dequantize path" in capsys.readouterr().out
+
+
+def test_tuning_into_an_unwritable_log_dir_fails_before_tuning(model_path, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert main(["tune", str(model_path), "--trials", "1", "--log-dir", str(blocker / "logs"), "--no-progress"]) == 2
+    assert "cannot create the tuning log directory" in capsys.readouterr().err

@@ -9,14 +9,17 @@ lock. A run that is interrupted loses at most the task in flight. A task that al
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import tvm_ffi
 from tvm.s_tir import meta_schedule as ms
 from tvm.target import Target
 
+from ..errors import LutcError
 from ..runtime import get_threads
 from .log import LogContents, TuningLog, commit_record, mean_run_seconds, workload_hash
 from .measure import Measure, RpcTracker, make_builder, make_runner
@@ -62,11 +65,22 @@ class TaskResult:
     calls: int = 1
 
 
+def _check_writable(directory: Path) -> None:
+    """Fail before tuning, not at the first merge, when the log cannot be written."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise LutcError(f"cannot create the tuning log directory {directory}: {err.strerror}") from None
+    if not os.access(directory, os.W_OK):
+        raise LutcError(f"the tuning log directory {directory} is not writable")
+
+
 def tune_tasks(tasks: Sequence[TuneTask], target: Target, log_dir, options: TuneOptions) -> list[TaskResult]:
     """Tune every task up to ``options.trials`` trials into ``log_dir/<target-tag>/``."""
     if not tasks:
         raise ValueError("nothing to tune: no LUT kernels (lut_matmul) in the model")
     log = TuningLog(log_dir, target)
+    _check_writable(log.dir)
     contents = log.read()
     threads = options.threads or int(target.attrs.get("num-cores", 0) or 0) or get_threads()
     builder = make_builder(target, options.build_timeout)
