@@ -12,11 +12,10 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .errors import InputError, LutcError
+from .errors import InputError, LoadError
 from .frontend.model_info import TensorInfo
 from .frontend.prepare import PrepareReport
-
-SIDECAR_SUFFIX = ".lutc.json"
+from .library import SIDECAR_FORMAT, load_library, read_sidecar, sidecar_of, write_atomically
 
 
 class CompiledModel:
@@ -101,31 +100,36 @@ class CompiledModel:
         return tensor
 
     def export_library(self, path: str | os.PathLike) -> Path:
-        """Write a shared library and its ``.lutc.json`` description; :func:`load` reads them back."""
+        """Write a shared library and its ``.lutc.json`` description atomically (see :mod:`lutc.library`)."""
         path = Path(path)
-        if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
-            raise LutcError(f"cannot write {path}: {path.parent} is not a writable directory")
-        try:
-            self._executable.export_library(str(path))
-            Path(str(path) + SIDECAR_SUFFIX).write_text(json.dumps(self.metadata, indent=1))
-        except OSError as err:
-            raise LutcError(f"cannot write {path}: {err}") from err
+        write_atomically(path, self._executable.export_library, json.dumps(self.metadata, indent=1))
         return path
 
 
 def load(path: str | os.PathLike) -> CompiledModel:
-    """Load a model written by :meth:`CompiledModel.export_library`."""
+    """Load a model written by :meth:`CompiledModel.export_library`; a damaged pair raises ``LoadError``."""
     path = Path(path)
-    sidecar = Path(str(path) + SIDECAR_SUFFIX)
-    if not path.is_file() or not sidecar.is_file():
-        raise LutcError(f"{path} and {sidecar.name} must both exist (written by CompiledModel.export_library)")
-    metadata = json.loads(sidecar.read_text())
-    return CompiledModel(tvm.runtime.load_module(str(path)), metadata)
+    if not path.is_file() or not sidecar_of(path).is_file():
+        raise LoadError(f"{path} and {sidecar_of(path).name} must both exist (written by CompiledModel.export_library)")
+    metadata = read_sidecar(path)
+    executable = load_library(path, tvm.runtime.load_module)
+    try:
+        return CompiledModel(executable, metadata)
+    except Exception as err:
+        raise LoadError(f"{path}: not a lutc model library ({type(err).__name__}: {err})") from None
+
+
+def _lutc_version() -> str:
+    from . import __version__
+
+    return __version__
 
 
 def metadata_for(info, decisions: dict, target, options) -> dict:
     """The JSON-ready description stored with a compiled model."""
     return {
+        "format": SIDECAR_FORMAT,
+        "lutc_version": _lutc_version(),
         "inputs": [asdict(i) for i in info.inputs],
         "outputs": [asdict(o) for o in info.outputs],
         "decisions": {str(k): str(v) for k, v in decisions.items()},

@@ -17,3 +17,7 @@ class InputError(LutcError, ValueError):
 
 class CompileError(LutcError, RuntimeError):
     """TVM failed while compiling an imported model: a lutc or TVM limitation, not bad input."""
+
+
+class LoadError(LutcError, OSError):
+    """An exported model cannot be loaded: a missing, damaged or foreign library or sidecar."""

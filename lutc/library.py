@@ -1,0 +1,128 @@
+"""Exported model files: atomic writes, a versioned sidecar, and checks before ``dlopen``.
+
+A model is two files: the shared library and ``<library>.lutc.json`` (its inputs, outputs,
+decisions and options). Both are written to temporary files in the target directory and moved
+into place with ``os.replace``, the sidecar last, so a failed export leaves the previous pair
+intact. Loading checks the sidecar's schema and the library's ELF headers (a truncated file
+made ``dlopen`` raise SIGBUS), then loads a private copy, so a path exported again in the same
+process loads the new code instead of the dynamic loader's cached old one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import LoadError, LutcError
+
+SIDECAR_SUFFIX = ".lutc.json"
+SIDECAR_FORMAT = 1
+"""Version of the sidecar's schema; written as ``format``, checked on load."""
+
+SIDECAR_FIELDS = {"format": int, "inputs": list, "outputs": list, "decisions": dict, "target": str, "options": dict}
+TENSOR_FIELDS = {"name": str, "shape": list, "dtype": str}
+
+ELF_MAGIC = b"\x7fELF"
+ELF64_HEADER = struct.Struct("<16xHHIQQQIHHHHHH")
+"""e_type .. e_shstrndx of a little-endian ELF64 header (after the 16-byte ident)."""
+ELF64_PROGRAM_HEADER = struct.Struct("<IIQQQQQQ")
+
+
+def sidecar_of(path: Path) -> Path:
+    return Path(str(path) + SIDECAR_SUFFIX)
+
+
+def _temporary(directory: Path, suffix: str) -> Path:
+    handle, name = tempfile.mkstemp(prefix=".lutc-", suffix=suffix, dir=directory)
+    os.close(handle)
+    return Path(name)
+
+
+def write_atomically(path: Path, write_library: Callable[[str], None], sidecar_text: str) -> None:
+    """Write the library with ``write_library(tmp_path)`` and the sidecar, then move both into place."""
+    if path.is_dir():
+        raise LutcError(f"cannot write {path}: it is a directory")
+    if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+        raise LutcError(f"cannot write {path}: {path.parent} is not a writable directory")
+    library, sidecar = _temporary(path.parent, path.suffix or ".so"), _temporary(path.parent, SIDECAR_SUFFIX)
+    try:
+        write_library(str(library))
+        sidecar.write_text(sidecar_text)
+        os.replace(library, path)
+        os.replace(sidecar, sidecar_of(path))
+    except OSError as err:
+        raise LutcError(f"cannot write {path}: {err.strerror or err}") from None
+    except Exception as err:  # TVM reports a failed link (a full disk) as "Compilation error"
+        reason = (str(err).strip().splitlines() or [""])[0]
+        raise LutcError(f"cannot write {path}: the library did not link ({reason}); is the disk full?") from None
+    finally:
+        library.unlink(missing_ok=True)
+        sidecar.unlink(missing_ok=True)
+
+
+def _check_fields(where: str, data: dict, fields: dict[str, type], file: Path) -> None:
+    for name, kind in fields.items():
+        if name not in data:
+            raise LoadError(f"{file}: {where} has no field {name!r}")
+        if not isinstance(data[name], kind):
+            raise LoadError(f"{file}: {where}field {name!r} must be a {kind.__name__}; got {type(data[name]).__name__}")
+
+
+def read_sidecar(path: Path) -> dict:
+    """The sidecar of library ``path``, schema-checked; errors name the file and the field."""
+    sidecar = sidecar_of(path)
+    try:
+        data = json.loads(sidecar.read_text())
+    except (OSError, UnicodeDecodeError) as err:
+        raise LoadError(f"{sidecar}: cannot read it ({err})") from None
+    except json.JSONDecodeError as err:
+        raise LoadError(f"{sidecar}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(data, dict):
+        raise LoadError(f"{sidecar}: expected a JSON object; got a {type(data).__name__}")
+    if data.get("format") != SIDECAR_FORMAT:
+        raise LoadError(f"{sidecar}: sidecar format {data.get('format')!r}; this lutc reads format {SIDECAR_FORMAT}")
+    _check_fields("", data, SIDECAR_FIELDS, sidecar)
+    for kind in ("inputs", "outputs"):
+        for index, tensor in enumerate(data[kind]):
+            if not isinstance(tensor, dict):
+                raise LoadError(f"{sidecar}: {kind}[{index}] must be an object")
+            _check_fields(f"{kind}[{index}] ", tensor, TENSOR_FIELDS, sidecar)
+    return data
+
+
+def check_elf(path: Path) -> None:
+    """Refuse a file that is not a complete ELF64 shared library before ``dlopen`` maps it."""
+    size = path.stat().st_size
+    with path.open("rb") as file:
+        head = file.read(ELF64_HEADER.size)
+        if len(head) < ELF64_HEADER.size or head[:4] != ELF_MAGIC or head[4] != 2 or head[5] != 1:
+            raise LoadError(f"{path}: not an ELF64 little-endian shared library (truncated or another file?)")
+        _, _, _, _, phoff, shoff, _, _, phentsize, phnum, shentsize, shnum, _ = ELF64_HEADER.unpack(head)
+        if shoff + shentsize * shnum > size or phoff + phentsize * phnum > size:
+            raise LoadError(f"{path}: truncated ({size} bytes; its headers need more)")
+        file.seek(phoff)
+        for _ in range(phnum):
+            _, _, offset, _, _, filesz, _, _ = ELF64_PROGRAM_HEADER.unpack(file.read(ELF64_PROGRAM_HEADER.size))
+            if offset + filesz > size:
+                raise LoadError(f"{path}: truncated ({size} bytes; a segment ends at byte {offset + filesz})")
+
+
+def load_library(path: Path, load: Callable[[str], object]) -> object:
+    """``load`` a private copy of the checked library (the loader caches libraries by path)."""
+    check_elf(path)
+    copy = Path(tempfile.mkdtemp(prefix="lutc-load-")) / path.name
+    try:
+        shutil.copyfile(path, copy)
+        return load(str(copy))
+    except LoadError:
+        raise
+    except Exception as err:
+        reason = (str(err).strip().splitlines() or [""])[0]
+        raise LoadError(f"{path}: cannot load it ({reason})") from None
+    finally:
+        shutil.rmtree(copy.parent, ignore_errors=True)

@@ -1,0 +1,125 @@
+"""Exported model files: atomic export, the versioned sidecar, damaged libraries, re-exported paths.
+
+Loading a damaged library crashed the process (SIGBUS on a truncated file), so loads of
+damaged files run in a subprocess: a crash fails the test instead of the test run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import lutc
+from lutc import zoo
+from lutc.errors import LoadError, LutcError
+from lutc.library import SIDECAR_FORMAT, sidecar_of
+
+
+@pytest.fixture(scope="module")
+def models():
+    """Two different one-matmul models with the same input signature."""
+    return [lutc.build(zoo.single_matmul_nbits(64, 32, 2, 32, seed=s), target="llvm") for s in (1, 2)]
+
+
+@pytest.fixture
+def exported(models, tmp_path):
+    return models[0].export_library(tmp_path / "model.so")
+
+
+X = np.random.default_rng(0).standard_normal((1, 1, 64)).astype(np.float32)
+
+
+def _load_in_subprocess(path) -> subprocess.CompletedProcess:
+    code = textwrap.dedent(
+        f"""
+        import lutc
+        try:
+            lutc.load({str(path)!r})
+        except lutc.errors.LoadError as err:
+            print("LoadError:", err)
+        """
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_sidecar_has_format_and_version(exported):
+    data = json.loads(sidecar_of(exported).read_text())
+    assert data["format"] == SIDECAR_FORMAT and data["lutc_version"] == lutc.__version__
+
+
+def test_reexported_path_loads_the_new_model(models, tmp_path):
+    path = tmp_path / "r.so"
+    models[0].export_library(path)
+    first = lutc.load(path)(A=X)
+    models[1].export_library(path)
+    second = lutc.load(path)(A=X)
+    np.testing.assert_array_equal(first, models[0](A=X))
+    np.testing.assert_array_equal(second, models[1](A=X))
+    assert not np.array_equal(first, second)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda data: data[: len(data) // 2],
+        lambda data: data[:100],
+        lambda data: b"",
+        lambda data: np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+        lambda data: b"\x7fELF\x02\x01" + b"\x00" * 58,
+    ],
+    ids=["half", "header-only", "empty", "random", "bare-header"],
+)
+def test_damaged_library_is_a_load_error(exported, damage):
+    exported.write_bytes(damage(exported.read_bytes()))
+    done = _load_in_subprocess(exported)
+    assert done.returncode == 0, f"crashed ({done.returncode}): {done.stderr[-1500:]}"
+    assert done.stdout.startswith("LoadError:") and str(exported) in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("sidecar", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "expected a JSON object; got a list"),
+        ('{"format": 1}', "has no field 'inputs'"),
+        ('{"format": 99}', "sidecar format 99"),
+        ('{"inputs": []}', "sidecar format None"),
+    ],
+)
+def test_bad_sidecar_names_file_and_field(exported, sidecar, message):
+    sidecar_of(exported).write_text(sidecar)
+    with pytest.raises(LoadError, match=message) as info:
+        lutc.load(exported)
+    assert ".lutc.json" in str(info.value)
+
+
+def test_sidecar_field_of_the_wrong_type(exported):
+    data = json.loads(sidecar_of(exported).read_text())
+    data["inputs"][0]["shape"] = "1x64"
+    sidecar_of(exported).write_text(json.dumps(data))
+    with pytest.raises(LoadError, match=r"inputs\[0\] field 'shape' must be a list"):
+        lutc.load(exported)
+
+
+def test_failed_export_keeps_the_previous_pair(models, exported, monkeypatch):
+    before = exported.read_bytes(), sidecar_of(exported).read_text()
+
+    def full_disk(path):
+        raise RuntimeError("Compilation error:\n/usr/bin/ld: final link failed: No space left on device")
+
+    monkeypatch.setattr(models[1]._executable, "export_library", full_disk, raising=False)
+    with pytest.raises(LutcError, match=r"cannot write .*model\.so: the library did not link"):
+        models[1].export_library(exported)
+    assert (exported.read_bytes(), sidecar_of(exported).read_text()) == before
+    assert sorted(p.name for p in exported.parent.iterdir()) == ["model.so", "model.so.lutc.json"]
+    np.testing.assert_array_equal(lutc.load(exported)(A=X), models[0](A=X))
+
+
+def test_export_to_a_directory_is_refused(models, tmp_path):
+    with pytest.raises(LutcError, match="is a directory"):
+        models[0].export_library(tmp_path)
