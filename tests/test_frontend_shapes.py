@@ -255,3 +255,16 @@ def test_a_symbolic_input_dim_read_by_a_weight_is_fixed_to_k():
     for k in (1, 8, 128, 200):
         with pytest.raises(lutc.errors.InputError, match=rf"input 'A' has shape \(1, 2, {k}\)"):
             compiled(A=np.ones((1, 2, k), np.float32))
+
+
+@pytest.mark.parametrize("raw", [True, False])
+def test_initializer_dims_beyond_its_data_are_named(raw):
+    weight = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+    if not raw:
+        weight.float_data.extend(np.ones(16, np.float32).tolist())
+        weight.ClearField("raw_data")
+    weight.dims[:] = [8, 4]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"])]
+    model = _model(nodes, [_x((1, 8))], [_out()], [weight])
+    with pytest.raises(ModelError, match=r"initializer 'w'"):
+        lutc.build(model, target="llvm")
