@@ -32,7 +32,9 @@ class CompiledModel:
     def __init__(self, executable, metadata: dict):
         self._executable = executable
         self.metadata = metadata
-        self.inputs = tuple(TensorInfo(i["name"], tuple(i["shape"]), i["dtype"]) for i in metadata["inputs"])
+        self.inputs = tuple(
+            TensorInfo(i["name"], tuple(i["shape"]), i["dtype"], i.get("index_limit")) for i in metadata["inputs"]
+        )
         self.outputs = tuple(TensorInfo(o["name"], tuple(o["shape"]), o["dtype"]) for o in metadata["outputs"])
         self._device = tvm.cpu()
         self._vm = relax.VirtualMachine(executable, self._device)
@@ -168,6 +170,10 @@ def _checked(info: TensorInfo, value) -> np.ndarray:
         raise InputError(f"input {info.name!r} has shape {value.shape}; the model takes {info.describe()}")
     if 0 in value.shape:
         raise InputError(f"input {info.name!r} has an empty dimension: shape {value.shape}")
+    limit = info.index_limit
+    if limit is not None and (value.min() < -limit or value.max() >= limit):
+        raise InputError(f"input {info.name!r} indexes an embedding of {limit} rows: its values must lie in "
+                         f"[{-limit}, {limit}); got min {value.min()}, max {value.max()}")  # fmt: skip
     return np.ascontiguousarray(value)
 
 

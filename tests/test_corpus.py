@@ -94,3 +94,14 @@ def test_bert_padding_mask_matches_ort(entry):
     feeds["attention_mask"][0, -7:] = 0
     model = lutc.build(CORPUS_DIR / entry["file"], target="x86", mode="exact")
     _check(entry, model, feeds, "exact")
+
+
+@pytest.mark.parametrize("name", ["llama_ts_prefill_q4b32s", "bert_ts_ortopt_q4b32s"])
+def test_token_ids_outside_the_vocabulary_are_refused(name):
+    """TVM's gather reads out of bounds (a crash) for such ids; ORT raises. lutc refuses by name."""
+    entry = next(e for e in ENTRIES if e["file"] == f"{name}.onnx")
+    model = lutc.build(CORPUS_DIR / entry["file"], target="x86")
+    feeds = make_feeds(entry)
+    feeds["input_ids"][0, 0] = 10_000
+    with pytest.raises(lutc.errors.InputError, match=r"'input_ids' indexes an embedding of 256 rows"):
+        model(**feeds)

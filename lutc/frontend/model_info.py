@@ -15,11 +15,16 @@ Dim = int | str | None
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """A graph input or output: name, shape (ints, or names/None for dynamic dims) and dtype."""
+    """A graph input or output: name, shape (ints, or names/None for dynamic dims) and dtype.
+
+    ``index_limit``: for integer inputs that index an embedding, its row count; values must lie
+    in ``[-index_limit, index_limit)`` (TVM's gather reads out of bounds otherwise).
+    """
 
     name: str
     shape: tuple[Dim, ...]
     dtype: str
+    index_limit: int | None = None
 
     def describe(self) -> str:
         dims = ", ".join("?" if d is None else str(d) for d in self.shape)

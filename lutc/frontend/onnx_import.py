@@ -173,11 +173,35 @@ def _quantized_node(node: onnx.NodeProto, initializers: dict) -> QuantizedNode |
     return None
 
 
-def _tensor_info(value: onnx.ValueInfoProto) -> TensorInfo:
+def _tensor_info(value: onnx.ValueInfoProto, index_limits: dict[str, int] | None = None) -> TensorInfo:
     tensor = value.type.tensor_type
     dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim)
     dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name if tensor.elem_type else "unknown"
-    return TensorInfo(value.name, dims, dtype)
+    return TensorInfo(value.name, dims, dtype, (index_limits or {}).get(value.name))
+
+
+EMBEDDING_INDICES = {"Gather": ((1, 0),), "EmbedLayerNormalization": ((0, 2), (1, 4))}
+"""Op -> (index input, embedding initializer input) pairs whose indices address rows."""
+
+
+def _index_limits(model: onnx.ModelProto) -> dict[str, int]:
+    """Graph inputs used directly as embedding row indices -> the smallest row count they index."""
+    rows = {t.name: t.dims for t in model.graph.initializer}
+    nodes = model.graph.node
+    cast_from = {n.output[0]: n.input[0] for n in nodes if n.op_type == "Cast" and n.domain in ("", "ai.onnx")}
+    limits: dict[str, int] = {}
+    for node in model.graph.node:
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        pairs = EMBEDDING_INDICES.get(node.op_type, ()) if node.domain in ("", "ai.onnx", CONTRIB_DOMAIN) else ()
+        for index, table in pairs:
+            dims = rows.get(node.input[table]) if len(node.input) > table else None
+            if dims and len(node.input) > index and node.input[index]:
+                source = node.input[index]
+                while source in cast_from:  # ORT's optimizer casts ids to int32 first
+                    source = cast_from[source]
+                size = int(dims[axis if node.op_type == "Gather" else 0])
+                limits[source] = min(size, limits.get(source, size))
+    return limits
 
 
 def inspect_onnx(
@@ -202,7 +226,8 @@ def inspect_onnx(
             raise ModelError(str(err)) from None
         if found is not None:
             quantized[node.name] = found
-    inputs = tuple(_tensor_info(v) for v in model.graph.input if v.name not in initializers)
+    limits = _index_limits(model)
+    inputs = tuple(_tensor_info(v, limits) for v in model.graph.input if v.name not in initializers)
     outputs = tuple(_tensor_info(v) for v in model.graph.output)
     return model, ModelInfo(inputs, outputs, quantized, opset, report)
 
