@@ -104,13 +104,11 @@ class _Rewriter(PyExprMutator):
         leading = list(x.ty.shape.values[:-1])
         rows = _product(leading)
         flat = self.builder_.emit(relax.op.reshape(x, [rows, spec.k]))
-        tables = self.builder_.emit(
-            relax.call_tir(
-                self.builder_.add_func(lut_precompute(spec), "lut_precompute"), [flat], _table_types(spec, rows)
-            )
-        )
+        types = _table_types(spec, rows)
+        precompute = self.builder_.add_func(lut_precompute(spec), "lut_precompute")
+        tables = self.builder_.emit(relax.call_tir(precompute, [flat], types))
         consts = [relax.const(a) for a in (packed.data, packed.scales, packed.offsets) if a is not None]
-        args = [relax.TupleGetItem(tables, i) for i in range(3)] + consts
+        args = [relax.TupleGetItem(tables, i) for i in range(len(types))] + consts
         matmul = self.builder_.add_func(lut_matmul(spec), "lut_matmul")
         out = self.builder_.emit(relax.call_tir(matmul, args, relax.TensorType((rows, spec.n), "float32")))
         return relax.op.reshape(out, [*leading, spec.n])
@@ -133,6 +131,7 @@ def _table_types(spec: KernelSpec, rows) -> list[relax.TensorType]:
         relax.TensorType((rows, spec.table_groups, spec.entries), spec.table_dtype),
         relax.TensorType((rows, spec.n_groups), "float32"),
         relax.TensorType((rows, spec.n_groups), "float32"),
+        relax.TensorType((rows,), "float32"),
     ]
 
 

@@ -10,6 +10,7 @@ from conftest import random_weights
 from onnx import TensorProto, helper, numpy_helper
 
 import lutc
+from lutc import zoo
 from lutc.errors import InputError, LutcError, ModelError
 from lutc.quant import IntFormat, quantize
 from lutc.quant.onnx_convert import pack_matmul_nbits_codes, to_matmul_nbits
@@ -321,3 +322,25 @@ def test_keep_dequantize_names_are_checked(value, error, message):
     model, _ = _nbits_model(2, 32)
     with pytest.raises(error, match=message):
         lutc.build(model, keep_dequantize=value)
+
+
+@pytest.mark.parametrize("mode", ["fast", "exact"])
+def test_subnormal_and_near_overflow_activations_match_ort(mode):
+    """Rows whose largest |x| is 1e-42, 1e-38, 1, 1e30 and (sparse, so the product stays finite)
+    3e38 are as accurate as a normal row; subnormal results add their own rounding (one
+    subnormal step per weight group and output)."""
+    model = zoo.single_matmul_nbits(K, 64, bits=4, block_size=32, symmetric=False)
+    compiled = lutc.build(model, "x86", mode=mode)
+    v = np.random.default_rng(2).standard_normal(K)
+    v /= np.abs(v).max()
+    sparse = np.zeros(K)
+    sparse[:2] = v[:2] / np.abs(v[:2]).max()
+    rows = np.array([v * 1e-42, v * 1e-38, v, v * 1e30, sparse * 3e38]).astype(np.float32)
+    x = rows[None]
+    (ref,) = _ort(model, {"A": x})
+    y = compiled(A=x)
+    assert np.all(np.isfinite(y)) and np.all(np.isfinite(ref))
+    subnormal = np.sqrt(64) * (K // 32 + 1) * 2.0**-149
+    for row in range(5):
+        error = np.linalg.norm(y[0, row] - ref[0, row])
+        assert error <= TOLERANCE[mode] * np.linalg.norm(ref[0, row]) + subnormal, row

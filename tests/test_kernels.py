@@ -94,10 +94,11 @@ def test_precompute_tables_equal_the_reference_bit_for_bit(mode):
     gemm, _, x, _, pw, _ = _run(spec)
     ws = gemm.workspace()
     ws.x.copyfrom(x)
-    gemm._precompute(ws.x, ws.tables, ws.lut_scale, ws.xsum)
+    gemm._precompute(ws.x, ws.tables, ws.lut_scale, ws.xsum, ws.row_scale)
     reference = precompute(x, pw.group_len, LutConfig(mode=mode, symmetric=spec.symmetric))
     np.testing.assert_array_equal(ws.tables.numpy(), reference.values)
     np.testing.assert_array_equal(ws.lut_scale.numpy(), reference.lut_scale)
+    np.testing.assert_array_equal(ws.row_scale.numpy(), reference.row_scale)
 
 
 @pytest.mark.parametrize(
@@ -225,3 +226,60 @@ def test_dynamic_row_count_kernels():
         tvm.testing.assert_allclose(
             gemm(x, weight), lut_gemm(x, pw, LutConfig(mode="fast")), rtol=0, atol=float(exact_error_bound(x, pw).max())
         )
+
+
+def _extreme_rows(rng: np.random.Generator, k: int) -> np.ndarray:
+    """One row ``v`` (max ``|v|`` = 1) scaled to 1e-42, 1e-38, 1 and 1e30; then ``v`` with one
+    group at 1e-40, and a sparse row at 3e38 (two entries, so ``x @ W.T`` stays finite, as
+    ONNX Runtime's result does)."""
+    v = rng.standard_normal(k)
+    v /= np.abs(v).max()
+    mixed, sparse = v.copy(), np.zeros(k)
+    mixed[64:128] *= 1e-40
+    sparse[:2] = v[:2] / np.abs(v[:2]).max()
+    rows = [v * 1e-42, v * 1e-38, v, v * 1e30, mixed, sparse * 3e38]
+    return np.array(rows).astype(np.float32)
+
+
+@pytest.mark.parametrize("mode", ["fast", "exact"])
+def test_subnormal_and_near_overflow_rows_stay_accurate(mode):
+    """Every row is within the documented bounds of the float64 product (plus the rounding
+    of a subnormal result, one subnormal step per group), and the scaled copies of ``v`` are
+    as accurate as ``v`` itself: the same relative error, up to that output rounding (which
+    is what limits the 1e-42 row: its outputs are a few hundred subnormal steps)."""
+    spec = KernelSpec(6, 64, 256, IntFormat(4, 64, symmetric=False), mode=mode)
+    rng = np.random.default_rng(3)
+    qw = quantize(random_weights(rng, spec.n, spec.k) * np.float32(1e-2), spec.fmt)
+    pw, x = pack(qw), _extreme_rows(rng, spec.k)
+    gemm = build_lut_gemm(spec, "x86")
+    y = gemm(x, gemm.prepare(pw))
+    config = LutConfig(mode=mode)
+    tables = precompute(x, pw.group_len, config, pw.k_pad)
+    subnormal_rounding = (spec.n_groups + 1) * 2.0**-149
+    allowed = exact_error_bound(x, pw) + subnormal_rounding
+    if mode == "fast":
+        allowed = allowed + fast_error_bound(tables, pw)
+    reference = reference_matmul(x, qw)
+    assert np.all(np.isfinite(y))
+    assert np.all(np.abs(y - reference) <= allowed)
+    error, largest = np.abs(y - reference).max(axis=1), np.abs(reference).max(axis=1)
+    relative = max(1.1 * error[2] / largest[2], 1e-5)  # 1e-5: float32 rounding of x itself differs per copy
+    for row in (0, 1, 3):
+        assert error[row] <= relative * largest[row] + subnormal_rounding, (row, error[row] / largest[row], relative)
+    np.testing.assert_array_equal(tables.row_scale, np.float32([2.0**-100, 2.0**-100, 1, 2.0**64, 1, 2.0**64]))
+
+
+def test_precompute_of_extreme_rows_equals_the_reference_bit_for_bit():
+    spec = KernelSpec(6, 32, 256, IntFormat(2, 64), mode="fast")
+    x = _extreme_rows(np.random.default_rng(4), spec.k)
+    gemm = build_lut_gemm(spec, "x86")
+    ws = gemm.workspace()
+    ws.x.copyfrom(x)
+    gemm._precompute(ws.x, ws.tables, ws.lut_scale, ws.xsum, ws.row_scale)
+    reference = precompute(x, spec.group_len, LutConfig(mode="fast"))
+    for name in ("tables", "lut_scale", "row_scale"):
+        expected = reference.values if name == "tables" else getattr(reference, name)
+        np.testing.assert_array_equal(getattr(ws, name).numpy(), expected, err_msg=name)
+    scaled = np.abs(x.astype(np.float64) / reference.row_scale[:, None]).reshape(6, -1, spec.group_len)
+    summation_order = 64 * np.finfo(np.float32).eps * scaled.sum(-1)  # the kernel sums in another order
+    assert np.all(np.abs(ws.xsum.numpy() - reference.xsum) <= summation_order)

@@ -174,3 +174,26 @@ def test_bad_activations_are_named(x, message):
 def test_bad_mode_is_named():
     with pytest.raises(ValueError, match="'int4'"):
         LutConfig(mode="int4")
+
+
+@given(exponent=st.integers(-110, 110), mode=st.sampled_from(["fast", "exact"]), seed=st.integers(0, 2**16))
+def test_power_of_two_scaled_rows_give_exactly_scaled_outputs(exponent, mode, seed):
+    """Row scaling makes the reference scale-free: ``x * 2**e`` (every element still normal)
+    gets the same int8 tables and exactly ``2**e`` times the output, from 2**-110 to 2**110,
+    across both row-scaling thresholds (module docstring, *Row scaling*)."""
+    rng = np.random.default_rng(seed)
+    fmt = IntFormat(3, 32, symmetric=False)
+    pw = pack(quantize(random_weights(rng, 40, 64), fmt))
+    x = (rng.choice([-1, 1], (2, 64)) * 2.0 ** rng.uniform(-8, 4, (2, 64))).astype(np.float32)
+    scale = np.float32(2.0**exponent)
+    config = LutConfig(mode=mode)
+    plain, scaled = precompute(x, 32, config), precompute(x * scale, 32, config)
+    if mode == "fast":
+        np.testing.assert_array_equal(scaled.values, plain.values)
+    else:  # float tables of the row-scaled row: scaled back, they are exactly 2**e times the plain ones
+        unscaled = scaled.values.astype(np.float64) * scaled.row_scale[:, None, None] * 2.0**-exponent
+        np.testing.assert_array_equal(unscaled, plain.values.astype(np.float64) * plain.row_scale[:, None, None])
+    y = lut_gemm(x, pw, config).astype(np.float64) * 2.0**exponent
+    y_scaled = lut_gemm(x * scale, pw, config).astype(np.float64)
+    normal = np.abs(y) >= np.finfo(np.float32).tiny
+    np.testing.assert_array_equal(y_scaled[normal], y[normal])

@@ -63,10 +63,11 @@ def _expected(qw) -> tvm.IRModule:
                 relax.TensorType((6, spec.table_groups, 16), "int8"),
                 relax.TensorType((6, spec.n_groups), "float32"),
                 relax.TensorType((6, spec.n_groups), "float32"),
+                relax.TensorType((6,), "float32"),
             ]
             tables = bb.emit(relax.call_tir(bb.add_func(lut_precompute(spec), "lut_precompute"), [flat], types))
             consts = [relax.const(a) for a in (packed.data, packed.scales, packed.offsets)]
-            args = [relax.TupleGetItem(tables, i) for i in range(3)] + consts
+            args = [relax.TupleGetItem(tables, i) for i in range(4)] + consts
             mm = bb.add_func(lut_matmul(spec), "lut_matmul")
             out = bb.emit(relax.call_tir(mm, args, relax.TensorType((6, N), "float32")))
             y = bb.emit_output(bb.emit(relax.op.reshape(out, [2, 3, N])))

@@ -330,3 +330,49 @@ def test_tune_options_are_checked():
     with pytest.raises(ValueError, match="measure"):
         TuneOptions(measure="warm")
     assert len(tasks_of_specs([SPEC, SPEC, KernelSpec(None, 64, 256, FORMATS["w2g128"])])) == 1
+
+
+# ---- migration and the shipped logs ------------------------------------------------------------
+
+
+def _as_older_kernel(record: ms.database.TuningRecord) -> ms.database.TuningRecord:
+    """The record under a structurally different workload with the same spec: what a log
+    written by an older lutc (another version of the kernel) looks like."""
+    old = tvm.IRModule({"main": record.workload.mod["main"].with_attr("lutc.older_kernel", 1)})
+    return ms.database.TuningRecord(
+        record.trace, ms.database.Workload(old), record.run_secs, record.target, record.args_info
+    )
+
+
+def test_migration_moves_records_of_an_older_kernel_to_the_current_one(tuned_log, tmp_path):
+    from lutc.tuning.migrate import migrate_log
+
+    contents = TuningLog(tuned_log, TARGET).read()
+    older = lutc.tuning.log.LogContents(
+        [_as_older_kernel(r) for r in contents.records],
+        {lutc.tuning.log.workload_hash(_as_older_kernel(r).workload.mod): QUICK.trials for r in contents.records},
+    )
+    TuningLog(tmp_path, TARGET).replace(older)
+    with pytest.warns(UntunedKernelsWarning, match="no record"):
+        assert not build_lut_gemm(SPEC, TARGET, threads=1, tuning_logs=tmp_path).tuned
+    report = migrate_log(tmp_path, TARGET)
+    assert report.moved and not report.dropped, report.describe()
+    migrated = TuningLog(tmp_path, TARGET).read()
+    assert set(migrated.trials) == {lutc.tuning.log.workload_hash(workload_of(lut_matmul(SPEC)))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UntunedKernelsWarning)
+        gemm = build_lut_gemm(SPEC, TARGET, threads=1, tuning_logs=tmp_path)
+    assert gemm.tuned
+    _check_gemm(gemm, SPEC)
+    assert migrate_log(tmp_path, TARGET).current  # a second run finds nothing to move
+
+
+def test_shipped_logs_match_the_current_kernels():
+    """Every workload in ``tuning_logs/`` is today's kernel for its spec: a change to the
+    kernels' TensorIR must come with ``python -m lutc.tuning.migrate tuning_logs`` (or a re-tune)."""
+    shipped = Path(__file__).resolve().parents[1] / "tuning_logs"
+    for tag_dir in sorted(p for p in shipped.iterdir() if p.is_dir()):
+        for line in (tag_dir / WORKLOADS).read_text().splitlines():
+            mod = ms.database.Workload.from_json(json.loads(line)).mod
+            current = workload_of(mod["main"])
+            assert tvm_ffi.structural_equal(mod, current), f"{tag_dir.name}: {mod['main'].attrs['lutc.spec']} is stale"

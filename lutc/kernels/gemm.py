@@ -36,6 +36,7 @@ class Workspace:
     tables: tvm.runtime.Tensor
     lut_scale: tvm.runtime.Tensor
     xsum: tvm.runtime.Tensor
+    row_scale: tvm.runtime.Tensor
     y: tvm.runtime.Tensor
 
 
@@ -91,14 +92,15 @@ class LutGemm:
             empty((m, spec.table_groups, spec.entries), spec.table_dtype),
             empty((m, spec.n_groups), "float32"),
             empty((m, spec.n_groups), "float32"),
+            empty((m,), "float32"),
             empty((m, spec.n), "float32"),
         )
 
     def run(self, ws: Workspace, weight: PreparedWeight) -> None:
         """Precompute then matmul on device buffers, allocating nothing."""
-        self._precompute(ws.x, ws.tables, ws.lut_scale, ws.xsum)
+        self._precompute(ws.x, ws.tables, ws.lut_scale, ws.xsum, ws.row_scale)
         optional = tuple(t for t in (weight.offsets, weight.bias) if t is not None)
-        self._matmul(ws.tables, ws.lut_scale, ws.xsum, weight.data, weight.scales, *optional, ws.y)
+        self._matmul(ws.tables, ws.lut_scale, ws.xsum, ws.row_scale, weight.data, weight.scales, *optional, ws.y)
 
     def __call__(self, x: np.ndarray, weight: PreparedWeight) -> np.ndarray:
         """``x`` float32 ``[M, K]`` in, float32 ``[M, N]`` out."""

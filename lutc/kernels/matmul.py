@@ -6,8 +6,8 @@ Two stages, both plain TensorIR before scheduling:
   where ``p`` is the nibble of ``data[tile, byte, plane, r]`` (int32 in fast mode, float32 in
   exact mode), written as a one-hot sum over table entries so a schedule can swap the inner
   loops for a target micro-kernel (``vpshufb``, ``tbl``, ...);
-- ``epilogue``: ``y[m, n] = sum_groups s * (ls * (0.5 * acc)) + offset * xsum (+ bias)``, the
-  float epilogue of :mod:`lutc.quant.lut`.
+- ``epilogue``: ``y[m, n] = sum_groups (s * (ls * (0.5 * acc)) + offset * xsum) * row_scale
+  (+ bias)``, the float epilogue of :mod:`lutc.quant.lut`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ def _inputs(spec: KernelSpec, m) -> dict[str, te.Tensor]:
         "tables": te.placeholder((m, spec.table_groups, spec.entries), spec.table_dtype, "tables"),
         "lut_scale": te.placeholder((m, ng), "float32", "lut_scale"),
         "xsum": te.placeholder((m, ng), "float32", "xsum"),
+        "row_scale": te.placeholder((m,), "float32", "row_scale"),
         "data": te.placeholder((nt, spec.k_bytes, spec.planes, TILE_N), "uint8", "data"),
         "scales": te.placeholder((nt, ng, TILE_N), spec.scale_dtype, "scales"),
     }
@@ -62,6 +63,7 @@ def _epilogue(spec: KernelSpec, m_rows, acc: te.Tensor, inputs: dict[str, te.Ten
     group = te.reduce_axis((0, spec.n_groups), "group")
     scales, offsets = inputs["scales"], inputs.get("offsets")
     lut_scale, xsum, bias = inputs["lut_scale"], inputs["xsum"], inputs.get("bias")
+    row_scale = inputs["row_scale"]
     padded = spec.n_tiles * TILE_N != spec.n
     constant = implied_offset(spec.fmt)
 
@@ -71,7 +73,7 @@ def _epilogue(spec: KernelSpec, m_rows, acc: te.Tensor, inputs: dict[str, te.Ten
         scale = tirx.Cast("float32", scales[tile, group, r])
         scaled = scale * (lut_scale[m, group] * weighted)
         offset = offsets[tile, group, r] if offsets is not None else scale * tirx.const(constant, "float32")
-        term = scaled + offset * xsum[m, group]
+        term = (scaled + offset * xsum[m, group]) * row_scale[m]
         return te.sum(term, axis=group, init=None if bias is None or padded else bias[n])
 
     return te.compute((m_rows, spec.n_tiles * TILE_N), body, name="y_pad" if padded else "y")

@@ -1,15 +1,17 @@
 """The logical ``lut_precompute`` kernel: activations to tables, table scales and group sums.
 
-It reproduces :func:`lutc.quant.lut.precompute` bit for bit: each entry is summed left to
-right, full tables append the negated half, and fast mode rounds ``T * (127 / max|T|)`` to
-nearest-even int8 with one scale per (row, weight group).
+It reproduces :func:`lutc.quant.lut.precompute` bit for bit: each row is scaled by a power
+of two when its largest ``|x|`` is outside ``[2**-60, 2**60]`` (``row_scale`` undoes it), each
+entry is summed left to right, full tables append the negated half, and fast mode rounds
+``T * (127 / max|T|)`` to nearest-even int8 with one scale per (row, weight group), zero
+tables where ``max|T| <= 2**-120``.
 """
 
 from __future__ import annotations
 
 from tvm import te, tirx
 
-from ..quant.lut import INT8_MAX
+from ..quant.lut import DOWN, GROUP_FLOOR, HUGE, INT8_MAX, TINY, UP
 from .spec import KernelSpec
 
 PRECOMPUTE_KERNEL = "lut_precompute"
@@ -20,6 +22,22 @@ def _padded(spec: KernelSpec, x: te.Tensor):
         return lambda m, k: x[m, k]
     zero = tirx.const(0, "float32")
     return lambda m, k: tirx.Select(k < spec.k, x[m, tirx.min(k, spec.k - 1)], zero)
+
+
+def _row_scales(spec: KernelSpec, m_rows, xp) -> tuple[te.Tensor, te.Tensor]:
+    """``(row_scale, row_up)`` per row: ``(1/UP, UP)`` when ``max|x[m]| < TINY``,
+    ``(1/DOWN, DOWN)`` above ``HUGE``, else ``(1, 1)``."""
+    k = te.reduce_axis((0, spec.k_pad), "k")
+    rowmax = te.compute((m_rows,), lambda m: te.max(tirx.abs(xp(m, k)), axis=k), name="rowmax")
+    f32 = lambda v: tirx.const(v, "float32")  # noqa: E731
+
+    def pick(tiny: float, huge: float):
+        return lambda m: tirx.Select(
+            rowmax[m] < f32(TINY), f32(tiny), tirx.Select(rowmax[m] > f32(HUGE), f32(huge), f32(1))
+        )
+
+    row_scale = te.compute((m_rows,), pick(1 / UP, 1 / DOWN), name="row_scale")
+    return row_scale, te.compute((m_rows,), pick(UP, DOWN), name="row_up")
 
 
 def _entry(spec: KernelSpec, xp, m, a, e) -> tirx.PrimExpr:
@@ -46,8 +64,9 @@ def _quantized(spec: KernelSpec, m_rows, table: te.Tensor) -> tuple[te.Tensor, t
     )
     limit, zero = tirx.const(INT8_MAX, "float32"), tirx.const(0, "float32")
     lut_scale = te.compute(maxabs.shape, lambda m, g: maxabs[m, g] / limit, name="lut_scale")
+    floor = tirx.const(GROUP_FLOOR, "float32")
     inverse = te.compute(
-        maxabs.shape, lambda m, g: tirx.Select(maxabs[m, g] > zero, limit / maxabs[m, g], zero), name="inverse"
+        maxabs.shape, lambda m, g: tirx.Select(maxabs[m, g] > floor, limit / maxabs[m, g], zero), name="inverse"
     )
 
     def quantize(m, a, e):
@@ -60,7 +79,9 @@ def lut_precompute(spec: KernelSpec) -> tirx.PrimFunc:
     """The unscheduled ``lut_precompute`` PrimFunc for ``spec``, tagged ``lutc.kernel``."""
     m_rows = spec.rows()
     x = te.placeholder((m_rows, spec.k), "float32", "x")
-    xp = _padded(spec, x)
+    row_scale, row_up = _row_scales(spec, m_rows, _padded(spec, x))
+    unscaled = _padded(spec, x)
+    xp = lambda m, k: unscaled(m, k) * row_up[m]  # noqa: E731 (powers of two: exact)
     shape = (m_rows, spec.table_groups, spec.entries)
     name = "table" if spec.mode == "fast" else "tables"
     table = te.compute(shape, lambda m, a, e: _entry(spec, xp, m, a, e), name=name)
@@ -71,6 +92,8 @@ def lut_precompute(spec: KernelSpec) -> tirx.PrimFunc:
     else:
         tables = table
         lut_scale = te.compute(xsum.shape, lambda m, g: tirx.const(1, "float32"), name="lut_scale")
-    func = te.create_prim_func([x, tables, lut_scale, xsum]).without_attr("global_symbol")  # named by whoever adds it
+    func = te.create_prim_func([x, tables, lut_scale, xsum, row_scale]).without_attr(
+        "global_symbol"
+    )  # named by whoever adds it
     attrs = {"lutc.kernel": PRECOMPUTE_KERNEL, "lutc.spec": spec.precompute_tag}
     return func.with_attrs(attrs)

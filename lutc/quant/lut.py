@@ -21,6 +21,16 @@ float32 rounding (:func:`exact_error_bound`).
 ``K/g * 127 * (2**b - 1)``), so any kernel summation order gives the same ``W``. The group
 then adds ``scales * (ls * (0.5 * W)) + offsets * xsum``.
 
+**Row scaling** keeps every intermediate normal and finite for any finite activations. A row
+whose largest ``|x|`` is below ``2**-60`` is multiplied by ``2**100`` before its tables are
+built, one above ``2**60`` by ``2**-64``; the output row is multiplied back by ``row_scale``
+(``2**-100``, ``2**64`` or 1). Powers of two scale exactly, so rows in the normal range are
+unchanged bit for bit, and subnormal or near-overflow rows are computed at full float32
+precision instead of overflowing (``127 / max|T|``, table sums) or losing their table scale
+to subnormal rounding. After scaling a nonzero row's largest ``|x|`` is at least ``2**-49``;
+in fast mode a weight group whose ``max|T|`` is at most ``2**-120`` (``2**-71`` of the row's
+largest entry, where ``127 / max|T|`` would overflow) gets zero tables.
+
 *Fast-mode error bound.* Each rounded entry is off by at most ``ls / 2``. A group looks up
 ``G / g`` entries per plane, weighted ``2**(i-1)``, so against exact mode
 
@@ -47,6 +57,12 @@ from .layout import PackedWeight, check_g, untile
 
 Mode = Literal["exact", "fast"]
 INT8_MAX = 127
+TINY, UP = 2.0**-60, 2.0**100
+"""Rows whose largest ``|x|`` is below ``TINY`` are multiplied by ``UP``."""
+HUGE, DOWN = 2.0**60, 2.0**-64
+"""Rows whose largest ``|x|`` is above ``HUGE`` are multiplied by ``DOWN``."""
+GROUP_FLOOR = 2.0**-120
+"""Fast mode: a (row, group) whose ``max|T|`` is at most this gets zero tables."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +91,9 @@ class Tables:
     - ``values``: ``[M, K_pad / g, entries]``, float32 (exact) or int8 (fast), indexed by the
       stored sign-magnitude index ``p`` (full tables) or its magnitude (symmetrized);
     - ``lut_scale``: float32 ``[M, n_groups]`` (fast; ones in exact mode);
-    - ``xsum``: float32 ``[M, n_groups]``, the activation sum per weight group.
+    - ``xsum``: float32 ``[M, n_groups]``, the activation sum per weight group;
+    - ``row_scale``: float32 ``[M]``, the power of two each output row is multiplied by
+      (module docstring, *Row scaling*); tables, ``lut_scale`` and ``xsum`` are of the scaled row.
     """
 
     config: LutConfig
@@ -83,6 +101,7 @@ class Tables:
     values: np.ndarray
     lut_scale: np.ndarray
     xsum: np.ndarray
+    row_scale: np.ndarray
 
 
 def sign_matrix(g: int, entries: int) -> np.ndarray:
@@ -115,12 +134,22 @@ def _pad_activations(x: np.ndarray, k_pad: int) -> np.ndarray:
     return np.pad(x, ((0, 0), (0, k_pad - x.shape[1])))
 
 
+def row_scales(x: np.ndarray) -> np.ndarray:
+    """float32 ``[M]``: ``1 / UP`` for rows with ``max|x| < TINY``, ``1 / DOWN`` above ``HUGE``, else 1."""
+    rowmax = np.abs(x).max(axis=-1) if x.shape[-1] else np.zeros(x.shape[0], np.float32)
+    return np.where(rowmax < TINY, 1 / UP, np.where(rowmax > HUGE, 1 / DOWN, 1.0)).astype(np.float32)
+
+
 def _quantize_tables(values: np.ndarray, group_len: int, g: int) -> tuple[np.ndarray, np.ndarray]:
     m, a, entries = values.shape
     per_group = values.reshape(m, -1, (group_len // g) * entries)
     maxabs = np.abs(per_group).max(axis=-1)
-    inv = np.divide(np.float32(INT8_MAX), maxabs, out=np.zeros_like(maxabs), where=maxabs > 0)
-    quantized = np.rint(per_group * inv[..., None]).astype(np.int8).reshape(m, a, entries)
+    inv = np.divide(np.float32(INT8_MAX), maxabs, out=np.zeros_like(maxabs), where=maxabs > GROUP_FLOOR)
+    # A NaN or inf activation makes its group's xsum NaN or inf, which the output keeps; the
+    # int8 tables of such a group are unspecified (0 here).
+    with np.errstate(invalid="ignore"):
+        scaled = np.nan_to_num(np.rint(per_group * inv[..., None]), nan=0.0)
+    quantized = scaled.astype(np.int8).reshape(m, a, entries)
     return quantized, (maxabs / np.float32(INT8_MAX)).astype(np.float32)
 
 
@@ -134,12 +163,14 @@ def precompute(x: np.ndarray, group_len: int, config: LutConfig, k_pad: int | No
     m, k = x.shape
     if group_len % config.g or k % group_len:
         raise ValueError(f"group length {group_len} must be a multiple of g={config.g} and divide K={k}")
+    row_scale = row_scales(x)
+    x = x * (np.float32(1) / row_scale)[:, None]
     values = _table_values(x.reshape(m, k // config.g, config.g), config)
     xsum = x.reshape(m, k // group_len, group_len).sum(axis=-1, dtype=np.float32)
     if config.mode == "exact":
-        return Tables(config, group_len, values, np.ones_like(xsum), xsum)
+        return Tables(config, group_len, values, np.ones_like(xsum), xsum, row_scale)
     quantized, lut_scale = _quantize_tables(values, group_len, config.g)
-    return Tables(config, group_len, quantized, lut_scale, xsum)
+    return Tables(config, group_len, quantized, lut_scale, xsum, row_scale)
 
 
 def _lookup(tables: Tables, indices: np.ndarray, row: int) -> np.ndarray:
@@ -184,7 +215,7 @@ def lut_matmul(tables: Tables, pw: PackedWeight, bias: np.ndarray | None = None)
     for row in range(out.shape[0]):
         weighted = _plane_sums(tables, pw, row).astype(np.float32)
         lut_scale, xsum = tables.lut_scale[row], tables.xsum[row]
-        parts = scales * (lut_scale * (np.float32(0.5) * weighted)) + offsets * xsum
+        parts = (scales * (lut_scale * (np.float32(0.5) * weighted)) + offsets * xsum) * tables.row_scale[row]
         out[row] = parts.sum(axis=-1, dtype=np.float32)
     out = out[:, : pw.n]
     return out if bias is None else out + np.asarray(bias, np.float32)
@@ -200,9 +231,12 @@ def lut_gemm(x: np.ndarray, pw: PackedWeight, config: LutConfig, bias: np.ndarra
 
 def fast_error_bound(tables: Tables, pw: PackedWeight) -> np.ndarray:
     """Worst-case ``|fast - exact|`` per output ``[M, N]`` (module docstring)."""
-    per_group = np.float32((2**pw.planes - 1) * tables.group_len / (4 * tables.config.g))
-    abs_scales = np.abs(_untiled(pw.scales))[: pw.n]
-    return (tables.lut_scale * per_group) @ abs_scales.T
+    per_group = (2**pw.planes - 1) * tables.group_len / (4 * tables.config.g)
+    abs_scales = np.abs(_untiled(pw.scales))[: pw.n].astype(np.float64)
+    lut_scale = tables.lut_scale.astype(np.float64)
+    zeroed = lut_scale * INT8_MAX <= 2 * GROUP_FLOOR  # zero tables: each entry is off by up to 127 ls, not ls/2
+    step_error = lut_scale * np.where(zeroed, 2 * INT8_MAX, 1) * tables.row_scale.astype(np.float64)[:, None]
+    return (step_error * per_group) @ abs_scales.T
 
 
 def exact_error_bound(x: np.ndarray, pw: PackedWeight) -> np.ndarray:

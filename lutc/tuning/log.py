@@ -117,6 +117,12 @@ class TuningLog:
             self._write(LogContents(contents.records + added, spent))
         return len(added)
 
+    def replace(self, contents: LogContents) -> None:
+        """Replace the whole log with ``contents`` (under the lock; used by migration)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with self._locked(exclusive=True):
+            self._write(contents)
+
     def _load(self) -> tuple[LogContents, str | None]:
         workloads, records, meta = self.files
         if not any(p.exists() for p in self.files):

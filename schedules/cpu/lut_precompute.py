@@ -1,9 +1,10 @@
 """``lut_precompute`` on any LLVM CPU: every stage vectorized.
 
 The precompute reads each activation once and writes ``K/4`` tables of 8 or 16 entries;
-next to the lookups it should cost a few percent. Entry loops are vectorized; the two
-reductions (the group maximum of ``|T|`` and the group sum of ``x``) are split with
-``rfactor`` into vector-wide partial results first, so neither runs as a scalar chain.
+next to the lookups it should cost a few percent. Entry loops are vectorized; the three
+reductions (the row maximum of ``|x|``, the group maximum of ``|T|`` and the group sum of
+``x``) are split with ``rfactor`` into vector-wide partial results first, so none runs as a
+scalar chain.
 """
 
 from __future__ import annotations
@@ -42,5 +43,6 @@ class LutPrecompute(CpuRule):
             if name in names:
                 sch.vectorize(sch.get_loops(sch.get_sblock(name))[-1])
         _vectorize_reduction(sch, "xsum", VECTOR_LANES)
+        _vectorize_reduction(sch, "rowmax", VECTOR_LANES)
         if "maxabs" in names:
             _vectorize_reduction(sch, "maxabs", VECTOR_LANES)
