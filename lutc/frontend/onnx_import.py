@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 import tvm
 from onnx import numpy_helper
-from tvm import IRModule, relax
+from tvm import IRModule, relax, tirx
 from tvm.relax.frontend.onnx import onnx_frontend
 
 from ..errors import ModelError
@@ -28,6 +28,7 @@ from ..quant.formats import group_length
 from ..quant.onnx_convert import dequantize_linear_from_node, matmul_nbits_from_node, wide_matmul_nbits_from_node
 from .contrib import CONTRIB_CONVERTERS
 from .converters import SHAPE_CONVERTERS, TVM_SHAPE_AWARE
+from .index_checks import checked_indices
 from .model_info import ModelInfo, QuantizedNode, TensorInfo
 from .prepare import prepare_graph
 from .shape_values import ShapeValues
@@ -232,6 +233,10 @@ def inspect_onnx(
     return model, ModelInfo(inputs, outputs, quantized, opset, report)
 
 
+GATHER_OPS = frozenset({"Gather", "GatherElements", "GatherND"})
+"""Ops whose runtime indices get a bounds check."""
+
+
 class _Importer(onnx_frontend.ONNXGraphImporter):
     """TVM's importer with lutc's quantized-weight nodes (looked up by node name)."""
 
@@ -283,7 +288,30 @@ class _Importer(onnx_frontend.ONNXGraphImporter):
             converted = [values.as_shape(x) for x in inputs]
         else:
             converted = [values.as_tensor(self.bb, x) for x in inputs]
+        if op_name in GATHER_OPS:
+            converted = self._with_checked_indices(op_name, converted, attrs)
         return super()._convert_operator(op_name, onnx_frontend.onnx_input(converted), attrs, opset)
+
+    def _with_checked_indices(self, op_name: str, inputs: list, attrs: dict) -> list:
+        """``inputs`` with the gather's indices bounds-checked (:mod:`lutc.frontend.index_checks`)."""
+        data, indices = inputs[0], inputs[1]
+        data_ty = getattr(data, "ty", None)
+        if not isinstance(data_ty, relax.TensorType) or data_ty.shape is None or not hasattr(indices, "ty"):
+            return inputs
+        shape = list(data_ty.shape.values)
+        if op_name == "GatherND":
+            batch = attrs.get("batch_dims", 0)
+            index_ty = indices.ty
+            if not isinstance(index_ty, relax.TensorType) or index_ty.shape is None:
+                return inputs
+            depth = index_ty.shape.values[-1]
+            if not isinstance(depth, tirx.IntImm):
+                return inputs
+            dims = shape[batch : batch + int(depth)]
+        else:
+            dims = [shape[attrs.get("axis", 0) % len(shape)]]
+        name = attrs["tvm_custom"]["name"]
+        return [data, checked_indices(self.bb, indices, dims, name, op_name), *inputs[2:]]
 
     def _as_tensor_output(self, out):
         """Shapes leave a converter as remembered int64 tensors: every later op can take those."""
