@@ -86,7 +86,15 @@ def _reference(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray | None:
     k, n, bits, block = attrs["K"], attrs["N"], attrs["bits"], attrs["block_size"]
     blocks = -(-k // block) if block > 0 else 0
     b, scales = inits.get("B"), inits.get("scales")
-    if min(k, n, bits, block) <= 0 or b is None or b.dtype != np.uint8 or b.shape != (n, blocks, block * bits // 8):
+    if block < 16 or block & (block - 1) or not 1 <= bits <= 8:  # the spec: a power of two >= 16
+        return None
+    if (
+        min(k, n, bits, block) <= 0
+        or k != x.shape[-1]
+        or b is None
+        or b.dtype != np.uint8
+        or b.shape != (n, blocks, block * bits // 8)
+    ):
         return None
     if scales is None or scales.dtype != np.float32 or scales.size != n * blocks:
         return None
