@@ -172,7 +172,10 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def _add_build_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--target", default="x86", type=_target, help="x86 (AVX2), x86-avx2, llvm (portable), or a target JSON"
+        "--target",
+        default="x86",
+        type=_target,
+        help="x86 (this machine's CPU), x86-avx2, x86-avx512, llvm (portable), arm, or a target JSON",
     )
     parser.add_argument("--mode", choices=["fast", "exact"], default="fast", help="int8 tables (fast) or float tables")
     parser.add_argument(

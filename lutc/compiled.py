@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import shutil
 import threading
 from dataclasses import asdict
 from pathlib import Path
@@ -11,11 +13,13 @@ from pathlib import Path
 import numpy as np
 import tvm
 from tvm import relax
+from tvm.support import cc
 
-from .errors import InputError, LoadError
+from .errors import InputError, LoadError, LutcError, TargetError
 from .frontend.model_info import TensorInfo
 from .frontend.prepare import PrepareReport
 from .library import SIDECAR_FORMAT, load_library, read_sidecar, sidecar_of, write_atomically
+from .targets import cross_compiler, isa_level, missing_on_host, target_arch
 
 
 class CompiledModel:
@@ -27,6 +31,10 @@ class CompiledModel:
     Thread-safe: TVM's Relax VM is not (concurrent calls crashed it), so calls from several
     threads take turns on one lock (no measurable cost: 4096x4096 2-bit GEMV, 269 us median with
     and without it); each call's inputs are checked before it waits.
+
+    A model built for a CPU this machine is not (``x86-avx512`` on an AVX2 machine, ``arm`` on
+    x86) can be inspected and exported; calling it raises :class:`lutc.errors.TargetError`
+    instead of crashing on an illegal instruction.
     """
 
     def __init__(self, executable, metadata: dict):
@@ -37,8 +45,9 @@ class CompiledModel:
         )
         self.outputs = tuple(TensorInfo(o["name"], tuple(o["shape"]), o["dtype"]) for o in metadata["outputs"])
         self._device = tvm.cpu()
-        self._vm = relax.VirtualMachine(executable, self._device)
-        self._main = self._vm["main"]
+        self.missing_features = missing_on_host(stored_target(metadata))
+        """What this machine lacks to run the model (empty when it runs here)."""
+        self._main = None if self.missing_features else relax.VirtualMachine(executable, self._device)["main"]
         self._staging: dict[tuple, tvm.runtime.Tensor] = {}
         self._lock = threading.Lock()
 
@@ -48,7 +57,10 @@ class CompiledModel:
         return dict(self.metadata["decisions"])
 
     def summary(self) -> str:
-        lines = [f"lutc model for {self.metadata['target']}  (mode {self.metadata['options']['mode']})"]
+        isa = isa_level(stored_target(self.metadata))
+        lines = [f"lutc model for {isa}: {self.metadata['target']}  (mode {self.metadata['options']['mode']})"]
+        if self.missing_features:
+            lines += [f"not runnable here: needs {', '.join(self.missing_features)}"]
         lines += ["inputs:  " + ", ".join(i.describe() for i in self.inputs)]
         lines += ["outputs: " + ", ".join(o.describe() for o in self.outputs)]
         decisions = self.decisions
@@ -73,6 +85,8 @@ class CompiledModel:
         return self.summary()
 
     def __call__(self, *args: np.ndarray, **kwargs: np.ndarray):
+        if self._main is None:
+            raise TargetError(foreign_target_message(self.metadata, self.missing_features))
         arrays = _bind_inputs(self.inputs, args, kwargs)
         _check_dims(self.inputs, arrays)
         with self._lock:  # the VM, its staged inputs and its output tensors are shared state
@@ -104,7 +118,14 @@ class CompiledModel:
     def export_library(self, path: str | os.PathLike) -> Path:
         """Write a shared library and its ``.lutc.json`` description atomically (see :mod:`lutc.library`)."""
         path = Path(path)
-        write_atomically(path, self._executable.export_library, json.dumps(self.metadata, indent=1))
+        compiler = cross_compiler(stored_target(self.metadata))
+        if compiler is not None and shutil.which(compiler) is None:
+            raise LutcError(f"cannot write {path}: a model built for {target_arch(stored_target(self.metadata))} links "
+                            f"with {compiler}, which is not installed (Debian: apt-get install "
+                            f"gcc-{compiler.removesuffix('-gcc')})")  # fmt: skip
+        fcompile = cc.cross_compiler(compiler) if compiler else None
+        write_library = functools.partial(self._executable.export_library, fcompile=fcompile)
+        write_atomically(path, write_library, json.dumps(self.metadata, indent=1))
         return path
 
 
@@ -114,11 +135,26 @@ def load(path: str | os.PathLike) -> CompiledModel:
     if not path.is_file() or not sidecar_of(path).is_file():
         raise LoadError(f"{path} and {sidecar_of(path).name} must both exist (written by CompiledModel.export_library)")
     metadata = read_sidecar(path)
+    missing = missing_on_host(stored_target(metadata))
+    if missing:
+        raise LoadError(f"{path}: {foreign_target_message(metadata, missing)}")
     executable = load_library(path, tvm.runtime.load_module)
     try:
         return CompiledModel(executable, metadata)
     except Exception as err:
         raise LoadError(f"{path}: not a lutc model library ({type(err).__name__}: {err})") from None
+
+
+def stored_target(metadata: dict) -> tvm.target.Target:
+    """The target a model was built for, from its metadata."""
+    return tvm.target.Target(json.loads(metadata["target"]))
+
+
+def foreign_target_message(metadata: dict, missing: list[str]) -> str:
+    target = stored_target(metadata)
+    return (f"the model was built for {isa_level(target)} (target {target.attrs.get('mcpu', '') or target.kind.name}) "
+            f"and needs {', '.join(missing)}, which this machine does not have; run it on such a machine, or "
+            "build it here with target='x86' (this machine's CPU)")  # fmt: skip
 
 
 def _lutc_version() -> str:

@@ -21,3 +21,7 @@ class CompileError(LutcError, RuntimeError):
 
 class LoadError(LutcError, OSError):
     """An exported model cannot be loaded: a missing, damaged or foreign library or sidecar."""
+
+
+class TargetError(LutcError, RuntimeError):
+    """A model built for another CPU than this machine's (another architecture, or features it lacks)."""

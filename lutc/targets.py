@@ -1,29 +1,164 @@
-"""Short target names and how they map to TVM targets."""
+"""Short target names, the CPU features lutc's kernels care about, and whether a target runs here.
+
+- ``"x86"``: the build machine's own x86 CPU, as LLVM names it (``-mcpu=<host>``), with the
+  features the OS does not enable (a hypervisor may hide AVX-512) switched off.
+- ``"x86-avx2"`` (x86-64-v3) and ``"x86-avx512"`` (x86-64-v4 plus VBMI, VBMI2 and VNNI:
+  Zen 4, Ice Lake and later): explicit names for building for another machine.
+- ``"llvm"``: the portable baseline. ``"arm"``: AArch64 with NEON.
+
+A target's **ISA level** (:func:`isa_level`) is the best entry of :data:`ISA_LEVELS` whose
+features it has; schedule rules and tuning-log tags go by it, not by the CPU name.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
 
-from tvm.target import Target
+from tvm.target import Target, codegen
+
+
+@dataclass(frozen=True)
+class IsaLevel:
+    """A set of CPU features lutc's kernels are written for, named ``<arch>-<name>``."""
+
+    arch: str
+    name: str
+    features: tuple[str, ...]
+    """LLVM feature names, all required."""
+
+    @property
+    def tag(self) -> str:
+        return f"{self.arch}-{self.name}"
+
+
+AVX2_FEATURES = ("avx2", "fma", "bmi2", "f16c")
+AVX512_FEATURES = (
+    *AVX2_FEATURES, "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512vbmi", "avx512vbmi2", "avx512vnni",
+)  # fmt: skip
+ISA_LEVELS: tuple[IsaLevel, ...] = (
+    IsaLevel("x86_64", "avx512", AVX512_FEATURES),
+    IsaLevel("x86_64", "avx2", AVX2_FEATURES),
+    IsaLevel("aarch64", "neon-dotprod", ("neon", "dotprod")),
+    IsaLevel("aarch64", "neon", ("neon",)),
+)
+"""Per architecture, best first; a target with none of its architecture's levels is ``generic``."""
+
+CPUINFO_FLAG = {"avx512vbmi2": "avx512_vbmi2", "avx512vnni": "avx512_vnni", "neon": "asimd", "dotprod": "asimddp"}
+"""LLVM feature -> the flag Linux lists in ``/proc/cpuinfo`` (where the names differ)."""
+
 
 NAMED_TARGETS: dict[str, dict] = {
-    "x86": {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64-v3"},
     "x86-avx2": {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64-v3"},
+    "x86-avx512": {
+        "kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64-v4",
+        "mattr": ["+avx512vbmi", "+avx512vbmi2", "+avx512vnni"],
+    },
     "llvm": {"kind": "llvm"},
     "arm": {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]},
-}
-"""``x86`` means AVX2, FMA and BMI2 (``x86-64-v3``), whatever the build machine has beyond
-that, so a module built here runs on every AVX2 machine. ``llvm`` is the portable baseline."""
+}  # fmt: skip
+"""Fixed targets; ``"x86"`` is computed for the build machine (:func:`host_x86_target`)."""
+
+TARGET_NAMES = ("x86", *NAMED_TARGETS)
+
+
+def _arch(triple: str) -> str:
+    arch = triple.split("-")[0]
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(arch, arch)
+
+
+def target_arch(target: Target) -> str:
+    """``x86_64``, ``aarch64``, ...: the target's triple, else the host's."""
+    return _arch(str(target.attrs.get("mtriple", "") or "") or str(codegen.llvm_get_system_triple()))
+
+
+def host_arch() -> str:
+    return _arch(platform.machine().lower())
+
+
+@functools.cache
+def host_cpu_flags() -> frozenset[str]:
+    """The CPU flags Linux reports (``flags`` on x86, ``Features`` on ARM); empty if unknown."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def has_features(target: Target, features) -> bool:
+    return all(codegen.target_has_features(f, target) for f in features)
+
+
+def isa_level(target: Target) -> str:
+    """``x86_64-avx512``, ``x86_64-avx2``, ``aarch64-neon``, ... or ``<arch>-generic``."""
+    arch = target_arch(target)
+    if target.kind.name == "llvm":
+        for level in ISA_LEVELS:
+            if level.arch == arch and has_features(target, level.features):
+                return level.tag
+    return f"{arch}-generic"
+
+
+def missing_on_host(target: Target) -> list[str]:
+    """What this machine lacks to run code built for ``target`` (empty: it runs here).
+
+    Checks the architecture and the features of every ISA level of the target's architecture
+    that the target has; a host whose flags cannot be read is trusted.
+    """
+    arch, here = target_arch(target), host_arch()
+    if arch != here:
+        return [f"an {arch} CPU (this machine is {here})"]
+    flags = host_cpu_flags()
+    if not flags or target.kind.name != "llvm":
+        return []
+    wanted = {f for level in ISA_LEVELS if level.arch == arch for f in level.features if has_features(target, [f])}
+    return sorted(f for f in wanted if CPUINFO_FLAG.get(f, f) not in flags)
+
+
+def cross_compiler(target: Target) -> str | None:
+    """``<triple>-gcc`` when ``target`` is not for this machine's architecture, else ``None``."""
+    triple = str(target.attrs.get("mtriple", "") or "")
+    if not triple or target_arch(target) == host_arch():
+        return None
+    return f"{triple}-gcc"
+
+
+@functools.cache
+def host_x86_target() -> dict:
+    """The build machine's CPU as a target dict: LLVM's name for it, minus hidden features."""
+    if host_arch() != "x86_64":
+        raise ValueError(f"target 'x86' means this machine's CPU, which is {host_arch()}; name 'x86-avx2' or "
+                         "'x86-avx512' to build for another machine")  # fmt: skip
+    cpu = str(codegen.llvm_get_system_cpu())
+    config = {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": cpu}
+    if cpu in ("", "generic") or not codegen.llvm_is_valid_cpu(cpu, "x86_64-linux-gnu"):
+        config["mcpu"] = "x86-64"
+    flags = host_cpu_flags()
+    if not flags:  # nothing to go by: trust LLVM's view of the CPU
+        return config
+    llvm_target = Target(config)
+    hidden = [f for f in AVX512_FEATURES if has_features(llvm_target, [f]) and CPUINFO_FLAG.get(f, f) not in flags]
+    if hidden:
+        config["mattr"] = [f"-{f}" for f in hidden]
+    return config
 
 
 def resolve_target(target: str | dict | Target, threads: int | None = None) -> Target:
-    """A TVM ``Target`` from a short name, a JSON dict or a ``Target``."""
+    """A TVM ``Target`` from a short name (:data:`TARGET_NAMES`), a JSON dict or a ``Target``."""
     if isinstance(target, Target):
         return target
     if isinstance(target, str):
-        if target not in NAMED_TARGETS:
-            raise ValueError(f"unknown target {target!r}; use one of {sorted(NAMED_TARGETS)}, a JSON dict or a Target")
-        target = dict(NAMED_TARGETS[target])
+        if target not in TARGET_NAMES:
+            raise ValueError(f"unknown target {target!r}; use one of {sorted(TARGET_NAMES)}, a JSON dict or a Target")
+        target = dict(host_x86_target() if target == "x86" else NAMED_TARGETS[target])
     if not isinstance(target, dict):
         raise ValueError(f"target must be a name, a dict or a tvm Target; got {type(target).__name__}")
     config = dict(target)

@@ -1,9 +1,12 @@
-"""Hardware constants the schedule rules rely on, in one place."""
+"""Hardware constants the schedule rules rely on, per ISA, in one place."""
 
 from __future__ import annotations
 
 AVX2_VECTOR_BYTES = 32
 """One ymm register: 32 table lookups per ``vpshufb``."""
+
+AVX2_MAX_EXACT_CHUNK = 16
+"""Exact mode on AVX2: K bytes per micro-kernel call before the float tables spill registers."""
 
 INT16_MAX = 32767
 INT8_TABLE_MAX = 127

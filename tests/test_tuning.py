@@ -25,11 +25,11 @@ import lutc
 from lutc import zoo
 from lutc.kernels import KernelSpec, build_lut_gemm, lut_matmul, scheduled_module
 from lutc.quant import FORMATS, LutConfig, exact_error_bound, lut_gemm, pack, quantize
-from lutc.targets import resolve_target
+from lutc.targets import cross_compiler, resolve_target
 from lutc.tuning import TuneOptions, TuningLog, TuningLogWarning, target_tag, tasks_of_specs, tune_kernels
 from lutc.tuning.apply import TunedSchedules, UntunedKernelsWarning
 from lutc.tuning.log import LOG_FORMAT, META, RECORDS, WORKLOADS
-from lutc.tuning.measure import RpcTracker, cross_compiler
+from lutc.tuning.measure import RpcTracker
 from lutc.tuning.space import MutateCategorical
 from lutc.tuning.tasks import workload_of
 
@@ -66,11 +66,15 @@ def _func_of(sch) -> tvm.tirx.PrimFunc:
 # ---- search space --------------------------------------------------------------------------
 
 
-def test_target_tag_names_kind_cpu_and_features():
-    assert target_tag(resolve_target("x86")) == "llvm-x86-64-v3"
-    assert target_tag(resolve_target("arm")) == "llvm-aarch64+neon"
-    znver4 = resolve_target({"kind": "llvm", "mcpu": "znver4", "mattr": ["+avx512f"]})
-    assert target_tag(znver4) == "llvm-znver4+avx512f"
+def test_target_tag_names_kind_and_isa_level():
+    assert target_tag(resolve_target("x86-avx2")) == "llvm-x86_64-avx2"
+    assert target_tag(resolve_target("x86-avx512")) == "llvm-x86_64-avx512"
+    assert target_tag(resolve_target("arm")) == "llvm-aarch64-neon"
+    assert target_tag(resolve_target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "znver4"})) == (
+        "llvm-x86_64-avx512"
+    )
+    zen2 = resolve_target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "znver2"})
+    assert target_tag(zen2) == target_tag(resolve_target("x86-avx2"))  # every AVX2 CPU shares one log
 
 
 def test_design_spaces_pin_each_structural_choice():

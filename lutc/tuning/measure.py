@@ -23,9 +23,10 @@ from typing import Literal
 
 import numpy as np
 from tvm.s_tir import meta_schedule as ms
-from tvm.target import Target, codegen
+from tvm.target import Target
 
 from ..runtime import huge_page_tensors, set_threads
+from ..targets import cross_compiler
 
 COLD_BYTES = 128 << 20
 """Working set of a local cold timing: 4x this machine's 32 MiB L3, as in the kernel benchmark."""
@@ -69,15 +70,6 @@ def export_shared(mod, compiler: str | None = None) -> str:
     path = os.path.join(tempfile.mkdtemp(prefix="lutc-tune-"), "kernel.so")
     mod.export_library(path, fcompile=cc.cross_compiler(compiler) if compiler else None)
     return path
-
-
-def cross_compiler(target: Target) -> str | None:
-    """``<triple>-gcc`` when ``target`` is not for this machine's architecture, else ``None``."""
-    triple = str(target.attrs.get("mtriple", "") or "")
-    host_arch = str(codegen.llvm_get_system_triple()).split("-")[0]
-    if not triple or triple.split("-")[0] == host_arch:
-        return None
-    return f"{triple}-gcc"
 
 
 _COPIES: dict[str, list] = {}

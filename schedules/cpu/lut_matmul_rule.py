@@ -1,0 +1,50 @@
+"""The template of every CPU ``lut_matmul`` rule: the shared loop schedule around one micro-kernel.
+
+A rule for an ISA is a subclass that gives only what differs: the micro-kernel
+(:meth:`CpuLutMatmulRule.intrin`), the largest chunk it takes (:meth:`max_chunk`) and its
+measured defaults (:meth:`defaults`), plus :meth:`is_target_available`. ``schedule``,
+``structural_choices`` and ``register_intrinsics`` are written once here, from the same three
+answers, so they always agree (a tuned trace replays only when they do).
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.target import Target
+
+from ...kernels.intrin_desc import LookupShape
+from ...kernels.matmul import MATMUL_KERNEL
+from ..base import Knobs
+from .base import CpuRule
+from .matmul_loops import register_chunk_intrinsics, schedule_lut_matmul, structural_choices
+
+
+class CpuLutMatmulRule(CpuRule):
+    """``lut_matmul`` with :func:`~.matmul_loops.schedule_lut_matmul` and a micro-kernel per chunk."""
+
+    kernel = MATMUL_KERNEL
+
+    def intrin(self, shape: LookupShape, chunk: int) -> str:
+        """Register (once) and name the micro-kernel covering ``chunk`` K bytes of ``shape``."""
+        raise NotImplementedError
+
+    def max_chunk(self, shape: LookupShape) -> int:
+        """The most K bytes one micro-kernel call may cover (accumulator range, registers)."""
+        raise NotImplementedError
+
+    def defaults(self, shape: LookupShape) -> tuple[int, int]:
+        """``(chunk, unroll)`` of the untuned schedule: the measured best for this ISA."""
+        raise NotImplementedError
+
+    def schedule(self, sch: s_tir.Schedule, func: tirx.PrimFunc, target: Target, knobs: Knobs) -> None:
+        shape = LookupShape.from_func(func)
+        chunk, unroll = self.defaults(shape)
+        schedule_lut_matmul(sch, shape, self.max_chunk(shape), chunk, self.intrin, knobs, default_unroll=unroll)
+
+    def structural_choices(self, func: tirx.PrimFunc, target: Target) -> dict[str, list[int]]:
+        shape = LookupShape.from_func(func)
+        return structural_choices(shape, self.max_chunk(shape))
+
+    def register_intrinsics(self, func: tirx.PrimFunc, target: Target) -> None:
+        shape = LookupShape.from_func(func)
+        register_chunk_intrinsics(shape, self.max_chunk(shape), self.intrin)
