@@ -51,11 +51,16 @@ CPUINFO_FLAG = {"avx512vbmi2": "avx512_vbmi2", "avx512vnni": "avx512_vnni", "neo
 """LLVM feature -> the flag Linux lists in ``/proc/cpuinfo`` (where the names differ)."""
 
 
+NO_GATHER = ["+prefer-no-gather", "+prefer-no-scatter"]
+"""LLVM tuning flags for AVX-512 targets: left free, LLVM's loop vectorizer turned strided loops
+of the table precompute into ``vgather``/scatter code, 3x slower on Intel CPUs (whose gathers the
+Downfall microcode slows down) than without; lutc's kernels use no gathers."""
+
 NAMED_TARGETS: dict[str, dict] = {
     "x86-avx2": {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64-v3"},
     "x86-avx512": {
         "kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64-v4",
-        "mattr": ["+avx512vbmi", "+avx512vbmi2", "+avx512vnni"],
+        "mattr": ["+avx512vbmi", "+avx512vbmi2", "+avx512vnni", *NO_GATHER],
     },
     "llvm": {"kind": "llvm"},
     "arm": {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]},
@@ -146,8 +151,11 @@ def host_x86_target() -> dict:
         return config
     llvm_target = Target(config)
     hidden = [f for f in AVX512_FEATURES if has_features(llvm_target, [f]) and CPUINFO_FLAG.get(f, f) not in flags]
-    if hidden:
-        config["mattr"] = [f"-{f}" for f in hidden]
+    mattr = [f"-{f}" for f in hidden]
+    if has_features(llvm_target, ["avx512f"]) and "avx512f" not in hidden:
+        mattr += NO_GATHER
+    if mattr:
+        config["mattr"] = mattr
     return config
 
 

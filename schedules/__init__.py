@@ -11,9 +11,9 @@ from tvm.target import Target
 
 from .base import DEFAULT_KNOBS, Knobs, LutRule, kernel_of
 from .cpu import LutMatmulPortable, LutPrecompute
-from .x86 import LutMatmulAVX2
+from .x86 import LutMatmulAVX2, LutMatmulAVX512
 
-RULES: tuple[LutRule, ...] = (LutMatmulAVX2(), LutMatmulPortable(), LutPrecompute())
+RULES: tuple[LutRule, ...] = (LutMatmulAVX512(), LutMatmulAVX2(), LutMatmulPortable(), LutPrecompute())
 
 
 def rule_for(func: tirx.PrimFunc, target: Target) -> LutRule:

@@ -52,3 +52,11 @@ def float_lanes(target) -> int:
 def vector_registers(target) -> int:
     """Architectural vector registers: 32 on AVX-512 and AArch64, 16 on AVX2 / SSE."""
     return 32 if float_lanes(target) == 16 or "arm_cpu" in target.keys else 16
+
+
+AVX512_MAX_FAST_CHUNK = 32
+"""Fast mode on AVX-512: K bytes per micro-kernel call (int32 sums do not overflow; 8 table
+register pairs plus the quads' temporaries fit the 32 zmm registers)."""
+
+AVX512_MAX_EXACT_CHUNK = 8
+"""Exact mode on AVX-512: two zmm float tables per K byte, 16 for 8 bytes."""

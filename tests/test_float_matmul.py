@@ -133,8 +133,7 @@ def test_tile_follows_the_target_vector_width() -> None:
     """AVX2 (x86-64-v3): 8 lanes, 4 x 24 tiles; AVX-512: 16 lanes, 8-row tiles; one row for dynamic M."""
     from lutc.schedules.hw import float_lanes, vector_registers
 
-    avx2, avx512 = resolve_target("x86"), resolve_target({"kind": "llvm", "mtriple": "x86_64-linux-gnu",
-                                                          "mcpu": "znver4"})  # fmt: skip
+    avx2, avx512 = resolve_target("x86-avx2"), resolve_target("x86-avx512")
     assert (float_lanes(avx2), vector_registers(avx2)) == (8, 16)
     assert (float_lanes(avx512), vector_registers(avx512)) == (16, 32)
     tile = choose_tile(16, 768, 8, 16)

@@ -1,4 +1,4 @@
-"""Compiled LUT kernels against the numpy reference, on x86 (AVX2) and the portable target."""
+"""Compiled LUT kernels against the numpy reference, on x86 (AVX-512, AVX2) and the portable target."""
 
 from __future__ import annotations
 
@@ -20,6 +20,12 @@ from lutc.quant import (
     quantize,
     reference_matmul,
 )
+from lutc.targets import missing_on_host, resolve_target
+
+AVX512_MISSING = missing_on_host(resolve_target("x86-avx512"))
+needs_avx512 = pytest.mark.skipif(bool(AVX512_MISSING), reason=f"this CPU lacks {', '.join(AVX512_MISSING)}")
+X86_TARGETS = ["x86-avx2", pytest.param("x86-avx512", marks=needs_avx512)]
+"""Both x86 micro-kernels are tested wherever the CPU runs them (``x86`` picks just one)."""
 
 FORMATS = [
     IntFormat(1, 32, symmetric=False, zero_dtype="float"),
@@ -57,35 +63,52 @@ def _check(spec: KernelSpec, y, x, qw, pw, bias) -> None:
     assert np.all(np.abs(y - reference_matmul(x, qw, bias)) <= allowed)
 
 
+@pytest.mark.parametrize("target", X86_TARGETS)
 @pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: f.name)
 @pytest.mark.parametrize("mode", ["fast", "exact"])
-def test_every_format_and_mode_matches_the_reference(fmt, mode):
+def test_every_format_and_mode_matches_the_reference(fmt, mode, target):
     spec = KernelSpec(3, 72, 256, fmt, mode=mode, bias=True)
-    _, y, *rest = _run(spec)
+    _, y, *rest = _run(spec, target)
     _check(spec, y, *rest)
 
 
+@pytest.mark.parametrize("target", X86_TARGETS)
 @pytest.mark.parametrize("symmetric", [False, True])
 @pytest.mark.parametrize("mode", ["fast", "exact"])
 @pytest.mark.parametrize("m", [1, 3, 16])
-def test_symmetrization_and_batch_sizes(symmetric, mode, m):
+def test_symmetrization_and_batch_sizes(symmetric, mode, m, target):
     spec = KernelSpec(m, 40, 512, IntFormat(2, 64, symmetric=False), mode=mode, symmetric=symmetric)
-    _, y, *rest = _run(spec, seed=m)
+    _, y, *rest = _run(spec, target, seed=m)
     _check(spec, y, *rest)
 
 
+@pytest.mark.parametrize("target", X86_TARGETS)
 @pytest.mark.parametrize("mode", ["fast", "exact"])
-def test_llama_mlp_shape_k11008(mode):
+def test_llama_mlp_shape_k11008(mode, target):
     """K = 11008 (a Llama-7B down projection), N not a multiple of 32, M = 3."""
     spec = KernelSpec(3, 45, 11008, IntFormat(4, 128), mode=mode)
-    _, y, *rest = _run(spec)
+    _, y, *rest = _run(spec, target)
     _check(spec, y, *rest)
 
 
-def test_per_channel_with_k_not_a_multiple_of_eight():
+@pytest.mark.parametrize("target", X86_TARGETS)
+def test_per_channel_with_k_not_a_multiple_of_eight(target):
     spec = KernelSpec(2, 33, 250, IntFormat(3, "channel", symmetric=False), mode="fast")
-    _, y, *rest = _run(spec)
+    _, y, *rest = _run(spec, target)
     _check(spec, y, *rest)
+
+
+@needs_avx512
+@pytest.mark.parametrize("fmt", [*FORMATS, IntFormat(3, 16), IntFormat(4, 16), IntFormat(1, 16)], ids=lambda f: f.name)
+@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("m", [1, 5])
+def test_avx512_fast_sums_equal_avx2_bit_for_bit(fmt, symmetric, m):
+    """Same integer sums, same float epilogue: the outputs are equal, not just close. Small
+    groups (16 elements) leave odd plane counts no AVX-512 chunk; they fall back to AVX2."""
+    spec = KernelSpec(m, 72, 256, fmt, mode="fast", symmetric=symmetric)
+    _, avx512, *_ = _run(spec, "x86-avx512", seed=m)
+    _, avx2, *_ = _run(spec, "x86-avx2", seed=m)
+    np.testing.assert_array_equal(avx512, avx2)
 
 
 @pytest.mark.parametrize("mode", ["fast", "exact"])
@@ -110,10 +133,37 @@ def test_x86_kernels_use_avx2_lookups(mode, instructions):
 
     LLVM may emit ``vpermd`` for ``vpermps``: the same lane permutation.
     """
-    gemm, *_ = _run(KernelSpec(1, 64, 256, IntFormat(2, 128), mode=mode))
+    gemm, *_ = _run(KernelSpec(1, 64, 256, IntFormat(2, 128), mode=mode), "x86-avx2")
     assembly = gemm.module.inspect_source("asm")
     for alternatives in instructions:
         assert any(instruction in assembly for instruction in alternatives), alternatives
+
+
+TWO_REGISTER_BYTES = ("vpermt2b", "vpermi2b")
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mode", "instructions", "absent"),
+    [
+        (IntFormat(2, 128), "fast", [("vpermb",), ("vpdpbusd",), TWO_REGISTER_BYTES], ("vpshufb", "vpmaddubsw")),
+        (IntFormat(3, 128), "fast", [("vpdpbusd",), TWO_REGISTER_BYTES], ("vpermb", "vpshufb", "vpmaddubsw")),
+        (IntFormat(2, 128), "exact", [("vpermps", "vpermd")], ("vblendvps",)),
+    ],
+)
+def test_avx512_kernels_use_vbmi_and_vnni(fmt, mode, instructions, absent):
+    """Compiling for AVX-512 needs no AVX-512 CPU: the instructions are checked everywhere.
+
+    Even plane counts look up with one-register ``vpermb``, odd ones with a register pair;
+    ``vpermt2b`` / ``vpermi2b`` are the same permutation (LLVM picks by which operand it
+    overwrites), as ``vpermd`` is ``vpermps``'s.
+    """
+    gemm = build_lut_gemm(KernelSpec(1, 64, 256, fmt, mode=mode), "x86-avx512")
+    lines = gemm.module.inspect_source("asm").splitlines()
+    used = {line.split()[0] for line in lines if line.startswith("\tv")}
+    for alternatives in instructions:
+        assert used & set(alternatives), alternatives
+    assert not used & set(absent)
+    assert "zmm" in "\n".join(lines)
 
 
 @pytest.mark.parametrize("mode", ["fast", "exact"])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from lutc.schedules import rule_for
 from lutc.schedules.cpu import LutMatmulPortable
-from lutc.schedules.x86 import LutMatmulAVX2
+from lutc.schedules.x86 import LutMatmulAVX2, LutMatmulAVX512
 from tvm.target import codegen
 
 import lutc
@@ -66,10 +66,37 @@ def test_unknown_cpu_names_fall_back_to_the_baseline(host):
 
 def test_rules_dispatch_on_features():
     func = lut_matmul(KernelSpec(1, 64, 256, IntFormat(2, 128)))
-    for name in ("x86-avx2", "x86-avx512"):
-        assert isinstance(rule_for(func, targets.resolve_target(name)), LutMatmulAVX2)
+    assert isinstance(rule_for(func, targets.resolve_target("x86-avx512")), LutMatmulAVX512)
+    assert type(rule_for(func, targets.resolve_target("x86-avx2"))) is LutMatmulAVX2
     for name in ("llvm", "arm"):
         assert isinstance(rule_for(func, targets.resolve_target(name)), LutMatmulPortable)
+    host_rule = rule_for(func, targets.resolve_target("x86"))
+    expected = {"x86_64-avx512": LutMatmulAVX512, "x86_64-avx2": LutMatmulAVX2}.get(
+        targets.isa_level(targets.resolve_target("x86")), LutMatmulPortable
+    )
+    assert type(host_rule) is expected
+
+
+def test_avx512_without_vbmi_or_vnni_uses_avx2():
+    """Skylake-X has AVX-512 F/BW but neither VBMI (``vpermb``) nor VNNI (``vpdpbusd``)."""
+    func = lut_matmul(KernelSpec(1, 64, 256, IntFormat(2, 128)))
+    skylake = targets.resolve_target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "skylake-avx512"})
+    assert targets.isa_level(skylake) == "x86_64-avx2"
+    assert type(rule_for(func, skylake)) is LutMatmulAVX2
+
+
+def test_avx512_leaves_odd_planes_in_small_groups_to_avx2():
+    """Three planes need 4-byte chunks (whole quads); a 16-element group has 2 bytes."""
+    avx512 = targets.resolve_target("x86-avx512")
+    assert type(rule_for(lut_matmul(KernelSpec(1, 64, 256, IntFormat(3, 16))), avx512)) is LutMatmulAVX2
+    assert type(rule_for(lut_matmul(KernelSpec(1, 64, 256, IntFormat(2, 16))), avx512)) is LutMatmulAVX512
+
+
+def test_avx512_targets_keep_llvm_from_gathering():
+    """LLVM's vectorizer turned precompute loops into ``vgather`` code on AVX-512 (3x slower)."""
+    for target in (targets.resolve_target("x86-avx512"), targets.resolve_target("x86")):
+        if targets.isa_level(target) == "x86_64-avx512":
+            assert "+prefer-no-gather" in list(target.attrs["mattr"])
 
 
 def test_an_avx512_model_on_an_avx2_machine_is_refused_clearly(host, tmp_path):
@@ -83,8 +110,8 @@ def test_an_avx512_model_on_an_avx2_machine_is_refused_clearly(host, tmp_path):
         lutc.load(path)
 
 
-@pytest.mark.skipif(not targets.has_features(targets.resolve_target("x86"), targets.AVX512_FEATURES),
-                    reason="this machine has no AVX-512")  # fmt: skip
+@pytest.mark.skipif(bool(targets.missing_on_host(targets.resolve_target("x86-avx512"))),
+                    reason="this machine has no AVX-512 VBMI/VNNI")  # fmt: skip
 def test_an_avx512_model_runs_on_an_avx512_machine():
     model = lutc.build(zoo.single_matmul_nbits(64, 32, 2, 32), target="x86-avx512", mode="exact")
     reference = lutc.build(zoo.single_matmul_nbits(64, 32, 2, 32), target="llvm", mode="exact")

@@ -50,7 +50,11 @@ def _kernels_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="baselines to run (no value: none)")  # fmt: skip
     p.add_argument("--lutc-modes", nargs="*", choices=LUTC_MODES, default=list(LUTC_MODES),
                    help="lutc table modes to run (no value: none, e.g. while lutc.kernels is missing)")  # fmt: skip
-    p.add_argument("--lutc-target", default="x86", help="target name given to lutc.kernels.build_lut_gemm")
+    p.add_argument("--lutc-target", default="x86", help="target name given to lutc.kernels.build_lut_gemm "
+                   "(default x86: this machine's CPU, e.g. AVX-512 where it has it)")  # fmt: skip
+    p.add_argument("--compare-targets", nargs="*", default=[], metavar="TARGET",
+                   help="also run lutc's modes built for these targets, side by side (e.g. x86-avx2 on an "
+                   "AVX-512 machine: the AVX2 kernels next to the AVX-512 ones)")  # fmt: skip
     p.add_argument("--tuned", nargs="?", const="tuning_logs", default=None, metavar="DIR",
                    help="also run lutc fast with the tuned schedules of the log in DIR (default tuning_logs), "
                    "next to the default schedules; cases without a record are noted")  # fmt: skip

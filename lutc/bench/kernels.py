@@ -64,6 +64,10 @@ class CaseResult:
     """``PackedWeight.nbytes``: the bytes the roofline is computed for."""
     measurements: tuple[Measurement, ...]
 
+    def libraries(self) -> list[str]:
+        """The libraries measured, in run order."""
+        return list(dict.fromkeys(m.library for m in self.measurements))
+
     def get(self, library: str, mode: str) -> Measurement | None:
         return next((m for m in self.measurements if m.library == library and m.mode == mode), None)
 

@@ -23,6 +23,20 @@ LABELS = {
 }
 
 
+def label(library: str) -> str:
+    """The table label: ``lutc-fast@x86-avx2`` (a comparison target) reads ``lutc fast x86-avx2``."""
+    name, _, target = library.partition("@")
+    text = LABELS.get(name, name)
+    return f"{text} {target}" if target else text
+
+
+def lutc_libraries(libraries) -> list[str]:
+    """lutc's variants: the main ones (always fast and exact, for stable columns), then those of
+    comparison targets, in run order."""
+    main = [lib for lib in LUTC if lib in libraries or lib != "lutc-fast-tuned"]
+    return main + [lib for lib in libraries if lib.startswith("lutc-") and "@" in lib]
+
+
 def ort_best(result: CaseResult, mode: str) -> Measurement | None:
     """ORT's fastest MatMulNBits variant (by min latency) that ran and passed its check."""
     ran = [m for name in ORT_NBITS if (m := result.get(name, mode)) and m.timing]
@@ -56,7 +70,9 @@ def summary(result: CaseResult, mode: str, bandwidths: list[Bandwidth]) -> dict:
         "speedup_exact_vs_ort_best": speedup(result, mode, "lutc-exact"),
         "speedup_tuned_vs_ort_best": speedup(result, mode, "lutc-fast-tuned"),
         "roofline_us": roofline_us(result, mode, bandwidths),
-        "roofline_fraction": {lib: roofline_fraction(result, mode, bandwidths, lib) for lib in LUTC},
+        "roofline_fraction": {
+            lib: roofline_fraction(result, mode, bandwidths, lib) for lib in lutc_libraries(result.libraries())
+        },
     }
 
 

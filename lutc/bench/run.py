@@ -39,17 +39,30 @@ def write_outputs(report: KernelsReport, args: argparse.Namespace) -> str:
     return text
 
 
+def _described(target: str) -> str:
+    """``x86`` -> ``x86 (x86_64-avx512)``: what a target name means on this machine."""
+    from ..targets import isa_level, resolve_target
+
+    return f"{target} ({isa_level(resolve_target(target))})"
+
+
 def run_from_args(args: argparse.Namespace) -> int:
     """Run, write the outputs, print the markdown; 1 if a check failed or a library raised, 2 on setup errors."""
     config = grid_config(args)
     try:
         libraries = make_libraries(
-            tuple(args.lutc_modes), tuple(args.baselines), max(config.threads), args.lutc_target, args.tuned
+            tuple(args.lutc_modes),
+            tuple(args.baselines),
+            max(config.threads),
+            args.lutc_target,
+            args.tuned,
+            tuple(args.compare_targets),
         )
-    except RuntimeError as err:
+        targets = ", ".join(_described(t) for t in [args.lutc_target, *args.compare_targets])
+    except (RuntimeError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    options = RunOptions(tuple(libraries), args.lutc_target, tuple(args.bandwidth_mib), not args.no_floors)
+    options = RunOptions(tuple(libraries), targets, tuple(args.bandwidth_mib), not args.no_floors)
     with progress(config.size(), plain=args.plain) as bar:
         report = run_kernels(config, options, bar)
     print(write_outputs(report, args))

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from .kernels import CaseResult, KernelsReport, Measurement
 from .libs.base import FP32_TOL, INT8_ACT_TOL
 from .libs.lut_kernels import FAST_TOL
-from .report import LABELS, LUTC, ort_best, roofline_fraction, speedup
+from .report import label, lutc_libraries, ort_best, roofline_fraction, speedup
 from .roofline import METHOD, best
 
 
@@ -47,7 +47,7 @@ def _machine(report: KernelsReport) -> list[str]:
         f"{mach['date']} on {mach['cpu_model']} ({mach['usable_cpus']} usable CPUs; LLVM host cpu "
         f"`{mach['llvm_host_cpu']}`; {flags}; {caches}).",
         "",
-        f"Versions: {versions}. lutc target: `{report.lutc_target}`. Run took {report.seconds:.0f} s.",
+        f"Versions: {versions}. lutc targets: `{report.lutc_target}`. Run took {report.seconds:.0f} s.",
         "",
         f"Each cell is `min / median` µs per call over up to {cfg.policy.repeat} timed batches (about "
         f"{cfg.policy.min_time} s per library, case and mode); Python call overhead is included for every "
@@ -69,7 +69,7 @@ def _floors(report: KernelsReport) -> list[str]:
     if report.floors is None:
         return []
     case = report.floors.case
-    rows = [[LABELS.get(m.library, m.library), cell(m)] for m in report.floors.measurements]
+    rows = [[label(m.library), cell(m)] for m in report.floors.measurements]
     shape = f"M=1, K=N={case.k}, w{case.bits}g{case.block}, hot, 1 thread"
     intro = f"Latency of a tiny case ({shape}): a bound on each library's per-call overhead."
     return [intro, "", *_table(["library", "min / median µs"], rows)]
@@ -77,7 +77,7 @@ def _floors(report: KernelsReport) -> list[str]:
 
 def _lutc_libraries(report: KernelsReport) -> list[str]:
     """The lutc variants in the run, in table order (always fast and exact, for stable columns)."""
-    return [lib for lib in LUTC if lib in report.libraries or lib != "lutc-fast-tuned"]
+    return lutc_libraries(report.libraries)
 
 
 def _fast_variants(report: KernelsReport) -> list[str]:
@@ -94,16 +94,16 @@ def _result_row(result: CaseResult, mode: str, report: KernelsReport) -> list[st
         result.case.label,
         mode,
         *(cell(result.get(lib, mode)) for lib in report.libraries),
-        *(f"{gain:.2f}x ({LABELS[ort.library].split()[-1]})" if gain else "—" for gain in gains),
+        *(f"{gain:.2f}x ({label(ort.library).split()[-1]})" if gain else "—" for gain in gains),
         " / ".join(_ratio(m.gbps if m else None, ".1f") for m in fast),
         " / ".join(fracs),
     ]
 
 
 def _results(report: KernelsReport) -> list[str]:
-    names = [LABELS[lib].removeprefix("lutc ") for lib in _lutc_libraries(report)]
-    fast = [LABELS[lib] for lib in _fast_variants(report)]
-    header = ["case", "mode", *(LABELS.get(lib, lib) for lib in report.libraries)]
+    names = [label(lib).removeprefix("lutc ") for lib in _lutc_libraries(report)]
+    fast = [label(lib) for lib in _fast_variants(report)]
+    header = ["case", "mode", *(label(lib) for lib in report.libraries)]
     header += [f"{name} vs ORT best" for name in fast]
     header += [" / ".join(fast) + " GB/s", "roofline " + " / ".join(names)]
     rows = [_result_row(r, mode, report) for r in report.cases for mode in report.config.modes]

@@ -1,10 +1,11 @@
 """The template of every CPU ``lut_matmul`` rule: the shared loop schedule around one micro-kernel.
 
 A rule for an ISA is a subclass that gives only what differs: the micro-kernel
-(:meth:`CpuLutMatmulRule.intrin`), the largest chunk it takes (:meth:`max_chunk`) and its
-measured defaults (:meth:`defaults`), plus :meth:`is_target_available`. ``schedule``,
-``structural_choices`` and ``register_intrinsics`` are written once here, from the same three
-answers, so they always agree (a tuned trace replays only when they do).
+(:meth:`CpuLutMatmulRule.intrin`), the largest chunk it takes (:meth:`max_chunk`, and
+:meth:`chunk_fits` where a micro-kernel takes only some chunk sizes) and its measured defaults
+(:meth:`defaults`), plus :meth:`is_target_available`. ``schedule``, ``structural_choices`` and
+``register_intrinsics`` are written once here, from the same answers, so they always agree (a
+tuned trace replays only when they do). A kernel no chunk fits is left to the next rule.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from ...kernels.intrin_desc import LookupShape
 from ...kernels.matmul import MATMUL_KERNEL
 from ..base import Knobs
 from .base import CpuRule
-from .matmul_loops import register_chunk_intrinsics, schedule_lut_matmul, structural_choices
+from .matmul_loops import chunk_candidates, register_chunk_intrinsics, schedule_lut_matmul, structural_choices
 
 
 class CpuLutMatmulRule(CpuRule):
@@ -32,19 +33,30 @@ class CpuLutMatmulRule(CpuRule):
         """The most K bytes one micro-kernel call may cover (accumulator range, registers)."""
         raise NotImplementedError
 
+    def chunk_fits(self, shape: LookupShape, chunk: int) -> bool:
+        """Whether the micro-kernel takes ``chunk`` bytes of ``shape`` (all sizes by default)."""
+        return True
+
     def defaults(self, shape: LookupShape) -> tuple[int, int]:
         """``(chunk, unroll)`` of the untuned schedule: the measured best for this ISA."""
         raise NotImplementedError
 
+    def chunks(self, shape: LookupShape) -> list[int]:
+        """The chunk sizes a schedule of ``shape`` may use."""
+        return [c for c in chunk_candidates(shape, self.max_chunk(shape)) if self.chunk_fits(shape, c)]
+
+    def applies(self, func: tirx.PrimFunc, target: Target) -> bool:
+        return super().applies(func, target) and bool(self.chunks(LookupShape.from_func(func)))
+
     def schedule(self, sch: s_tir.Schedule, func: tirx.PrimFunc, target: Target, knobs: Knobs) -> None:
         shape = LookupShape.from_func(func)
         chunk, unroll = self.defaults(shape)
-        schedule_lut_matmul(sch, shape, self.max_chunk(shape), chunk, self.intrin, knobs, default_unroll=unroll)
+        schedule_lut_matmul(sch, shape, self.chunks(shape), chunk, self.intrin, knobs, default_unroll=unroll)
 
     def structural_choices(self, func: tirx.PrimFunc, target: Target) -> dict[str, list[int]]:
         shape = LookupShape.from_func(func)
-        return structural_choices(shape, self.max_chunk(shape))
+        return structural_choices(shape, self.chunks(shape))
 
     def register_intrinsics(self, func: tirx.PrimFunc, target: Target) -> None:
         shape = LookupShape.from_func(func)
-        register_chunk_intrinsics(shape, self.max_chunk(shape), self.intrin)
+        register_chunk_intrinsics(shape, self.chunks(shape), self.intrin)

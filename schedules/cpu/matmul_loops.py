@@ -43,36 +43,37 @@ def default_chunk(candidates: list[int], preferred: int) -> int:
     return max(fitting) if fitting else min(candidates)
 
 
-def structural_choices(shape: LookupShape, max_chunk: int) -> dict[str, list[int]]:
-    """The concretized decisions: chunk size, and row/group order when M may exceed 1."""
-    choices = {"chunk": chunk_candidates(shape, max_chunk)}
+def structural_choices(shape: LookupShape, chunks: list[int]) -> dict[str, list[int]]:
+    """The concretized decisions: chunk size (of the micro-kernel's ``chunks``), and row/group
+    order when M may exceed 1."""
+    choices = {"chunk": list(chunks)}
     if shape.m != 1:
         choices["m_inner"] = [0, 1]
     return choices
 
 
 def register_chunk_intrinsics(
-    shape: LookupShape, max_chunk: int, intrin_for: Callable[[LookupShape, int], str]
+    shape: LookupShape, chunks: list[int], intrin_for: Callable[[LookupShape, int], str]
 ) -> None:
     """Register the micro-kernel of every chunk size a design space can pin."""
-    for chunk in chunk_candidates(shape, max_chunk):
+    for chunk in chunks:
         intrin_for(shape, chunk)
 
 
 def schedule_lut_matmul(
     sch: s_tir.Schedule,
     shape: LookupShape,
-    max_chunk: int,
+    chunks: list[int],
     preferred_chunk: int,
     intrin_for: Callable[[LookupShape, int], str],
     knobs: Knobs,
     default_unroll: int = 16,
 ) -> None:
     """Tile, order, parallelize and tensorize ``lut_matmul`` (see the module docstring)."""
-    choices = structural_choices(shape, max_chunk)
+    choices = structural_choices(shape, chunks)
     candidates = choices["chunk"]
     if not candidates:
-        raise NotImplementedError(f"no lookup chunk of 2..{max_chunk} bytes divides a group of {shape.group_bytes}")
+        raise NotImplementedError(f"no lookup chunk of the micro-kernel divides a group of {shape.group_bytes} bytes")
     chunk = choose(sch, "chunk", candidates, default_chunk(candidates, preferred_chunk), knobs)
     m_inner = choose(sch, "m_inner", choices["m_inner"], DEFAULT_M_INNER, knobs) if "m_inner" in choices else 0
 

@@ -28,10 +28,15 @@ def _baseline(name: str, num_cores: int) -> Library:
 
 
 def make_libraries(
-    lutc_modes: tuple[str, ...], baselines: tuple[str, ...], num_cores: int, target: str, tuned: str | None = None
+    lutc_modes: tuple[str, ...],
+    baselines: tuple[str, ...],
+    num_cores: int,
+    target: str,
+    tuned: str | None = None,
+    compare_targets: tuple[str, ...] = (),
 ) -> list[Library]:
     """lutc in ``lutc_modes`` (built for ``target``; fast mode also with the tuning log ``tuned``),
-    then ``baselines``, in table order."""
+    the same modes built for each of ``compare_targets``, then ``baselines``, in table order."""
     from .lut_kernels import LutcKernels, load_kernels
 
     if lutc_modes:
@@ -39,6 +44,7 @@ def make_libraries(
     lutc = [LutcKernels(mode, target) for mode in LUTC_MODES if mode in lutc_modes]
     if tuned is not None and "fast" in lutc_modes:
         lutc.insert(1, LutcKernels("fast", target, tuning_logs=tuned))
+    lutc += [LutcKernels(mode, other, comparison=True) for other in compare_targets for mode in lutc_modes]
     return lutc + [_baseline(name, num_cores) for name in BASELINES if name in baselines]
 
 

@@ -48,11 +48,14 @@ class LutcKernels:
     target: str = "x86"
     tuning_logs: str | None = None
     """A ``lutc.tune`` log directory: schedules from its records (``lutc-fast-tuned``)."""
+    comparison: bool = False
+    """Built for a comparison target: named ``lutc-<mode>@<target>``."""
     _built: LastBuild = field(default_factory=LastBuild, repr=False)
 
     @property
     def name(self) -> str:
-        return f"lutc-{self.mode}" + ("-tuned" if self.tuning_logs is not None else "")
+        name = f"lutc-{self.mode}" + ("-tuned" if self.tuning_logs is not None else "")
+        return f"{name}@{self.target}" if self.comparison else name
 
     @property
     def tolerance(self) -> float:

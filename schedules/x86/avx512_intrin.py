@@ -1,0 +1,210 @@
+"""AVX-512 lookup micro-kernels: VBMI ``vpermi2b`` + VNNI ``vpdpbusd`` on int8 tables,
+``vpermps`` on float tables. Same packed layout as AVX2 (:mod:`lutc.quant.layout`).
+
+**Fast mode** (int8 tables). The ``chunk * planes`` (K byte, plane) items of a chunk are taken
+four at a time in memory order (a *quad*: 128 contiguous bytes, four 32-row segments). One
+``vpermi2b`` with a constant index per 16 rows transposes a quad so that the int32 lane of row
+``r`` holds its four bytes. The eight tables of an aligned block of four K bytes fill a register
+pair (full 16-entry tables; a symmetrized table is expanded to ``[T, -T]`` once per block), so a
+lookup index is the nibble with the table's number in bits 4-6: ``(byte & 15) | sel`` (low
+nibbles) and ``(byte >> 4) | sel`` (high), one ``vpternlogd`` (plus a shift) each. One
+``vpermi2b`` looks up 64 entries, and one ``vpdpbusd`` multiplies each lookup by its plane
+weight ``2**p``, adds the four of a row and accumulates into int32: no int16 stage, no flushes.
+
+Per quad and 32 rows (256 lookups): 2 loads, 2 transposes, 4 index ops, 2 shifts, 4 lookups,
+4 ``vpdpbusd``: 16 vector µops, 2 per 32 lookups (AVX2: about 5.5). Low and high nibbles
+accumulate in separate chains to hide ``vpdpbusd``'s latency.
+
+A chunk must hold whole quads inside its blocks: ``chunk % 4 == 0``, or ``chunk == 2`` with an
+even plane count (one block of four tables; :func:`fits`).
+
+**Exact mode** (float32 tables). A 16-entry float table fills one zmm register (a symmetrized
+one is expanded to ``[T, -T]`` by flipping sign bits). Sixteen rows' bytes are widened to int32
+and looked up with ``vpermps``, which reads only index bits 0-3: the low nibble needs no mask,
+the high nibble one shift. The sums are formed in the AVX2 kernel's order, so both give the same
+floats.
+"""
+
+from __future__ import annotations
+
+from tvm import tirx
+from tvm.script import tirx as T
+
+from ...kernels.intrin_desc import LookupShape, register_lookup_intrin
+from ...quant.layout import TILE_N
+from .avx2_intrin import _chunk_sum, _ramp
+
+ZMM_BYTES = 64
+ROWS = 16
+"""Rows per zmm of int32 sums (and of float sums)."""
+QUAD = 4
+"""Bytes ``vpdpbusd`` adds into one int32 lane."""
+BLOCK_BYTES = 4
+"""K bytes whose eight 16-entry tables fill a register pair (128 bytes)."""
+ENTRIES = 16
+
+
+def fits(shape: LookupShape, chunk: int) -> bool:
+    """Whether the fast micro-kernel takes ``chunk`` K bytes of ``shape`` (whole quads in blocks)."""
+    return shape.mode == "exact" or chunk % _span(shape) == 0
+
+
+def _bytes_constant(values: list[int], dtype: str = "uint8") -> tirx.PrimExpr:
+    """A 64-byte vector repeating the four bytes ``values`` in every int32 lane."""
+    word = sum(v << (8 * i) for i, v in enumerate(values))
+    return T.reinterpret(f"{dtype}x{ZMM_BYTES}", tirx.Broadcast(tirx.const(word, "uint32"), ZMM_BYTES // QUAD))
+
+
+def _concat(parts: list[tirx.PrimExpr], lanes: int) -> tirx.PrimExpr:
+    return tirx.Shuffle(parts, list(range(lanes * len(parts))))
+
+
+def _full_tables(tab: tirx.Buffer, first: int, count: int, symmetric: bool) -> tirx.PrimExpr:
+    """The ``count`` 16-entry int8 tables from group ``first`` as one vector of ``16 * count``
+    bytes; a symmetrized (8-entry) table ``T`` becomes ``[T, -T]``."""
+    if not symmetric:
+        return _concat([tab[first + t, _ramp(0, ENTRIES)] for t in range(count)], ENTRIES)
+    half = ENTRIES // 2
+    halves = _concat([tab[first + t, _ramp(0, half)] for t in range(count)], half)
+    negated = tirx.Broadcast(tirx.const(0, "int8"), half * count) - halves
+    order = [t * half + j + (half * count if e >= half else 0) for t in range(count) for e, j in _entry_halves(half)]
+    return tirx.Shuffle([halves, negated], order)
+
+
+def _entry_halves(half: int) -> list[tuple[int, int]]:
+    """``(entry, source index within the half table)`` for the 16 entries of ``[T, -T]``."""
+    return [(e, e % half) for e in range(2 * half)]
+
+
+def _span(shape: LookupShape) -> int:
+    """K bytes one table register set covers: 2 (four tables, one register) when every quad
+    stays within an aligned pair of K bytes (an even plane count), else 4 (a register pair)."""
+    return 2 if shape.planes % 2 == 0 else BLOCK_BYTES
+
+
+def _tables(tab: tirx.Buffer, block: int, shape: LookupShape) -> tuple[tirx.PrimExpr, ...]:
+    """The table registers of the ``block``-th span of K bytes: four 16-entry tables each."""
+    first = block * _span(shape) * 2
+    return tuple(_full_tables(tab, first + 4 * i, 4, shape.symmetric) for i in range(_span(shape) // 2))
+
+
+def _quad_items(quad: int, planes: int) -> list[tuple[int, int]]:
+    """The (K byte, plane) items of quad ``quad``, in memory order."""
+    return [divmod(QUAD * quad + i, planes) for i in range(QUAD)]
+
+
+def _transposed(w: tirx.Buffer, items: list[tuple[int, int]], half: int) -> tirx.PrimExpr:
+    """Rows ``16*half .. 16*half + 15`` of a quad, the four bytes of row ``r`` in int32 lane ``r``."""
+    segments = [w[kb, p, _ramp(0, TILE_N)] for kb, p in items]
+    first, second = _concat(segments[:2], TILE_N), _concat(segments[2:], TILE_N)
+    order = [TILE_N * i + ROWS * half + r for r in range(ROWS) for i in range(QUAD)]
+    return tirx.Shuffle([first, second], order)
+
+
+def _lookup(tables: tuple[tirx.PrimExpr, ...], index: tirx.PrimExpr) -> tirx.PrimExpr:
+    """64 lookups: ``vpermb`` from one register (index bits 0-5), ``vpermi2b`` from two (0-6)."""
+    index = T.reinterpret("int8x64", index)
+    if len(tables) == 1:
+        return T.call_llvm_pure_intrin("int8x64", "llvm.x86.avx512.permvar.qi.512", tables[0], index)
+    return T.call_llvm_pure_intrin("int8x64", "llvm.x86.avx512.vpermi2var.qi.512", tables[0], index, tables[1])
+
+
+def _dot(acc: tirx.PrimExpr, weights: tirx.PrimExpr, lookups: tirx.PrimExpr) -> tirx.PrimExpr:
+    """``acc[lane] += sum_i weights[4 lane + i] * lookups[4 lane + i]`` (u8 x s8 -> int32)."""
+    return T.call_llvm_pure_intrin("int32x16", "llvm.x86.avx512.vpdpbusd.512", acc, weights, lookups)
+
+
+def _fast_half(tab: tirx.Buffer, w: tirx.Buffer, shape: LookupShape, chunk: int, half: int, acc: tirx.PrimExpr):
+    """``acc`` plus the chunk's sums of rows ``16*half ..``: low and high nibbles in two chains."""
+    low_chain, high_chain = acc, tirx.Broadcast(tirx.const(0, "int32"), ROWS)
+    registers, span = {}, _span(shape)
+    for quad in range(chunk * shape.planes // QUAD):
+        items = _quad_items(quad, shape.planes)
+        block = items[0][0] // span
+        if block not in registers:
+            registers[block] = _tables(tab, block, shape)
+        tables = registers[block]
+        groups = [2 * (kb % span) for kb, _ in items]
+        weights = _bytes_constant([1 << p for _, p in items], "int8")
+        data = _transposed(w, items, half)
+        nibble = tirx.bitwise_and(data, _bytes_constant([15] * QUAD))
+        low = tirx.bitwise_or(nibble, _bytes_constant([g << 4 for g in groups]))
+        high = tirx.bitwise_or(
+            tirx.shift_right(data, tirx.Broadcast(tirx.const(4, "uint8"), ZMM_BYTES)),
+            _bytes_constant([(g + 1) << 4 for g in groups]),
+        )
+        low_chain = _dot(low_chain, weights, _lookup(tables, low))
+        high_chain = _dot(high_chain, weights, _lookup(tables, high))
+    return low_chain + high_chain
+
+
+def fast_impl(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
+    planes, entries = shape.planes, shape.entries
+    if not fits(shape, chunk):
+        raise ValueError(f"the AVX-512 fast micro-kernel takes no {chunk}-byte chunk of {planes} planes")
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        tab: T.Buffer((chunk * 2, entries), "int8", offset_factor=1),
+        w: T.Buffer((chunk, planes, TILE_N), "uint8", offset_factor=1),
+        acc: T.Buffer((TILE_N,), "int32", offset_factor=1),
+    ):
+        with T.sblock("root"):
+            T.reads(acc[0:TILE_N], w[0:chunk, 0:planes, 0:TILE_N], tab[0 : chunk * 2, 0:entries])
+            T.writes(acc[0:TILE_N])
+            acc[0:16] = _fast_half(tab, w, shape, chunk, 0, acc[_ramp(0, ROWS)])
+            acc[16:32] = _fast_half(tab, w, shape, chunk, 1, acc[_ramp(ROWS, ROWS)])
+
+    return impl
+
+
+SIGN_BIT = -(2**31)
+
+
+def _float_table(tab: tirx.Buffer, row, symmetric: bool) -> tirx.PrimExpr:
+    """The 16-entry float table of ``row``; a symmetrized one as ``[T, -T]`` (sign bits flipped)."""
+    if not symmetric:
+        return tab[row, _ramp(0, ENTRIES)]
+    half = tab[row, _ramp(0, ENTRIES // 2)]
+    flipped = tirx.bitwise_xor(T.reinterpret("int32x8", half), tirx.Broadcast(tirx.const(SIGN_BIT, "int32"), 8))
+    return tirx.Shuffle([half, T.reinterpret("float32x8", flipped)], list(range(ENTRIES)))
+
+
+def _permps(table: tirx.PrimExpr, index: tirx.PrimExpr) -> tirx.PrimExpr:
+    return T.call_llvm_pure_intrin("float32x16", "llvm.x86.avx512.permvar.sf.512", table, index)
+
+
+def _exact_rows(tab: tirx.Buffer, w: tirx.Buffer, kb, p, half: int, symmetric: bool) -> tirx.PrimExpr:
+    """``2**p * (T_low[lo] + T_high[hi])`` for rows ``16*half .. 16*half + 15``."""
+    index = T.Cast("int32x16", w[kb, p, _ramp(half * ROWS, ROWS)])
+    high_index = tirx.shift_right(index, tirx.Broadcast(tirx.const(4, "int32"), ROWS))
+    low = _permps(_float_table(tab, kb * 2, symmetric), index)
+    both = low + _permps(_float_table(tab, kb * 2 + 1, symmetric), high_index)
+    return both * tirx.Broadcast(tirx.Cast("float32", tirx.shift_left(1, p)), ROWS)
+
+
+def _exact_chunk(tab: tirx.Buffer, w: tirx.Buffer, shape: LookupShape, chunk: int, half: int) -> tirx.PrimExpr:
+    return _chunk_sum(chunk, shape.planes, lambda kb, p: _exact_rows(tab, w, kb, p, half, shape.symmetric))
+
+
+def exact_impl(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
+    planes, entries = shape.planes, shape.entries
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        tab: T.Buffer((chunk * 2, entries), "float32", offset_factor=1),
+        w: T.Buffer((chunk, planes, TILE_N), "uint8", offset_factor=1),
+        acc: T.Buffer((TILE_N,), "float32", offset_factor=1),
+    ):
+        with T.sblock("root"):
+            T.reads(acc[0:TILE_N], w[0:chunk, 0:planes, 0:TILE_N], tab[0 : chunk * 2, 0:entries])
+            T.writes(acc[0:TILE_N])
+            acc[0:16] = acc[_ramp(0, ROWS)] + _exact_chunk(tab, w, shape, chunk, 0)
+            acc[16:32] = acc[_ramp(ROWS, ROWS)] + _exact_chunk(tab, w, shape, chunk, 1)
+
+    return impl
+
+
+def avx512_intrin(shape: LookupShape, chunk: int) -> str:
+    """Register (once) and name the AVX-512 micro-kernel for ``shape`` and ``chunk``."""
+    return register_lookup_intrin("avx512", shape, chunk, fast_impl if shape.mode == "fast" else exact_impl)
