@@ -333,3 +333,46 @@ def test_precompute_of_extreme_rows_equals_the_reference_bit_for_bit():
     scaled = np.abs(x.astype(np.float64) / reference.row_scale[:, None]).reshape(6, -1, spec.group_len)
     summation_order = 64 * np.finfo(np.float32).eps * scaled.sum(-1)  # the kernel sums in another order
     assert np.all(np.abs(ws.xsum.numpy() - reference.xsum) <= summation_order)
+
+
+def _pinned_gemm(spec: KernelSpec, target_name: str, pinned: tuple[tuple[str, int], ...]) -> LutGemm:
+    """The kernel pair with the matmul's structural choices pinned (as a tuning design space)."""
+    import tvm
+    from lutc.schedules import Knobs, rule_for, schedule
+
+    from lutc.kernels import lut_matmul, lut_precompute
+
+    target = resolve_target(target_name)
+    matmul = lut_matmul(spec)
+    mods = {
+        "lut_precompute": schedule(lut_precompute(spec), target),
+        "lut_matmul": rule_for(matmul, target).apply(matmul, target, Knobs(pinned=pinned)),
+    }
+    funcs = {name: sch.mod["main"].with_attr("global_symbol", name) for name, sch in mods.items()}
+    return LutGemm(spec, target, tvm.tirx.build(tvm.IRModule(funcs), target=target))
+
+
+@needs_avx512
+@pytest.mark.parametrize(
+    "fmt",
+    [IntFormat(2, 128), IntFormat(3, 64, symmetric=False), IntFormat(4, 32), TernaryFormat(64)],
+    ids=lambda f: f.name,
+)
+@pytest.mark.parametrize(("m", "rows"), [(2, 2), (4, 4), (8, 2), (16, 4)])
+@pytest.mark.parametrize("m_inner", [0, 1])
+def test_avx512_kernels_of_several_rows_equal_one_row_kernels(fmt, m, rows, m_inner):
+    """A static M takes 2 or 4 rows per micro-kernel call (one weight load for all): the same
+    integer sums, so the same outputs as the one-row kernel, bit for bit, in either loop order."""
+    spec = KernelSpec(m, 72, 256, fmt, mode="fast", symmetric=m_inner == 1)
+    rng = np.random.default_rng(m)
+    pw = pack(quantize(random_weights(rng, spec.n, spec.k), spec.fmt))
+    x = rng.standard_normal((m, spec.k)).astype(np.float32)
+    several = _pinned_gemm(spec, "x86-avx512", (("rows", rows), ("m_inner", m_inner)))
+    one = _pinned_gemm(spec, "x86-avx512", (("rows", 1), ("m_inner", m_inner)))
+    np.testing.assert_array_equal(several(x, several.prepare(pw)), one(x, one.prepare(pw)))
+    tvm.testing.assert_allclose(
+        several(x, several.prepare(pw)),
+        lut_gemm(x, pw, LutConfig(mode="fast", symmetric=spec.symmetric)),
+        rtol=0,
+        atol=float(exact_error_bound(x, pw).max()),
+    )

@@ -77,16 +77,26 @@ def test_target_tag_names_kind_and_isa_level():
     assert target_tag(zen2) == target_tag(resolve_target("x86-avx2"))  # every AVX2 CPU shares one log
 
 
-def test_design_spaces_pin_each_structural_choice():
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("x86-avx2", {"chunk": [2, 4, 8, 16], "m_inner": [0, 1]}),
+        ("x86-avx512", {"chunk": [2, 4, 8, 16], "m_inner": [0, 1], "rows": [1, 2, 4]}),
+    ],
+)
+def test_design_spaces_pin_each_structural_choice(name, expected):
+    """Compiling needs no such CPU: the spaces of both x86 rules are checked everywhere."""
+    target = resolve_target(name, 1)
     func = workload_of(lut_matmul(KernelSpec(4, 64, 256, FORMATS["w2g128"])))["main"]
-    rule = rule_for(func, TARGET)
-    choices = rule.structural_choices(func, TARGET)
-    assert choices == {"chunk": [2, 4, 8, 16], "m_inner": [0, 1]}
-    spaces = rule.design_spaces(func, TARGET)
-    assert len(spaces) == 8
+    rule = rule_for(func, target)
+    choices = rule.structural_choices(func, target)
+    assert choices == expected
+    spaces = rule.design_spaces(func, target)
+    count = int(np.prod([len(v) for v in expected.values()]))
+    assert len(spaces) == count
     funcs = [_func_of(s) for s in spaces]
     distinct = [f for i, f in enumerate(funcs) if not any(tvm_ffi.structural_equal(f, g) for g in funcs[:i])]
-    assert len(distinct) == 8
+    assert len(distinct) == count
     for sch in spaces:  # pinned choices take no sample; unroll stays a free categorical
         categorical = [i for i in sch.trace.insts if i.kind.name == "SampleCategorical"]
         assert [list(map(int, i.attrs[0])) for i in categorical] == [[0, 16, 64]]

@@ -67,14 +67,17 @@ def lookup_term(entry, byte, plane, half, e, shape: LookupShape) -> tirx.PrimExp
     return term if plane is None else plane_weight(term, plane, shape.acc_dtype)
 
 
-def lookup_desc(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
+def lookup_desc(shape: LookupShape, chunk: int, rows: int = 1) -> tirx.PrimFunc:
     """``acc[r] += sum_{byte < chunk, plane, half, e} 2**plane * tab[2*byte + half, e] * [p == e]``.
 
     Loops of extent one vanish during scheduling, so a single-plane format has no plane loop
-    and ``chunk`` must be at least 2.
+    and ``chunk`` must be at least 2. ``rows > 1``: the same for ``rows`` activation rows at
+    once (``tab[i, ...]`` and ``acc[i, r]``, strided), sharing each weight byte.
     """
     if chunk < 2:
         raise ValueError(f"lookup chunks cover at least 2 bytes; got {chunk}")
+    if rows > 1:
+        return _multi_row_desc(shape, chunk, rows)
     return _multi_plane_desc(shape, chunk) if shape.planes > 1 else _single_plane_desc(shape, chunk)
 
 
@@ -118,11 +121,59 @@ def _single_plane_desc(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
     return desc
 
 
-def register_lookup_intrin(family: str, shape: LookupShape, chunk: int, impl) -> str:
-    """Register (once) the micro-kernel ``impl(shape, chunk)`` of ``family`` for tensorize; return its name."""
+def _multi_row_desc(shape: LookupShape, chunk: int, rows: int) -> tirx.PrimFunc:
+    planes, entries, table_dtype, acc_dtype = shape.planes, shape.entries, shape.table_dtype, shape.acc_dtype
+
+    @T.prim_func(s_tir=True)
+    def multi_plane(tab_handle: T.handle, w_handle: T.handle, acc_handle: T.handle):
+        row_stride, group_stride = T.int32(), T.int32()
+        acc_stride, acc_tile, acc_group = T.int32(), T.int32(), T.int32()
+        tab = T.match_buffer(tab_handle, (rows, chunk * 2, entries), table_dtype, offset_factor=1,
+                             strides=[row_stride, group_stride, 1])  # fmt: skip
+        w = T.match_buffer(w_handle, (chunk, planes, TILE_N), "uint8", offset_factor=1)
+        acc = T.match_buffer(acc_handle, (rows, 1, 1, TILE_N), acc_dtype, offset_factor=1,
+                             strides=[acc_stride, acc_tile, acc_group, 1])  # fmt: skip
+        with T.sblock("root"):
+            T.reads(acc[0:rows, 0, 0, 0:TILE_N], w[0:chunk, 0:planes, 0:TILE_N], tab[0:rows, 0 : chunk * 2, 0:entries])
+            T.writes(acc[0:rows, 0, 0, 0:TILE_N])
+            for i, kb, p, h, e, r in T.grid(rows, chunk, planes, 2, entries, TILE_N):
+                with T.sblock("update"):
+                    vi, vr, vkb, vp, vh, ve = T.axis.remap("SSRRRR", [i, r, kb, p, h, e])
+                    acc[vi, 0, 0, vr] = acc[vi, 0, 0, vr] + lookup_term(
+                        tab[vi, vkb * 2 + vh, ve], w[vkb, vp, vr], vp, vh, ve, shape
+                    )
+
+    @T.prim_func(s_tir=True)
+    def single_plane(tab_handle: T.handle, w_handle: T.handle, acc_handle: T.handle):
+        row_stride, group_stride = T.int32(), T.int32()
+        acc_stride, acc_tile, acc_group = T.int32(), T.int32(), T.int32()
+        tab = T.match_buffer(tab_handle, (rows, chunk * 2, entries), table_dtype, offset_factor=1,
+                             strides=[row_stride, group_stride, 1])  # fmt: skip
+        w = T.match_buffer(w_handle, (chunk, 1, TILE_N), "uint8", offset_factor=1)
+        acc = T.match_buffer(acc_handle, (rows, 1, 1, TILE_N), acc_dtype, offset_factor=1,
+                             strides=[acc_stride, acc_tile, acc_group, 1])  # fmt: skip
+        with T.sblock("root"):
+            T.reads(acc[0:rows, 0, 0, 0:TILE_N], w[0:chunk, 0, 0:TILE_N], tab[0:rows, 0 : chunk * 2, 0:entries])
+            T.writes(acc[0:rows, 0, 0, 0:TILE_N])
+            for i, kb, h, e, r in T.grid(rows, chunk, 2, entries, TILE_N):
+                with T.sblock("update"):
+                    vi, vr, vkb, vh, ve = T.axis.remap("SSRRR", [i, r, kb, h, e])
+                    acc[vi, 0, 0, vr] = acc[vi, 0, 0, vr] + lookup_term(
+                        tab[vi, vkb * 2 + vh, ve], w[vkb, 0, vr], None, vh, ve, shape
+                    )
+
+    return multi_plane if planes > 1 else single_plane
+
+
+def register_lookup_intrin(family: str, shape: LookupShape, chunk: int, impl, rows: int = 1) -> str:
+    """Register (once) the micro-kernel ``impl(shape, chunk)`` (``impl(shape, chunk, rows)`` for
+    several rows) of ``family`` for tensorize; return its name."""
     name = f"lutc_{family}_lookup_{shape.mode}_p{shape.planes}_e{shape.entries}_c{chunk}"
+    name += f"_r{rows}" if rows > 1 else ""
     try:
         TensorIntrin.get(name)
     except Exception:
-        TensorIntrin.register(name, lookup_desc(shape, chunk), impl(shape, chunk))
+        TensorIntrin.register(
+            name, lookup_desc(shape, chunk, rows), impl(shape, chunk, rows) if rows > 1 else impl(shape, chunk)
+        )
     return name

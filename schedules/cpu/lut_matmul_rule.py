@@ -17,7 +17,13 @@ from ...kernels.intrin_desc import LookupShape
 from ...kernels.matmul import MATMUL_KERNEL
 from ..base import Knobs
 from .base import CpuRule
-from .matmul_loops import chunk_candidates, register_chunk_intrinsics, schedule_lut_matmul, structural_choices
+from .matmul_loops import (
+    DEFAULT_M_INNER,
+    chunk_candidates,
+    register_chunk_intrinsics,
+    schedule_lut_matmul,
+    structural_choices,
+)
 
 
 class CpuLutMatmulRule(CpuRule):
@@ -26,7 +32,8 @@ class CpuLutMatmulRule(CpuRule):
     kernel = MATMUL_KERNEL
 
     def intrin(self, shape: LookupShape, chunk: int) -> str:
-        """Register (once) and name the micro-kernel covering ``chunk`` K bytes of ``shape``."""
+        """Register (once) and name the micro-kernel covering ``chunk`` K bytes of ``shape``
+        (a rule with :meth:`row_counts` takes ``rows`` too)."""
         raise NotImplementedError
 
     def max_chunk(self, shape: LookupShape) -> int:
@@ -41,6 +48,18 @@ class CpuLutMatmulRule(CpuRule):
         """``(chunk, unroll)`` of the untuned schedule: the measured best for this ISA."""
         raise NotImplementedError
 
+    def row_counts(self, shape: LookupShape) -> tuple[int, ...]:
+        """Activation rows one micro-kernel call may take (several: ``intrin(shape, chunk, rows)``)."""
+        return (1,)
+
+    def preferred_rows(self, shape: LookupShape) -> int:
+        """The untuned row count (one of :meth:`row_counts`)."""
+        return 1
+
+    def default_m_inner(self, shape: LookupShape) -> int:
+        """The untuned loop order for M > 1: 0 rows outside groups, 1 rows inside."""
+        return DEFAULT_M_INNER
+
     def chunks(self, shape: LookupShape) -> list[int]:
         """The chunk sizes a schedule of ``shape`` may use."""
         return [c for c in chunk_candidates(shape, self.max_chunk(shape)) if self.chunk_fits(shape, c)]
@@ -51,12 +70,15 @@ class CpuLutMatmulRule(CpuRule):
     def schedule(self, sch: s_tir.Schedule, func: tirx.PrimFunc, target: Target, knobs: Knobs) -> None:
         shape = LookupShape.from_func(func)
         chunk, unroll = self.defaults(shape)
-        schedule_lut_matmul(sch, shape, self.chunks(shape), chunk, self.intrin, knobs, default_unroll=unroll)
+        schedule_lut_matmul(
+            sch, shape, self.chunks(shape), chunk, self.intrin, knobs, unroll,
+            self.row_counts(shape), self.preferred_rows(shape), self.default_m_inner(shape),
+        )  # fmt: skip
 
     def structural_choices(self, func: tirx.PrimFunc, target: Target) -> dict[str, list[int]]:
         shape = LookupShape.from_func(func)
-        return structural_choices(shape, self.chunks(shape))
+        return structural_choices(shape, self.chunks(shape), self.row_counts(shape))
 
     def register_intrinsics(self, func: tirx.PrimFunc, target: Target) -> None:
         shape = LookupShape.from_func(func)
-        register_chunk_intrinsics(shape, self.chunks(shape), self.intrin)
+        register_chunk_intrinsics(shape, self.chunks(shape), self.intrin, self.row_counts(shape))

@@ -43,21 +43,28 @@ def default_chunk(candidates: list[int], preferred: int) -> int:
     return max(fitting) if fitting else min(candidates)
 
 
-def structural_choices(shape: LookupShape, chunks: list[int]) -> dict[str, list[int]]:
-    """The concretized decisions: chunk size (of the micro-kernel's ``chunks``), and row/group
-    order when M may exceed 1."""
+def structural_choices(shape: LookupShape, chunks: list[int], rows: tuple[int, ...] = (1,)) -> dict[str, list[int]]:
+    """The concretized decisions: chunk size (of the micro-kernel's ``chunks``), row/group order
+    when M may exceed 1, and activation rows per micro-kernel call where it takes several."""
     choices = {"chunk": list(chunks)}
     if shape.m != 1:
         choices["m_inner"] = [0, 1]
+    if len(rows) > 1:
+        choices["rows"] = list(rows)
     return choices
 
 
+def _intrin(intrin_for: Callable[..., str], shape: LookupShape, chunk: int, rows: int) -> str:
+    return intrin_for(shape, chunk, rows) if rows > 1 else intrin_for(shape, chunk)
+
+
 def register_chunk_intrinsics(
-    shape: LookupShape, chunks: list[int], intrin_for: Callable[[LookupShape, int], str]
+    shape: LookupShape, chunks: list[int], intrin_for: Callable[..., str], rows: tuple[int, ...] = (1,)
 ) -> None:
-    """Register the micro-kernel of every chunk size a design space can pin."""
+    """Register the micro-kernel of every chunk size (and row count) a design space can pin."""
     for chunk in chunks:
-        intrin_for(shape, chunk)
+        for count in rows:
+            _intrin(intrin_for, shape, chunk, count)
 
 
 def schedule_lut_matmul(
@@ -65,23 +72,32 @@ def schedule_lut_matmul(
     shape: LookupShape,
     chunks: list[int],
     preferred_chunk: int,
-    intrin_for: Callable[[LookupShape, int], str],
+    intrin_for: Callable[..., str],
     knobs: Knobs,
     default_unroll: int = 16,
+    rows: tuple[int, ...] = (1,),
+    preferred_rows: int = 1,
+    default_m_inner: int = DEFAULT_M_INNER,
 ) -> None:
-    """Tile, order, parallelize and tensorize ``lut_matmul`` (see the module docstring)."""
-    choices = structural_choices(shape, chunks)
+    """Tile, order, parallelize and tensorize ``lut_matmul`` (see the module docstring).
+
+    ``rows``: activation rows one micro-kernel call may take (``intrin_for(shape, chunk, rows)``;
+    each must divide a static M); several rows split M and share each weight load.
+    """
+    choices = structural_choices(shape, chunks, rows)
     candidates = choices["chunk"]
     if not candidates:
         raise NotImplementedError(f"no lookup chunk of the micro-kernel divides a group of {shape.group_bytes} bytes")
     chunk = choose(sch, "chunk", candidates, default_chunk(candidates, preferred_chunk), knobs)
-    m_inner = choose(sch, "m_inner", choices["m_inner"], DEFAULT_M_INNER, knobs) if "m_inner" in choices else 0
+    m_inner = choose(sch, "m_inner", choices["m_inner"], default_m_inner, knobs) if "m_inner" in choices else 0
+    count = choose(sch, "rows", choices["rows"], preferred_rows, knobs) if "rows" in choices else 1
 
     lookup, epilogue = sch.get_sblock("lookup"), _epilogue_block(sch)
     m, tile, group, r, byte, *plane, half, entry = sch.get_loops(lookup)  # no plane loop at 1 bit
     outer, inner = sch.split(byte, [None, chunk])
-    middle = (group, m) if m_inner else (m, group)
-    sch.reorder(tile, *middle, outer, inner, *plane, half, entry, r)
+    row_loops = list(sch.split(m, [None, count])) if count > 1 else [m]
+    middle = (group, row_loops[0]) if m_inner else (row_loops[0], group)
+    sch.reorder(tile, *middle, outer, *row_loops[1:], inner, *plane, half, entry, r)
     sch.reverse_compute_at(epilogue, middle[1])
     _crop_at(sch, tile)
     sch.parallel(_parallel_tiles(sch, tile, knobs.tunable))
@@ -89,7 +105,7 @@ def schedule_lut_matmul(
     init = sch.decompose_reduction(lookup, outer)
     sch.vectorize(sch.get_loops(init)[-1])
     _annotate_unroll(sch, outer, default_unroll, knobs.tunable)
-    sch.tensorize(inner, intrin_for(shape, chunk))  # last: the micro-kernel block is opaque
+    sch.tensorize(row_loops[1] if count > 1 else inner, _intrin(intrin_for, shape, chunk, count))  # last: opaque
 
 
 def _annotate_unroll(sch: s_tir.Schedule, loop: s_tir.LoopRV, default: int, tunable: bool) -> None:

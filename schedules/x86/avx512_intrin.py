@@ -27,6 +27,8 @@ floats.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from tvm import tirx
 from tvm.script import tirx as T
 
@@ -59,13 +61,24 @@ def _concat(parts: list[tirx.PrimExpr], lanes: int) -> tirx.PrimExpr:
     return tirx.Shuffle(parts, list(range(lanes * len(parts))))
 
 
-def _full_tables(tab: tirx.Buffer, first: int, count: int, symmetric: bool) -> tirx.PrimExpr:
+TableLoad = Callable[[int, int], "tirx.PrimExpr"]
+"""``load(group, lanes)``: the first ``lanes`` entries of one table of the chunk (one row's)."""
+
+
+def _row_tables(tab: tirx.Buffer, row: int | None) -> TableLoad:
+    """Table loads of a one-row buffer ``tab[group, e]`` (``row`` None) or of ``tab[row, group, e]``."""
+    if row is None:
+        return lambda group, lanes: tab[group, _ramp(0, lanes)]
+    return lambda group, lanes: tab[row, group, _ramp(0, lanes)]
+
+
+def _full_tables(load: TableLoad, first: int, count: int, symmetric: bool) -> tirx.PrimExpr:
     """The ``count`` 16-entry int8 tables from group ``first`` as one vector of ``16 * count``
     bytes; a symmetrized (8-entry) table ``T`` becomes ``[T, -T]``."""
     if not symmetric:
-        return _concat([tab[first + t, _ramp(0, ENTRIES)] for t in range(count)], ENTRIES)
+        return _concat([load(first + t, ENTRIES) for t in range(count)], ENTRIES)
     half = ENTRIES // 2
-    halves = _concat([tab[first + t, _ramp(0, half)] for t in range(count)], half)
+    halves = _concat([load(first + t, half) for t in range(count)], half)
     negated = tirx.Broadcast(tirx.const(0, "int8"), half * count) - halves
     order = [t * half + j + (half * count if e >= half else 0) for t in range(count) for e, j in _entry_halves(half)]
     return tirx.Shuffle([halves, negated], order)
@@ -82,10 +95,10 @@ def _span(shape: LookupShape) -> int:
     return 2 if shape.planes % 2 == 0 else BLOCK_BYTES
 
 
-def _tables(tab: tirx.Buffer, block: int, shape: LookupShape) -> tuple[tirx.PrimExpr, ...]:
+def _tables(load: TableLoad, block: int, shape: LookupShape) -> tuple[tirx.PrimExpr, ...]:
     """The table registers of the ``block``-th span of K bytes: four 16-entry tables each."""
     first = block * _span(shape) * 2
-    return tuple(_full_tables(tab, first + 4 * i, 4, shape.symmetric) for i in range(_span(shape) // 2))
+    return tuple(_full_tables(load, first + 4 * i, 4, shape.symmetric) for i in range(_span(shape) // 2))
 
 
 def _quad_items(quad: int, planes: int) -> list[tuple[int, int]]:
@@ -114,34 +127,42 @@ def _dot(acc: tirx.PrimExpr, weights: tirx.PrimExpr, lookups: tirx.PrimExpr) -> 
     return T.call_llvm_pure_intrin("int32x16", "llvm.x86.avx512.vpdpbusd.512", acc, weights, lookups)
 
 
-def _fast_half(tab: tirx.Buffer, w: tirx.Buffer, shape: LookupShape, chunk: int, half: int, acc: tirx.PrimExpr):
+def _quad_lookups(shape: LookupShape, w: tirx.Buffer, quad: int, half: int):
+    """What every row shares for one quad and 16 rows: ``(block, weights, low index, high index)``."""
+    items = _quad_items(quad, shape.planes)
+    span = _span(shape)
+    groups = [2 * (kb % span) for kb, _ in items]
+    data = _transposed(w, items, half)
+    nibble = tirx.bitwise_and(data, _bytes_constant([15] * QUAD))
+    low = tirx.bitwise_or(nibble, _bytes_constant([g << 4 for g in groups]))
+    high = tirx.bitwise_or(
+        tirx.shift_right(data, tirx.Broadcast(tirx.const(4, "uint8"), ZMM_BYTES)),
+        _bytes_constant([(g + 1) << 4 for g in groups]),
+    )
+    return items[0][0] // span, _bytes_constant([1 << p for _, p in items], "int8"), low, high
+
+
+def _fast_half(load: TableLoad, w: tirx.Buffer, shape: LookupShape, chunk: int, half: int, acc: tirx.PrimExpr):
     """``acc`` plus the chunk's sums of rows ``16*half ..``: low and high nibbles in two chains."""
     low_chain, high_chain = acc, tirx.Broadcast(tirx.const(0, "int32"), ROWS)
-    registers, span = {}, _span(shape)
+    registers: dict[int, tuple[tirx.PrimExpr, ...]] = {}
     for quad in range(chunk * shape.planes // QUAD):
-        items = _quad_items(quad, shape.planes)
-        block = items[0][0] // span
+        block, weights, low, high = _quad_lookups(shape, w, quad, half)
         if block not in registers:
-            registers[block] = _tables(tab, block, shape)
-        tables = registers[block]
-        groups = [2 * (kb % span) for kb, _ in items]
-        weights = _bytes_constant([1 << p for _, p in items], "int8")
-        data = _transposed(w, items, half)
-        nibble = tirx.bitwise_and(data, _bytes_constant([15] * QUAD))
-        low = tirx.bitwise_or(nibble, _bytes_constant([g << 4 for g in groups]))
-        high = tirx.bitwise_or(
-            tirx.shift_right(data, tirx.Broadcast(tirx.const(4, "uint8"), ZMM_BYTES)),
-            _bytes_constant([(g + 1) << 4 for g in groups]),
-        )
-        low_chain = _dot(low_chain, weights, _lookup(tables, low))
-        high_chain = _dot(high_chain, weights, _lookup(tables, high))
+            registers[block] = _tables(load, block, shape)
+        low_chain = _dot(low_chain, weights, _lookup(registers[block], low))
+        high_chain = _dot(high_chain, weights, _lookup(registers[block], high))
     return low_chain + high_chain
+
+
+def _check_fits(shape: LookupShape, chunk: int) -> None:
+    if not fits(shape, chunk):
+        raise ValueError(f"the AVX-512 fast micro-kernel takes no {chunk}-byte chunk of {shape.planes} planes")
 
 
 def fast_impl(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
     planes, entries = shape.planes, shape.entries
-    if not fits(shape, chunk):
-        raise ValueError(f"the AVX-512 fast micro-kernel takes no {chunk}-byte chunk of {planes} planes")
+    _check_fits(shape, chunk)
 
     @T.prim_func(s_tir=True)
     def impl(
@@ -152,8 +173,36 @@ def fast_impl(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
         with T.sblock("root"):
             T.reads(acc[0:TILE_N], w[0:chunk, 0:planes, 0:TILE_N], tab[0 : chunk * 2, 0:entries])
             T.writes(acc[0:TILE_N])
-            acc[0:16] = _fast_half(tab, w, shape, chunk, 0, acc[_ramp(0, ROWS)])
-            acc[16:32] = _fast_half(tab, w, shape, chunk, 1, acc[_ramp(ROWS, ROWS)])
+            acc[0:16] = _fast_half(_row_tables(tab, None), w, shape, chunk, 0, acc[_ramp(0, ROWS)])
+            acc[16:32] = _fast_half(_row_tables(tab, None), w, shape, chunk, 1, acc[_ramp(ROWS, ROWS)])
+
+    return impl
+
+
+def fast_rows_impl(shape: LookupShape, chunk: int, rows: int) -> tirx.PrimFunc:
+    """The fast micro-kernel for ``rows`` activation rows: the loop over rows is unrolled, and
+    LLVM shares each quad's loads, transposes and indices between the rows (only the lookups
+    and ``vpdpbusd`` are per row)."""
+    planes, entries = shape.planes, shape.entries
+    _check_fits(shape, chunk)
+
+    @T.prim_func(s_tir=True)
+    def impl(tab_handle: T.handle, w_handle: T.handle, acc_handle: T.handle):
+        row_stride, group_stride = T.int32(), T.int32()
+        acc_stride, acc_tile, acc_group = T.int32(), T.int32(), T.int32()
+        tab = T.match_buffer(tab_handle, (rows, chunk * 2, entries), "int8", offset_factor=1,
+                             strides=[row_stride, group_stride, 1])  # fmt: skip
+        w = T.match_buffer(w_handle, (chunk, planes, TILE_N), "uint8", offset_factor=1)
+        acc = T.match_buffer(acc_handle, (rows, 1, 1, TILE_N), "int32", offset_factor=1,
+                             strides=[acc_stride, acc_tile, acc_group, 1])  # fmt: skip
+        with T.sblock("root"):
+            T.reads(acc[0:rows, 0, 0, 0:TILE_N], w[0:chunk, 0:planes, 0:TILE_N], tab[0:rows, 0 : chunk * 2, 0:entries])
+            T.writes(acc[0:rows, 0, 0, 0:TILE_N])
+            for i in T.unroll(rows):
+                acc[i, 0, 0, 0:16] = _fast_half(_row_tables(tab, i), w, shape, chunk, 0, acc[i, 0, 0, _ramp(0, ROWS)])
+                acc[i, 0, 0, 16:32] = _fast_half(
+                    _row_tables(tab, i), w, shape, chunk, 1, acc[i, 0, 0, _ramp(ROWS, ROWS)]
+                )
 
     return impl
 
@@ -205,6 +254,9 @@ def exact_impl(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
     return impl
 
 
-def avx512_intrin(shape: LookupShape, chunk: int) -> str:
-    """Register (once) and name the AVX-512 micro-kernel for ``shape`` and ``chunk``."""
+def avx512_intrin(shape: LookupShape, chunk: int, rows: int = 1) -> str:
+    """Register (once) and name the AVX-512 micro-kernel for ``shape``, ``chunk`` and ``rows``
+    (several rows: fast mode only)."""
+    if rows > 1:
+        return register_lookup_intrin("avx512", shape, chunk, fast_rows_impl, rows)
     return register_lookup_intrin("avx512", shape, chunk, fast_impl if shape.mode == "fast" else exact_impl)
