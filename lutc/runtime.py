@@ -68,3 +68,26 @@ def _address(region: mmap.mmap) -> int:
     import ctypes
 
     return ctypes.addressof(ctypes.c_char.from_buffer(region))
+
+
+def to_numpy(tensor: tvm.runtime.Tensor) -> np.ndarray:
+    """An owned numpy copy of a CPU tensor, through DLPack.
+
+    ``Tensor.numpy()`` cost about 60 µs more than this right after a kernel ran (measured on a
+    4096-float output; on its own it takes 6 µs): a decode step's whole Python overhead.
+    """
+    try:
+        return np.from_dlpack(tensor).copy()
+    except (TypeError, ValueError, BufferError, RuntimeError):  # a dtype numpy's DLPack lacks
+        return tensor.numpy()
+
+
+def copy_into(tensor: tvm.runtime.Tensor, array: np.ndarray) -> None:
+    """Copy ``array`` into a CPU tensor of its shape and dtype in place, through DLPack
+    (``Tensor.copyfrom`` cost 25-70 µs more right after a kernel ran)."""
+    try:
+        view = np.from_dlpack(tensor)
+    except (TypeError, ValueError, BufferError, RuntimeError):
+        tensor.copyfrom(array)
+        return
+    np.copyto(view, array, casting="no")

@@ -11,7 +11,7 @@ from tvm.target import Target
 
 from .. import schedules
 from ..quant.layout import PackedWeight
-from ..runtime import huge_page_tensors, set_threads
+from ..runtime import copy_into, huge_page_tensors, set_threads, to_numpy
 from ..targets import resolve_target
 from .matmul import MATMUL_KERNEL, lut_matmul
 from .precompute import PRECOMPUTE_KERNEL, lut_precompute
@@ -107,9 +107,9 @@ class LutGemm:
         rows = self.spec.m if self.spec.m is not None else (x.shape[0] if isinstance(x, np.ndarray) else 0)
         x = _checked_array("x", x, (rows, self.spec.k), np.float32)
         ws = self.workspace(rows)
-        ws.x.copyfrom(x)
+        copy_into(ws.x, x)
         self.run(ws, weight)
-        return ws.y.numpy()
+        return to_numpy(ws.y)
 
 
 def _checked_array(name: str, arr: object, shape: tuple[int, ...], dtype: type) -> np.ndarray:
