@@ -376,3 +376,11 @@ def test_avx512_kernels_of_several_rows_equal_one_row_kernels(fmt, m, rows, m_in
         rtol=0,
         atol=float(exact_error_bound(x, pw).max()),
     )
+
+
+@pytest.mark.parametrize(("m", "prefetches"), [(1, True), (None, True), (16, False)])
+def test_avx512_kernels_prefetch_the_weight_stream_when_rows_run_outside_groups(m, prefetches):
+    """Rows outside groups (M = 1, dynamic M) stream each weight byte once per row: prefetched
+    1 KiB ahead. A static M > 1 runs rows inside groups, where the bytes stay in L1."""
+    gemm = build_lut_gemm(KernelSpec(m, 64, 512, IntFormat(2, 128)), "x86-avx512")
+    assert ("prefetcht0" in gemm.module.inspect_source("asm")) == prefetches

@@ -165,15 +165,18 @@ def _multi_row_desc(shape: LookupShape, chunk: int, rows: int) -> tirx.PrimFunc:
     return multi_plane if planes > 1 else single_plane
 
 
-def register_lookup_intrin(family: str, shape: LookupShape, chunk: int, impl, rows: int = 1) -> str:
-    """Register (once) the micro-kernel ``impl(shape, chunk)`` (``impl(shape, chunk, rows)`` for
-    several rows) of ``family`` for tensorize; return its name."""
+def register_lookup_intrin(family: str, shape: LookupShape, chunk: int, impl, **options) -> str:
+    """Register (once) the micro-kernel ``impl(shape, chunk, **options)`` of ``family`` for
+    tensorize; return its name. Options a family may take: ``rows`` (activation rows per call)
+    and ``prefetch`` (prefetch the weight stream ahead); defaults (1, False) are left out of
+    the name and the call."""
+    defaults = {"rows": 1, "prefetch": False}
+    options = {k: v for k, v in options.items() if v != defaults[k]}
     name = f"lutc_{family}_lookup_{shape.mode}_p{shape.planes}_e{shape.entries}_c{chunk}"
-    name += f"_r{rows}" if rows > 1 else ""
+    name += "".join(f"_r{v}" if k == "rows" else f"_{k}" for k, v in sorted(options.items()))
+    rows = options.get("rows", 1)
     try:
         TensorIntrin.get(name)
     except Exception:
-        TensorIntrin.register(
-            name, lookup_desc(shape, chunk, rows), impl(shape, chunk, rows) if rows > 1 else impl(shape, chunk)
-        )
+        TensorIntrin.register(name, lookup_desc(shape, chunk, rows), impl(shape, chunk, **options))
     return name

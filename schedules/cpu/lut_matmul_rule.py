@@ -30,6 +30,8 @@ class CpuLutMatmulRule(CpuRule):
     """``lut_matmul`` with :func:`~.matmul_loops.schedule_lut_matmul` and a micro-kernel per chunk."""
 
     kernel = MATMUL_KERNEL
+    prefetches = False
+    """Whether :meth:`intrin` takes ``prefetch=True`` (prefetch the weight stream ahead)."""
 
     def intrin(self, shape: LookupShape, chunk: int) -> str:
         """Register (once) and name the micro-kernel covering ``chunk`` K bytes of ``shape``
@@ -72,7 +74,7 @@ class CpuLutMatmulRule(CpuRule):
         chunk, unroll = self.defaults(shape)
         schedule_lut_matmul(
             sch, shape, self.chunks(shape), chunk, self.intrin, knobs, unroll,
-            self.row_counts(shape), self.preferred_rows(shape), self.default_m_inner(shape),
+            self.row_counts(shape), self.preferred_rows(shape), self.default_m_inner(shape), self.prefetches,
         )  # fmt: skip
 
     def structural_choices(self, func: tirx.PrimFunc, target: Target) -> dict[str, list[int]]:
@@ -81,4 +83,4 @@ class CpuLutMatmulRule(CpuRule):
 
     def register_intrinsics(self, func: tirx.PrimFunc, target: Target) -> None:
         shape = LookupShape.from_func(func)
-        register_chunk_intrinsics(shape, self.chunks(shape), self.intrin, self.row_counts(shape))
+        register_chunk_intrinsics(shape, self.chunks(shape), self.intrin, self.row_counts(shape), self.prefetches)

@@ -54,17 +54,24 @@ def structural_choices(shape: LookupShape, chunks: list[int], rows: tuple[int, .
     return choices
 
 
-def _intrin(intrin_for: Callable[..., str], shape: LookupShape, chunk: int, rows: int) -> str:
-    return intrin_for(shape, chunk, rows) if rows > 1 else intrin_for(shape, chunk)
+def _intrin(intrin_for: Callable[..., str], shape: LookupShape, chunk: int, rows: int, prefetch: bool) -> str:
+    """The micro-kernel's name; options at their defaults are not passed (rules without them)."""
+    options = {"rows": rows} if rows > 1 else {}
+    return intrin_for(shape, chunk, **options, **({"prefetch": True} if prefetch else {}))
 
 
 def register_chunk_intrinsics(
-    shape: LookupShape, chunks: list[int], intrin_for: Callable[..., str], rows: tuple[int, ...] = (1,)
+    shape: LookupShape,
+    chunks: list[int],
+    intrin_for: Callable[..., str],
+    rows: tuple[int, ...] = (1,),
+    prefetches: bool = False,
 ) -> None:
-    """Register the micro-kernel of every chunk size (and row count) a design space can pin."""
+    """Register the micro-kernel of every chunk size, row count and prefetch a schedule can use."""
     for chunk in chunks:
         for count in rows:
-            _intrin(intrin_for, shape, chunk, count)
+            for prefetch in (False, True) if prefetches else (False,):
+                _intrin(intrin_for, shape, chunk, count, prefetch)
 
 
 def schedule_lut_matmul(
@@ -78,11 +85,15 @@ def schedule_lut_matmul(
     rows: tuple[int, ...] = (1,),
     preferred_rows: int = 1,
     default_m_inner: int = DEFAULT_M_INNER,
+    prefetches: bool = False,
 ) -> None:
     """Tile, order, parallelize and tensorize ``lut_matmul`` (see the module docstring).
 
     ``rows``: activation rows one micro-kernel call may take (``intrin_for(shape, chunk, rows)``;
     each must divide a static M); several rows split M and share each weight load.
+    ``prefetches``: the micro-kernel can prefetch the weight stream; it does when rows run outside
+    groups (each weight byte streams once per row), not inside (the group's bytes stay in L1,
+    and prefetching them again for every row made M = 16 1.65x slower).
     """
     choices = structural_choices(shape, chunks, rows)
     candidates = choices["chunk"]
@@ -105,7 +116,8 @@ def schedule_lut_matmul(
     init = sch.decompose_reduction(lookup, outer)
     sch.vectorize(sch.get_loops(init)[-1])
     _annotate_unroll(sch, outer, default_unroll, knobs.tunable)
-    sch.tensorize(row_loops[1] if count > 1 else inner, _intrin(intrin_for, shape, chunk, count))  # last: opaque
+    prefetch = prefetches and not m_inner
+    sch.tensorize(row_loops[1] if count > 1 else inner, _intrin(intrin_for, shape, chunk, count, prefetch))  # last
 
 
 def _annotate_unroll(sch: s_tir.Schedule, loop: s_tir.LoopRV, default: int, tunable: bool) -> None:

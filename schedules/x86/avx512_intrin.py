@@ -34,6 +34,7 @@ from tvm.script import tirx as T
 
 from ...kernels.intrin_desc import LookupShape, register_lookup_intrin
 from ...quant.layout import TILE_N
+from ..cpu.prefetch import prefetch_line, prefetch_lines
 from .avx2_intrin import _chunk_sum, _ramp
 
 ZMM_BYTES = 64
@@ -160,9 +161,10 @@ def _check_fits(shape: LookupShape, chunk: int) -> None:
         raise ValueError(f"the AVX-512 fast micro-kernel takes no {chunk}-byte chunk of {shape.planes} planes")
 
 
-def fast_impl(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
+def fast_impl(shape: LookupShape, chunk: int, prefetch: bool = False) -> tirx.PrimFunc:
     planes, entries = shape.planes, shape.entries
     _check_fits(shape, chunk)
+    lines = prefetch_lines(chunk, planes) if prefetch else 0
 
     @T.prim_func(s_tir=True)
     def impl(
@@ -173,18 +175,21 @@ def fast_impl(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
         with T.sblock("root"):
             T.reads(acc[0:TILE_N], w[0:chunk, 0:planes, 0:TILE_N], tab[0 : chunk * 2, 0:entries])
             T.writes(acc[0:TILE_N])
+            for line in T.unroll(lines):
+                T.evaluate(prefetch_line(w, line, planes))
             acc[0:16] = _fast_half(_row_tables(tab, None), w, shape, chunk, 0, acc[_ramp(0, ROWS)])
             acc[16:32] = _fast_half(_row_tables(tab, None), w, shape, chunk, 1, acc[_ramp(ROWS, ROWS)])
 
     return impl
 
 
-def fast_rows_impl(shape: LookupShape, chunk: int, rows: int) -> tirx.PrimFunc:
+def fast_rows_impl(shape: LookupShape, chunk: int, rows: int, prefetch: bool = False) -> tirx.PrimFunc:
     """The fast micro-kernel for ``rows`` activation rows: the loop over rows is unrolled, and
     LLVM shares each quad's loads, transposes and indices between the rows (only the lookups
     and ``vpdpbusd`` are per row)."""
     planes, entries = shape.planes, shape.entries
     _check_fits(shape, chunk)
+    lines = prefetch_lines(chunk, planes) if prefetch else 0
 
     @T.prim_func(s_tir=True)
     def impl(tab_handle: T.handle, w_handle: T.handle, acc_handle: T.handle):
@@ -198,6 +203,8 @@ def fast_rows_impl(shape: LookupShape, chunk: int, rows: int) -> tirx.PrimFunc:
         with T.sblock("root"):
             T.reads(acc[0:rows, 0, 0, 0:TILE_N], w[0:chunk, 0:planes, 0:TILE_N], tab[0:rows, 0 : chunk * 2, 0:entries])
             T.writes(acc[0:rows, 0, 0, 0:TILE_N])
+            for line in T.unroll(lines):
+                T.evaluate(prefetch_line(w, line, planes))
             for i in T.unroll(rows):
                 acc[i, 0, 0, 0:16] = _fast_half(_row_tables(tab, i), w, shape, chunk, 0, acc[i, 0, 0, _ramp(0, ROWS)])
                 acc[i, 0, 0, 16:32] = _fast_half(
@@ -236,8 +243,9 @@ def _exact_chunk(tab: tirx.Buffer, w: tirx.Buffer, shape: LookupShape, chunk: in
     return _chunk_sum(chunk, shape.planes, lambda kb, p: _exact_rows(tab, w, kb, p, half, shape.symmetric))
 
 
-def exact_impl(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
+def exact_impl(shape: LookupShape, chunk: int, prefetch: bool = False) -> tirx.PrimFunc:
     planes, entries = shape.planes, shape.entries
+    lines = prefetch_lines(chunk, planes) if prefetch else 0
 
     @T.prim_func(s_tir=True)
     def impl(
@@ -248,15 +256,18 @@ def exact_impl(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
         with T.sblock("root"):
             T.reads(acc[0:TILE_N], w[0:chunk, 0:planes, 0:TILE_N], tab[0 : chunk * 2, 0:entries])
             T.writes(acc[0:TILE_N])
+            for line in T.unroll(lines):
+                T.evaluate(prefetch_line(w, line, planes))
             acc[0:16] = acc[_ramp(0, ROWS)] + _exact_chunk(tab, w, shape, chunk, 0)
             acc[16:32] = acc[_ramp(ROWS, ROWS)] + _exact_chunk(tab, w, shape, chunk, 1)
 
     return impl
 
 
-def avx512_intrin(shape: LookupShape, chunk: int, rows: int = 1) -> str:
+def avx512_intrin(shape: LookupShape, chunk: int, rows: int = 1, prefetch: bool = False) -> str:
     """Register (once) and name the AVX-512 micro-kernel for ``shape``, ``chunk`` and ``rows``
-    (several rows: fast mode only)."""
+    (several rows: fast mode only), prefetching the weight stream when ``prefetch``."""
     if rows > 1:
-        return register_lookup_intrin("avx512", shape, chunk, fast_rows_impl, rows)
-    return register_lookup_intrin("avx512", shape, chunk, fast_impl if shape.mode == "fast" else exact_impl)
+        return register_lookup_intrin("avx512", shape, chunk, fast_rows_impl, rows=rows, prefetch=prefetch)
+    impl = fast_impl if shape.mode == "fast" else exact_impl
+    return register_lookup_intrin("avx512", shape, chunk, impl, prefetch=prefetch)

@@ -23,8 +23,10 @@ class LutMatmulAVX512(CpuLutMatmulRule):
     def is_target_available(self, target) -> bool:
         return has_avx512(target)
 
-    def intrin(self, shape: LookupShape, chunk: int, rows: int = 1) -> str:
-        return avx512_intrin(shape, chunk, rows)
+    prefetches = True
+
+    def intrin(self, shape: LookupShape, chunk: int, rows: int = 1, prefetch: bool = False) -> str:
+        return avx512_intrin(shape, chunk, rows, prefetch)
 
     def row_counts(self, shape: LookupShape) -> tuple[int, ...]:
         """Fast mode with a static M: 1, 2 or 4 rows per call (each must divide M)."""
