@@ -192,3 +192,15 @@ def test_fuzzed_call_inputs_are_refused_by_name_or_match_ort(valid_model, shape,
         return
     assert expected is not None, f"lutc ran an input ONNX Runtime refuses: {x.shape} {x.dtype}"
     np.testing.assert_allclose(y, expected, rtol=0, atol=1e-4 * (np.abs(expected).max() + 1e-6))
+
+
+@pytest.mark.parametrize("block_size", [0, 24])
+def test_wide_matmul_nbits_with_a_bad_block_size_is_refused_by_name(block_size):
+    """Found by the fuzz test: a 6-bit node with block_size 0 raised ZeroDivisionError."""
+    from lutc import zoo
+
+    model = zoo.single_matmul_nbits(64, 32, 8, 32)
+    attributes = {a.name: a for a in model.graph.node[0].attribute}
+    attributes["bits"].i, attributes["block_size"].i = 6, block_size
+    with pytest.raises(LutcError, match=rf"matmul.*block_size={block_size} is not a power of two"):
+        lutc.build(model, target="x86")

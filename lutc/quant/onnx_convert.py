@@ -454,6 +454,10 @@ def wide_matmul_nbits_from_node(
     desc = _node_desc(node)
     attrs = _nbits_attrs(node)
     k, n, bits, block_size = attrs["k"], attrs["n"], attrs["bits"], attrs["block_size"]
+    try:
+        _check_block_size(block_size)
+    except ValueError as err:
+        raise ValueError(f"{desc}: {err}") from None
     if not 5 <= bits <= 8 or k % block_size:
         raise ValueError(f"{desc}: bits={bits}, K={k}, block_size={block_size} is not a whole-block 5-8 bit weight")
     if len(node.input) > 4 and node.input[4]:
