@@ -70,6 +70,10 @@ def _address(region: mmap.mmap) -> int:
     return ctypes.addressof(ctypes.c_char.from_buffer(region))
 
 
+DLPACK_ERRORS = (TypeError, ValueError, BufferError, RuntimeError)
+"""What ``np.from_dlpack`` raises for a tensor numpy cannot view (a dtype its DLPack lacks)."""
+
+
 def to_numpy(tensor: tvm.runtime.Tensor) -> np.ndarray:
     """An owned numpy copy of a CPU tensor, through DLPack.
 
@@ -78,7 +82,7 @@ def to_numpy(tensor: tvm.runtime.Tensor) -> np.ndarray:
     """
     try:
         return np.from_dlpack(tensor).copy()
-    except (TypeError, ValueError, BufferError, RuntimeError):  # a dtype numpy's DLPack lacks
+    except DLPACK_ERRORS:
         return tensor.numpy()
 
 
@@ -87,7 +91,7 @@ def copy_into(tensor: tvm.runtime.Tensor, array: np.ndarray) -> None:
     (``Tensor.copyfrom`` cost 25-70 µs more right after a kernel ran)."""
     try:
         view = np.from_dlpack(tensor)
-    except (TypeError, ValueError, BufferError, RuntimeError):
+    except DLPACK_ERRORS:
         tensor.copyfrom(array)
         return
     np.copyto(view, array, casting="no")

@@ -1,28 +1,29 @@
-"""AVX-512 lookup micro-kernels: VBMI ``vpermi2b`` + VNNI ``vpdpbusd`` on int8 tables,
+"""AVX-512 lookup micro-kernels: VBMI ``vpermb``/``vpermi2b`` + VNNI ``vpdpbusd`` on int8 tables,
 ``vpermps`` on float tables. Same packed layout as AVX2 (:mod:`lutc.quant.layout`).
 
 **Fast mode** (int8 tables). The ``chunk * planes`` (K byte, plane) items of a chunk are taken
 four at a time in memory order (a *quad*: 128 contiguous bytes, four 32-row segments). One
-``vpermi2b`` with a constant index per 16 rows transposes a quad so that the int32 lane of row
-``r`` holds its four bytes. The eight tables of an aligned block of four K bytes fill a register
-pair (full 16-entry tables; a symmetrized table is expanded to ``[T, -T]`` once per block), so a
+two-register byte shuffle per 16 rows (LLVM emits ``vpermt2b``) transposes a quad so that the
+int32 lane of row ``r`` holds its four bytes. With an even plane count every quad stays within
+an aligned pair of K bytes, whose four 16-entry tables fill one register (``vpermb``, index bits
+0-5); odd plane counts take an aligned block of four K bytes, eight tables in a register pair
+(``vpermi2b``, bits 0-6). A symmetrized table is expanded to ``[T, -T]`` once per register. The
 lookup index is the nibble with the table's number in bits 4-6: ``(byte & 15) | sel`` (low
-nibbles) and ``(byte >> 4) | sel`` (high), one ``vpternlogd`` (plus a shift) each. One
-``vpermi2b`` looks up 64 entries, and one ``vpdpbusd`` multiplies each lookup by its plane
-weight ``2**p``, adds the four of a row and accumulates into int32: no int16 stage, no flushes.
+nibbles) and ``(byte >> 4) | sel`` (high), one ``vpternlogd`` (plus a shift) each. One lookup
+gives 64 entries, and one ``vpdpbusd`` multiplies each by its plane weight ``2**p``, adds the
+four of a row and accumulates into int32: no int16 stage, no flushes.
 
 Per quad and 32 rows (256 lookups): 2 loads, 2 transposes, 4 index ops, 2 shifts, 4 lookups,
 4 ``vpdpbusd``: 16 vector µops, 2 per 32 lookups (AVX2: about 5.5). Low and high nibbles
 accumulate in separate chains to hide ``vpdpbusd``'s latency.
 
-A chunk must hold whole quads inside its blocks: ``chunk % 4 == 0``, or ``chunk == 2`` with an
-even plane count (one block of four tables; :func:`fits`).
+A chunk must hold whole quads inside their register's K bytes (:func:`fits`): any chunk for an
+even plane count, a multiple of 4 bytes for an odd one.
 
 **Exact mode** (float32 tables). A 16-entry float table fills one zmm register (a symmetrized
 one is expanded to ``[T, -T]`` by flipping sign bits). Sixteen rows' bytes are widened to int32
 and looked up with ``vpermps``, which reads only index bits 0-3: the low nibble needs no mask,
-the high nibble one shift. The sums are formed in the AVX2 kernel's order, so both give the same
-floats.
+the high nibble one shift. Within a chunk the sums are formed in the AVX2 kernel's order.
 """
 
 from __future__ import annotations
@@ -81,13 +82,8 @@ def _full_tables(load: TableLoad, first: int, count: int, symmetric: bool) -> ti
     half = ENTRIES // 2
     halves = _concat([load(first + t, half) for t in range(count)], half)
     negated = tirx.Broadcast(tirx.const(0, "int8"), half * count) - halves
-    order = [t * half + j + (half * count if e >= half else 0) for t in range(count) for e, j in _entry_halves(half)]
+    order = [(half * count if e >= half else 0) + t * half + e % half for t in range(count) for e in range(ENTRIES)]
     return tirx.Shuffle([halves, negated], order)
-
-
-def _entry_halves(half: int) -> list[tuple[int, int]]:
-    """``(entry, source index within the half table)`` for the 16 entries of ``[T, -T]``."""
-    return [(e, e % half) for e in range(2 * half)]
 
 
 def _span(shape: LookupShape) -> int:
