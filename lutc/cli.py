@@ -41,14 +41,26 @@ def _compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rpc(args: argparse.Namespace):
+    """The ``--rpc-tracker``/``--rpc-key`` device, or ``None``."""
+    from .remote import RpcTracker
+
+    if not (args.rpc_tracker or args.rpc_key):
+        return None
+    return RpcTracker.parse(args.rpc_tracker or "", args.rpc_key or "")
+
+
 def _load_or_build(args: argparse.Namespace):
     from .builder import build
     from .compiled import load
 
+    device = _rpc(args)
+    session = device.connect() if device is not None else None
     if Path(args.model).suffix == ".onnx":
         with console.status(f"compiling {args.model}..."):
-            return build(args.model, args.target, tuning_logs=args.tuning_logs, **_build_args(args))
-    return load(args.model)
+            model = build(args.model, args.target, tuning_logs=args.tuning_logs, **_build_args(args))
+        return model if session is None else model.on(session)
+    return load(args.model, session)
 
 
 def _feeds(model, specs: list[str], seed: int) -> dict[str, np.ndarray]:
@@ -132,11 +144,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from .tuning import RpcTracker, tune
+    from .tuning import tune
 
-    rpc = None
-    if args.rpc_tracker or args.rpc_key:
-        rpc = RpcTracker.parse(args.rpc_tracker or "", args.rpc_key or "")
+    rpc = _rpc(args)
     build_args = {k: v for k, v in _build_args(args).items() if k != "threads"}  # --threads: timing threads here
     results = tune(
         args.model, args.target, trials=args.trials, log_dir=args.log_dir, rpc=rpc, timeout=args.timeout,
@@ -175,7 +185,8 @@ def _add_build_flags(parser: argparse.ArgumentParser) -> None:
         "--target",
         default="x86",
         type=_target,
-        help="x86 (this machine's CPU), x86-avx2, x86-avx512, llvm (portable), arm, or a target JSON",
+        help="x86 (this machine's CPU), x86-avx2, x86-avx512, llvm (portable), arm / aarch64 (ARMv8.2-A NEON + "
+        "dotprod), arm-cortex-a76, arm-neoverse-n1, arm-neoverse-v1, arm-apple-m1, or a target JSON",
     )
     parser.add_argument("--mode", choices=["fast", "exact"], default="fast", help="int8 tables (fast) or float tables")
     parser.add_argument(
@@ -194,14 +205,19 @@ def _add_build_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_rpc_flags(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--rpc-tracker", metavar="HOST:PORT", help=f"{what} on a device behind this TVM RPC "
+                        "tracker (cross-compiled for the target's triple; e.g. the emulated aarch64 device of "
+                        "tools/arm_device.py)")  # fmt: skip
+    parser.add_argument("--rpc-key", metavar="KEY", help="the device key registered with the RPC tracker")
+
+
 def _add_tune_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trials", type=_positive_int, default=64, help="trials per distinct LUT kernel, in total "
                         "over runs (tuning again with the same log resumes; default 64)")  # fmt: skip
     parser.add_argument("--log-dir", default="tuning_logs", help="tuning log directory (default tuning_logs); "
                         "records go to LOG_DIR/<target-tag>/")  # fmt: skip
-    parser.add_argument("--rpc-tracker", metavar="HOST:PORT", help="time candidates on a device behind this TVM RPC "
-                        "tracker (cross-compiled for the target's triple)")  # fmt: skip
-    parser.add_argument("--rpc-key", metavar="KEY", help="the device key registered with the RPC tracker")
+    _add_rpc_flags(parser, "time candidates")
     parser.add_argument(
         "--timeout", type=_positive_float, default=60.0, help="seconds one candidate may run (default 60)"
     )
@@ -228,6 +244,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--repeat", type=_count, default=10, help="timed runs after the first (0 or more)")
     run.add_argument("--output-dir", help="save each output as NAME.npy here")
     _add_build_flags(run)
+    _add_rpc_flags(run, "run the model (timings are the device's, over the network)")
     run.set_defaults(func=_run)
     for command in (comp, run):
         command.add_argument("--tuning-logs", metavar="DIR", help="apply the tuning log written by 'lutc tune' here")

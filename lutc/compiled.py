@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import shutil
 import threading
 from dataclasses import asdict
 from pathlib import Path
@@ -13,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.support import cc
 
 from .errors import InputError, LoadError, LutcError, TargetError
 from .frontend.model_info import TensorInfo
 from .frontend.prepare import PrepareReport
 from .library import SIDECAR_FORMAT, load_library, read_sidecar, sidecar_of, write_atomically
+from .remote import linker, upload, upload_file
 from .runtime import copy_into, to_numpy
-from .targets import cross_compiler, isa_level, missing_on_host, target_arch
+from .targets import isa_level, missing_on_host
 
 
 class CompiledModel:
@@ -38,19 +37,33 @@ class CompiledModel:
     instead of crashing on an illegal instruction.
     """
 
-    def __init__(self, executable, metadata: dict):
+    def __init__(self, executable, metadata: dict, session=None, uploaded=None):
         self._executable = executable
         self.metadata = metadata
         self.inputs = tuple(
             TensorInfo(i["name"], tuple(i["shape"]), i["dtype"], i.get("index_limit")) for i in metadata["inputs"]
         )
         self.outputs = tuple(TensorInfo(o["name"], tuple(o["shape"]), o["dtype"]) for o in metadata["outputs"])
-        self._device = tvm.cpu()
-        self.missing_features = missing_on_host(stored_target(metadata))
-        """What this machine lacks to run the model (empty when it runs here)."""
-        self._main = None if self.missing_features else relax.VirtualMachine(executable, self._device)["main"]
+        self.session = session
+        """The TVM RPC session the model runs on (:meth:`on`), or ``None``: this machine."""
+        if session is None:
+            self._device = tvm.cpu()
+            self.missing_features = missing_on_host(stored_target(metadata))
+            """What this machine lacks to run the model (empty when it runs here or remotely)."""
+            self._main = None if self.missing_features else relax.VirtualMachine(executable, self._device)["main"]
+        else:
+            self._device, self.missing_features = session.cpu(), []
+            if uploaded is None:
+                uploaded = upload(session, executable, stored_target(metadata), "lutc_model.so")
+            self._main = relax.VirtualMachine(uploaded, self._device)["main"]
         self._staging: dict[tuple, tvm.runtime.Tensor] = {}
         self._lock = threading.Lock()
+
+    def on(self, session) -> CompiledModel:
+        """This model on the device of a TVM RPC ``session`` (``lutc.remote.RpcTracker(...).connect()``):
+        linked with the target's cross compiler, uploaded and loaded there; called as a local one
+        (numpy in, numpy out). Raises :class:`lutc.remote.DeviceError` if the device refuses it."""
+        return CompiledModel(self._executable, self.metadata, session)
 
     @property
     def decisions(self) -> dict[str, str]:
@@ -119,23 +132,30 @@ class CompiledModel:
     def export_library(self, path: str | os.PathLike) -> Path:
         """Write a shared library and its ``.lutc.json`` description atomically (see :mod:`lutc.library`)."""
         path = Path(path)
-        compiler = cross_compiler(stored_target(self.metadata))
-        if compiler is not None and shutil.which(compiler) is None:
-            raise LutcError(f"cannot write {path}: a model built for {target_arch(stored_target(self.metadata))} links "
-                            f"with {compiler}, which is not installed (Debian: apt-get install "
-                            f"gcc-{compiler.removesuffix('-gcc')})")  # fmt: skip
-        fcompile = cc.cross_compiler(compiler) if compiler else None
+        if self._executable is None:
+            raise LutcError(f"cannot write {path}: this model was loaded onto a device from a library file; "
+                            "export the model it was built from, or copy that file")  # fmt: skip
+        try:
+            fcompile = linker(stored_target(self.metadata))
+        except LutcError as err:
+            raise LutcError(f"cannot write {path}: {err}") from None
         write_library = functools.partial(self._executable.export_library, fcompile=fcompile)
         write_atomically(path, write_library, json.dumps(self.metadata, indent=1))
         return path
 
 
-def load(path: str | os.PathLike) -> CompiledModel:
-    """Load a model written by :meth:`CompiledModel.export_library`; a damaged pair raises ``LoadError``."""
+def load(path: str | os.PathLike, session=None) -> CompiledModel:
+    """Load a model written by :meth:`CompiledModel.export_library`; a damaged pair raises ``LoadError``.
+
+    ``session``: a TVM RPC session (:meth:`lutc.remote.RpcTracker.connect`): the file is uploaded
+    and runs on that device (a library built for another architecture than this machine's).
+    """
     path = Path(path)
     if not path.is_file() or not sidecar_of(path).is_file():
         raise LoadError(f"{path} and {sidecar_of(path).name} must both exist (written by CompiledModel.export_library)")
     metadata = read_sidecar(path)
+    if session is not None:
+        return CompiledModel(None, metadata, session, uploaded=upload_file(session, path))
     missing = missing_on_host(stored_target(metadata))
     if missing:
         raise LoadError(f"{path}: {foreign_target_message(metadata, missing)}")
@@ -154,8 +174,9 @@ def stored_target(metadata: dict) -> tvm.target.Target:
 def foreign_target_message(metadata: dict, missing: list[str]) -> str:
     target = stored_target(metadata)
     return (f"the model was built for {isa_level(target)} (target {target.attrs.get('mcpu', '') or target.kind.name}) "
-            f"and needs {', '.join(missing)}, which this machine does not have; run it on such a machine, or "
-            "build it here with target='x86' (this machine's CPU)")  # fmt: skip
+            f"and needs {', '.join(missing)}, which this machine does not have; run it on such a machine (here: "
+            "model.on(session) or lutc.load(path, session) with a TVM RPC session on it, or 'lutc run "
+            "--rpc-tracker'), or build it with target='x86' (this machine's CPU)")  # fmt: skip
 
 
 def _lutc_version() -> str:

@@ -4,7 +4,12 @@
   features the OS does not enable (a hypervisor may hide AVX-512) switched off.
 - ``"x86-avx2"`` (x86-64-v3) and ``"x86-avx512"`` (x86-64-v4 plus VBMI, VBMI2 and VNNI:
   Zen 4, Ice Lake and later): explicit names for building for another machine.
-- ``"llvm"``: the portable baseline. ``"arm"``: AArch64 with NEON.
+- ``"llvm"``: the portable baseline.
+- ``"arm"`` / ``"aarch64"``: a generic ARMv8.2-A CPU with NEON and dotprod (Cortex-A55/A75 and
+  later); ``"arm-cortex-a76"`` (Raspberry Pi 5), ``"arm-neoverse-n1"`` / ``"arm-neoverse-v1"``
+  (AWS Graviton 2 / 3), ``"arm-apple-m1"`` (Apple M1 under Linux, e.g. Asahi): named CPUs, so LLVM
+  schedules for them. All are Linux ``aarch64-linux-gnu`` targets, built here and linked with
+  ``aarch64-linux-gnu-gcc``.
 
 A target's **ISA level** (:func:`isa_level`) is the best entry of :data:`ISA_LEVELS` whose
 features it has; schedule rules and tuning-log tags go by it, not by the CPU name.
@@ -47,7 +52,9 @@ ISA_LEVELS: tuple[IsaLevel, ...] = (
 )
 """Per architecture, best first; a target with none of its architecture's levels is ``generic``."""
 
-CPUINFO_FLAG = {"avx512vbmi2": "avx512_vbmi2", "avx512vnni": "avx512_vnni", "neon": "asimd", "dotprod": "asimddp"}
+CPUINFO_FLAG = {
+    "avx512vbmi2": "avx512_vbmi2", "avx512vnni": "avx512_vnni", "neon": "asimd", "dotprod": "asimddp",
+}  # fmt: skip
 """LLVM feature -> the flag Linux lists in ``/proc/cpuinfo`` (where the names differ)."""
 
 
@@ -56,6 +63,13 @@ NO_GATHER = ["+prefer-no-gather", "+prefer-no-scatter"]
 of the table precompute into ``vgather``/scatter code, 3x slower on Intel CPUs (whose gathers the
 Downfall microcode slows down) than without; lutc's kernels use no gathers."""
 
+ARM_GENERIC = {
+    "kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "generic", "mattr": ["+v8.2a", "+neon", "+dotprod"],
+}  # fmt: skip
+"""ARMv8.2-A with NEON and the dot-product extension: every 64-bit ARM CPU since 2017 but the A53/A72."""
+ARM_CPUS = ("cortex-a76", "neoverse-n1", "neoverse-v1", "apple-m1")
+"""CPUs with a named ``arm-<cpu>`` target (LLVM's names); each implies its own features."""
+
 NAMED_TARGETS: dict[str, dict] = {
     "x86-avx2": {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64-v3"},
     "x86-avx512": {
@@ -63,7 +77,9 @@ NAMED_TARGETS: dict[str, dict] = {
         "mattr": ["+avx512vbmi", "+avx512vbmi2", "+avx512vnni", *NO_GATHER],
     },
     "llvm": {"kind": "llvm"},
-    "arm": {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]},
+    "arm": ARM_GENERIC,
+    "aarch64": ARM_GENERIC,
+    **{f"arm-{cpu}": {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": cpu} for cpu in ARM_CPUS},
 }  # fmt: skip
 """Fixed targets; ``"x86"`` is computed for the build machine (:func:`host_x86_target`)."""
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 from tvm.target import Target
 
+from .arm import LutMatmulNEON
 from .base import DEFAULT_KNOBS, Knobs, LutRule, kernel_of
 from .cpu import LutMatmulPortable, LutPrecompute
 from .x86 import LutMatmulAVX2, LutMatmulAVX512
 
-RULES: tuple[LutRule, ...] = (LutMatmulAVX512(), LutMatmulAVX2(), LutMatmulPortable(), LutPrecompute())
+RULES: tuple[LutRule, ...] = (
+    LutMatmulAVX512(), LutMatmulAVX2(), LutMatmulNEON(), LutMatmulPortable(), LutPrecompute(),
+)  # fmt: skip
 
 
 def rule_for(func: tirx.PrimFunc, target: Target) -> LutRule:

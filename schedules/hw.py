@@ -68,3 +68,7 @@ Measured on a 2-core Intel Xeon (AVX-512, M = 1, 4096 x 4096, 1 thread): 2-bit c
 and more lose the 4-bit gain."""
 
 CACHE_LINE = 64
+
+NEON_MAX_EXACT_CHUNK = 4
+"""Exact mode on NEON: four registers per float table, two tables per K byte; 4 bytes' tables
+(32 registers) already exceed the register file."""

@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 from lutc.schedules import rule_for
+from lutc.schedules.arm import LutMatmulNEON
 from lutc.schedules.cpu import LutMatmulPortable
 from lutc.schedules.x86 import LutMatmulAVX2, LutMatmulAVX512
 from tvm.target import codegen
@@ -38,8 +39,14 @@ def host(monkeypatch):
 
 @pytest.mark.parametrize(
     ("name", "level"),
-    [("x86-avx2", "x86_64-avx2"), ("x86-avx512", "x86_64-avx512"), ("arm", "aarch64-neon"), ("llvm", "x86_64-generic")],
-)
+    [
+        ("x86-avx2", "x86_64-avx2"), ("x86-avx512", "x86_64-avx512"), ("llvm", "x86_64-generic"),
+        ("arm", "aarch64-neon-dotprod"), ("aarch64", "aarch64-neon-dotprod"),
+        ("arm-cortex-a76", "aarch64-neon-dotprod"),
+        ("arm-neoverse-n1", "aarch64-neon-dotprod"), ("arm-neoverse-v1", "aarch64-neon-dotprod"),
+        ("arm-apple-m1", "aarch64-neon-dotprod"),
+    ],
+)  # fmt: skip
 def test_named_targets_have_their_isa_level(name, level):
     assert targets.isa_level(targets.resolve_target(name)) == level
 
@@ -68,13 +75,23 @@ def test_rules_dispatch_on_features():
     func = lut_matmul(KernelSpec(1, 64, 256, IntFormat(2, 128)))
     assert isinstance(rule_for(func, targets.resolve_target("x86-avx512")), LutMatmulAVX512)
     assert type(rule_for(func, targets.resolve_target("x86-avx2"))) is LutMatmulAVX2
-    for name in ("llvm", "arm"):
-        assert isinstance(rule_for(func, targets.resolve_target(name)), LutMatmulPortable)
+    for name in ("arm", "aarch64", "arm-cortex-a76", "arm-neoverse-n1", "arm-neoverse-v1", "arm-apple-m1"):
+        assert type(rule_for(func, targets.resolve_target(name))) is LutMatmulNEON
+    assert type(rule_for(func, targets.resolve_target("llvm"))) is LutMatmulPortable
     host_rule = rule_for(func, targets.resolve_target("x86"))
     expected = {"x86_64-avx512": LutMatmulAVX512, "x86_64-avx2": LutMatmulAVX2}.get(
         targets.isa_level(targets.resolve_target("x86")), LutMatmulPortable
     )
     assert type(host_rule) is expected
+
+
+def test_arm_without_neon_keeps_the_portable_kernel():
+    func = lut_matmul(KernelSpec(1, 64, 256, IntFormat(2, 128)))
+    plain = targets.resolve_target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["-neon"]})
+    assert targets.isa_level(plain) == "aarch64-generic"
+    assert type(rule_for(func, plain)) is LutMatmulPortable
+    neon_only = targets.resolve_target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]})
+    assert targets.isa_level(neon_only) == "aarch64-neon" and type(rule_for(func, neon_only)) is LutMatmulNEON
 
 
 def test_avx512_without_vbmi_or_vnni_uses_avx2():
@@ -123,7 +140,7 @@ def test_an_arm_model_builds_on_x86_and_names_what_it_needs(tmp_path):
     if targets.host_arch() == "aarch64":
         pytest.skip("this machine is an ARM one")
     model = lutc.build(zoo.single_matmul_nbits(64, 32, 2, 32), target="arm")
-    with pytest.raises(TargetError, match=r"aarch64-neon.*needs an aarch64 CPU \(this machine is x86_64\)"):
+    with pytest.raises(TargetError, match=r"aarch64-neon-dotprod.*needs an aarch64 CPU \(this machine is x86_64\)"):
         model(A=np.zeros((1, 1, 64), np.float32))
     if shutil.which("aarch64-linux-gnu-gcc") is None:
         with pytest.raises(LutcError, match="aarch64-linux-gnu-gcc, which is not installed"):

@@ -10,6 +10,7 @@ from pathlib import Path
 from .cases import MODES, parse_shape
 from .feeds import parse_dims
 from .libs import BASELINES, LUTC_MODES
+from .mca import CPUS as MCA_CPUS
 
 QUICK = {
     "m": [1],
@@ -153,7 +154,29 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     kernels = _kernels_parser(sub)
     _model_parser(sub)
     _float_parser(sub)
+    _mca_parser(sub)
     return parser, kernels
+
+
+def _mca_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    cpus = sorted({c.mcpu for c in MCA_CPUS})
+    p = sub.add_parser(
+        "mca",
+        help="llvm-mca estimates of the lookup kernels' inner loops (ARM and x86), beside an int8 dot loop",
+        description="Build lut_matmul (M = 1, 4096 x 4096, groups of 128) for each CPU's lutc target, take the "
+        "innermost loop with the most lookup instructions and estimate its cycles per 32 lookups with llvm-mca, "
+        "beside an ORT-style int8 dot-product loop doing the same work. Estimates, not measurements.",
+    )
+    p.add_argument("--bits", nargs="+", type=int, choices=[2, 4], default=[2, 4], help="weight bits (default 2 4)")
+    p.add_argument("--cpus", nargs="+", choices=cpus, default=cpus, metavar="CPU",
+                   help="llvm-mca -mcpu names, each with its lutc target: " + ", ".join(
+                       f"{c.mcpu} ({c.target})" for c in MCA_CPUS) + " (default: all)")  # fmt: skip
+    p.add_argument("--modes", nargs="+", choices=["fast", "exact"], default=["fast"],
+                   help="lutc table modes (default fast)")  # fmt: skip
+    p.add_argument("--llvm-mca", default=None, metavar="PATH",
+                   help="llvm-mca to run (default: the newest /usr/lib/llvm-NN/bin/llvm-mca, llvm-mca-NN)")  # fmt: skip
+    p.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the rows as JSON to PATH")
+    return p
 
 
 def _check_model_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
@@ -176,6 +199,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         return _check_model_args(parser, args)
     if args.command == "float":
         return _check_float_args(parser, args)
+    if args.command == "mca":
+        return args
     if args.quick:
         kernels.set_defaults(**QUICK)
         args = parser.parse_args(argv)
@@ -202,6 +227,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .model import run_model
 
         return run_model(args, sys.argv[1:] if argv is None else argv)
+    if args.command == "mca":
+        from .mca import run_from_args as run_mca
+
+        return run_mca(args)
     if args.command == "float":
         from .float_matmul import run_float
 

@@ -10,9 +10,11 @@ import tvm
 from tvm.target import Target
 
 from .. import schedules
+from ..errors import TargetError
 from ..quant.layout import PackedWeight
+from ..remote import is_local
 from ..runtime import copy_into, huge_page_tensors, set_threads, to_numpy
-from ..targets import resolve_target
+from ..targets import isa_level, missing_on_host, resolve_target
 from .matmul import MATMUL_KERNEL, lut_matmul
 from .precompute import PRECOMPUTE_KERNEL, lut_precompute
 from .spec import KernelSpec
@@ -56,13 +58,32 @@ def scheduled_module(spec: KernelSpec, target: Target, tuned=None) -> tvm.IRModu
 class LutGemm:
     """``y = x @ W.T (+ bias)`` for one spec, compiled for one target."""
 
-    def __init__(self, spec: KernelSpec, target: Target, module: tvm.runtime.Module):
+    def __init__(self, spec: KernelSpec, target: Target, module: tvm.runtime.Module, device=None):
         self.spec, self.target, self.module = spec, target, module
         self.tuned = False
         """Whether the matmul runs a schedule from a tuning log."""
-        self.device = tvm.cpu()
-        self._precompute = module[PRECOMPUTE_KERNEL]
-        self._matmul = module[MATMUL_KERNEL]
+        self.device = tvm.cpu() if device is None else device
+        self._functions = None
+
+    def _kernels(self):
+        """The precompute and matmul functions, looked up on first call: a module built for
+        another CPU cannot even be looked into here (:meth:`on` runs it on its device)."""
+        if self._functions is None:
+            missing = missing_on_host(self.target) if is_local(self.device) else []
+            if missing:
+                needs = f"kernels built for {isa_level(self.target)} need {', '.join(missing)}"
+                raise TargetError(f"{needs}, which this machine lacks; run them on such a device: .on(session)")
+            self._functions = (self.module[PRECOMPUTE_KERNEL], self.module[MATMUL_KERNEL])
+        return self._functions
+
+    def on(self, session) -> LutGemm:
+        """The same kernels on the device of a TVM RPC ``session`` (linked with the target's
+        cross compiler and uploaded, :func:`lutc.remote.upload`); call it as this one."""
+        from ..remote import upload
+
+        gemm = LutGemm(self.spec, self.target, upload(session, self.module, self.target, "lutc_gemm.so"), session.cpu())
+        gemm.tuned = self.tuned
+        return gemm
 
     def prepare(self, packed: PackedWeight, bias: np.ndarray | None = None) -> PreparedWeight:
         """Copy a packed weight (and bias) to the device, checking it fits the spec.
@@ -77,7 +98,10 @@ class LutGemm:
         elif bias is not None:
             raise ValueError("bias given, but the kernel was built with bias=False")
         arrays = [a for a in (packed.data, packed.scales, packed.offsets) if a is not None]
-        data, scales, *offsets = huge_page_tensors(*arrays)
+        if is_local(self.device):
+            data, scales, *offsets = huge_page_tensors(*arrays)
+        else:
+            data, scales, *offsets = (tvm.runtime.tensor(np.ascontiguousarray(a), self.device) for a in arrays)
         return PreparedWeight(data, scales, offsets[0] if offsets else None, bias_tensor)
 
     def workspace(self, rows: int | None = None) -> Workspace:
@@ -98,9 +122,10 @@ class LutGemm:
 
     def run(self, ws: Workspace, weight: PreparedWeight) -> None:
         """Precompute then matmul on device buffers, allocating nothing."""
-        self._precompute(ws.x, ws.tables, ws.lut_scale, ws.xsum, ws.row_scale)
+        precompute, matmul = self._kernels()
+        precompute(ws.x, ws.tables, ws.lut_scale, ws.xsum, ws.row_scale)
         optional = tuple(t for t in (weight.offsets, weight.bias) if t is not None)
-        self._matmul(ws.tables, ws.lut_scale, ws.xsum, ws.row_scale, weight.data, weight.scales, *optional, ws.y)
+        matmul(ws.tables, ws.lut_scale, ws.xsum, ws.row_scale, weight.data, weight.scales, *optional, ws.y)
 
     def __call__(self, x: np.ndarray, weight: PreparedWeight) -> np.ndarray:
         """``x`` float32 ``[M, K]`` in, float32 ``[M, N]`` out."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from dataclasses import dataclass
 from functools import partial
 from typing import Literal
 
@@ -25,6 +24,7 @@ import numpy as np
 from tvm.s_tir import meta_schedule as ms
 from tvm.target import Target
 
+from ..remote import RpcTracker
 from ..runtime import huge_page_tensors, set_threads
 from ..targets import cross_compiler
 
@@ -34,25 +34,6 @@ MAX_COPIES = 64
 """Argument copies at most: tiny kernels stay in cache anyway, and each copy costs memory."""
 
 Measure = Literal["cold", "hot"]
-
-
-@dataclass(frozen=True)
-class RpcTracker:
-    """A TVM RPC tracker and the device key to request from it."""
-
-    host: str
-    port: int
-    key: str
-
-    @staticmethod
-    def parse(address: str, key: str) -> RpcTracker:
-        """``HOST:PORT`` and a key, checked."""
-        host, sep, port = address.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ValueError(f"RPC tracker must be HOST:PORT; got {address!r}")
-        if not key:
-            raise ValueError("an RPC tracker needs a device key (--rpc-key)")
-        return RpcTracker(host, int(port), key)
 
 
 def build_kernel(mod, target, _params):
