@@ -8,11 +8,10 @@ two 16-entry tables (a symmetrized 8-entry table ``T`` is expanded to ``[T, -T]`
 ``saddl``/``saddl2`` add the two lookups of a byte into int16, one int16 sum per plane over the
 chunk; the planes are weighted by ``2**p`` (``shl``) once per chunk and widened into the int32
 accumulator (``saddw``). The chunk is bounded by the int16 budget, as on AVX2
-(:func:`lutc.schedules.hw.max_int16_chunk`). Per K byte, plane and 32 rows (64 lookups): 2
-loads, 2 ``and``, 2 ``ushr``, 4 ``tbl``, 4 ``saddl``, 4 ``add``: 9 vector instructions per 32
-lookups. ``sdot`` is not used: its int32 lanes hold four rows, so the lookups would first need a
-byte transpose (8 ``zip`` per 64 bytes) and 64-entry ``tbl4`` lookups of 16 bytes each,
-measured by llvm-mca as more instructions per lookup than this chain (README, ARM).
+(:func:`lutc.schedules.hw.max_int16_chunk`).
+llvm-mca counts about 10 vector instructions per 32 lookups in the hot loop (``python -m lutc.bench
+mca``). ``sdot`` is not used: its int32 lanes hold four rows, so the lookups would first need a
+byte transpose and ``tbl4`` lookups; not built or measured.
 
 **Exact mode** (float32 tables). A 16-entry float table is 64 bytes: four registers, which one
 ``tbl4`` reads bytewise (a symmetrized table is expanded to ``[T, -T]`` by flipping sign bits).
