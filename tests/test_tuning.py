@@ -69,7 +69,7 @@ def _func_of(sch) -> tvm.tirx.PrimFunc:
 def test_target_tag_names_kind_and_isa_level():
     assert target_tag(resolve_target("x86-avx2")) == "llvm-x86_64-avx2"
     assert target_tag(resolve_target("x86-avx512")) == "llvm-x86_64-avx512"
-    assert target_tag(resolve_target("arm")) == "llvm-aarch64-neon"
+    assert target_tag(resolve_target("arm")) == "llvm-aarch64-neon-dotprod"
     assert target_tag(resolve_target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "znver4"})) == (
         "llvm-x86_64-avx512"
     )
