@@ -117,7 +117,7 @@ def test_precompute_tables_equal_the_reference_bit_for_bit(mode):
     gemm, _, x, _, pw, _ = _run(spec)
     ws = gemm.workspace()
     ws.x.copyfrom(x)
-    gemm._precompute(ws.x, ws.tables, ws.lut_scale, ws.xsum, ws.row_scale)
+    gemm.precompute(ws)
     reference = precompute(x, pw.group_len, LutConfig(mode=mode, symmetric=spec.symmetric))
     np.testing.assert_array_equal(ws.tables.numpy(), reference.values)
     np.testing.assert_array_equal(ws.lut_scale.numpy(), reference.lut_scale)
@@ -325,7 +325,7 @@ def test_precompute_of_extreme_rows_equals_the_reference_bit_for_bit():
     gemm = build_lut_gemm(spec, "x86")
     ws = gemm.workspace()
     ws.x.copyfrom(x)
-    gemm._precompute(ws.x, ws.tables, ws.lut_scale, ws.xsum, ws.row_scale)
+    gemm.precompute(ws)
     reference = precompute(x, spec.group_len, LutConfig(mode="fast"))
     for name in ("tables", "lut_scale", "row_scale"):
         expected = reference.values if name == "tables" else getattr(reference, name)

@@ -120,10 +120,14 @@ class LutGemm:
             empty((m, spec.n), "float32"),
         )
 
+    def precompute(self, ws: Workspace) -> None:
+        """Tables, table scales, group sums and row scales of ``ws.x``, into ``ws``."""
+        self._kernels()[0](ws.x, ws.tables, ws.lut_scale, ws.xsum, ws.row_scale)
+
     def run(self, ws: Workspace, weight: PreparedWeight) -> None:
         """Precompute then matmul on device buffers, allocating nothing."""
-        precompute, matmul = self._kernels()
-        precompute(ws.x, ws.tables, ws.lut_scale, ws.xsum, ws.row_scale)
+        self.precompute(ws)
+        matmul = self._kernels()[1]
         optional = tuple(t for t in (weight.offsets, weight.bias) if t is not None)
         matmul(ws.tables, ws.lut_scale, ws.xsum, ws.row_scale, weight.data, weight.scales, *optional, ws.y)
 

@@ -28,6 +28,7 @@ from tvm.script import tirx as T
 
 from ...kernels.intrin_desc import LookupShape, register_lookup_intrin
 from ...quant.layout import TILE_N
+from ..cpu.vector_expr import chunk_sum, ramp
 
 Q_BYTES = 16
 """One NEON q register: 16 int8 lookups per ``tbl``."""
@@ -39,10 +40,6 @@ FLOAT_LANES = 4
 SIGN_BIT = -(2**31)
 
 
-def _ramp(start, lanes: int) -> tirx.PrimExpr:
-    return tirx.Ramp(start, 1, lanes)
-
-
 def _u8(value: int, lanes: int = Q_BYTES) -> tirx.PrimExpr:
     return tirx.Broadcast(tirx.const(value, "uint8"), lanes)
 
@@ -50,8 +47,8 @@ def _u8(value: int, lanes: int = Q_BYTES) -> tirx.PrimExpr:
 def _int8_table(tab: tirx.Buffer, row, symmetric: bool) -> tirx.PrimExpr:
     """The 16-entry int8 table of ``row``; a symmetrized (8-entry) one as ``[T, -T]``."""
     if not symmetric:
-        return tab[row, _ramp(0, ENTRIES)]
-    half = tab[row, _ramp(0, ENTRIES // 2)]
+        return tab[row, ramp(0, ENTRIES)]
+    half = tab[row, ramp(0, ENTRIES // 2)]
     negated = tirx.Broadcast(tirx.const(0, "int8"), ENTRIES // 2) - half
     return tirx.Shuffle([half, negated], list(range(ENTRIES)))
 
@@ -68,7 +65,7 @@ def _pair_sums(tab: tirx.Buffer, w: tirx.Buffer, kb: int, p: int, symmetric: boo
     low_table, high_table = _int8_table(tab, kb * 2, symmetric), _int8_table(tab, kb * 2 + 1, symmetric)
     sums = []
     for segment in range(SEGMENTS):
-        byte = w[kb, p, _ramp(segment * Q_BYTES, Q_BYTES)]
+        byte = w[kb, p, ramp(segment * Q_BYTES, Q_BYTES)]
         low = _tbl([low_table], tirx.bitwise_and(byte, _u8(15)))
         high = _tbl([high_table], tirx.shift_right(byte, _u8(4)))
         sums.append(T.Cast("int16x16", low) + T.Cast("int16x16", high))
@@ -101,14 +98,14 @@ def fast_impl(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
         with T.sblock("root"):
             T.reads(acc[0:TILE_N], w[0:chunk, 0:planes, 0:TILE_N], tab[0 : chunk * 2, 0:entries])
             T.writes(acc[0:TILE_N])
-            acc[0:TILE_N] = acc[_ramp(0, TILE_N)] + _fast_chunk(tab, w, shape, chunk)
+            acc[0:TILE_N] = acc[ramp(0, TILE_N)] + _fast_chunk(tab, w, shape, chunk)
 
     return impl
 
 
 def _float_table(tab: tirx.Buffer, row, symmetric: bool) -> list[tirx.PrimExpr]:
     """The 16-entry float table of ``row`` as four 16-byte registers; ``[T, -T]`` when symmetrized."""
-    quarters = [tab[row, _ramp(FLOAT_LANES * i, FLOAT_LANES)] for i in range(ENTRIES // FLOAT_LANES // (1 + symmetric))]
+    quarters = [tab[row, ramp(FLOAT_LANES * i, FLOAT_LANES)] for i in range(ENTRIES // FLOAT_LANES // (1 + symmetric))]
     if symmetric:
         sign = tirx.Broadcast(tirx.const(SIGN_BIT, "int32"), FLOAT_LANES)
         quarters += [T.reinterpret("float32x4", tirx.bitwise_xor(T.reinterpret("int32x4", q), sign)) for q in quarters]
@@ -129,7 +126,7 @@ def _float_lookups(table: list[tirx.PrimExpr], offsets: tirx.PrimExpr, quad: int
 def _exact_rows(tab: tirx.Buffer, w: tirx.Buffer, kb: int, p: int, quad: int, symmetric: bool) -> tirx.PrimExpr:
     """``2**p * (T_low[lo] + T_high[hi])`` for rows ``4*quad .. 4*quad + 3`` of the tile."""
     segment, local = divmod(quad, Q_BYTES // FLOAT_LANES)
-    byte = w[kb, p, _ramp(segment * Q_BYTES, Q_BYTES)]
+    byte = w[kb, p, ramp(segment * Q_BYTES, Q_BYTES)]
     low = tirx.shift_left(tirx.bitwise_and(byte, _u8(15)), _u8(2))
     high = tirx.bitwise_and(tirx.shift_right(byte, _u8(2)), _u8(0x3C))
     both = _float_lookups(_float_table(tab, kb * 2, symmetric), low, local) + _float_lookups(
@@ -139,12 +136,7 @@ def _exact_rows(tab: tirx.Buffer, w: tirx.Buffer, kb: int, p: int, quad: int, sy
 
 
 def _exact_quad(tab: tirx.Buffer, w: tirx.Buffer, shape: LookupShape, chunk: int, quad: int) -> tirx.PrimExpr:
-    total = None
-    for kb in range(chunk):
-        for p in range(shape.planes):
-            term = _exact_rows(tab, w, kb, p, quad, shape.symmetric)
-            total = term if total is None else total + term
-    return total
+    return chunk_sum(chunk, shape.planes, lambda kb, p: _exact_rows(tab, w, kb, p, quad, shape.symmetric))
 
 
 def exact_impl(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
@@ -160,7 +152,7 @@ def exact_impl(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
             T.reads(acc[0:TILE_N], w[0:chunk, 0:planes, 0:TILE_N], tab[0 : chunk * 2, 0:entries])
             T.writes(acc[0:TILE_N])
             sums = [_exact_quad(tab, w, shape, chunk, q) for q in range(TILE_N // FLOAT_LANES)]
-            acc[0:TILE_N] = acc[_ramp(0, TILE_N)] + tirx.Shuffle(sums, list(range(TILE_N)))
+            acc[0:TILE_N] = acc[ramp(0, TILE_N)] + tirx.Shuffle(sums, list(range(TILE_N)))
 
     return impl
 

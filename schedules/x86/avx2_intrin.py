@@ -20,13 +20,10 @@ from tvm.script import tirx as T
 
 from ...kernels.intrin_desc import LookupShape, register_lookup_intrin
 from ...quant.layout import TILE_N
+from ..cpu.vector_expr import chunk_sum, ramp
 
 LANE = 16
 HALF_ROWS = 8
-
-
-def _ramp(start: int, lanes: int) -> tirx.PrimExpr:
-    return tirx.Ramp(start, 1, lanes)
 
 
 def _u8(value: int, lanes: int = TILE_N) -> tirx.PrimExpr:
@@ -36,9 +33,9 @@ def _u8(value: int, lanes: int = TILE_N) -> tirx.PrimExpr:
 def _table32(tab: tirx.Buffer, row: tirx.PrimExpr, symmetric: bool) -> tirx.PrimExpr:
     """The 16-entry int8 table of ``row`` in both lanes; a half table becomes ``[T, -T]``."""
     if not symmetric:
-        table = tab[row, _ramp(0, LANE)]
+        table = tab[row, ramp(0, LANE)]
         return tirx.Shuffle([table, table], list(range(TILE_N)))
-    half = tab[row, _ramp(0, HALF_ROWS)]
+    half = tab[row, ramp(0, HALF_ROWS)]
     negated = tirx.Broadcast(tirx.const(0, "int8"), HALF_ROWS) - half
     return tirx.Shuffle([half, negated, half, negated], list(range(TILE_N)))
 
@@ -49,7 +46,7 @@ def _pshufb(table: tirx.PrimExpr, index: tirx.PrimExpr) -> tirx.PrimExpr:
 
 def _lookups(tab: tirx.Buffer, w: tirx.Buffer, kb, p, symmetric: bool) -> tuple[tirx.PrimExpr, tirx.PrimExpr]:
     """Lookups of the low and high nibbles of ``w[kb, p, 0:32]``."""
-    byte = w[kb, p, _ramp(0, TILE_N)]
+    byte = w[kb, p, ramp(0, TILE_N)]
     low = _pshufb(_table32(tab, kb * 2, symmetric), tirx.bitwise_and(byte, _u8(15)))
     high = _pshufb(_table32(tab, kb * 2 + 1, symmetric), tirx.shift_right(byte, _u8(4)))
     return low, high
@@ -61,15 +58,6 @@ def _paired_sum(low: tirx.PrimExpr, high: tirx.PrimExpr, plane, upper: int) -> t
     pairs = tirx.Shuffle([low, high], [x for i in order for x in (i, TILE_N + i)])
     weight = tirx.Broadcast(tirx.Cast("uint8", tirx.shift_left(1, plane)), TILE_N)
     return T.call_llvm_pure_intrin("int16x16", "llvm.x86.avx2.pmadd.ub.sw", weight, pairs)
-
-
-def _chunk_sum(chunk: int, planes: int, term) -> tirx.PrimExpr:
-    """``sum_{kb < chunk, p < planes} term(kb, p)`` as one expression: no buffer, no store."""
-    total = None
-    for kb in range(chunk):
-        for p in range(planes):
-            total = term(kb, p) if total is None else total + term(kb, p)
-    return total
 
 
 def _int16_terms(tab: tirx.Buffer, w: tirx.Buffer, kb: int, p: int, symmetric: bool) -> tirx.PrimExpr:
@@ -85,7 +73,7 @@ ROW_ORDER = [16 * u + 8 * lane + j for lane in (0, 1) for u in (0, 1) for j in r
 
 def _fast_chunk(tab: tirx.Buffer, w: tirx.Buffer, shape: LookupShape, chunk: int) -> tirx.PrimExpr:
     """The chunk's int32 sums of 32 rows, in row order: one int16 chain, widened once."""
-    total = _chunk_sum(chunk, shape.planes, lambda kb, p: _int16_terms(tab, w, kb, p, shape.symmetric))
+    total = chunk_sum(chunk, shape.planes, lambda kb, p: _int16_terms(tab, w, kb, p, shape.symmetric))
     return tirx.Shuffle([T.Cast("int32x32", total)], ROW_ORDER)
 
 
@@ -101,7 +89,7 @@ def fast_impl(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
         with T.sblock("root"):
             T.reads(acc[0:TILE_N], w[0:chunk, 0:planes, 0:TILE_N], tab[0 : chunk * 2, 0:entries])
             T.writes(acc[0:TILE_N])
-            acc[0:TILE_N] = acc[_ramp(0, TILE_N)] + _fast_chunk(tab, w, shape, chunk)
+            acc[0:TILE_N] = acc[ramp(0, TILE_N)] + _fast_chunk(tab, w, shape, chunk)
 
     return impl
 
@@ -109,11 +97,11 @@ def fast_impl(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
 def _float_lookup(tab: tirx.Buffer, row, index: tirx.PrimExpr, symmetric: bool) -> tirx.PrimExpr:
     """``vpermps`` lookup of eight int32 indices into the float table of ``row``."""
     sign_bit = tirx.shift_left(index, tirx.Broadcast(tirx.const(28, "int32"), HALF_ROWS))
-    low = T.call_llvm_pure_intrin("float32x8", "llvm.x86.avx2.permps", tab[row, _ramp(0, HALF_ROWS)], index)
+    low = T.call_llvm_pure_intrin("float32x8", "llvm.x86.avx2.permps", tab[row, ramp(0, HALF_ROWS)], index)
     if symmetric:
         mask = tirx.bitwise_and(sign_bit, tirx.Broadcast(tirx.const(-(2**31), "int32"), HALF_ROWS))
         return T.reinterpret("float32x8", tirx.bitwise_xor(T.reinterpret("int32x8", low), mask))
-    high = T.call_llvm_pure_intrin("float32x8", "llvm.x86.avx2.permps", tab[row, _ramp(HALF_ROWS, HALF_ROWS)], index)
+    high = T.call_llvm_pure_intrin("float32x8", "llvm.x86.avx2.permps", tab[row, ramp(HALF_ROWS, HALF_ROWS)], index)
     return T.call_llvm_pure_intrin(
         "float32x8", "llvm.x86.avx.blendv.ps.256", low, high, T.reinterpret("float32x8", sign_bit)
     )
@@ -121,14 +109,14 @@ def _float_lookup(tab: tirx.Buffer, row, index: tirx.PrimExpr, symmetric: bool) 
 
 def _exact_rows(tab: tirx.Buffer, w: tirx.Buffer, kb, p, q, symmetric: bool) -> tirx.PrimExpr:
     """``2**p * (T_low[lo] + T_high[hi])`` for rows ``8q .. 8q+7``."""
-    index = T.Cast("int32x8", w[kb, p, _ramp(0, HALF_ROWS) + q * HALF_ROWS])
+    index = T.Cast("int32x8", w[kb, p, ramp(0, HALF_ROWS) + q * HALF_ROWS])
     high_index = tirx.shift_right(index, tirx.Broadcast(tirx.const(4, "int32"), HALF_ROWS))
     both = _float_lookup(tab, kb * 2, index, symmetric) + _float_lookup(tab, kb * 2 + 1, high_index, symmetric)
     return both * tirx.Broadcast(tirx.Cast("float32", tirx.shift_left(1, p)), HALF_ROWS)
 
 
 def _exact_chunk(tab: tirx.Buffer, w: tirx.Buffer, shape: LookupShape, chunk: int, q: int) -> tirx.PrimExpr:
-    return _chunk_sum(chunk, shape.planes, lambda kb, p: _exact_rows(tab, w, kb, p, q, shape.symmetric))
+    return chunk_sum(chunk, shape.planes, lambda kb, p: _exact_rows(tab, w, kb, p, q, shape.symmetric))
 
 
 def exact_impl(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
@@ -143,10 +131,10 @@ def exact_impl(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
         with T.sblock("root"):
             T.reads(acc[0:TILE_N], w[0:chunk, 0:planes, 0:TILE_N], tab[0 : chunk * 2, 0:entries])
             T.writes(acc[0:TILE_N])
-            acc[0:8] = acc[_ramp(0, 8)] + _exact_chunk(tab, w, shape, chunk, 0)
-            acc[8:16] = acc[_ramp(8, 8)] + _exact_chunk(tab, w, shape, chunk, 1)
-            acc[16:24] = acc[_ramp(16, 8)] + _exact_chunk(tab, w, shape, chunk, 2)
-            acc[24:32] = acc[_ramp(24, 8)] + _exact_chunk(tab, w, shape, chunk, 3)
+            acc[0:8] = acc[ramp(0, 8)] + _exact_chunk(tab, w, shape, chunk, 0)
+            acc[8:16] = acc[ramp(8, 8)] + _exact_chunk(tab, w, shape, chunk, 1)
+            acc[16:24] = acc[ramp(16, 8)] + _exact_chunk(tab, w, shape, chunk, 2)
+            acc[24:32] = acc[ramp(24, 8)] + _exact_chunk(tab, w, shape, chunk, 3)
 
     return impl
 

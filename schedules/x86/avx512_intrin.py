@@ -36,7 +36,7 @@ from tvm.script import tirx as T
 from ...kernels.intrin_desc import LookupShape, register_lookup_intrin
 from ...quant.layout import TILE_N
 from ..cpu.prefetch import prefetch_line, prefetch_lines
-from .avx2_intrin import _chunk_sum, _ramp
+from ..cpu.vector_expr import chunk_sum, ramp
 
 ZMM_BYTES = 64
 ROWS = 16
@@ -70,8 +70,8 @@ TableLoad = Callable[[int, int], "tirx.PrimExpr"]
 def _row_tables(tab: tirx.Buffer, row: int | None) -> TableLoad:
     """Table loads of a one-row buffer ``tab[group, e]`` (``row`` None) or of ``tab[row, group, e]``."""
     if row is None:
-        return lambda group, lanes: tab[group, _ramp(0, lanes)]
-    return lambda group, lanes: tab[row, group, _ramp(0, lanes)]
+        return lambda group, lanes: tab[group, ramp(0, lanes)]
+    return lambda group, lanes: tab[row, group, ramp(0, lanes)]
 
 
 def _full_tables(load: TableLoad, first: int, count: int, symmetric: bool) -> tirx.PrimExpr:
@@ -105,7 +105,7 @@ def _quad_items(quad: int, planes: int) -> list[tuple[int, int]]:
 
 def _transposed(w: tirx.Buffer, items: list[tuple[int, int]], half: int) -> tirx.PrimExpr:
     """Rows ``16*half .. 16*half + 15`` of a quad, the four bytes of row ``r`` in int32 lane ``r``."""
-    segments = [w[kb, p, _ramp(0, TILE_N)] for kb, p in items]
+    segments = [w[kb, p, ramp(0, TILE_N)] for kb, p in items]
     first, second = _concat(segments[:2], TILE_N), _concat(segments[2:], TILE_N)
     order = [TILE_N * i + ROWS * half + r for r in range(ROWS) for i in range(QUAD)]
     return tirx.Shuffle([first, second], order)
@@ -173,8 +173,8 @@ def fast_impl(shape: LookupShape, chunk: int, prefetch: bool = False) -> tirx.Pr
             T.writes(acc[0:TILE_N])
             for line in T.unroll(lines):
                 T.evaluate(prefetch_line(w, line, planes))
-            acc[0:16] = _fast_half(_row_tables(tab, None), w, shape, chunk, 0, acc[_ramp(0, ROWS)])
-            acc[16:32] = _fast_half(_row_tables(tab, None), w, shape, chunk, 1, acc[_ramp(ROWS, ROWS)])
+            acc[0:16] = _fast_half(_row_tables(tab, None), w, shape, chunk, 0, acc[ramp(0, ROWS)])
+            acc[16:32] = _fast_half(_row_tables(tab, None), w, shape, chunk, 1, acc[ramp(ROWS, ROWS)])
 
     return impl
 
@@ -202,9 +202,9 @@ def fast_rows_impl(shape: LookupShape, chunk: int, rows: int, prefetch: bool = F
             for line in T.unroll(lines):
                 T.evaluate(prefetch_line(w, line, planes))
             for i in T.unroll(rows):
-                acc[i, 0, 0, 0:16] = _fast_half(_row_tables(tab, i), w, shape, chunk, 0, acc[i, 0, 0, _ramp(0, ROWS)])
+                acc[i, 0, 0, 0:16] = _fast_half(_row_tables(tab, i), w, shape, chunk, 0, acc[i, 0, 0, ramp(0, ROWS)])
                 acc[i, 0, 0, 16:32] = _fast_half(
-                    _row_tables(tab, i), w, shape, chunk, 1, acc[i, 0, 0, _ramp(ROWS, ROWS)]
+                    _row_tables(tab, i), w, shape, chunk, 1, acc[i, 0, 0, ramp(ROWS, ROWS)]
                 )
 
     return impl
@@ -216,8 +216,8 @@ SIGN_BIT = -(2**31)
 def _float_table(tab: tirx.Buffer, row, symmetric: bool) -> tirx.PrimExpr:
     """The 16-entry float table of ``row``; a symmetrized one as ``[T, -T]`` (sign bits flipped)."""
     if not symmetric:
-        return tab[row, _ramp(0, ENTRIES)]
-    half = tab[row, _ramp(0, ENTRIES // 2)]
+        return tab[row, ramp(0, ENTRIES)]
+    half = tab[row, ramp(0, ENTRIES // 2)]
     flipped = tirx.bitwise_xor(T.reinterpret("int32x8", half), tirx.Broadcast(tirx.const(SIGN_BIT, "int32"), 8))
     return tirx.Shuffle([half, T.reinterpret("float32x8", flipped)], list(range(ENTRIES)))
 
@@ -228,7 +228,7 @@ def _permps(table: tirx.PrimExpr, index: tirx.PrimExpr) -> tirx.PrimExpr:
 
 def _exact_rows(tab: tirx.Buffer, w: tirx.Buffer, kb, p, half: int, symmetric: bool) -> tirx.PrimExpr:
     """``2**p * (T_low[lo] + T_high[hi])`` for rows ``16*half .. 16*half + 15``."""
-    index = T.Cast("int32x16", w[kb, p, _ramp(half * ROWS, ROWS)])
+    index = T.Cast("int32x16", w[kb, p, ramp(half * ROWS, ROWS)])
     high_index = tirx.shift_right(index, tirx.Broadcast(tirx.const(4, "int32"), ROWS))
     low = _permps(_float_table(tab, kb * 2, symmetric), index)
     both = low + _permps(_float_table(tab, kb * 2 + 1, symmetric), high_index)
@@ -236,7 +236,7 @@ def _exact_rows(tab: tirx.Buffer, w: tirx.Buffer, kb, p, half: int, symmetric: b
 
 
 def _exact_chunk(tab: tirx.Buffer, w: tirx.Buffer, shape: LookupShape, chunk: int, half: int) -> tirx.PrimExpr:
-    return _chunk_sum(chunk, shape.planes, lambda kb, p: _exact_rows(tab, w, kb, p, half, shape.symmetric))
+    return chunk_sum(chunk, shape.planes, lambda kb, p: _exact_rows(tab, w, kb, p, half, shape.symmetric))
 
 
 def exact_impl(shape: LookupShape, chunk: int, prefetch: bool = False) -> tirx.PrimFunc:
@@ -254,8 +254,8 @@ def exact_impl(shape: LookupShape, chunk: int, prefetch: bool = False) -> tirx.P
             T.writes(acc[0:TILE_N])
             for line in T.unroll(lines):
                 T.evaluate(prefetch_line(w, line, planes))
-            acc[0:16] = acc[_ramp(0, ROWS)] + _exact_chunk(tab, w, shape, chunk, 0)
-            acc[16:32] = acc[_ramp(ROWS, ROWS)] + _exact_chunk(tab, w, shape, chunk, 1)
+            acc[0:16] = acc[ramp(0, ROWS)] + _exact_chunk(tab, w, shape, chunk, 0)
+            acc[16:32] = acc[ramp(ROWS, ROWS)] + _exact_chunk(tab, w, shape, chunk, 1)
 
     return impl
 
