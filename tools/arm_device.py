@@ -21,6 +21,7 @@ import argparse
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -146,11 +147,27 @@ def daemon(name: str, command: list[str]) -> None:
 
 
 def alive(name: str) -> bool:
+    """Whether ``run/<name>.pid`` names a live RPC ``name`` process (a pid file left by another
+    boot of this machine may name an unrelated process)."""
     try:
-        os.kill(int(pid_file(name).read_text()), 0)
-        return True
+        cmdline = Path(f"/proc/{int(pid_file(name).read_text())}/cmdline").read_bytes()
     except (OSError, ValueError):
         return False
+    return f"tvm.exec.rpc_{name}".encode() in cmdline
+
+
+def wait_listening(port: int, timeout: float = 60) -> str | None:
+    """``None`` once the tracker accepts connections on ``port``, else why not."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive("tracker"):
+            return "the RPC tracker exited"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            return None
+        except OSError:
+            time.sleep(0.5)
+    return f"the RPC tracker does not listen on port {port} after {timeout:.0f} s"
 
 
 def start(args: argparse.Namespace) -> int:
@@ -160,11 +177,14 @@ def start(args: argparse.Namespace) -> int:
     if not alive("tracker"):
         daemon("tracker", [args.python, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1",
                            "--port", str(args.tracker_port), "--port-end", str(args.tracker_port + 1)])  # fmt: skip
+    error = wait_listening(args.tracker_port)
+    if error:
+        print(f"the emulated aarch64 device did not start: {error} (logs: {CACHE / 'logs'})", file=sys.stderr)
+        return 1
     if alive("server") and wait_ready(args, timeout=1, probe_timeout=30) is not None:
         step("the device's server runs but does not serve: restarting it")
         os.killpg(int(pid_file("server").read_text()), signal.SIGKILL)
     if not alive("server"):
-        time.sleep(2)
         daemon("server", ["chroot", str(root), "env", "TVM_USE_RUNTIME_LIB=1", f"PYTHONPATH={SITE}", "HOME=/tmp",
                           "python3", "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
                           "--port", str(args.server_port), "--port-end", str(args.server_port + 50),
