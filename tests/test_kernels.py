@@ -92,6 +92,15 @@ def test_llama_mlp_shape_k11008(mode, target):
 
 
 @pytest.mark.parametrize("target", X86_TARGETS)
+@pytest.mark.parametrize("mode", ["fast", "exact"])
+def test_bias_when_n_is_whole_tiles(mode, target):
+    """N = 96 (no crop block): the bias was once dropped here (TVM 0.27 loses ``te.sum``'s init)."""
+    spec = KernelSpec(2, 96, 128, IntFormat(2, 32), mode=mode, bias=True)
+    _, y, *rest = _run(spec, target)
+    _check(spec, y, *rest)
+
+
+@pytest.mark.parametrize("target", X86_TARGETS)
 def test_per_channel_with_k_not_a_multiple_of_eight(target):
     spec = KernelSpec(2, 33, 250, IntFormat(3, "channel", symmetric=False), mode="fast")
     _, y, *rest = _run(spec, target)

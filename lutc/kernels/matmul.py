@@ -59,12 +59,12 @@ def _lookup(spec: KernelSpec, m_rows, tables: te.Tensor, data: te.Tensor) -> te.
 
 
 def _epilogue(spec: KernelSpec, m_rows, acc: te.Tensor, inputs: dict[str, te.Tensor]) -> te.Tensor:
-    """``y`` over whole tiles: ``[M, N_pad]``, cropped by :func:`_crop` when N is not a multiple of 32."""
+    """``y`` over whole tiles, without bias: ``[M, N_pad]``; :func:`_crop` crops it to N and adds the
+    bias where there is one (``te.sum``'s ``init`` would be the place, but TVM 0.27's
+    ``create_prim_func`` drops it: the block starts from zero)."""
     group = te.reduce_axis((0, spec.n_groups), "group")
     scales, offsets = inputs["scales"], inputs.get("offsets")
-    lut_scale, xsum, bias = inputs["lut_scale"], inputs["xsum"], inputs.get("bias")
-    row_scale = inputs["row_scale"]
-    padded = spec.n_tiles * TILE_N != spec.n
+    lut_scale, xsum, row_scale = inputs["lut_scale"], inputs["xsum"], inputs["row_scale"]
     constant = implied_offset(spec.fmt)
 
     def body(m, n):
@@ -74,9 +74,14 @@ def _epilogue(spec: KernelSpec, m_rows, acc: te.Tensor, inputs: dict[str, te.Ten
         scaled = scale * (lut_scale[m, group] * weighted)
         offset = offsets[tile, group, r] if offsets is not None else scale * tirx.const(constant, "float32")
         term = (scaled + offset * xsum[m, group]) * row_scale[m]
-        return te.sum(term, axis=group, init=None if bias is None or padded else bias[n])
+        return te.sum(term, axis=group)
 
-    return te.compute((m_rows, spec.n_tiles * TILE_N), body, name="y_pad" if padded else "y")
+    return te.compute((m_rows, spec.n_tiles * TILE_N), body, name="y_pad" if _cropped(spec) else "y")
+
+
+def _cropped(spec: KernelSpec) -> bool:
+    """Whether a second block (``y`` after ``y_pad``) crops to N or adds the bias."""
+    return spec.bias or spec.n_tiles * TILE_N != spec.n
 
 
 def _crop(spec: KernelSpec, m_rows, y_pad: te.Tensor, bias: te.Tensor | None) -> te.Tensor:
@@ -93,7 +98,7 @@ def lut_matmul(spec: KernelSpec) -> tirx.PrimFunc:
     inputs = _inputs(spec, m_rows)
     acc = _lookup(spec, m_rows, inputs["tables"], inputs["data"])
     out = _epilogue(spec, m_rows, acc, inputs)
-    if spec.n_tiles * TILE_N != spec.n:
+    if _cropped(spec):
         out = _crop(spec, m_rows, out, inputs.get("bias"))
     func = te.create_prim_func([*inputs.values(), out]).without_attr("global_symbol")  # named by whoever adds it
     attrs = {"lutc.kernel": MATMUL_KERNEL, "lutc.spec": spec.tag, SPEC_ATTR: spec.as_attr()}

@@ -142,11 +142,11 @@ def _parallel_tiles(sch: s_tir.Schedule, tile: s_tir.LoopRV, tunable: bool) -> s
 
 
 def _epilogue_block(sch: s_tir.Schedule) -> s_tir.SBlockRV:
-    """``y_pad`` when N is not a multiple of 32 (a crop block ``y`` follows), else ``y``."""
+    """``y_pad`` when N is not a multiple of 32 or there is a bias (a block ``y`` follows), else ``y``."""
     return sch.get_sblock("y_pad" if "y_pad" in block_names(sch) else "y")
 
 
 def _crop_at(sch: s_tir.Schedule, tile: s_tir.LoopRV) -> None:
-    """Move the crop into the tile loop, so each tile writes its own rows."""
+    """Move the crop (and bias) block into the tile loop, so each tile writes its own rows."""
     if "y_pad" in block_names(sch):
         sch.reverse_compute_at(sch.get_sblock("y"), tile)
