@@ -157,7 +157,13 @@ def _tune(args: argparse.Namespace) -> int:
         best = "no successful trial" if result.best_seconds is None else f"best {result.best_seconds * 1e6:.1f} us"
         calls = f" ({result.calls} calls)" if result.calls > 1 else ""
         print(f"{result.name}{calls}: {result.trials_run} trials now, {result.trials_total} in the log, {best}")
+        if result.failures:
+            print(f"  {result.failures}", file=sys.stderr)
     print(f"log: {Path(args.log_dir).resolve()}  (use it with: lutc compile {args.model} --tuning-logs {args.log_dir})")
+    failed = [r.name for r in results if r.trials_run and r.best_seconds is None]
+    if failed:
+        print(f"error: no trial succeeded for {', '.join(failed)} (reasons above)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -390,3 +390,17 @@ def test_shipped_logs_match_the_current_kernels():
             mod = ms.database.Workload.from_json(json.loads(line)).mod
             current = workload_of(mod["main"])
             assert tvm_ffi.structural_equal(mod, current), f"{tag_dir.name}: {mod['main'].attrs['lutc.spec']} is stale"
+
+
+def test_a_failed_trial_has_no_time_and_its_reason_is_kept():
+    """meta_schedule stores failures as 1e10 s runs: they must not pass for the best time."""
+    from lutc.tuning.log import mean_run_seconds
+    from lutc.tuning.tuner import _Run
+
+    assert mean_run_seconds([1e10, 1e10]) is None and mean_run_seconds([2e-4, 4e-4]) == pytest.approx(3e-4)
+    run = _Run(None)
+    run.record([None, 5e-5], ["AttributeError: no random_fill_for_measure on the server"])
+    run.record([None], ["AttributeError: no random_fill_for_measure on the server"])
+    assert run.best == 5e-5
+    assert run.failure_summary() == "2 of 3 trials failed: AttributeError: no random_fill_for_measure on the server"
+    assert _Run(None).failure_summary() is None

@@ -143,17 +143,27 @@ def daemon(name: str, command: list[str]) -> None:
     log = open(CACHE / "logs" / f"{name}.log", "w")  # noqa: SIM115 - handed to the daemon
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                start_new_session=True)  # fmt: skip
-    pid_file(name).write_text(str(process.pid))
+    pid_file(name).write_text(f"{process.pid} {start_time(process.pid)}")
+
+
+def start_time(pid: int) -> str:
+    """The kernel's start time of process ``pid`` (field 22 of ``/proc/PID/stat``)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2 :].split()[19]
+
+
+def pid_of(name: str) -> int | None:
+    """The pid in ``run/<name>.pid`` while that process lives (pid and start time must match: a
+    pid file left by another boot of this machine may name an unrelated process)."""
+    try:
+        pid, started = pid_file(name).read_text().split()
+        return int(pid) if start_time(int(pid)) == started else None
+    except (OSError, ValueError):
+        return None
 
 
 def alive(name: str) -> bool:
-    """Whether ``run/<name>.pid`` names a live RPC ``name`` process (a pid file left by another
-    boot of this machine may name an unrelated process)."""
-    try:
-        cmdline = Path(f"/proc/{int(pid_file(name).read_text())}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return False
-    return f"tvm.exec.rpc_{name}".encode() in cmdline
+    return pid_of(name) is not None
 
 
 def wait_listening(port: int, timeout: float = 60) -> str | None:
@@ -183,7 +193,7 @@ def start(args: argparse.Namespace) -> int:
         return 1
     if alive("server") and wait_ready(args, timeout=1, probe_timeout=30) is not None:
         step("the device's server runs but does not serve: restarting it")
-        os.killpg(int(pid_file("server").read_text()), signal.SIGKILL)
+        os.killpg(pid_of("server"), signal.SIGKILL)
     if not alive("server"):
         daemon("server", ["chroot", str(root), "env", "TVM_USE_RUNTIME_LIB=1", f"PYTHONPATH={SITE}", "HOME=/tmp",
                           "python3", "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
@@ -224,8 +234,9 @@ def wait_ready(args: argparse.Namespace, timeout: float = READY_TIMEOUT, probe_t
 
 def stop(args: argparse.Namespace | None = None, quiet: bool = False) -> int:
     for name in ("server", "tracker"):
-        if alive(name):
-            os.killpg(int(pid_file(name).read_text()), signal.SIGTERM)
+        pid = pid_of(name)
+        if pid is not None:
+            os.killpg(pid, signal.SIGTERM)
             if not quiet:
                 step(f"stopped the {name}")
         pid_file(name).unlink(missing_ok=True)

@@ -73,10 +73,17 @@ def record_key(record: ms.database.TuningRecord) -> str:
     return f"{workload_hash(record.workload.mod)}:{json.dumps(record.as_json(), sort_keys=True, default=str)}"
 
 
+FAILED_RUN_SECONDS = 1e9
+"""meta_schedule stores a failed trial as run times of 1e10 s: anything this long is a failure."""
+
+
 def mean_run_seconds(run_secs) -> float | None:
-    """The mean of a record's or runner result's ``run_secs`` (``None`` when there are none)."""
+    """The mean of a record's or runner result's ``run_secs`` (``None`` when there are none, or
+    for a failed trial)."""
     secs = [float(s.value) if hasattr(s, "value") else float(s) for s in run_secs or []]
-    return sum(secs) / len(secs) if secs else None
+    if not secs or max(secs) >= FAILED_RUN_SECONDS:
+        return None
+    return sum(secs) / len(secs)
 
 
 def workload_hash(mod: tvm.IRModule) -> str:

@@ -21,6 +21,7 @@ from functools import partial
 from typing import Literal
 
 import numpy as np
+import tvm
 from tvm.s_tir import meta_schedule as ms
 from tvm.target import Target
 
@@ -77,6 +78,14 @@ def _random(rng: np.random.Generator, dtype: str, shape: tuple[int, ...]) -> np.
     return rng.standard_normal(shape).astype(dtype)
 
 
+def alloc_remote_random(session, device, args_info, alloc_repeat: int) -> list[list]:
+    """``alloc_repeat`` random argument sets made here and copied to an RPC device: TVM's
+    runtime-only server (``TVM_USE_RUNTIME_LIB=1``) has no ``random_fill_for_measure``."""
+    rng = np.random.default_rng(0)
+    specs = [(str(info[1]), tuple(int(d) for d in info[2])) for info in args_info]  # ("TENSOR", dtype, shape)
+    return [[tvm.runtime.tensor(_random(rng, d, s), device) for d, s in specs] for _ in range(alloc_repeat)]
+
+
 def run_cycling(rt_mod, device, evaluator_config, repeated_args: list[list]) -> list[float]:
     """Seconds per call over each pass through all argument copies, ``repeat`` passes after a warm-up."""
     func = rt_mod[rt_mod.entry_name]
@@ -114,7 +123,7 @@ def make_runner(
     config = evaluator(measure, repeat)
     if rpc is not None:
         rpc_config = ms.runner.RPCConfig(rpc.host, rpc.port, rpc.key, session_timeout_sec=int(timeout))
-        return ms.runner.RPCRunner(rpc_config, config, max_workers=1)
+        return ms.runner.RPCRunner(rpc_config, config, max_workers=1, f_alloc_argument=alloc_remote_random)
     init = partial(set_threads, threads)
     if measure == "cold":
         return ms.runner.LocalRunner(

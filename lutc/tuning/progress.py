@@ -21,15 +21,22 @@ def mean_seconds(result) -> float | None:
 
 @derived_object
 class ReportMeasurements(PyMeasureCallback):
-    """Calls ``report(trials, seconds)`` after each measured batch (``None`` for a failure)."""
+    """Calls ``report(trials, seconds, failures)`` after each measured batch: ``None`` times for
+    failed trials, and why each failed (the last line of the builder's or runner's message)."""
 
-    def __init__(self, report: Callable[[int, list[float | None]], None]):
+    def __init__(self, report: Callable[[int, list[float | None], list[str]], None]):
         self.report = report
 
     def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
-        pairs = zip(builder_results, runner_results, strict=True)
+        pairs = list(zip(builder_results, runner_results, strict=True))
         times = [None if b.error_msg is not None else mean_seconds(r) for b, r in pairs]
-        self.report(len(runner_results), times)
+        failures = [_last_line(b.error_msg or r.error_msg) for b, r in pairs if b.error_msg or r.error_msg]
+        self.report(len(runner_results), times, failures)
+
+
+def _last_line(message: str) -> str:
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    return lines[-1] if lines else "no message"
 
 
 class PlainProgress:

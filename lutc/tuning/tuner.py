@@ -63,6 +63,8 @@ class TaskResult:
     trials_total: int
     best_seconds: float | None
     calls: int = 1
+    failures: str | None = None
+    """Why trials of this run failed (the most common reason), ``None`` when none did."""
 
 
 def _check_writable(directory: Path) -> None:
@@ -103,15 +105,15 @@ def _tune_one(task: TuneTask, target, log: TuningLog, contents: LogContents, bui
         return TaskResult(task.name, 0, done, best, task.weight)
     run = _Run(best)
 
-    def report(trials: int, times: list[float | None]) -> None:
-        run.record(times)
+    def report(trials: int, times: list[float | None], failures: list[str]) -> None:
+        run.record(times, failures)
         bar.update(bar_task, advance=trials, best=best_text(run.best))
 
     context = _context(task, target, options.seed)
     records = _search(context, known, todo, builder, runner, ReportMeasurements(report))
     log.merge(records, {key: todo})
     bar.update(bar_task, completed=options.trials)
-    return TaskResult(task.name, run.trials, done + todo, _best(records), task.weight)
+    return TaskResult(task.name, run.trials, done + todo, _best(records), task.weight, run.failure_summary())
 
 
 def _search(context: ms.TuneContext, known: list, trials: int, builder, runner, callback) -> list:
@@ -141,12 +143,22 @@ class _Run:
 
     def __init__(self, best: float | None):
         self.trials, self.best = 0, best
+        self.failures: dict[str, int] = {}
 
-    def record(self, times: list[float | None]) -> None:
+    def record(self, times: list[float | None], failures: list[str]) -> None:
         self.trials += len(times)
         ok = [t for t in times if t is not None]
         if ok and (self.best is None or min(ok) < self.best):
             self.best = min(ok)
+        for reason in failures:
+            self.failures[reason] = self.failures.get(reason, 0) + 1
+
+    def failure_summary(self) -> str | None:
+        """``N of M trials failed: <most common reason>``, or ``None`` when none failed."""
+        if not self.failures:
+            return None
+        reason = max(self.failures, key=self.failures.get)
+        return f"{sum(self.failures.values())} of {self.trials} trials failed: {reason}"
 
 
 def _best(records) -> float | None:
