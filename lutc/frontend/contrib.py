@@ -106,8 +106,130 @@ def attention(bb: relax.BlockBuilder, inputs: list, attrs: dict) -> relax.Expr:
     return out if attrs["tvm_custom"]["num_outputs"] == 1 else relax.Tuple([out, relax.const(0.0)])
 
 
+def _outputs(attrs: dict, first: relax.Expr, extra: dict[int, relax.Expr]) -> relax.Expr:
+    """``first``, or a tuple as long as the node's outputs: ``extra[i]`` at output ``i`` where the
+    converter computes it; outputs it does not compute (mean, inverse std) must be unused."""
+    count = attrs["tvm_custom"]["num_outputs"]
+    if count == 1:
+        return first
+    placeholder = relax.const(0.0, "float32")
+    return relax.Tuple([first, *(extra.get(i, placeholder) for i in range(1, count))])
+
+
+def _normalization_axis(attrs: dict, op: str, rank: int) -> None:
+    axis = int(attrs.get("axis", -1))
+    if axis not in (-1, rank - 1):
+        raise ModelError(f"{op} over axis {axis} is not supported (only the last axis is)")
+
+
+def simplified_layer_normalization(bb: relax.BlockBuilder, inputs: list, attrs: dict) -> relax.Expr:
+    """ORT's ``SimplifiedLayerNormalization`` (default domain): RMSNorm over the last axis."""
+    x, scale = inputs[0], inputs[1]
+    _normalization_axis(attrs, "SimplifiedLayerNormalization", len(_dims(x)))
+    normed = bb.normalize(relax.op.nn.rms_norm(x, scale, axes=-1, epsilon=float(attrs.get("epsilon", 1e-5))))
+    return _outputs(attrs, normed, {})
+
+
+def _skip_sum(bb: relax.BlockBuilder, inputs: list, bias_index: int) -> relax.Expr:
+    total = relax.op.add(inputs[0], inputs[1])
+    bias = inputs[bias_index] if len(inputs) > bias_index else None
+    return bb.normalize(total if bias is None else relax.op.add(total, bias))
+
+
+def skip_simplified_layer_normalization(bb: relax.BlockBuilder, inputs: list, attrs: dict) -> relax.Expr:
+    """``input + skip (+ bias)``, RMSNorm with ``gamma``; output 3 is the sum."""
+    total = _skip_sum(bb, inputs, 3)
+    normed = bb.normalize(relax.op.nn.rms_norm(total, inputs[2], axes=-1, epsilon=float(attrs.get("epsilon", 1e-12))))
+    return _outputs(attrs, normed, {3: total})
+
+
+def skip_layer_normalization(bb: relax.BlockBuilder, inputs: list, attrs: dict) -> relax.Expr:
+    """``input + skip (+ bias)``, LayerNorm with ``gamma`` (and ``beta``); output 3 is the sum."""
+    total = _skip_sum(bb, inputs, 4)
+    gamma = inputs[2]
+    beta = inputs[3] if len(inputs) > 3 and inputs[3] is not None else relax.op.zeros_like(gamma)
+    epsilon = float(attrs.get("epsilon", 1e-12))
+    normed = bb.normalize(relax.op.nn.layer_norm(total, gamma, bb.normalize(beta), axes=-1, epsilon=epsilon))
+    return _outputs(attrs, normed, {3: total})
+
+
+def _rotate(bb: relax.BlockBuilder, x: relax.Expr, cos: relax.Expr, sin: relax.Expr, interleaved: bool) -> relax.Expr:
+    """Rotary embedding of ``x`` ``[..., rotary_dim]`` by ``cos``/``sin`` ``[..., rotary_dim / 2]``."""
+    dims = _dims(x)
+    half = int(dims[-1]) // 2
+    if interleaved:
+        pairs = bb.normalize(relax.op.reshape(x, [*dims[:-1], half, 2]))
+        parts = bb.normalize(relax.op.split(pairs, 2, axis=-1))
+        even, odd = (bb.normalize(relax.op.squeeze(relax.TupleGetItem(parts, i), axis=[-1])) for i in range(2))
+    else:
+        parts = bb.normalize(relax.op.split(x, 2, axis=-1))
+        even, odd = (bb.normalize(relax.TupleGetItem(parts, i)) for i in range(2))
+    first = relax.op.subtract(relax.op.multiply(even, cos), relax.op.multiply(odd, sin))
+    second = relax.op.add(relax.op.multiply(odd, cos), relax.op.multiply(even, sin))
+    if interleaved:
+        stacked = bb.normalize(relax.op.stack([first, second], axis=-1))
+        return bb.normalize(relax.op.reshape(stacked, dims))
+    return bb.normalize(relax.op.concat([first, second], axis=-1))
+
+
+def _rotary_positions(bb: relax.BlockBuilder, position_ids: relax.Expr, batch, seq) -> relax.Expr:
+    """Positions ``[B, S]``: the 2-D ``position_ids``, or ``offset + arange(S)`` from a 1-element one."""
+    if len(_dims(position_ids)) == 2:
+        return position_ids
+    offset = bb.normalize(relax.op.astype(position_ids, "int64"))
+    steps = bb.normalize(relax.op.expand_dims(_positions(bb, seq), axis=0))
+    return bb.normalize(relax.op.broadcast_to(relax.op.add(steps, offset), relax.ShapeExpr([batch, seq])))
+
+
+def _cache_rows(bb: relax.BlockBuilder, cache: relax.Expr, positions: relax.Expr, half: int) -> relax.Expr:
+    """``cache[positions, :half]`` as ``[B, 1, S, half]``, broadcasting over heads."""
+    rows = relax.op.take(relax.op.strided_slice(cache, [1], [0], [half]), positions, axis=0)
+    return bb.normalize(relax.op.expand_dims(rows, axis=1))
+
+
+def rotary_embedding(bb: relax.BlockBuilder, inputs: list, attrs: dict) -> relax.Expr:
+    """ORT ``RotaryEmbedding`` on ``[B, S, hidden]`` or ``[B, N, S, H]``, half-split or interleaved."""
+    for name, default in (("is_packed_batching", 0), ("scale", 1.0)):
+        if float(attrs.get(name, default)) != default:
+            raise ModelError(f"RotaryEmbedding with {name}={attrs[name]} is not supported")
+    x, position_ids, cos_cache, sin_cache = inputs[:4]
+    dims = _dims(x)
+    rotary_dim = int(attrs.get("rotary_embedding_dim", 0)) or 2 * int(_dims(cos_cache)[1])
+    if len(dims) == 3:
+        batch, seq, hidden = dims
+        heads = int(attrs.get("num_heads", 0)) or int(hidden) // rotary_dim
+        heads_last = bb.normalize(relax.op.reshape(x, [batch, seq, heads, int(hidden) // heads]))
+        per_head = bb.normalize(relax.op.permute_dims(heads_last, [0, 2, 1, 3]))
+    elif len(dims) == 4:
+        batch, heads, seq, _ = dims
+        per_head = x
+    else:
+        raise ModelError(f"RotaryEmbedding input of rank {len(dims)} is not supported (3 or 4)")
+    positions = _rotary_positions(bb, position_ids, batch, seq)
+    cos, sin = (_cache_rows(bb, cache, positions, rotary_dim // 2) for cache in (cos_cache, sin_cache))
+    head_size = int(_dims(per_head)[3])
+    if rotary_dim == head_size:
+        out = _rotate(bb, per_head, cos, sin, bool(attrs.get("interleaved", 0)))
+    else:
+        parts = bb.normalize(relax.op.split(per_head, [rotary_dim], axis=-1))
+        rotated = _rotate(bb, bb.normalize(relax.TupleGetItem(parts, 0)), cos, sin, bool(attrs.get("interleaved", 0)))
+        out = bb.normalize(relax.op.concat([rotated, bb.normalize(relax.TupleGetItem(parts, 1))], axis=-1))
+    if len(dims) == 3:
+        out = bb.normalize(relax.op.reshape(relax.op.permute_dims(out, [0, 2, 1, 3]), dims))
+    return out
+
+
 CONTRIB_CONVERTERS: dict[str, ContribConverter] = {
     "Attention": attention,
     "EmbedLayerNormalization": embed_layer_normalization,
+    "RotaryEmbedding": rotary_embedding,
+    "SkipLayerNormalization": skip_layer_normalization,
+    "SkipSimplifiedLayerNormalization": skip_simplified_layer_normalization,
 }
 """``com.microsoft`` ops lutc converts itself (besides ``MatMulNBits``)."""
+
+ORT_DEFAULT_DOMAIN_CONVERTERS: dict[str, ContribConverter] = {
+    "SimplifiedLayerNormalization": simplified_layer_normalization,
+}
+"""Ops ONNX Runtime registers in the default domain that are not ONNX ops (onnxruntime-genai's
+builder writes ``SimplifiedLayerNormalization`` there)."""

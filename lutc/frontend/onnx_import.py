@@ -26,7 +26,7 @@ from ..errors import ModelError
 from ..kernels.dequantize import DequantizeSpec, lut_dequantize
 from ..quant.formats import group_length
 from ..quant.onnx_convert import dequantize_linear_from_node, matmul_nbits_from_node, wide_matmul_nbits_from_node
-from .contrib import CONTRIB_CONVERTERS
+from .contrib import CONTRIB_CONVERTERS, ORT_DEFAULT_DOMAIN_CONVERTERS
 from .converters import SHAPE_CONVERTERS, TVM_SHAPE_AWARE
 from .index_checks import checked_indices
 from .model_info import ModelInfo, QuantizedNode, TensorInfo
@@ -107,7 +107,7 @@ def _unsupported(node: onnx.NodeProto, known: set[str]) -> str | None:
     if node.domain in ("", "ai.onnx"):
         if node.op_type in CONTRIB_ONLY:
             return f"no converter for the standard op (TVM's {node.op_type} is com.microsoft's)"
-        return None if node.op_type in known else "no converter"
+        return None if node.op_type in known or node.op_type in ORT_DEFAULT_DOMAIN_CONVERTERS else "no converter"
     if node.domain == CONTRIB_DOMAIN:
         converted = CONTRIB_OPS | (TVM_CONTRIB_OPS & known)
         return None if node.op_type in converted else "ONNX Runtime contrib op without a converter"
@@ -261,8 +261,10 @@ class _Importer(onnx_frontend.ONNXGraphImporter):
         if node is None:
             try:
                 return self._as_tensor_output(self._convert_default(op_name, inputs, attrs, opset))
-            except ModelError:
-                raise
+            except ModelError as err:
+                if f"node {name!r}" in str(err):
+                    raise
+                raise ModelError(f"{op_name} node {name!r}: {err}") from None
             except Exception as err:
                 reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
                 raise ModelError(f"cannot convert {op_name} node {name!r}: {type(err).__name__}: {reason}") from err
@@ -275,11 +277,12 @@ class _Importer(onnx_frontend.ONNXGraphImporter):
     def _convert_default(self, op_name, inputs, attrs, opset):
         """lutc's converter where the inputs are shape values, else TVM's (on the form it takes)."""
         values = self._shape_values
-        if self._domains.get(attrs["tvm_custom"]["name"]) == CONTRIB_DOMAIN and op_name in CONTRIB_CONVERTERS:
+        ort_converter = self._ort_converter(op_name, attrs)
+        if ort_converter is not None:
             tensors = onnx_frontend.onnx_input(
                 None if x is None else self.bb.normalize(values.as_tensor(self.bb, x)) for x in inputs
             )
-            return CONTRIB_CONVERTERS[op_name](self.bb, tensors, attrs)
+            return ort_converter(self.bb, tensors, attrs)
         converter = SHAPE_CONVERTERS.get(op_name)
         out = converter(values, self.bb, inputs, attrs) if converter is not None else None
         if out is not None:
@@ -291,6 +294,15 @@ class _Importer(onnx_frontend.ONNXGraphImporter):
         if op_name in GATHER_OPS:
             converted = self._with_checked_indices(op_name, converted, attrs)
         return super()._convert_operator(op_name, onnx_frontend.onnx_input(converted), attrs, opset)
+
+    def _ort_converter(self, op_name: str, attrs: dict):
+        """lutc's converter of an ONNX Runtime op (``com.microsoft``, or ORT's in the default domain)."""
+        domain = self._domains.get(attrs["tvm_custom"]["name"])
+        if domain == CONTRIB_DOMAIN:
+            return CONTRIB_CONVERTERS.get(op_name)
+        if domain in ("", "ai.onnx") and op_name not in onnx_frontend._get_convert_map():
+            return ORT_DEFAULT_DOMAIN_CONVERTERS.get(op_name)
+        return None
 
     def _with_checked_indices(self, op_name: str, inputs: list, attrs: dict) -> list:
         """``inputs`` with the gather's indices bounds-checked (:mod:`lutc.frontend.index_checks`)."""

@@ -1,0 +1,101 @@
+"""One-node models of the ONNX Runtime ops onnxruntime-genai's builder and ORT's transformer
+optimizer emit, through lutc against ONNX Runtime's CPU kernels.
+
+Float32 throughout: lutc and ORT compute the same sums in a different order, so outputs agree to
+a few float32 ulps of their magnitude (``rtol=atol=1e-5``: norms over 64 values, rotations of 2).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import lutc
+from lutc.errors import ModelError
+
+MS = "com.microsoft"
+
+
+def _model(node: onnx.NodeProto, inputs: dict[str, np.ndarray], inits: dict[str, np.ndarray], outputs: list[str]):
+    value = lambda name, a: helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)  # noqa: E731
+    graph = helper.make_graph(
+        [node], "one", [value(n, a) for n, a in inputs.items()],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
+        [numpy_helper.from_array(a, n) for n, a in inits.items()],
+    )  # fmt: skip
+    opsets = [helper.make_opsetid("", 21), helper.make_opsetid(MS, 1)]
+    return helper.make_model(graph, opset_imports=opsets, ir_version=10)
+
+
+def _check(node, inputs: dict, inits: dict, outputs: list[str]) -> None:
+    model = _model(node, inputs, inits, outputs)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(outputs, inputs)
+    got = lutc.build(model, target="llvm")(**inputs)
+    got = got if isinstance(got, (list, tuple)) else [got]
+    for name, g, w in zip(outputs, got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+RNG = np.random.default_rng(0)
+X = RNG.standard_normal((2, 3, 64)).astype(np.float32)
+SKIP = RNG.standard_normal((2, 3, 64)).astype(np.float32)
+GAMMA = RNG.standard_normal(64).astype(np.float32)
+BETA = RNG.standard_normal(64).astype(np.float32)
+BIAS = RNG.standard_normal(64).astype(np.float32)
+
+
+def test_simplified_layer_normalization():
+    node = helper.make_node("SimplifiedLayerNormalization", ["x", "g"], ["y"], name="norm", axis=-1, epsilon=1e-6)
+    _check(node, {"x": X}, {"g": GAMMA}, ["y"])
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_skip_simplified_layer_normalization_and_its_sum(with_bias):
+    ins = ["x", "skip", "g"] + (["b"] if with_bias else [])
+    node = helper.make_node("SkipSimplifiedLayerNormalization", ins, ["y", "", "", "sum"], name="norm",
+                            domain=MS, epsilon=1e-6)  # fmt: skip
+    inits = {"g": GAMMA, **({"b": BIAS} if with_bias else {})}
+    _check(node, {"x": X, "skip": SKIP}, inits, ["y", "sum"])
+
+
+@pytest.mark.parametrize("with_beta_and_bias", [False, True])
+def test_skip_layer_normalization_and_its_sum(with_beta_and_bias):
+    ins = ["x", "skip", "g"] + (["beta", "b"] if with_beta_and_bias else [])
+    node = helper.make_node("SkipLayerNormalization", ins, ["y", "", "", "sum"], name="norm", domain=MS, epsilon=1e-5)
+    inits = {"g": GAMMA, **({"beta": BETA, "b": BIAS} if with_beta_and_bias else {})}
+    _check(node, {"x": X, "skip": SKIP}, inits, ["y", "sum"])
+
+
+def _caches(max_seq: int, half: int) -> dict[str, np.ndarray]:
+    angles = np.arange(max_seq)[:, None] / 10000 ** (np.arange(half)[None, :] / half)
+    return {"cos": np.cos(angles).astype(np.float32), "sin": np.sin(angles).astype(np.float32)}
+
+
+@pytest.mark.parametrize("interleaved", [0, 1])
+@pytest.mark.parametrize("layout", ["BSD", "BNSH"])
+@pytest.mark.parametrize("positions", ["offset", "ids"])
+def test_rotary_embedding(interleaved, layout, positions):
+    heads, head_size, seq = 4, 16, 3
+    x = RNG.standard_normal((2, seq, heads * head_size) if layout == "BSD" else (2, heads, seq, head_size))
+    pos = np.array([5], np.int64) if positions == "offset" else np.array([[0, 1, 2], [7, 8, 9]], np.int64)
+    node = helper.make_node("RotaryEmbedding", ["x", "pos", "cos", "sin"], ["y"], name="rope", domain=MS,
+                            interleaved=interleaved, **({"num_heads": heads} if layout == "BSD" else {}))  # fmt: skip
+    _check(node, {"x": x.astype(np.float32), "pos": pos}, _caches(16, head_size // 2), ["y"])
+
+
+def test_rotary_embedding_of_part_of_each_head():
+    x = RNG.standard_normal((1, 2, 4 * 16)).astype(np.float32)
+    node = helper.make_node("RotaryEmbedding", ["x", "pos", "cos", "sin"], ["y"], name="rope", domain=MS,
+                            num_heads=4, rotary_embedding_dim=8)  # fmt: skip
+    _check(node, {"x": x, "pos": np.array([0], np.int64)}, _caches(8, 4), ["y"])
+
+
+def test_unsupported_rotary_attribute_names_the_node_and_attribute():
+    node = helper.make_node("RotaryEmbedding", ["x", "pos", "cos", "sin"], ["y"], name="rope", domain=MS,
+                            num_heads=4, is_packed_batching=1)  # fmt: skip
+    model = _model(node, {"x": X, "pos": np.array([0], np.int64)}, _caches(8, 8), ["y"])
+    with pytest.raises(ModelError, match=r"RotaryEmbedding node 'rope': .*is_packed_batching=1"):
+        lutc.build(model, target="llvm")
