@@ -207,12 +207,12 @@ def rotary_embedding(bb: relax.BlockBuilder, inputs: list, attrs: dict) -> relax
         raise ModelError(f"RotaryEmbedding input of rank {len(dims)} is not supported (3 or 4)")
     positions = _rotary_positions(bb, position_ids, batch, seq)
     cos, sin = (_cache_rows(bb, cache, positions, rotary_dim // 2) for cache in (cos_cache, sin_cache))
-    head_size = int(_dims(per_head)[3])
-    if rotary_dim == head_size:
-        out = _rotate(bb, per_head, cos, sin, bool(attrs.get("interleaved", 0)))
+    interleaved = bool(attrs.get("interleaved", 0))
+    if rotary_dim == int(_dims(per_head)[3]):
+        out = _rotate(bb, per_head, cos, sin, interleaved)
     else:
         parts = bb.normalize(relax.op.split(per_head, [rotary_dim], axis=-1))
-        rotated = _rotate(bb, bb.normalize(relax.TupleGetItem(parts, 0)), cos, sin, bool(attrs.get("interleaved", 0)))
+        rotated = _rotate(bb, bb.normalize(relax.TupleGetItem(parts, 0)), cos, sin, interleaved)
         out = bb.normalize(relax.op.concat([rotated, bb.normalize(relax.TupleGetItem(parts, 1))], axis=-1))
     if len(dims) == 3:
         out = bb.normalize(relax.op.reshape(relax.op.permute_dims(out, [0, 2, 1, 3]), dims))

@@ -300,9 +300,8 @@ class _Importer(onnx_frontend.ONNXGraphImporter):
         domain = self._domains.get(attrs["tvm_custom"]["name"])
         if domain == CONTRIB_DOMAIN:
             return CONTRIB_CONVERTERS.get(op_name)
-        if domain in ("", "ai.onnx") and op_name not in onnx_frontend._get_convert_map():
-            return ORT_DEFAULT_DOMAIN_CONVERTERS.get(op_name)
-        return None
+        converter = ORT_DEFAULT_DOMAIN_CONVERTERS.get(op_name) if domain in ("", "ai.onnx") else None
+        return None if converter is None or op_name in onnx_frontend._get_convert_map() else converter
 
     def _with_checked_indices(self, op_name: str, inputs: list, attrs: dict) -> list:
         """``inputs`` with the gather's indices bounds-checked (:mod:`lutc.frontend.index_checks`)."""

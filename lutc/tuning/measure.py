@@ -63,12 +63,17 @@ def alloc_cold_copies(device, args_info, alloc_repeat: int) -> list[list]:
     key = repr(args_info)
     if key not in _COPIES:
         _COPIES.clear()
-        specs = [(str(info[1]), tuple(int(d) for d in info[2])) for info in args_info]  # ("TENSOR", dtype, shape)
+        specs = _arg_specs(args_info)
         nbytes = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for dtype, shape in specs)
         copies = min(MAX_COPIES, max(2, -(-COLD_BYTES // max(nbytes, 1))))
         rng = np.random.default_rng(0)
         _COPIES[key] = [huge_page_tensors(*(_random(rng, d, s) for d, s in specs)) for _ in range(copies)]
     return _COPIES[key]
+
+
+def _arg_specs(args_info) -> list[tuple[str, tuple[int, ...]]]:
+    """``(dtype, shape)`` of each argument of meta_schedule's ``("TENSOR", dtype, shape)`` infos."""
+    return [(str(info[1]), tuple(int(d) for d in info[2])) for info in args_info]
 
 
 def _random(rng: np.random.Generator, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -82,7 +87,7 @@ def alloc_remote_random(session, device, args_info, alloc_repeat: int) -> list[l
     """``alloc_repeat`` random argument sets made here and copied to an RPC device: TVM's
     runtime-only server (``TVM_USE_RUNTIME_LIB=1``) has no ``random_fill_for_measure``."""
     rng = np.random.default_rng(0)
-    specs = [(str(info[1]), tuple(int(d) for d in info[2])) for info in args_info]  # ("TENSOR", dtype, shape)
+    specs = _arg_specs(args_info)
     return [[tvm.runtime.tensor(_random(rng, d, s), device) for d, s in specs] for _ in range(alloc_repeat)]
 
 
