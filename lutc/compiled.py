@@ -232,7 +232,7 @@ def _checked(info: TensorInfo, value) -> np.ndarray:
     if limit is not None and (value.min() < -limit or value.max() >= limit):
         raise InputError(f"input {info.name!r} indexes an embedding of {limit} rows: its values must lie in "
                          f"[{-limit}, {limit}); got min {value.min()}, max {value.max()}")  # fmt: skip
-    return np.ascontiguousarray(value)
+    return value if value.flags.c_contiguous else value.copy(order="C")  # ascontiguousarray makes 0-d 1-d
 
 
 def _check_dims(inputs: tuple[TensorInfo, ...], arrays: list[np.ndarray]) -> None:

@@ -99,3 +99,88 @@ def test_unsupported_rotary_attribute_names_the_node_and_attribute():
     model = _model(node, {"x": X, "pos": np.array([0], np.int64)}, _caches(8, 8), ["y"])
     with pytest.raises(ModelError, match=r"RotaryEmbedding node 'rope': .*is_packed_batching=1"):
         lutc.build(model, target="llvm")
+
+
+def _gqa_feeds(batch: int, seq: int, past: int, packed: bool, heads=4, kv_heads=2, head_size=16) -> dict:
+    width = (heads + 2 * kv_heads) * head_size
+    qkv = RNG.standard_normal((batch, seq, width)).astype(np.float32)
+    split = np.split(qkv, [heads * head_size, (heads + kv_heads) * head_size], axis=2)
+    feeds = {"query": qkv} if packed else dict(zip(("query", "key", "value"), split, strict=True))
+    if past:
+        feeds |= {n: RNG.standard_normal((batch, kv_heads, past, head_size)).astype(np.float32) for n in ("pk", "pv")}
+    feeds["seqlens_k"] = np.full(batch, past + seq - 1, np.int32)
+    feeds["total"] = np.array(past + seq, np.int32)
+    return feeds
+
+
+def _gqa_node(feeds: dict, rotary: bool, **attrs) -> onnx.NodeProto:
+    names = [n if n in feeds else "" for n in ("query", "key", "value", "pk", "pv")] + ["seqlens_k", "total"]
+    names += ["cos", "sin"] if rotary else []
+    names += [n for n in ("position_ids", "bias") if n in feeds]
+    return helper.make_node("GroupQueryAttention", names, ["y", "present_key", "present_value"], name="gqa",
+                            domain=MS, num_heads=4, kv_num_heads=2, do_rotary=int(rotary), **attrs)  # fmt: skip
+
+
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("rotary", ["none", "half", "interleaved"])
+@pytest.mark.parametrize(("batch", "seq", "past"), [(2, 4, 0), (2, 1, 5), (1, 3, 4)])
+def test_group_query_attention(packed, rotary, batch, seq, past):
+    """Prompt, decode and a continued prompt (batch 1, as ORT requires) with a concatenated cache."""
+    feeds = _gqa_feeds(batch, seq, past, packed)
+    node = _gqa_node(feeds, rotary != "none", rotary_interleaved=int(rotary == "interleaved"))
+    caches = _caches(16, 8) if rotary != "none" else {}
+    _check(node, feeds, caches, ["y", "present_key", "present_value"])
+
+
+def test_group_query_attention_with_scale_bias_and_position_ids():
+    feeds = _gqa_feeds(1, 2, 3, packed=False)
+    feeds["position_ids"] = np.array([[3, 4]], np.int64)
+    feeds["bias"] = RNG.standard_normal((1, 4, 2, 5)).astype(np.float32)
+    _check(_gqa_node(feeds, True, scale=0.3), feeds, _caches(16, 8), ["y", "present_key", "present_value"])
+
+
+@pytest.mark.parametrize(("attribute", "value"), [("local_window_size", 4), ("softcap", 30.0), ("smooth_softmax", 1)])
+def test_unsupported_group_query_attention_attribute_names_the_node(attribute, value):
+    feeds = _gqa_feeds(1, 1, 2, packed=True)
+    model = _model(_gqa_node(feeds, False, **{attribute: value}), feeds, {}, ["y"])
+    with pytest.raises(ModelError, match=rf"GroupQueryAttention node 'gqa': .*{attribute}="):
+        lutc.build(model, target="llvm")
+
+
+def _mha_feeds(batch: int, seq: int, keys: int, past: int) -> dict:
+    feeds = {"query": RNG.standard_normal((batch, seq, 64)).astype(np.float32)}
+    feeds |= {n: RNG.standard_normal((batch, keys, 64)).astype(np.float32) for n in ("key", "value")}
+    if past:
+        feeds |= {n: RNG.standard_normal((batch, 4, past, 16)).astype(np.float32) for n in ("pk", "pv")}
+    return feeds
+
+
+@pytest.mark.parametrize("unidirectional", [0, 1])
+@pytest.mark.parametrize(("seq", "past"), [(3, 0), (1, 4), (2, 3)])
+@pytest.mark.parametrize("masked", [False, True])
+def test_multi_head_attention_with_past(unidirectional, seq, past, masked):
+    feeds = _mha_feeds(2, seq, seq, past)
+    inits = {"bias": RNG.standard_normal(192).astype(np.float32)}
+    if masked:
+        feeds["mask"] = np.ones((2, past + seq), np.int32)
+        feeds["mask"][1, 0] = 0
+    names = ["query", "key", "value", "bias", "mask" if masked else "", "", *(["pk", "pv"] if past else [])]
+    node = helper.make_node("MultiHeadAttention", names, ["y", "present_key", "present_value"], name="mha",
+                            domain=MS, num_heads=4, unidirectional=unidirectional)  # fmt: skip
+    _check(node, feeds, inits, ["y", "present_key", "present_value"])
+
+
+def test_multi_head_cross_attention_with_bnsh_key_value():
+    feeds = {"query": RNG.standard_normal((2, 3, 64)).astype(np.float32)}
+    feeds |= {n: RNG.standard_normal((2, 4, 5, 16)).astype(np.float32) for n in ("key", "value")}
+    node = helper.make_node("MultiHeadAttention", ["query", "key", "value"], ["y"], name="mha", domain=MS,
+                            num_heads=4, scale=0.2)  # fmt: skip
+    _check(node, feeds, {}, ["y"])
+
+
+@pytest.mark.parametrize(("op", "inputs"), [("Gelu", ["x"]), ("BiasGelu", ["x", "b"]), ("FastGelu", ["x"]),
+                                            ("FastGelu", ["x", "b"])])  # fmt: skip
+def test_gelu_variants(op, inputs):
+    """TVM's converters of ORT's GELUs (exact erf form; FastGelu's tanh approximation)."""
+    node = helper.make_node(op, inputs, ["y"], name="gelu", domain=MS)
+    _check(node, {"x": 3 * X}, {"b": BIAS} if "b" in inputs else {}, ["y"])

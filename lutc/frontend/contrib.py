@@ -15,26 +15,18 @@ from collections.abc import Callable
 from tvm import relax
 
 from ..errors import ModelError
+from .attention import DEFAULT_MASK_FILTER, group_query_attention, key_mask_bias, multi_head_attention
+from .relax_util import arange, dims, heads_first, heads_last, item
+from .rotary import rotary_embedding
 
 ContribConverter = Callable[[relax.BlockBuilder, list, dict], relax.Expr]
-
-DEFAULT_MASK_FILTER = -10000.0
-"""ORT's ``mask_filter_value`` default: added to the scores of masked keys."""
-
-
-def _dims(expr: relax.Expr) -> list:
-    return list(expr.ty.shape.values)
-
-
-def _positions(bb: relax.BlockBuilder, length) -> relax.Expr:
-    return bb.normalize(relax.op.arange(0, length, 1, "int64"))
 
 
 def embed_layer_normalization(bb: relax.BlockBuilder, inputs: list, attrs: dict) -> relax.Expr:
     """Word + position (+ segment) embeddings, LayerNorm; ``mask_index`` = tokens per row (int32)."""
     input_ids, segment_ids, word_emb, pos_emb, segment_emb, gamma, beta, mask, pos_ids = (inputs[i] for i in range(9))
-    batch, seq = _dims(input_ids)
-    positions = pos_ids if pos_ids is not None else _positions(bb, seq)
+    batch, seq = dims(input_ids)
+    positions = pos_ids if pos_ids is not None else arange(bb, seq)
     total = relax.op.add(relax.op.take(word_emb, input_ids, axis=0), relax.op.take(pos_emb, positions, axis=0))
     if segment_ids is not None:
         total = relax.op.add(total, relax.op.take(segment_emb, segment_ids, axis=0))
@@ -50,22 +42,6 @@ def embed_layer_normalization(bb: relax.BlockBuilder, inputs: list, attrs: dict)
     return relax.Tuple(outputs)
 
 
-def _key_mask_bias(bb: relax.BlockBuilder, mask: relax.Expr, seq, total, filter_value: float) -> relax.Expr:
-    """An additive bias broadcastable to the scores ``[B, N, S, T]`` from ORT's ``mask_index`` forms."""
-    rank = len(_dims(mask))
-    if rank == 1:  # valid key count per row (right padding); [2B] start/end form is not supported
-        keys = bb.normalize(relax.op.expand_dims(_positions(bb, total), axis=0))
-        lengths = bb.normalize(relax.op.expand_dims(bb.normalize(relax.op.astype(mask, "int64")), axis=1))
-        valid = bb.normalize(relax.op.less(keys, lengths))
-        bias = bb.normalize(relax.op.where(valid, relax.const(0.0), relax.const(filter_value)))
-        return bb.normalize(relax.op.expand_dims(bias, axis=[1, 2]))
-    if rank in (2, 3):
-        kept = bb.normalize(relax.op.subtract(relax.const(1.0), bb.normalize(relax.op.astype(mask, "float32"))))
-        bias = bb.normalize(relax.op.multiply(kept, relax.const(filter_value)))
-        return bb.normalize(relax.op.expand_dims(bias, axis=[1, 2] if rank == 2 else [1]))
-    raise ModelError(f"Attention mask_index of rank {rank} is not supported (ranks 1-3 are)")
-
-
 def attention(bb: relax.BlockBuilder, inputs: list, attrs: dict) -> relax.Expr:
     """ORT ``Attention``: packed QKV projection, scaled dot-product attention, optional masks."""
     unsupported = sorted({"past_present_share_buffer", "do_rotary", "unidirectional"} & attrs.keys())
@@ -75,34 +51,27 @@ def attention(bb: relax.BlockBuilder, inputs: list, attrs: dict) -> relax.Expr:
         raise ModelError("Attention with a past key/value state is not supported")
     x, weight, bias, mask = inputs[0], inputs[1], inputs[2], inputs[3]
     heads = int(attrs["num_heads"])
-    width = int(_dims(weight)[1])
+    width = int(dims(weight)[1])
     q_size, k_size, v_size = attrs.get("qkv_hidden_sizes", (width // 3,) * 3)
-    batch, seq, hidden = _dims(x)
+    batch, seq, hidden = dims(x)
     rows = bb.normalize(relax.op.reshape(x, (batch * seq, hidden)))  # one 2-D matmul: a float GEMM rule applies
     qkv = bb.normalize(relax.op.matmul(rows, weight))
     qkv = bb.normalize(relax.op.add(qkv, bias) if bias is not None else qkv)
     qkv = bb.normalize(relax.op.reshape(qkv, (batch, seq, width)))
     parts = bb.normalize(relax.op.split(qkv, [q_size, q_size + k_size], axis=2))
-    q, k, v = (bb.normalize(relax.TupleGetItem(parts, i)) for i in range(3))
-
-    def heads_first(t: relax.Expr, size: int) -> relax.Expr:
-        split = bb.normalize(relax.op.reshape(t, (batch, seq, heads, size // heads)))
-        return bb.normalize(relax.op.permute_dims(split, [0, 2, 1, 3]))
+    q, k, v = (item(bb, parts, i) for i in range(3))
 
     scale = attrs.get("scale", 1.0 / math.sqrt(q_size // heads))
-    keys = bb.normalize(relax.op.permute_dims(heads_first(k, k_size), [0, 1, 3, 2]))
-    scores = bb.normalize(relax.op.matmul(heads_first(q, q_size), keys))
+    keys = bb.normalize(relax.op.permute_dims(heads_first(bb, k, heads, k_size // heads), [0, 1, 3, 2]))
+    scores = bb.normalize(relax.op.matmul(heads_first(bb, q, heads, q_size // heads), keys))
     scores = bb.normalize(relax.op.multiply(scores, relax.const(scale, "float32")))
     if mask is not None:
         filter_value = attrs.get("mask_filter_value", DEFAULT_MASK_FILTER)
-        scores = bb.normalize(relax.op.add(scores, _key_mask_bias(bb, mask, seq, seq, filter_value)))
+        scores = bb.normalize(relax.op.add(scores, key_mask_bias(bb, mask, seq, filter_value)))
     if inputs[5] is not None:
         scores = bb.normalize(relax.op.add(scores, inputs[5]))
     probs = bb.normalize(relax.op.nn.softmax(scores, axis=-1))
-    context = bb.normalize(
-        relax.op.permute_dims(bb.normalize(relax.op.matmul(probs, heads_first(v, v_size))), [0, 2, 1, 3])
-    )
-    out = bb.normalize(relax.op.reshape(context, (batch, seq, v_size)))
+    out = heads_last(bb, bb.normalize(relax.op.matmul(probs, heads_first(bb, v, heads, v_size // heads))))
     return out if attrs["tvm_custom"]["num_outputs"] == 1 else relax.Tuple([out, relax.const(0.0)])
 
 
@@ -125,7 +94,7 @@ def _normalization_axis(attrs: dict, op: str, rank: int) -> None:
 def simplified_layer_normalization(bb: relax.BlockBuilder, inputs: list, attrs: dict) -> relax.Expr:
     """ORT's ``SimplifiedLayerNormalization`` (default domain): RMSNorm over the last axis."""
     x, scale = inputs[0], inputs[1]
-    _normalization_axis(attrs, "SimplifiedLayerNormalization", len(_dims(x)))
+    _normalization_axis(attrs, "SimplifiedLayerNormalization", len(dims(x)))
     normed = bb.normalize(relax.op.nn.rms_norm(x, scale, axes=-1, epsilon=float(attrs.get("epsilon", 1e-5))))
     return _outputs(attrs, normed, {})
 
@@ -153,75 +122,11 @@ def skip_layer_normalization(bb: relax.BlockBuilder, inputs: list, attrs: dict) 
     return _outputs(attrs, normed, {3: total})
 
 
-def _rotate(bb: relax.BlockBuilder, x: relax.Expr, cos: relax.Expr, sin: relax.Expr, interleaved: bool) -> relax.Expr:
-    """Rotary embedding of ``x`` ``[..., rotary_dim]`` by ``cos``/``sin`` ``[..., rotary_dim / 2]``."""
-    dims = _dims(x)
-    half = int(dims[-1]) // 2
-    if interleaved:
-        pairs = bb.normalize(relax.op.reshape(x, [*dims[:-1], half, 2]))
-        parts = bb.normalize(relax.op.split(pairs, 2, axis=-1))
-        even, odd = (bb.normalize(relax.op.squeeze(relax.TupleGetItem(parts, i), axis=[-1])) for i in range(2))
-    else:
-        parts = bb.normalize(relax.op.split(x, 2, axis=-1))
-        even, odd = (bb.normalize(relax.TupleGetItem(parts, i)) for i in range(2))
-    first = relax.op.subtract(relax.op.multiply(even, cos), relax.op.multiply(odd, sin))
-    second = relax.op.add(relax.op.multiply(odd, cos), relax.op.multiply(even, sin))
-    if interleaved:
-        stacked = bb.normalize(relax.op.stack([first, second], axis=-1))
-        return bb.normalize(relax.op.reshape(stacked, dims))
-    return bb.normalize(relax.op.concat([first, second], axis=-1))
-
-
-def _rotary_positions(bb: relax.BlockBuilder, position_ids: relax.Expr, batch, seq) -> relax.Expr:
-    """Positions ``[B, S]``: the 2-D ``position_ids``, or ``offset + arange(S)`` from a 1-element one."""
-    if len(_dims(position_ids)) == 2:
-        return position_ids
-    offset = bb.normalize(relax.op.astype(position_ids, "int64"))
-    steps = bb.normalize(relax.op.expand_dims(_positions(bb, seq), axis=0))
-    return bb.normalize(relax.op.broadcast_to(relax.op.add(steps, offset), relax.ShapeExpr([batch, seq])))
-
-
-def _cache_rows(bb: relax.BlockBuilder, cache: relax.Expr, positions: relax.Expr, half: int) -> relax.Expr:
-    """``cache[positions, :half]`` as ``[B, 1, S, half]``, broadcasting over heads."""
-    rows = relax.op.take(relax.op.strided_slice(cache, [1], [0], [half]), positions, axis=0)
-    return bb.normalize(relax.op.expand_dims(rows, axis=1))
-
-
-def rotary_embedding(bb: relax.BlockBuilder, inputs: list, attrs: dict) -> relax.Expr:
-    """ORT ``RotaryEmbedding`` on ``[B, S, hidden]`` or ``[B, N, S, H]``, half-split or interleaved."""
-    for name, default in (("is_packed_batching", 0), ("scale", 1.0)):
-        if float(attrs.get(name, default)) != default:
-            raise ModelError(f"RotaryEmbedding with {name}={attrs[name]} is not supported")
-    x, position_ids, cos_cache, sin_cache = inputs[:4]
-    dims = _dims(x)
-    rotary_dim = int(attrs.get("rotary_embedding_dim", 0)) or 2 * int(_dims(cos_cache)[1])
-    if len(dims) == 3:
-        batch, seq, hidden = dims
-        heads = int(attrs.get("num_heads", 0)) or int(hidden) // rotary_dim
-        heads_last = bb.normalize(relax.op.reshape(x, [batch, seq, heads, int(hidden) // heads]))
-        per_head = bb.normalize(relax.op.permute_dims(heads_last, [0, 2, 1, 3]))
-    elif len(dims) == 4:
-        batch, heads, seq, _ = dims
-        per_head = x
-    else:
-        raise ModelError(f"RotaryEmbedding input of rank {len(dims)} is not supported (3 or 4)")
-    positions = _rotary_positions(bb, position_ids, batch, seq)
-    cos, sin = (_cache_rows(bb, cache, positions, rotary_dim // 2) for cache in (cos_cache, sin_cache))
-    interleaved = bool(attrs.get("interleaved", 0))
-    if rotary_dim == int(_dims(per_head)[3]):
-        out = _rotate(bb, per_head, cos, sin, interleaved)
-    else:
-        parts = bb.normalize(relax.op.split(per_head, [rotary_dim], axis=-1))
-        rotated = _rotate(bb, bb.normalize(relax.TupleGetItem(parts, 0)), cos, sin, interleaved)
-        out = bb.normalize(relax.op.concat([rotated, bb.normalize(relax.TupleGetItem(parts, 1))], axis=-1))
-    if len(dims) == 3:
-        out = bb.normalize(relax.op.reshape(relax.op.permute_dims(out, [0, 2, 1, 3]), dims))
-    return out
-
-
 CONTRIB_CONVERTERS: dict[str, ContribConverter] = {
     "Attention": attention,
     "EmbedLayerNormalization": embed_layer_normalization,
+    "GroupQueryAttention": group_query_attention,
+    "MultiHeadAttention": multi_head_attention,
     "RotaryEmbedding": rotary_embedding,
     "SkipLayerNormalization": skip_layer_normalization,
     "SkipSimplifiedLayerNormalization": skip_simplified_layer_normalization,

@@ -1,0 +1,200 @@
+"""ONNX Runtime's attention ops with a KV cache: ``GroupQueryAttention`` (what onnxruntime-genai's
+builder writes) and ``MultiHeadAttention`` (what ORT's transformer optimizer writes).
+
+The cache convention is the CPU one: ``present = concat(past, new)`` along the sequence axis, so
+``present`` holds ``past + S`` positions and query ``s`` sees keys ``0 .. past + s`` (causal). GQA's
+``seqlens_k`` and ``total_sequence_length`` then carry nothing the shapes do not: every row of a
+batch has the same past length (no padded batches in decode), and a past buffer shared with the
+present one (``past_present_share_buffer``, a fixed-size cache) is not supported.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from tvm import relax
+
+from ..errors import ModelError
+from .relax_util import arange, dims, heads_first, heads_last, item
+from .rotary import Rotation, positions_from, rotate_heads
+
+DEFAULT_MASK_FILTER = -10000.0
+"""ORT's ``mask_filter_value`` default: added to the scores of masked keys."""
+
+MASKED = float(np.finfo(np.float32).min)
+"""The score of a key a causal mask hides: its probability is exactly 0 after softmax."""
+
+GQA_INPUTS = ("query", "key", "value", "past_key", "past_value", "seqlens_k", "total_sequence_length",
+              "cos_cache", "sin_cache", "position_ids", "attention_bias", "head_sink", "k_scale", "v_scale",
+              "q_norm_weight", "k_norm_weight", "query_seqlens")  # fmt: skip
+GQA_SUPPORTED_INPUTS = frozenset(GQA_INPUTS[:11])
+GQA_ATTRIBUTE_DEFAULTS = {
+    "softcap": 0.0, "local_window_size": -1, "qk_output": 0, "causal": 1, "sliding_window_cache": 0,
+    "kv_cache_bit_width": 0, "k_quant_type": "NONE", "v_quant_type": "NONE",
+}  # fmt: skip
+"""Attributes whose other values change the attention lutc computes: refused, never ignored."""
+
+
+def _refuse_unsupported(op: str, inputs: list, attrs: dict, names: tuple, supported: frozenset, defaults: dict):
+    for name, value in zip(names, inputs, strict=False):
+        if value is not None and name not in supported:
+            raise ModelError(f"{op} with the input {name!r} is not supported")
+    for name, default in defaults.items():
+        value = attrs.get(name, default)
+        value = value.decode() if isinstance(value, bytes) else value
+        if value != default:
+            raise ModelError(f"{op} with {name}={value} is not supported (only {name}={default} is)")
+
+
+def _causal(bb: relax.BlockBuilder, scores: relax.Expr, seq, past) -> relax.Expr:
+    """``scores [..., S, past + S]`` with key ``j`` hidden from query ``s`` where ``j > past + s``."""
+    keys = bb.normalize(relax.op.expand_dims(arange(bb, past + seq), axis=0))
+    last_seen = bb.normalize(relax.op.expand_dims(arange(bb, seq, past), axis=1))
+    visible = bb.normalize(relax.op.less_equal(keys, last_seen))
+    return bb.normalize(relax.op.where(visible, scores, relax.const(MASKED, "float32")))
+
+
+def _grouped(bb: relax.BlockBuilder, x: relax.Expr, kv_heads: int) -> relax.Expr:
+    """``[B, N, S, T]`` as ``[B, N_kv, N / N_kv, S, T]`` (``[b, 1, S, T]`` as ``[b, 1, 1, S, T]``)."""
+    batch, heads, rows, cols = dims(x)
+    if int(heads) == 1:
+        return bb.normalize(relax.op.expand_dims(x, axis=2))
+    return bb.normalize(relax.op.reshape(x, (batch, kv_heads, int(heads) // kv_heads, rows, cols)))
+
+
+def _attend(bb: relax.BlockBuilder, q: relax.Expr, k: relax.Expr, v: relax.Expr, scale: float, bias, mask):
+    """``softmax(mask(q kᵀ · scale + bias)) v`` for ``q [B, N, S, H]``, ``k, v [B, N_kv, T, H]``:
+    each group of ``N / N_kv`` query heads reads one key/value head (not copied per head)."""
+    batch, heads, seq, head_size = dims(q)
+    kv_heads = int(dims(k)[1])
+    grouped = kv_heads != int(heads)
+    if grouped:
+        q = _grouped(bb, q, kv_heads)
+        k, v = (bb.normalize(relax.op.expand_dims(t, axis=2)) for t in (k, v))
+    keys = bb.normalize(relax.op.permute_dims(k, [*range(len(dims(k)) - 2), len(dims(k)) - 1, len(dims(k)) - 2]))
+    scores = bb.normalize(relax.op.multiply(bb.normalize(relax.op.matmul(q, keys)), relax.const(scale, "float32")))
+    if bias is not None:
+        scores = bb.normalize(relax.op.add(scores, _grouped(bb, bias, kv_heads) if grouped else bias))
+    scores = mask(scores)
+    out = bb.normalize(relax.op.matmul(bb.normalize(relax.op.nn.softmax(scores, axis=-1)), v))
+    return bb.normalize(relax.op.reshape(out, (batch, heads, seq, head_size))) if grouped else out
+
+
+def _with_past(bb: relax.BlockBuilder, past: relax.Expr | None, new: relax.Expr) -> relax.Expr:
+    return new if past is None else bb.normalize(relax.op.concat([past, new], axis=2))
+
+
+def _gqa_projections(bb: relax.BlockBuilder, inputs: list, heads: int, kv_heads: int) -> tuple:
+    """``q [B, N, S, H]``, ``k, v [B, N_kv, S, H]`` from separate or packed (key absent) inputs."""
+    query, key, value = inputs[:3]
+    width = int(dims(query)[2])
+    if key is None:
+        head_size = width // (heads + 2 * kv_heads)
+        parts = bb.normalize(relax.op.split(query, [heads * head_size, (heads + kv_heads) * head_size], axis=2))
+        query, key, value = (item(bb, parts, i) for i in range(3))
+    else:
+        head_size = width // heads
+    return (
+        heads_first(bb, query, heads, head_size),
+        heads_first(bb, key, kv_heads, head_size),
+        heads_first(bb, value, kv_heads, head_size),
+    )
+
+
+def group_query_attention(bb: relax.BlockBuilder, inputs: list, attrs: dict) -> relax.Expr:
+    """ORT ``GroupQueryAttention``: causal GQA with a concatenated KV cache, rotary inside optional."""
+    _refuse_unsupported("GroupQueryAttention", inputs, attrs, GQA_INPUTS, GQA_SUPPORTED_INPUTS, GQA_ATTRIBUTE_DEFAULTS)
+    if int(attrs.get("smooth_softmax", -1)) > 0:
+        raise ModelError("GroupQueryAttention with smooth_softmax=1 is not supported")
+    if attrs["tvm_custom"]["num_outputs"] > 3:
+        raise ModelError("GroupQueryAttention with the output 'output_qk' is not supported")
+    heads, kv_heads = int(attrs["num_heads"]), int(attrs["kv_num_heads"])
+    past_key, past_value = inputs[3], inputs[4]
+    if (past_key is None) != (past_value is None):
+        raise ModelError("GroupQueryAttention needs both past_key and past_value, or neither")
+    q, k, v = _gqa_projections(bb, inputs, heads, kv_heads)
+    batch, _, seq, head_size = dims(q)
+    past = dims(past_key)[2] if past_key is not None else 0
+    if int(attrs.get("do_rotary", 0)):
+        cos_cache, sin_cache = inputs[7], inputs[8]
+        if cos_cache is None or sin_cache is None:
+            raise ModelError("GroupQueryAttention with do_rotary=1 needs cos_cache and sin_cache")
+        positions = positions_from(bb, inputs[9] if len(inputs) > 9 else None, batch, seq, offset=past)
+        interleaved = bool(attrs.get("rotary_interleaved", 0))
+        rotation = Rotation(positions, cos_cache, sin_cache, 2 * int(dims(cos_cache)[1]), interleaved)
+        q, k = rotate_heads(bb, q, rotation), rotate_heads(bb, k, rotation)
+    present_key, present_value = _with_past(bb, past_key, k), _with_past(bb, past_value, v)
+    scale = float(attrs.get("scale", 0.0)) or 1.0 / math.sqrt(int(head_size))
+    bias = inputs[10] if len(inputs) > 10 else None
+    out = _attend(bb, q, present_key, present_value, scale, bias, lambda s: _causal(bb, s, seq, past))
+    return relax.Tuple([heads_last(bb, out), present_key, present_value])
+
+
+def key_mask_bias(bb: relax.BlockBuilder, mask: relax.Expr, total, filter_value: float) -> relax.Expr:
+    """An additive bias broadcastable to the scores ``[B, N, S, T]`` from ORT's ``mask_index`` forms."""
+    rank = len(dims(mask))
+    if rank == 1:  # valid key count per row (right padding); [2B] start/end form is not supported
+        keys = bb.normalize(relax.op.expand_dims(arange(bb, total), axis=0))
+        lengths = bb.normalize(relax.op.expand_dims(bb.normalize(relax.op.astype(mask, "int64")), axis=1))
+        valid = bb.normalize(relax.op.less(keys, lengths))
+        bias = bb.normalize(relax.op.where(valid, relax.const(0.0), relax.const(filter_value)))
+        return bb.normalize(relax.op.expand_dims(bias, axis=[1, 2]))
+    if rank in (2, 3):
+        kept = bb.normalize(relax.op.subtract(relax.const(1.0), bb.normalize(relax.op.astype(mask, "float32"))))
+        bias = bb.normalize(relax.op.multiply(kept, relax.const(filter_value)))
+        return bb.normalize(relax.op.expand_dims(bias, axis=[1, 2] if rank == 2 else [1]))
+    raise ModelError(f"attention mask of rank {rank} is not supported (ranks 1-3 are)")
+
+
+MHA_INPUTS = ("query", "key", "value", "bias", "key_padding_mask", "attention_bias", "past_key", "past_value",
+              "past_sequence_length", "cache_indirection")  # fmt: skip
+
+
+def _mha_projections(bb: relax.BlockBuilder, inputs: list, heads: int) -> tuple:
+    """``q [B, N, S, H]`` and ``k, v [B, N, L, H]`` (key/value given as ``[B, L, D]`` or ``[B, N, L, H]``)."""
+    query, key, value, bias = inputs[:4]
+    if key is None or value is None or len(dims(query)) != 3 or len(dims(key)) not in (3, 4):
+        raise ModelError("MultiHeadAttention with packed QKV or KV is not supported (separate query, key, value are)")
+    width = int(dims(query)[2])
+    if bias is not None:
+        if len(dims(key)) == 4:
+            raise ModelError("MultiHeadAttention with a bias and BNSH key/value is not supported")
+        value_width = int(dims(value)[2])
+        parts = bb.normalize(relax.op.split(bias, [width, 2 * width]))
+        biased = (bb.normalize(relax.op.add(t, item(bb, parts, i))) for i, t in enumerate((query, key, value)))
+        query, key, value = biased
+    else:
+        value_width = int(dims(value)[2] if len(dims(value)) == 3 else dims(value)[1] * dims(value)[3])
+    q = heads_first(bb, query, heads, width // heads)
+    if len(dims(key)) == 4:
+        return q, key, value
+    return q, heads_first(bb, key, heads, width // heads), heads_first(bb, value, heads, value_width // heads)
+
+
+def multi_head_attention(bb: relax.BlockBuilder, inputs: list, attrs: dict) -> relax.Expr:
+    """ORT ``MultiHeadAttention``: self or cross attention, optional past, key padding mask, causal."""
+    supported = frozenset(MHA_INPUTS[:8])
+    _refuse_unsupported("MultiHeadAttention", inputs, attrs, MHA_INPUTS, supported, {})
+    if attrs["tvm_custom"]["num_outputs"] > 3:
+        raise ModelError("MultiHeadAttention with the output 'qk' is not supported")
+    heads = int(attrs["num_heads"])
+    q, k, v = _mha_projections(bb, inputs, heads)
+    past_key, past_value = inputs[6], inputs[7]
+    if (past_key is not None or past_value is not None) and len(dims(inputs[1])) == 4:
+        raise ModelError("MultiHeadAttention with a past and BNSH key/value is not supported")
+    present_key, present_value = _with_past(bb, past_key, k), _with_past(bb, past_value, v)
+    seq, head_size = dims(q)[2], dims(q)[3]
+    total = dims(present_key)[2]
+    bias = inputs[5]
+    if inputs[4] is not None:
+        filter_value = float(attrs.get("mask_filter_value", DEFAULT_MASK_FILTER))
+        padding = key_mask_bias(bb, inputs[4], total, filter_value)
+        bias = padding if bias is None else bb.normalize(relax.op.add(bias, padding))
+    past = dims(past_key)[2] if past_key is not None else 0
+    causal = int(attrs.get("unidirectional", 0))
+    mask = (lambda s: _causal(bb, s, seq, past)) if causal else (lambda s: s)
+    scale = float(attrs.get("scale", 0.0)) or 1.0 / math.sqrt(int(head_size))
+    out = heads_last(bb, _attend(bb, q, present_key, present_value, scale, bias, mask))
+    count = attrs["tvm_custom"]["num_outputs"]
+    return out if count == 1 else relax.Tuple([out, present_key, present_value][:count])

@@ -1,0 +1,34 @@
+"""Small Relax building blocks the contrib-op converters share."""
+
+from __future__ import annotations
+
+from tvm import relax
+
+
+def dims(expr: relax.Expr) -> list:
+    """The shape of a tensor expression: ints and symbolic dims."""
+    return list(expr.ty.shape.values)
+
+
+def arange(bb: relax.BlockBuilder, length, start=0) -> relax.Expr:
+    """``start, start + 1, ..., start + length - 1`` as int64."""
+    return bb.normalize(relax.op.arange(start, start + length, 1, "int64"))
+
+
+def item(bb: relax.BlockBuilder, parts: relax.Expr, index: int) -> relax.Expr:
+    """Element ``index`` of a tuple expression."""
+    return bb.normalize(relax.TupleGetItem(parts, index))
+
+
+def heads_first(bb: relax.BlockBuilder, x: relax.Expr, heads: int, head_size: int) -> relax.Expr:
+    """``[B, S, heads * head_size]`` as ``[B, heads, S, head_size]``."""
+    batch, seq = dims(x)[:2]
+    split = bb.normalize(relax.op.reshape(x, (batch, seq, heads, head_size)))
+    return bb.normalize(relax.op.permute_dims(split, [0, 2, 1, 3]))
+
+
+def heads_last(bb: relax.BlockBuilder, x: relax.Expr) -> relax.Expr:
+    """``[B, N, S, H]`` as ``[B, S, N * H]``."""
+    batch, heads, seq, head_size = dims(x)
+    merged = bb.normalize(relax.op.permute_dims(x, [0, 2, 1, 3]))
+    return bb.normalize(relax.op.reshape(merged, (batch, seq, heads * head_size)))
