@@ -114,6 +114,9 @@ class CompiledModel:
             return self._main(*(self._staged(info.name, a) for info, a in zip(self.inputs, arrays, strict=True)))
         except (ValueError, RuntimeError) as err:
             reason = (str(err).strip().splitlines() or [""])[0]
+            rules = self.metadata.get("input_rules") or []
+            if "match_cast" in reason and rules:
+                reason += " (" + "; ".join(rules) + ")"
             shapes = ", ".join(f"{i.name}{list(a.shape)}" for i, a in zip(self.inputs, arrays, strict=True))
             raise InputError(f"the compiled model's checks refused the inputs ({shapes}): {reason}") from err
 
@@ -196,6 +199,7 @@ def metadata_for(info, decisions: dict, target, options) -> dict:
         "target": str(target),
         "options": asdict(options),
         "preparation": info.preparation.as_dict() if info.preparation is not None else None,
+        "input_rules": list(info.input_rules),
     }
 
 
@@ -226,8 +230,6 @@ def _checked(info: TensorInfo, value) -> np.ndarray:
         isinstance(d, int) and d != v for d, v in zip(info.shape, value.shape, strict=True)
     ):
         raise InputError(f"input {info.name!r} has shape {value.shape}; the model takes {info.describe()}")
-    if 0 in value.shape:
-        raise InputError(f"input {info.name!r} has an empty dimension: shape {value.shape}")
     limit = info.index_limit
     if limit is not None and (value.min() < -limit or value.max() >= limit):
         raise InputError(f"input {info.name!r} indexes an embedding of {limit} rows: its values must lie in "

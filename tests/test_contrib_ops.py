@@ -184,3 +184,17 @@ def test_gelu_variants(op, inputs):
     """TVM's converters of ORT's GELUs (exact erf form; FastGelu's tanh approximation)."""
     node = helper.make_node(op, inputs, ["y"], name="gelu", domain=MS)
     _check(node, {"x": 3 * X}, {"b": BIAS} if "b" in inputs else {}, ["y"])
+
+
+@pytest.mark.parametrize("case", ["shared_buffer", "padded_decode"])
+def test_group_query_attention_refuses_inputs_outside_the_concatenated_cache(case):
+    """A fixed-size cache (past = max length, total < past + S) or rows of a decode batch with
+    different lengths read keys at positions lutc's concatenation does not put them: refused."""
+    feeds = _gqa_feeds(2, 1, 6, packed=True)
+    if case == "shared_buffer":
+        feeds["total"], feeds["seqlens_k"] = np.array(4, np.int32), np.full(2, 3, np.int32)
+    else:
+        feeds["seqlens_k"] = np.array([6, 4], np.int32)
+    model = lutc.build(_model(_gqa_node(feeds, False), feeds, {}, ["y", "present_key", "present_value"]), target="llvm")
+    with pytest.raises(lutc.errors.InputError, match="concatenated"):
+        model(**feeds)

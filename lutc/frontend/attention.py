@@ -36,6 +36,15 @@ GQA_ATTRIBUTE_DEFAULTS = {
 """Attributes whose other values change the attention lutc computes: refused, never ignored."""
 
 
+INPUT_RULES = {
+    "GroupQueryAttention": "GroupQueryAttention reads a concatenated KV cache: the past tensors hold exactly the "
+    "past positions, total_sequence_length is past + new positions and, once there is a past, every batch row has "
+    "that length (seqlens_k + 1 = total); a fixed-size shared buffer or a padded decode batch is not supported",
+}
+"""Per op: the input convention its converter relies on, checked at run time (the check's error
+names a shape, so :class:`lutc.CompiledModel` adds this text)."""
+
+
 def _refuse_unsupported(op: str, inputs: list, attrs: dict, names: tuple, supported: frozenset, defaults: dict):
     for name, value in zip(names, inputs, strict=False):
         if value is not None and name not in supported:
@@ -82,7 +91,37 @@ def _attend(bb: relax.BlockBuilder, q: relax.Expr, k: relax.Expr, v: relax.Expr,
 
 
 def _with_past(bb: relax.BlockBuilder, past: relax.Expr | None, new: relax.Expr) -> relax.Expr:
-    return new if past is None else bb.normalize(relax.op.concat([past, new], axis=2))
+    """``concat(past, new)`` over the sequence axis; ``past`` is cast to ``new``'s batch, heads and
+    head size (a graph may name them differently, e.g. ``kv_cache_dim``; the VM checks them)."""
+    if past is None:
+        return new
+    batch, heads, _, head_size = dims(new)
+    past = bb.match_cast(past, relax.TensorType([batch, heads, dims(past)[2], head_size], "float32"))
+    return bb.normalize(relax.op.concat([past, new], axis=2))
+
+
+def _checked_length(bb: relax.BlockBuilder, present: relax.Expr, length: relax.Expr) -> relax.Expr:
+    """``present`` ``[B, N, T, H]``, checked by the VM to hold ``length`` (a 1-element int64 tensor)
+    positions: a run whose inputs break the concatenated-cache convention fails instead of
+    attending over a different set of keys. (The check is on a shape value: TVM 0.27's FuseTIR
+    drops a tensor ``match_cast`` that lands in a fused function.)"""
+    given = bb.normalize(relax.op.tensor_to_shape(length))
+    bb.match_cast(given, relax.ShapeType([dims(present)[2]]))
+    return present
+
+
+def _cache_lengths(bb: relax.BlockBuilder, seqlens_k: relax.Expr, total: relax.Expr, past, seq) -> tuple:
+    """What ``present_key`` and ``present_value`` must hold under ORT's reading of ``seqlens_k`` and
+    ``total_sequence_length``: ``total`` positions, and ``min(seqlens_k) + 1`` of them in every row
+    once there is a past (a shared buffer or a padded batch reads them otherwise). A prompt
+    (no past) may pad its rows."""
+    expected = arange(bb, 1, past + seq)
+    rows = bb.normalize(
+        relax.op.add(relax.op.astype(relax.op.min(seqlens_k, keepdims=True), "int64"), relax.const(1, "int64"))
+    )
+    no_past = bb.normalize(relax.op.equal(arange(bb, 1, past), relax.const(0, "int64")))
+    total = bb.normalize(relax.op.reshape(relax.op.astype(total, "int64"), [1]))
+    return total, bb.normalize(relax.op.where(no_past, expected, rows))
 
 
 def _gqa_projections(bb: relax.BlockBuilder, inputs: list, heads: int, kv_heads: int) -> tuple:
@@ -128,7 +167,9 @@ def group_query_attention(bb: relax.BlockBuilder, inputs: list, attrs: dict) -> 
     scale = float(attrs.get("scale", 0.0)) or 1.0 / math.sqrt(int(head_size))
     bias = inputs[10] if len(inputs) > 10 else None
     out = _attend(bb, q, present_key, present_value, scale, bias, lambda s: _causal(bb, s, seq, past))
-    return relax.Tuple([heads_last(bb, out), present_key, present_value])
+    key_length, value_length = _cache_lengths(bb, inputs[5], inputs[6], past, seq)
+    checked = _checked_length(bb, present_key, key_length), _checked_length(bb, present_value, value_length)
+    return relax.Tuple([heads_last(bb, out), *checked])
 
 
 def key_mask_bias(bb: relax.BlockBuilder, mask: relax.Expr, total, filter_value: float) -> relax.Expr:

@@ -78,3 +78,5 @@ class ModelInfo:
     quantized: dict[str, QuantizedNode]
     opset: int
     preparation: PrepareReport | None = None
+    input_rules: tuple[str, ...] = ()
+    """What the inputs must satisfy beyond their shapes, checked when the model runs."""

@@ -26,6 +26,7 @@ from ..errors import ModelError
 from ..kernels.dequantize import DequantizeSpec, lut_dequantize
 from ..quant.formats import group_length
 from ..quant.onnx_convert import dequantize_linear_from_node, matmul_nbits_from_node, wide_matmul_nbits_from_node
+from .attention import INPUT_RULES
 from .contrib import CONTRIB_CONVERTERS, ORT_DEFAULT_DOMAIN_CONVERTERS
 from .converters import SHAPE_CONVERTERS, TVM_SHAPE_AWARE
 from .index_checks import checked_indices
@@ -230,7 +231,9 @@ def inspect_onnx(
     limits = _index_limits(model)
     inputs = tuple(_tensor_info(v, limits) for v in model.graph.input if v.name not in initializers)
     outputs = tuple(_tensor_info(v) for v in model.graph.output)
-    return model, ModelInfo(inputs, outputs, quantized, opset, report)
+    ops = {n.op_type for n in model.graph.node if n.domain == CONTRIB_DOMAIN}
+    rules = tuple(INPUT_RULES[op] for op in sorted(ops & INPUT_RULES.keys()))
+    return model, ModelInfo(inputs, outputs, quantized, opset, report, rules)
 
 
 GATHER_OPS = frozenset({"Gather", "GatherElements", "GatherND"})
