@@ -13,7 +13,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["BuildOptions", "CompiledModel", "__version__", "build", "load", "quant", "tune"]
+__all__ = ["BuildOptions", "CompiledModel", "__version__", "build", "generate", "load", "quant", "tune"]
 
 _LAZY = {
     "build": ".builder",
@@ -21,6 +21,7 @@ _LAZY = {
     "load": ".compiled",
     "CompiledModel": ".compiled",
     "tune": ".tuning.api",
+    "generate": ".decode",
 }
 
 

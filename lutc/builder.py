@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 import onnx
 import tvm
+from tvm import relax
 from tvm.target import Target
 
 from .compiled import CompiledModel, metadata_for
 from .errors import CompileError, LutcError, ModelError
 from .frontend import ModelInfo, import_onnx
 from .frontend.float_weights import quantize_float_matmuls
+from .frontend.model_info import TensorInfo
 from .pipeline import get_pipeline, lut_passes
 from .quant.formats import get_format
 from .relay_passes import DECISIONS_ATTR, RewriteOptions
@@ -70,6 +72,7 @@ def build(
     if opts.threads is not None:
         set_threads(opts.threads)
     mod, info = lut_module(model, opts)
+    info = replace(info, outputs=_static_output_dims(mod, info.outputs))
     if tvm_target.kind.name != "llvm":
         raise NotImplementedError(f"lutc.build supports LLVM CPU targets; got {tvm_target.kind.name}")
     tuned = _tuned_schedules(tuning_logs, tvm_target)
@@ -112,6 +115,25 @@ def _tuned_schedules(tuning_logs: str | Path | None, target: Target):
     from .tuning.apply import TunedSchedules
 
     return TunedSchedules(Path(tuning_logs), target)
+
+
+def _static_output_dims(mod: tvm.IRModule, outputs: tuple[TensorInfo, ...]) -> tuple[TensorInfo, ...]:
+    """``outputs`` with the dims the graph names but the compiled function fixes as ints (a KV
+    cache's head size that onnxruntime-genai's builder calls ``kv_cache_dim``)."""
+    ret = mod["main"].ret_ty
+    fields = list(ret.fields) if isinstance(ret, relax.TupleType) else [ret]
+    if len(fields) != len(outputs):
+        return outputs
+    refined = []
+    for info, ty in zip(outputs, fields, strict=True):
+        values = list(ty.shape.values) if isinstance(ty, relax.TensorType) and hasattr(ty.shape, "values") else []
+        if len(values) != len(info.shape):
+            refined.append(info)
+            continue
+        pairs = zip(info.shape, values, strict=True)
+        fixed = tuple(int(v) if not isinstance(d, int) and isinstance(v, tvm.tirx.IntImm) else d for d, v in pairs)
+        refined.append(replace(info, shape=fixed))
+    return tuple(refined)
 
 
 def _decisions(mod: tvm.IRModule) -> dict[str, str]:

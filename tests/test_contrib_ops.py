@@ -198,3 +198,21 @@ def test_group_query_attention_refuses_inputs_outside_the_concatenated_cache(cas
     model = lutc.build(_model(_gqa_node(feeds, False), feeds, {}, ["y", "present_key", "present_value"]), target="llvm")
     with pytest.raises(lutc.errors.InputError, match="concatenated"):
         model(**feeds)
+
+
+@pytest.mark.parametrize("bits", [4, 8, 2])
+@pytest.mark.parametrize("with_zeros", [False, True])
+def test_gather_block_quantized(bits, with_zeros):
+    """An embedding stored as uint8-packed blocks (the builder's tied embedding / LM head)."""
+    rows, width, block = 40, 64, 32
+    per_byte = 8 // bits
+    data = RNG.integers(0, 256, (rows, width // per_byte), dtype=np.uint8)
+    scales = RNG.uniform(0.01, 0.1, (rows, width // block)).astype(np.float32)
+    inits = {"data": data, "scales": scales}
+    if with_zeros:
+        inits["zeros"] = RNG.integers(0, 256, (rows, max(1, width // block // per_byte)), dtype=np.uint8)
+    node = helper.make_node("GatherBlockQuantized", ["data", "ids", "scales", *(["zeros"] if with_zeros else [])],
+                            ["y"], name="embed", domain=MS, bits=bits, block_size=block, gather_axis=0,
+                            quantize_axis=1)  # fmt: skip
+    ids = np.array([[0, 39, 7], [3, 3, 21]], np.int64)
+    _check(node, {"ids": ids}, inits, ["y"])

@@ -155,6 +155,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     _model_parser(sub)
     _float_parser(sub)
     _mca_parser(sub)
+    _generate_parser(sub)
     return parser, kernels
 
 
@@ -179,6 +180,27 @@ def _mca_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
+def _generate_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "generate",
+        help="greedy decoding tokens/s: lutc (fast, exact) beside ORT (accuracy_level 0 and 4) and onnxruntime-genai",
+        description="Build a decoder with past/present KV (torch-exported or onnxruntime-genai-built), run the same "
+        "greedy loop on each engine (rounds interleaved; the best round's median step is reported), measure lutc's "
+        "decode step inside and outside its LUT kernels, and check that lutc exact and ORT accuracy_level=0 pick the "
+        "same tokens. Writes generate.json and generate.md under --out.",
+    )
+    p.add_argument("model", type=Path, help="the decoder .onnx (past_key_values.N.* inputs, present.N.* outputs)")
+    p.add_argument("--threads", nargs="+", type=int, default=[1], help="thread counts (default 1)")
+    p.add_argument("--prompt", type=int, default=8, help="prompt tokens (default 8)")
+    p.add_argument("--tokens", type=int, default=32, help="tokens generated (default 32)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per engine (default 3)")
+    p.add_argument("--genai-dir", type=Path, default=None, metavar="DIR",
+                   help="the builder's output folder (genai_config.json): add onnxruntime-genai's generator "
+                   "(its own thread settings)")  # fmt: skip
+    p.add_argument("--out", type=Path, default=Path("bench_results"), help="output folder (default bench_results)")
+    return p
+
+
 def _check_model_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
     args.shapes = dict(_named_shape(s) if isinstance(s, str) else s for s in args.shapes)
     try:
@@ -200,6 +222,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.command == "float":
         return _check_float_args(parser, args)
     if args.command == "mca":
+        return args
+    if args.command == "generate":
+        if min([*args.threads, args.prompt, args.tokens - 1, args.rounds]) < 1:
+            parser.error("--threads, --prompt and --rounds must be >= 1 and --tokens >= 2")
+        if not args.model.is_file():
+            parser.error(f"no such model file: {args.model}")
         return args
     if args.quick:
         kernels.set_defaults(**QUICK)
@@ -227,6 +255,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .model import run_model
 
         return run_model(args, sys.argv[1:] if argv is None else argv)
+    if args.command == "generate":
+        from .generate import run_generate
+
+        return run_generate(args, sys.argv[1:] if argv is None else argv)
     if args.command == "mca":
         from .mca import run_from_args as run_mca
 

@@ -122,9 +122,49 @@ def skip_layer_normalization(bb: relax.BlockBuilder, inputs: list, attrs: dict) 
     return _outputs(attrs, normed, {3: total})
 
 
+def _unpacked(bb: relax.BlockBuilder, packed: relax.Expr, bits: int) -> relax.Expr:
+    """``[..., n * 8 / bits]`` codes (float32) from ``[..., n]`` bytes holding them low-order bits first."""
+    if bits == 8:
+        return bb.normalize(relax.op.astype(packed, "float32"))
+    mask = relax.const((1 << bits) - 1, "uint8")
+    shifts = (relax.const(bits * i, "uint8") for i in range(8 // bits))
+    fields = [relax.op.bitwise_and(relax.op.right_shift(packed, shift), mask) for shift in shifts]
+    stacked = bb.normalize(relax.op.stack(fields, axis=-1))
+    shape = dims(packed)
+    codes = bb.normalize(relax.op.reshape(stacked, [*shape[:-1], shape[-1] * (8 // bits)]))
+    return bb.normalize(relax.op.astype(codes, "float32"))
+
+
+def gather_block_quantized(bb: relax.BlockBuilder, inputs: list, attrs: dict) -> relax.Expr:
+    """ORT ``GatherBlockQuantized`` on uint8-packed rows (what onnxruntime-genai's builder writes for
+    an embedding tied to a quantized LM head): gather the rows, then dequantize only them."""
+    data, indices, scales = inputs[:3]
+    zeros = inputs[3] if len(inputs) > 3 else None
+    bits, block = int(attrs.get("bits", 4)), int(attrs.get("block_size", 128))
+    rank = len(dims(data))
+    gather_axis, quantize_axis = int(attrs.get("gather_axis", 0)), int(attrs.get("quantize_axis", 1)) % rank
+    if data.ty.dtype != "uint8" or bits not in (2, 4, 8) or rank != 2 or (gather_axis, quantize_axis) != (0, 1):
+        raise ModelError(f"GatherBlockQuantized is supported on 2-D uint8 data with bits 2/4/8, gather_axis=0 and "
+                         f"quantize_axis=1; got {data.ty.dtype} rank {rank}, bits={bits}, gather_axis={gather_axis}, "
+                         f"quantize_axis={quantize_axis}")  # fmt: skip
+    rows = _unpacked(bb, bb.normalize(relax.op.take(data, indices, axis=0)), bits)
+    shape = dims(rows)
+    blocks = [*shape[:-1], int(shape[-1]) // block, block]
+    if zeros is None:
+        zero = relax.const(float(1 << (bits - 1)), "float32")
+    else:
+        codes = _unpacked(bb, bb.normalize(relax.op.take(zeros, indices, axis=0)), bits)  # last byte may pad
+        zero = relax.op.expand_dims(relax.op.strided_slice(codes, [len(shape) - 1], [0], [blocks[-2]]), -1)
+    scale = relax.op.expand_dims(relax.op.take(scales, indices, axis=0), -1)
+    centered = relax.op.subtract(relax.op.reshape(rows, blocks), zero)
+    values = bb.normalize(relax.op.multiply(centered, relax.op.astype(scale, "float32")))
+    return bb.normalize(relax.op.reshape(values, shape))
+
+
 CONTRIB_CONVERTERS: dict[str, ContribConverter] = {
     "Attention": attention,
     "EmbedLayerNormalization": embed_layer_normalization,
+    "GatherBlockQuantized": gather_block_quantized,
     "GroupQueryAttention": group_query_attention,
     "MultiHeadAttention": multi_head_attention,
     "RotaryEmbedding": rotary_embedding,

@@ -182,8 +182,13 @@ def _tensor_info(value: onnx.ValueInfoProto, index_limits: dict[str, int] | None
     return TensorInfo(value.name, dims, dtype, (index_limits or {}).get(value.name))
 
 
-EMBEDDING_INDICES = {"Gather": ((1, 0),), "EmbedLayerNormalization": ((0, 2), (1, 4))}
-"""Op -> (index input, embedding initializer input) pairs whose indices address rows."""
+EMBEDDING_INDICES = {
+    "Gather": ((1, 0),),
+    "EmbedLayerNormalization": ((0, 2), (1, 4)),
+    "GatherBlockQuantized": ((1, 2),),
+}
+"""Op -> (index input, embedding initializer input) pairs whose indices address rows (for
+GatherBlockQuantized: its scales, one row per embedding row)."""
 
 
 def _index_limits(model: onnx.ModelProto) -> dict[str, int]:

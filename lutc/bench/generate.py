@@ -1,0 +1,181 @@
+"""``python -m lutc.bench generate``: greedy decoding tokens/s of lutc beside ONNX Runtime (and
+onnxruntime-genai's generator where it is installed), with the share of lutc's decode step spent
+outside its LUT kernels and whether the greedy tokens agree.
+
+Every engine runs the same loop (:func:`lutc.decode.greedy_loop`: argmax of the last logits, the
+step's present tensors fed back as the next past), interleaved round by round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import shlex
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from ..decode import CacheLayout, Generation, cache_layout, greedy_loop
+from .machine import machine_info
+from .model import ort_session, with_accuracy_level
+
+LUT_KERNELS = ("lut_matmul", "lut_precompute")
+"""Names of the PrimFuncs lutc's LUT rewrite makes (the table precompute and the lookup GEMM)."""
+
+
+@dataclass(frozen=True)
+class GenerateRow:
+    engine: str
+    threads: int
+    prefill_ms: float
+    decode_median_ms: float
+    decode_min_ms: float
+    tokens_per_second: float
+    tokens: list[int]
+
+
+def _row(engine: str, threads: int, run: Generation) -> GenerateRow:
+    steps = run.step_seconds
+    return GenerateRow(engine, threads, run.prefill_seconds * 1e3, statistics.median(steps) * 1e3, min(steps) * 1e3,
+                       run.decode_tokens_per_second, run.tokens[0].tolist())  # fmt: skip
+
+
+def ort_generate(model: onnx.ModelProto, layout: CacheLayout, ids: np.ndarray, tokens: int, threads: int, level: int):
+    """The greedy loop on an ORT CPU session with ``MatMulNBits`` at ``accuracy_level=level``."""
+    session = ort_session(with_accuracy_level(model, level), threads)
+    outputs = [o.name for o in session.get_outputs()]
+    return greedy_loop(lambda feeds: session.run(None, feeds), layout, outputs, ids, tokens)
+
+
+def genai_generate(model_dir: Path, ids: np.ndarray, tokens: int) -> Generation:
+    """onnxruntime-genai's own generator on its model folder (``genai_config.json``), greedy."""
+    import onnxruntime_genai as og
+
+    model = og.Model(str(model_dir))
+    params = og.GeneratorParams(model)
+    params.set_search_options(do_sample=False, max_length=ids.shape[1] + tokens, min_length=ids.shape[1] + tokens)
+    generator = og.Generator(model, params)
+    times, out = [], []
+    start = time.perf_counter()
+    generator.append_tokens(ids)
+    for _ in range(tokens):
+        generator.generate_next_token()
+        out.append(int(generator.get_next_tokens()[0]))
+        times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+    return Generation(np.array([out]), ids.shape[1], times[0], tuple(times[1:]))
+
+
+def kernel_share(model, layout: CacheLayout, past: int, repeat: int = 20) -> dict[str, float]:
+    """One decode step at ``past`` cached positions (the best of ``repeat`` VM calls) and the time
+    in its LUT kernels (each timed between the VM's before/after instrument callbacks)."""
+    import tvm
+    from tvm import relax
+
+    feeds = {"input_ids": np.ones((1, 1), np.int64), **layout.empty_past(1)}
+    rng = np.random.default_rng(0)
+    for name, (heads, size) in layout.head_shapes.items():
+        feeds[name] = rng.standard_normal((1, heads, past, size)).astype(np.float32)
+    if layout.takes_mask:
+        feeds["attention_mask"] = np.ones((1, past + 1), np.int64)
+    if layout.takes_positions:
+        feeds["position_ids"] = np.array([[past]], np.int64)
+    vm = relax.VirtualMachine(model._executable, tvm.cpu())
+    args = [tvm.runtime.tensor(feeds[i.name]) for i in model.inputs]
+    step = min(_timed(lambda: vm["main"](*args)) for _ in range(repeat))
+    spent: dict[str, float] = defaultdict(float)
+    began = [0.0]
+
+    def instrument(_func, name, before, _ret, *_args):
+        if before:
+            began[0] = time.perf_counter()
+        else:
+            spent[name] += time.perf_counter() - began[0]
+        return 0
+
+    vm.set_instrument(instrument)
+    for _ in range(repeat):
+        vm["main"](*args)
+    lut = sum(t for name, t in spent.items() if name.startswith(LUT_KERNELS)) / repeat
+    return {"step_ms": step * 1e3, "lut_ms": lut * 1e3, "outside_lut": max(0.0, 1 - lut / step)}
+
+
+def _timed(call) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+HEADER = ["engine", "threads", "prefill ms", "decode median ms", "min ms", "tokens/s", "vs lutc fast",
+          "tokens = lutc exact"]  # fmt: skip
+
+
+def _markdown(report: dict) -> str:
+    machine = report["machine"]
+    lines = [f"`{report['command']}`", "", f"{machine['cpu_model']}, {machine['usable_cpus']} usable CPUs; prompt "
+             f"{report['prompt']} tokens, {report['tokens']} generated, batch 1", "",
+             "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]  # fmt: skip
+    fast = {r["threads"]: r for r in report["rows"] if r["engine"] == "lutc fast"}
+    exact = {r["threads"]: r["tokens"] for r in report["rows"] if r["engine"] == "lutc exact"}
+    for r in report["rows"]:
+        ratio = r["tokens_per_second"] / fast[r["threads"]]["tokens_per_second"]
+        same = "yes" if r["tokens"] == exact.get(r["threads"]) else "no"
+        lines.append(f"| {r['engine']} | {r['threads']} | {r['prefill_ms']:.2f} | {r['decode_median_ms']:.2f} | "
+                     f"{r['decode_min_ms']:.2f} | {r['tokens_per_second']:.1f} | {ratio:.2f} | {same} |")  # fmt: skip
+    past = report["prompt"] + report["tokens"] // 2
+    for threads, share in report["kernel_share"].items():
+        lines.append(
+            f"\nlutc fast, {threads} thread(s), one decode step at past {past} (the VM call alone): "
+            f"{share['step_ms']:.2f} ms, of which LUT kernels {share['lut_ms']:.2f} ms: {share['outside_lut']:.0%} "
+            "outside them (attention, norms, the VM's shape and allocation work)"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _engines(args: argparse.Namespace, model: onnx.ModelProto, ids: np.ndarray, threads: int) -> tuple[dict, dict]:
+    """The compiled lutc models and a zero-argument run per engine."""
+    import lutc
+
+    built = {mode: lutc.build(args.model, target="x86", mode=mode, threads=threads) for mode in ("fast", "exact")}
+    layout = cache_layout(built["fast"].inputs, built["fast"].outputs)
+    engines = {f"lutc {mode}": functools.partial(lutc.generate, m, ids, args.tokens) for mode, m in built.items()}
+    for level in (0, 4):
+        engines[f"ORT acc{level}"] = functools.partial(ort_generate, model, layout, ids, args.tokens, threads, level)
+    if args.genai_dir is not None:
+        engines["onnxruntime-genai"] = functools.partial(genai_generate, args.genai_dir, ids, args.tokens)
+    return built, engines
+
+
+def run_generate(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Build lutc fast and exact, run every engine ``args.rounds`` times interleaved; write
+    ``generate.json``/``generate.md``; 1 when exact-mode tokens differ from ORT accuracy_level 0."""
+    model = onnx.load(str(args.model))
+    ids = np.random.default_rng(0).integers(3, 200, (1, args.prompt), dtype=np.int64)
+    rows, shares = [], {}
+    for threads in args.threads:
+        built, engines = _engines(args, model, ids, threads)
+        runs: dict[str, list[Generation]] = defaultdict(list)
+        for _ in range(args.rounds):
+            for name, engine in engines.items():
+                runs[name].append(engine())
+        for name, results in runs.items():
+            rows.append(_row(name, threads, min(results, key=lambda r: statistics.median(r.step_seconds))))
+        layout = cache_layout(built["fast"].inputs, built["fast"].outputs)
+        shares[threads] = kernel_share(built["fast"], layout, args.prompt + args.tokens // 2)
+    report = {"command": "python -m lutc.bench " + shlex.join(argv), "machine": machine_info(),
+              "model": str(args.model), "prompt": args.prompt, "tokens": args.tokens,
+              "rows": [asdict(r) for r in rows], "kernel_share": shares}  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "generate.json").write_text(json.dumps(report, indent=1))
+    text = _markdown(report)
+    (args.out / "generate.md").write_text(text)
+    print(text)
+    exact = {r.threads: r.tokens for r in rows if r.engine == "lutc exact"}
+    return 0 if all(r.tokens == exact[r.threads] for r in rows if r.engine == "ORT acc0") else 1

@@ -1,0 +1,163 @@
+"""Greedy decoding with a KV cache over a compiled decoder: :func:`generate`.
+
+Works on the graphs decoders are exported as: ``input_ids`` (``[batch, seq]`` int64), an optional
+``attention_mask`` (``[batch, past + seq]``) and ``position_ids``, past key/value inputs and the
+matching present outputs (``past_key_values.N.key`` -> ``present.N.key``: ``torch.onnx.export``
+with ``past_key_values`` and onnxruntime-genai's model builder both name them so), and ``logits``
+first. The cache never leaves TVM memory: each step's present tensors are the next step's past.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError, ModelError
+from .frontend.model_info import TensorInfo
+
+PAST = re.compile(r"^past(?:_key_values)?[._](\d+)[._](key|value)$")
+PRESENT = re.compile(r"^present(?:_key_values)?[._](\d+)[._](key|value)$")
+
+
+@dataclass(frozen=True)
+class CacheLayout:
+    """How a decoder's inputs and outputs carry the cache: (past input, present output) pairs,
+    and per past input its ``(heads, head_size)``."""
+
+    pairs: tuple[tuple[str, str], ...]
+    head_shapes: Mapping[str, tuple[int, int]]
+    logits: str
+    takes_mask: bool
+    takes_positions: bool
+
+    def empty_past(self, batch: int) -> dict[str, np.ndarray]:
+        """Zero-length past tensors for the prompt step."""
+        return {past: np.zeros((batch, *self.head_shapes[past][:1], 0, self.head_shapes[past][1]), np.float32)
+                for past, _ in self.pairs}  # fmt: skip
+
+
+def _layer_names(infos: tuple[TensorInfo, ...], pattern: re.Pattern) -> dict[tuple[int, str], TensorInfo]:
+    return {(int(m[1]), m[2]): info for info in infos if (m := pattern.match(info.name))}
+
+
+def _head_shape(past: TensorInfo, present: TensorInfo) -> tuple[int, int]:
+    """``(heads, head_size)`` of a ``[batch, heads, past, head_size]`` cache (the head size may be
+    named in the input and fixed only in the output: onnxruntime-genai's ``kv_cache_dim``)."""
+    sizes = [d for d in (past.shape[3:4] + present.shape[3:4]) if isinstance(d, int)]
+    if len(past.shape) != 4 or len(present.shape) != 4 or not isinstance(past.shape[1], int) or not sizes:
+        raise ModelError(f"generate needs [batch, heads, past, head_size] caches with fixed heads and head size; "
+                         f"{past.describe()}")  # fmt: skip
+    return past.shape[1], sizes[0]
+
+
+def cache_layout(inputs: tuple[TensorInfo, ...], outputs: tuple[TensorInfo, ...]) -> CacheLayout:
+    """The cache layout of a decoder with these inputs and outputs; a :class:`ModelError` says
+    what is missing where the graph is not one :func:`generate` can drive."""
+    names = {i.name for i in inputs}
+    if "input_ids" not in names:
+        raise ModelError("generate needs a decoder with an 'input_ids' input")
+    past, present = _layer_names(inputs, PAST), _layer_names(outputs, PRESENT)
+    if not past or set(past) != set(present):
+        raise ModelError(f"generate needs past/present KV pairs (past_key_values.N.key -> present.N.key); "
+                         f"inputs {sorted(names)}, outputs {[o.name for o in outputs]}")  # fmt: skip
+    head_shapes = {info.name: _head_shape(info, present[key]) for key, info in past.items()}
+    logits = next((o.name for o in outputs if o.name == "logits"), outputs[0].name)
+    other = names - {"input_ids", "attention_mask", "position_ids", *(i.name for i in past.values())}
+    if other:
+        raise ModelError(f"generate does not know what to feed the inputs {sorted(other)}")
+    pairs = tuple((past[key].name, present[key].name) for key in sorted(past))
+    return CacheLayout(pairs, head_shapes, logits, "attention_mask" in names, "position_ids" in names)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What :func:`generate` made: ``tokens`` ``[batch, new]`` and the time of each step."""
+
+    tokens: np.ndarray
+    prompt_length: int
+    prefill_seconds: float
+    step_seconds: tuple[float, ...]
+
+    @property
+    def prefill_tokens_per_second(self) -> float:
+        return self.tokens.shape[0] * self.prompt_length / self.prefill_seconds
+
+    @property
+    def decode_tokens_per_second(self) -> float:
+        """Generated tokens per second over the decode steps, at the median step time."""
+        return self.tokens.shape[0] / statistics.median(self.step_seconds) if self.step_seconds else float("nan")
+
+    def describe(self) -> str:
+        steps = self.step_seconds
+        decode = (
+            (
+                f"decode {len(steps)} steps: {self.decode_tokens_per_second:.1f} tokens/s "
+                f"(median {statistics.median(steps) * 1e3:.2f} ms, min {min(steps) * 1e3:.2f} ms)"
+            )
+            if steps
+            else ""
+        )
+        prefill = f"prefill {self.prompt_length} tokens: {self.prefill_seconds * 1e3:.2f} ms "
+        return prefill + f"({self.prefill_tokens_per_second:.0f} tokens/s); " + decode  # fmt: skip
+
+
+Step = Callable[[dict], tuple]
+"""One model call: feeds by input name -> outputs in order (numpy or TVM tensors)."""
+
+
+def greedy_loop(
+    step: Step,
+    layout: CacheLayout,
+    outputs: list[str],
+    input_ids: np.ndarray,
+    new_tokens: int,
+    eos_token_id: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Generation:
+    """The decoding loop shared by lutc and the baselines (ORT): argmax of the last position's
+    logits, fed back with the step's present tensors as the next past."""
+    batch, prompt = input_ids.shape
+    index = {name: i for i, name in enumerate(outputs)}
+    past, ids, tokens, times = layout.empty_past(batch), input_ids, [], []
+    for position in range(new_tokens):
+        length, seen = ids.shape[1], prompt + position  # tokens in this call; in the cache after it
+        feeds = {"input_ids": ids, **past}
+        if layout.takes_mask:
+            feeds["attention_mask"] = np.ones((batch, seen), np.int64)
+        if layout.takes_positions:
+            positions = np.arange(seen - length, seen, dtype=np.int64)
+            feeds["position_ids"] = np.ascontiguousarray(np.broadcast_to(positions, (batch, length)))
+        start = time.perf_counter()
+        out = step(feeds)
+        logits = np.from_dlpack(out[index[layout.logits]])
+        token = logits[:, -1, :].argmax(axis=-1)
+        times.append(time.perf_counter() - start)
+        tokens.append(token)
+        past = {p: out[index[q]] for p, q in layout.pairs}
+        ids = token.astype(np.int64).reshape(batch, 1)
+        if progress is not None:
+            progress(position + 1)
+        if eos_token_id is not None and bool((token == eos_token_id).all()):
+            break
+    return Generation(np.stack(tokens, axis=1), prompt, times[0], tuple(times[1:]))
+
+
+def generate(model, input_ids: np.ndarray, max_new_tokens: int, *, eos_token_id: int | None = None,
+             progress: Callable[[int], None] | None = None) -> Generation:  # fmt: skip
+    """Greedy decoding of ``max_new_tokens`` after ``input_ids`` (``[batch, prompt]`` int64) with a
+    compiled decoder (:func:`lutc.build`); stops early once every row produced ``eos_token_id``.
+    ``progress(step)`` is called after each token."""
+    input_ids = np.asarray(input_ids)
+    if input_ids.ndim != 2 or input_ids.dtype != np.int64 or 0 in input_ids.shape:
+        got = f"{input_ids.dtype}{list(input_ids.shape)}"
+        raise InputError(f"input_ids must be a non-empty [batch, prompt] int64 array; got {got}")
+    if max_new_tokens < 1:
+        raise InputError(f"max_new_tokens must be at least 1; got {max_new_tokens}")
+    layout = cache_layout(model.inputs, model.outputs)
+    return greedy_loop(lambda feeds: model.run(**feeds), layout, [o.name for o in model.outputs], input_ids,
+                       max_new_tokens, eos_token_id, progress)  # fmt: skip
