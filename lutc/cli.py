@@ -143,6 +143,53 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _token_ids(text: str) -> list[int]:
+    try:
+        ids = [int(t) for t in text.replace(" ", "").split(",") if t]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated token ids (5,17,33); got {text!r}") from None
+    if not ids or min(ids) < 0:
+        raise argparse.ArgumentTypeError(f"must be one or more non-negative token ids; got {text!r}")
+    return ids
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from .decode import generate
+
+    model = _load_or_build(args)
+    ids = np.array([args.prompt_ids], np.int64)
+    with Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("generate", total=args.max_new_tokens)
+        result = generate(model, ids, args.max_new_tokens, eos_token_id=args.eos_token_id,
+                          progress=lambda step: bar.update(task, completed=step))  # fmt: skip
+    print("tokens:", ",".join(str(t) for t in result.tokens[0]))
+    print("lutc:", result.describe())
+    if args.compare_ort:
+        return _compare_with_ort(args, model, ids, result)
+    return 0
+
+
+def _compare_with_ort(args: argparse.Namespace, model, ids: np.ndarray, result) -> int:
+    """The same greedy loop on ONNX Runtime (MatMulNBits at accuracy_level 0): tokens and speed."""
+    import onnx
+
+    from .bench.generate import ort_generate
+    from .decode import cache_layout
+
+    if Path(args.model).suffix != ".onnx":
+        raise LutcError("--compare-ort needs the .onnx model (ONNX Runtime runs it)")
+    layout = cache_layout(model.inputs, model.outputs)
+    threads = args.threads or 1
+    theirs = ort_generate(onnx.load(args.model), layout, ids, result.tokens.shape[1], threads, 0)
+    same = np.array_equal(theirs.tokens, result.tokens)
+    print(f"ORT (accuracy_level 0, {threads} thread(s)):", theirs.describe())
+    verdict = "identical to ORT's" if same else "differ from ORT's: " + ",".join(map(str, theirs.tokens[0]))
+    print("greedy tokens", verdict)
+    return 0 if same or args.mode == "fast" else 1
+
+
 def _tune(args: argparse.Namespace) -> int:
     from .tuning import tune
 
@@ -254,6 +301,21 @@ def parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_run)
     for command in (comp, run):
         command.add_argument("--tuning-logs", metavar="DIR", help="apply the tuning log written by 'lutc tune' here")
+    gen = sub.add_parser("generate", help="greedy decoding with a KV cache on a decoder model, with tokens/s",
+                         description="Greedy decoding over a decoder with past/present KV inputs and outputs "
+                         "(torch.onnx.export with past_key_values, or onnxruntime-genai's model builder): the prompt "
+                         "in one call, then one token per call, the cache kept in TVM memory.")  # fmt: skip
+    gen.add_argument("model", help="a decoder .onnx model, or a library written by 'lutc compile -o'")
+    gen.add_argument("--prompt-ids", type=_token_ids, default=[1, 2, 3, 4, 5, 6, 7, 8], metavar="IDS",
+                     help="comma-separated prompt token ids (default 1,...,8)")  # fmt: skip
+    gen.add_argument("--max-new-tokens", type=_positive_int, default=32, help="tokens to generate (default 32)")
+    gen.add_argument("--eos-token-id", type=int, default=None, help="stop once this token is generated")
+    gen.add_argument("--compare-ort", action="store_true", help="run the same loop on ONNX Runtime (accuracy_level 0) "
+                     "and say whether the tokens agree; exits 1 if they differ in --mode exact")  # fmt: skip
+    gen.add_argument("--tuning-logs", metavar="DIR", help="apply the tuning log written by 'lutc tune' here")
+    _add_build_flags(gen)
+    _add_rpc_flags(gen, "generate")
+    gen.set_defaults(func=_generate)
     tune = sub.add_parser("tune", help="auto-tune the model's LUT kernels into a reusable tuning log")
     tune.add_argument("model", help="the quantized .onnx model")
     _add_build_flags(tune)

@@ -242,7 +242,7 @@ def _bind_inputs(inputs: tuple[TensorInfo, ...], args: tuple, kwargs: dict) -> l
 def _checked(info: TensorInfo, value):
     """A checked numpy array or TVM tensor for input ``info`` (DLPack arrays become TVM tensors)."""
     if not isinstance(value, np.ndarray | tvm.runtime.Tensor) and hasattr(value, "__dlpack__"):
-        value = tvm.runtime.from_dlpack(value)
+        value = _from_dlpack(value)
     if isinstance(value, tvm.runtime.Tensor):
         return _checked_tensor(info, value)
     if not isinstance(value, np.ndarray):
@@ -259,6 +259,14 @@ def _checked(info: TensorInfo, value):
         raise InputError(f"input {info.name!r} indexes an embedding of {limit} rows: its values must lie in "
                          f"[{-limit}, {limit}); got min {value.min()}, max {value.max()}")  # fmt: skip
     return value if value.flags.c_contiguous else value.copy(order="C")  # ascontiguousarray makes 0-d 1-d
+
+
+def _from_dlpack(value):
+    """A TVM tensor sharing ``value``'s memory, or (TVM takes only 64-byte aligned data) a numpy view."""
+    try:
+        return tvm.runtime.from_dlpack(value)
+    except RuntimeError:
+        return np.from_dlpack(value)
 
 
 def _checked_tensor(info: TensorInfo, tensor: tvm.runtime.Tensor) -> tvm.runtime.Tensor:

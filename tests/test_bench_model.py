@@ -70,3 +70,19 @@ def test_feeds_name_the_dims_they_cannot_size():
         parse_dims(["past"])
     with pytest.raises(ValueError, match="unknown dims"):
         resolve_dims({"total": "past+seq"}, 1, 1)
+
+
+def test_generate_benchmark_smoke(tmp_path: Path) -> None:
+    """``python -m lutc.bench generate`` on a builder-made corpus decoder: every engine, tokens agree."""
+    out = tmp_path / "out"
+    model = Path(__file__).parent / "corpus" / "llama_genai_int4.onnx"
+    assert main(["generate", str(model), "--tokens", "4", "--rounds", "1", "--out", str(out)]) == 0
+    report = json.loads((out / "generate.json").read_text())
+    engines = {row["engine"]: row for row in report["rows"]}
+    assert set(engines) == {"lutc fast", "lutc exact", "ORT acc0", "ORT acc4"}
+    assert engines["lutc exact"]["tokens"] == engines["ORT acc0"]["tokens"] and len(engines["ORT acc0"]["tokens"]) == 4
+    for row in engines.values():
+        assert 0 < row["decode_min_ms"] <= row["decode_median_ms"] and row["tokens_per_second"] > 0
+    share = report["kernel_share"]["1"]
+    assert share["lut_ms"] > 0 and 0 <= share["outside_lut"] < 1
+    assert "| lutc exact | 1 |" in (out / "generate.md").read_text()

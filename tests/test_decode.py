@@ -1,0 +1,109 @@
+"""Greedy decoding (:func:`lutc.generate`) over the corpus decoders, against the same loop on ONNX
+Runtime; :meth:`CompiledModel.run` with tensors in and out.
+
+Exact mode (float tables) computes what ORT at ``accuracy_level=0`` computes up to float32
+summation order (logits agree to ~1e-6 relative, ``test_corpus``), so greedy tokens must be
+identical; a tie within 1e-6 would be needed to flip one, which these 32-step runs do not meet.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import tvm
+from corpus.feeds import CORPUS_DIR, load_manifest, make_feeds
+
+import lutc
+from lutc.bench.generate import ort_generate
+from lutc.cli import main as cli_main
+from lutc.decode import cache_layout
+from lutc.errors import InputError, ModelError
+
+DECODERS = ["llama_genai_int4", "qwen2_genai_int4", "llama_genai_fp32_q2b32s", "llama_ts_decode_q4b128a"]
+PROMPT = np.array([[1, 5, 17, 33, 2, 8, 100, 77]], np.int64)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", params=DECODERS)
+def decoder(request):
+    path = CORPUS_DIR / f"{request.param}.onnx"
+    return path, lutc.build(path, target="x86", mode="exact")
+
+
+def test_greedy_tokens_match_ort_over_32_steps(decoder):
+    path, model = decoder
+    ours = lutc.generate(model, PROMPT, 32)
+    theirs = ort_generate(onnx.load(str(path)), cache_layout(model.inputs, model.outputs), PROMPT, 32, 1, 0)
+    assert ours.tokens.shape == (1, 32)
+    np.testing.assert_array_equal(ours.tokens, theirs.tokens)
+    assert len(ours.step_seconds) == 31 and ours.decode_tokens_per_second > 0
+
+
+def test_a_batch_of_two_prompts_decodes_like_each_alone(decoder):
+    _, model = decoder
+    prompts = np.concatenate([PROMPT, PROMPT[:, ::-1]])
+    together = lutc.generate(model, prompts, 8).tokens
+    alone = [lutc.generate(model, p[None], 8).tokens[0] for p in prompts]
+    np.testing.assert_array_equal(together, np.stack(alone))
+
+
+def test_outputs_of_run_are_tensors_later_calls_leave_alone():
+    model = lutc.build(CORPUS_DIR / "llama_genai_int4.onnx", target="x86")
+    entry = next(e for e in load_manifest() if e["file"] == "llama_genai_int4.onnx")
+    feeds = make_feeds(entry)
+    first = model.run(**feeds)
+    assert all(isinstance(t, tvm.runtime.Tensor) for t in first)
+    kept = [np.from_dlpack(t).copy() for t in first]
+    feeds["input_ids"] = (feeds["input_ids"] + 1) % 512
+    second = model.run(**{k: (tvm.runtime.tensor(v) if k.startswith("past") else v) for k, v in feeds.items()})
+    assert not np.array_equal(np.from_dlpack(second[0]), kept[0])
+    for tensor, copy in zip(first, kept, strict=True):
+        np.testing.assert_array_equal(np.from_dlpack(tensor), copy)
+
+
+class _DLPackOnly:
+    """An array that speaks only DLPack (as a torch tensor does to lutc)."""
+
+    def __init__(self, array: np.ndarray):
+        self._array = array
+
+    def __dlpack__(self, **kwargs):
+        return self._array.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self._array.__dlpack_device__()
+
+
+def test_run_takes_dlpack_arrays_and_checks_them():
+    model = lutc.build(CORPUS_DIR / "llama_genai_int4.onnx", target="x86")
+    entry = next(e for e in load_manifest() if e["file"] == "llama_genai_int4.onnx")
+    feeds = make_feeds(entry)
+    want = model(**feeds)[0]
+    got = model.run(**{k: _DLPackOnly(v) for k, v in feeds.items()})[0]
+    np.testing.assert_array_equal(np.from_dlpack(got), want)
+    feeds["past_key_values.0.key"] = _DLPackOnly(feeds["past_key_values.0.key"].astype(np.float64))
+    with pytest.raises(InputError, match=r"past_key_values\.0\.key.*dtype float64"):
+        model.run(**feeds)
+
+
+def test_generate_refuses_a_model_without_a_kv_cache():
+    model = lutc.build(CORPUS_DIR / "llama_ts_prefill_q4b32s.onnx", target="x86")
+    with pytest.raises(ModelError, match="past/present KV pairs"):
+        lutc.generate(model, PROMPT, 4)
+
+
+def test_generate_refuses_bad_prompts():
+    model = lutc.build(CORPUS_DIR / "llama_genai_int4.onnx", target="x86")
+    with pytest.raises(InputError, match="int64"):
+        lutc.generate(model, PROMPT.astype(np.int32), 4)
+    with pytest.raises(InputError, match="max_new_tokens"):
+        lutc.generate(model, PROMPT, 0)
+
+
+def test_cli_generate_compares_with_ort(capsys):
+    path = str(CORPUS_DIR / "qwen2_genai_int4.onnx")
+    assert cli_main(["generate", path, "--mode", "exact", "--max-new-tokens", "6", "--compare-ort"]) == 0
+    out = capsys.readouterr().out
+    assert "greedy tokens identical to ORT's" in out and "tokens/s" in out
