@@ -158,11 +158,19 @@ def _generate(args: argparse.Namespace) -> int:
 
     from .decode import generate
 
-    model = _load_or_build(args)
     ids = np.array([args.prompt_ids], np.int64)
+    model, step_model = _load_or_build(args), None
+    if Path(args.model).suffix == ".onnx" and not args.one_model:
+        from .builder import build
+        from .decode import step_shapes
+
+        with console.status("compiling the one-token decode step..."):
+            step_model = build(args.model, args.target, tuning_logs=args.tuning_logs, shapes=step_shapes(ids.shape[0]),
+                               **_build_args(args))  # fmt: skip
+        step_model = step_model if model.session is None else step_model.on(model.session)
     with Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(), console=console, transient=True) as bar:
         task = bar.add_task("generate", total=args.max_new_tokens)
-        result = generate(model, ids, args.max_new_tokens, eos_token_id=args.eos_token_id,
+        result = generate(model, ids, args.max_new_tokens, step_model=step_model, eos_token_id=args.eos_token_id,
                           progress=lambda step: bar.update(task, completed=step))  # fmt: skip
     print("tokens:", ",".join(str(t) for t in result.tokens[0]))
     print("lutc:", result.describe())
@@ -312,6 +320,8 @@ def parser() -> argparse.ArgumentParser:
     gen.add_argument("--eos-token-id", type=int, default=None, help="stop once this token is generated")
     gen.add_argument("--compare-ort", action="store_true", help="run the same loop on ONNX Runtime (accuracy_level 0) "
                      "and say whether the tokens agree; exits 1 if they differ in --mode exact")  # fmt: skip
+    gen.add_argument("--one-model", action="store_true", help="decode on the prompt's (dynamic) build too, instead "
+                     "of a second build with batch and sequence length fixed (one compile, slower steps)")  # fmt: skip
     gen.add_argument("--tuning-logs", metavar="DIR", help="apply the tuning log written by 'lutc tune' here")
     _add_build_flags(gen)
     _add_rpc_flags(gen, "generate")

@@ -123,6 +123,19 @@ class CompiledModel:
             result = self._run(values)
         return (result,) if isinstance(result, tvm.runtime.Tensor) else tuple(result)
 
+    def check_inputs(self, *args, **kwargs) -> None:
+        """Raise the :class:`InputError` a call with these inputs would raise before running."""
+        _check_dims(self.inputs, _bind_inputs(self.inputs, args, kwargs))
+
+    def run_ordered(self, values: list) -> tuple[tvm.runtime.Tensor, ...]:
+        """:meth:`run` for callers that made the inputs themselves (:func:`lutc.generate`'s loop):
+        ``values`` in input order, not checked here (the VM still checks shapes and dtypes)."""
+        if self._main is None:
+            raise TargetError(foreign_target_message(self.metadata, self.missing_features))
+        with self._lock:
+            result = self._run(values)
+        return (result,) if isinstance(result, tvm.runtime.Tensor) else tuple(result)
+
     def _run(self, arrays: list):
         """The VM call; its own shape checks (dims the inputs' names do not show) become an InputError."""
         try:

@@ -17,7 +17,7 @@ from corpus.feeds import CORPUS_DIR, load_manifest, make_feeds
 import lutc
 from lutc.bench.generate import ort_generate
 from lutc.cli import main as cli_main
-from lutc.decode import cache_layout
+from lutc.decode import build_decoder, cache_layout
 from lutc.errors import InputError, ModelError
 
 DECODERS = ["llama_genai_int4", "qwen2_genai_int4", "llama_genai_fp32_q2b32s", "llama_ts_decode_q4b128a"]
@@ -107,3 +107,15 @@ def test_cli_generate_compares_with_ort(capsys):
     assert cli_main(["generate", path, "--mode", "exact", "--max-new-tokens", "6", "--compare-ort"]) == 0
     out = capsys.readouterr().out
     assert "greedy tokens identical to ORT's" in out and "tokens/s" in out
+
+
+def test_a_decode_step_model_gives_the_same_tokens():
+    """The prompt on the dynamic build, every later token on the one built for ``input_ids [1, 1]``."""
+    path = CORPUS_DIR / "qwen2_genai_int4.onnx"
+    model, step = build_decoder(path, mode="exact")
+    assert [i.shape for i in step.inputs if i.name == "input_ids"] == [(1, 1)]
+    both = lutc.generate(model, PROMPT, 16, step_model=step).tokens
+    np.testing.assert_array_equal(both, lutc.generate(model, PROMPT, 16).tokens)
+    other = lutc.build(CORPUS_DIR / "llama_ts_decode_q4b128a.onnx", target="x86")
+    with pytest.raises(ModelError, match="same decoder"):
+        lutc.generate(model, PROMPT, 4, step_model=other)

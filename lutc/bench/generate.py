@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ..decode import CacheLayout, Generation, cache_layout, greedy_loop
+from ..decode import CacheLayout, Generation, build_decoder, cache_layout, greedy_loop
 from .machine import machine_info
 from .model import ort_session, with_accuracy_level
 
@@ -132,7 +132,7 @@ def _markdown(report: dict) -> str:
     past = report["prompt"] + report["tokens"] // 2
     for threads, share in report["kernel_share"].items():
         lines.append(
-            f"\nlutc fast, {threads} thread(s), one decode step at past {past} (the VM call alone): "
+            f"\nlutc fast, {threads} thread(s), one decode step at past {past} (the step model's VM call alone): "
             f"{share['step_ms']:.2f} ms, of which LUT kernels {share['lut_ms']:.2f} ms: {share['outside_lut']:.0%} "
             "outside them (attention, norms, the VM's shape and allocation work)"
         )
@@ -140,12 +140,13 @@ def _markdown(report: dict) -> str:
 
 
 def _engines(args: argparse.Namespace, model: onnx.ModelProto, ids: np.ndarray, threads: int) -> tuple[dict, dict]:
-    """The compiled lutc models and a zero-argument run per engine."""
+    """The compiled lutc decoders (``(model, step_model)`` per mode) and a zero-argument run per engine."""
     import lutc
 
-    built = {mode: lutc.build(args.model, target="x86", mode=mode, threads=threads) for mode in ("fast", "exact")}
-    layout = cache_layout(built["fast"].inputs, built["fast"].outputs)
-    engines = {f"lutc {mode}": functools.partial(lutc.generate, m, ids, args.tokens) for mode, m in built.items()}
+    built = {mode: build_decoder(args.model, mode=mode, threads=threads) for mode in ("fast", "exact")}
+    layout = cache_layout(built["fast"][0].inputs, built["fast"][0].outputs)
+    engines = {f"lutc {mode}": functools.partial(lutc.generate, pair[0], ids, args.tokens, step_model=pair[1])
+               for mode, pair in built.items()}  # fmt: skip
     for level in (0, 4):
         engines[f"ORT acc{level}"] = functools.partial(ort_generate, model, layout, ids, args.tokens, threads, level)
     if args.genai_dir is not None:
@@ -167,8 +168,8 @@ def run_generate(args: argparse.Namespace, argv: Sequence[str]) -> int:
                 runs[name].append(engine())
         for name, results in runs.items():
             rows.append(_row(name, threads, min(results, key=lambda r: statistics.median(r.step_seconds))))
-        layout = cache_layout(built["fast"].inputs, built["fast"].outputs)
-        shares[threads] = kernel_share(built["fast"], layout, args.prompt + args.tokens // 2)
+        step = built["fast"][1]
+        shares[threads] = kernel_share(step, cache_layout(step.inputs, step.outputs), args.prompt + args.tokens // 2)
     report = {"command": "python -m lutc.bench " + shlex.join(argv), "machine": machine_info(),
               "model": str(args.model), "prompt": args.prompt, "tokens": args.tokens,
               "rows": [asdict(r) for r in rows], "kernel_share": shares}  # fmt: skip

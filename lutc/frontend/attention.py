@@ -16,8 +16,8 @@ import numpy as np
 from tvm import relax
 
 from ..errors import ModelError
-from .relax_util import arange, dims, heads_first, heads_last, item
-from .rotary import Rotation, positions_from, rotate_heads
+from .relax_util import arange, dims, heads_first, heads_last, item, shared
+from .rotary import Rotation, positions_from, rotary_rows, rotate_heads
 
 DEFAULT_MASK_FILTER = -10000.0
 """ORT's ``mask_filter_value`` default: added to the scores of masked keys."""
@@ -56,11 +56,16 @@ def _refuse_unsupported(op: str, inputs: list, attrs: dict, names: tuple, suppor
             raise ModelError(f"{op} with {name}={value} is not supported (only {name}={default} is)")
 
 
-def _causal(bb: relax.BlockBuilder, scores: relax.Expr, seq, past) -> relax.Expr:
-    """``scores [..., S, past + S]`` with key ``j`` hidden from query ``s`` where ``j > past + s``."""
+def _visible(bb: relax.BlockBuilder, seq, past) -> relax.Expr:
+    """``[S, past + S]``: may query ``s`` see key ``j`` (``j <= past + s``)?"""
     keys = bb.normalize(relax.op.expand_dims(arange(bb, past + seq), axis=0))
     last_seen = bb.normalize(relax.op.expand_dims(arange(bb, seq, past), axis=1))
-    visible = bb.normalize(relax.op.less_equal(keys, last_seen))
+    return bb.normalize(relax.op.less_equal(keys, last_seen))
+
+
+def _causal(bb: relax.BlockBuilder, scores: relax.Expr, seq, past) -> relax.Expr:
+    """``scores [..., S, past + S]`` with key ``j`` hidden from query ``s`` where ``j > past + s``."""
+    visible = shared(bb, ("causal", seq, past), lambda: _visible(bb, seq, past))
     return bb.normalize(relax.op.where(visible, scores, relax.const(MASKED, "float32")))
 
 
@@ -100,28 +105,22 @@ def _with_past(bb: relax.BlockBuilder, past: relax.Expr | None, new: relax.Expr)
     return bb.normalize(relax.op.concat([past, new], axis=2))
 
 
-def _checked_length(bb: relax.BlockBuilder, present: relax.Expr, length: relax.Expr) -> relax.Expr:
-    """``present`` ``[B, N, T, H]``, checked by the VM to hold ``length`` (a 1-element int64 tensor)
-    positions: a run whose inputs break the concatenated-cache convention fails instead of
-    attending over a different set of keys. (The check is on a shape value: TVM 0.27's FuseTIR
-    drops a tensor ``match_cast`` that lands in a fused function.)"""
-    given = bb.normalize(relax.op.tensor_to_shape(length))
-    bb.match_cast(given, relax.ShapeType([dims(present)[2]]))
-    return present
-
-
-def _cache_lengths(bb: relax.BlockBuilder, seqlens_k: relax.Expr, total: relax.Expr, past, seq) -> tuple:
-    """What ``present_key`` and ``present_value`` must hold under ORT's reading of ``seqlens_k`` and
-    ``total_sequence_length``: ``total`` positions, and ``min(seqlens_k) + 1`` of them in every row
-    once there is a past (a shared buffer or a padded batch reads them otherwise). A prompt
-    (no past) may pad its rows."""
+def _check_cache_lengths(bb: relax.BlockBuilder, seqlens_k: relax.Expr, total: relax.Expr, past, seq) -> None:
+    """Have the VM check ORT's reading of ``seqlens_k`` and ``total_sequence_length`` against the
+    concatenated cache's ``past + S`` positions: ``total`` must be that, and so must
+    ``min(seqlens_k) + 1`` once there is a past (a shared buffer or a padded batch reads them
+    otherwise; a prompt, with no past, may pad its rows). A run that breaks it fails instead of
+    attending over other keys. The checks are shape ``match_cast``s (TVM 0.27's FuseTIR drops a
+    tensor ``match_cast`` that lands in a fused function)."""
     expected = arange(bb, 1, past + seq)
     rows = bb.normalize(
         relax.op.add(relax.op.astype(relax.op.min(seqlens_k, keepdims=True), "int64"), relax.const(1, "int64"))
     )
     no_past = bb.normalize(relax.op.equal(arange(bb, 1, past), relax.const(0, "int64")))
     total = bb.normalize(relax.op.reshape(relax.op.astype(total, "int64"), [1]))
-    return total, bb.normalize(relax.op.where(no_past, expected, rows))
+    for length in (total, bb.normalize(relax.op.where(no_past, expected, rows))):
+        given = bb.normalize(relax.op.tensor_to_shape(length))
+        bb.match_cast(given, relax.ShapeType([past + seq]))
 
 
 def _gqa_projections(bb: relax.BlockBuilder, inputs: list, heads: int, kv_heads: int) -> tuple:
@@ -159,17 +158,19 @@ def group_query_attention(bb: relax.BlockBuilder, inputs: list, attrs: dict) -> 
         cos_cache, sin_cache = inputs[7], inputs[8]
         if cos_cache is None or sin_cache is None:
             raise ModelError("GroupQueryAttention with do_rotary=1 needs cos_cache and sin_cache")
-        positions = positions_from(bb, inputs[9] if len(inputs) > 9 else None, batch, seq, offset=past)
-        interleaved = bool(attrs.get("rotary_interleaved", 0))
-        rotation = Rotation(positions, cos_cache, sin_cache, 2 * int(dims(cos_cache)[1]), interleaved)
+        position_ids, dim = inputs[9] if len(inputs) > 9 else None, 2 * int(dims(cos_cache)[1])
+        rows = shared(bb, ("rotary", position_ids, cos_cache, sin_cache, batch, seq, past), lambda: rotary_rows(
+            bb, positions_from(bb, position_ids, batch, seq, offset=past), cos_cache, sin_cache, dim))  # fmt: skip
+        rotation = Rotation(*rows, dim, bool(attrs.get("rotary_interleaved", 0)))
         q, k = rotate_heads(bb, q, rotation), rotate_heads(bb, k, rotation)
     present_key, present_value = _with_past(bb, past_key, k), _with_past(bb, past_value, v)
     scale = float(attrs.get("scale", 0.0)) or 1.0 / math.sqrt(int(head_size))
     bias = inputs[10] if len(inputs) > 10 else None
     out = _attend(bb, q, present_key, present_value, scale, bias, lambda s: _causal(bb, s, seq, past))
-    key_length, value_length = _cache_lengths(bb, inputs[5], inputs[6], past, seq)
-    checked = _checked_length(bb, present_key, key_length), _checked_length(bb, present_value, value_length)
-    return relax.Tuple([heads_last(bb, out), *checked])
+    # once per graph: every layer reads the same seqlens_k and total_sequence_length (the importer
+    # hands each node its own copy of a shape-derived input, so they cannot key the sharing)
+    shared(bb, ("cache check", past, seq), lambda: _check_cache_lengths(bb, inputs[5], inputs[6], past, seq))
+    return relax.Tuple([heads_last(bb, out), present_key, present_value])
 
 
 def key_mask_bias(bb: relax.BlockBuilder, mask: relax.Expr, total, filter_value: float) -> relax.Expr:

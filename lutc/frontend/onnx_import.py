@@ -32,6 +32,7 @@ from .converters import SHAPE_CONVERTERS, TVM_SHAPE_AWARE
 from .index_checks import checked_indices
 from .model_info import ModelInfo, QuantizedNode, TensorInfo
 from .prepare import prepare_graph
+from .relax_util import forget_shared
 from .shape_values import ShapeValues
 
 MIN_OPSET = 13
@@ -358,6 +359,7 @@ def import_onnx(
     model, info = inspect_onnx(model, shape_dict, fold=fold)
     domains = {node.name: node.domain for node in model.graph.node}
     importer = _Importer(info.quantized, domains, None, "float32", keep_params_in_input=False, sanitize=True)
+    forget_shared()
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # TVM prints each failing node's raw inputs
             mod = importer.from_onnx(model.graph, info.opset)
@@ -365,4 +367,6 @@ def import_onnx(
         raise
     except Exception as err:
         raise ModelError(f"TVM's ONNX importer failed: {type(err).__name__}: {err}") from err
+    finally:
+        forget_shared()
     return mod, info

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import tvm
 from tvm import relax
 
 
@@ -32,3 +35,30 @@ def heads_last(bb: relax.BlockBuilder, x: relax.Expr) -> relax.Expr:
     batch, heads, seq, head_size = dims(x)
     merged = bb.normalize(relax.op.permute_dims(x, [0, 2, 1, 3]))
     return bb.normalize(relax.op.reshape(merged, (batch, seq, heads * head_size)))
+
+
+_SHARED: dict[int, tuple[relax.BlockBuilder, list]] = {}
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, tvm.runtime.Object) or isinstance(b, tvm.runtime.Object):
+        return isinstance(a, tvm.runtime.Object) and isinstance(b, tvm.runtime.Object) and a.same_as(b)
+    return a == b
+
+
+def shared(bb: relax.BlockBuilder, key: tuple, make: Callable[[], object]):
+    """``make()``, or what it returned for an equal ``key`` (exprs compared by identity) earlier in
+    this block builder: values every layer of a model computes alike (rotary rows, the causal
+    mask, the cache check) are bound once, not once per layer."""
+    _, entries = _SHARED.setdefault(id(bb), (bb, []))
+    for seen, value in entries:
+        if len(seen) == len(key) and all(_same(a, b) for a, b in zip(seen, key, strict=True)):
+            return value
+    value = make()
+    entries.append((key, value))
+    return value
+
+
+def forget_shared() -> None:
+    """Drop what :func:`shared` kept (called when an import starts)."""
+    _SHARED.clear()

@@ -50,19 +50,23 @@ def _cache_rows(bb: relax.BlockBuilder, cache: relax.Expr, positions: relax.Expr
 
 @dataclass(frozen=True)
 class Rotation:
-    """Where and how to rotate: ``positions [B, S]``, the caches, channels rotated, pair layout."""
+    """How to rotate: ``cos``/``sin`` rows ``[B, 1, S, dim / 2]`` (:func:`rotary_rows`), the channels
+    rotated and the pair layout."""
 
-    positions: relax.Expr
-    cos_cache: relax.Expr
-    sin_cache: relax.Expr
+    cos: relax.Expr
+    sin: relax.Expr
     dim: int
     interleaved: bool
 
 
+def rotary_rows(bb: relax.BlockBuilder, positions: relax.Expr, cos_cache: relax.Expr, sin_cache: relax.Expr, dim: int):
+    """The caches' rows at ``positions [B, S]``, as ``[B, 1, S, dim / 2]`` each."""
+    return tuple(_cache_rows(bb, cache, positions, dim // 2) for cache in (cos_cache, sin_cache))
+
+
 def rotate_heads(bb: relax.BlockBuilder, per_head: relax.Expr, rotation: Rotation) -> relax.Expr:
     """``per_head`` ``[B, N, S, H]`` with its first ``rotation.dim`` channels rotated."""
-    caches = (rotation.cos_cache, rotation.sin_cache)
-    cos, sin = (_cache_rows(bb, cache, rotation.positions, rotation.dim // 2) for cache in caches)
+    cos, sin = rotation.cos, rotation.sin
     if rotation.dim == int(dims(per_head)[3]):
         return _rotate(bb, per_head, cos, sin, rotation.interleaved)
     parts = bb.normalize(relax.op.split(per_head, [rotation.dim], axis=-1))
@@ -88,8 +92,8 @@ def rotary_embedding(bb: relax.BlockBuilder, inputs: list, attrs: dict) -> relax
     else:
         raise ModelError(f"RotaryEmbedding input of rank {len(shape)} is not supported (3 or 4)")
     positions = positions_from(bb, position_ids, batch, seq)
-    interleaved = bool(attrs.get("interleaved", 0))
-    out = rotate_heads(bb, per_head, Rotation(positions, cos_cache, sin_cache, rotary_dim, interleaved))
+    cos, sin = rotary_rows(bb, positions, cos_cache, sin_cache, rotary_dim)
+    out = rotate_heads(bb, per_head, Rotation(cos, sin, rotary_dim, bool(attrs.get("interleaved", 0))))
     if len(shape) == 3:
         out = bb.normalize(relax.op.reshape(relax.op.permute_dims(out, [0, 2, 1, 3]), shape))
     return out
