@@ -196,7 +196,7 @@ def _generate_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per engine (default 3)")
     p.add_argument("--genai-dir", type=Path, default=None, metavar="DIR",
                    help="the builder's output folder (genai_config.json): add onnxruntime-genai's generator "
-                   "(its own thread settings)")  # fmt: skip
+                   "(on the same threads)")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("bench_results"), help="output folder (default bench_results)")
     return p
 

@@ -54,11 +54,15 @@ def ort_generate(model: onnx.ModelProto, layout: CacheLayout, ids: np.ndarray, t
     return greedy_loop(lambda feeds: session.run(None, feeds), layout, outputs, ids, tokens)
 
 
-def genai_generate(model_dir: Path, ids: np.ndarray, tokens: int) -> Generation:
-    """onnxruntime-genai's own generator on its model folder (``genai_config.json``), greedy."""
+def genai_generate(model_dir: Path, ids: np.ndarray, tokens: int, threads: int | None = None) -> Generation:
+    """onnxruntime-genai's own generator on its model folder (``genai_config.json``), greedy, on
+    ``threads`` intra-op threads (the config's setting where ``None``)."""
     import onnxruntime_genai as og
 
-    model = og.Model(str(model_dir))
+    config = og.Config(str(model_dir))
+    if threads is not None:
+        config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
+    model = og.Model(config)
     params = og.GeneratorParams(model)
     params.set_search_options(do_sample=False, max_length=ids.shape[1] + tokens, min_length=ids.shape[1] + tokens)
     generator = og.Generator(model, params)
@@ -150,7 +154,7 @@ def _engines(args: argparse.Namespace, model: onnx.ModelProto, ids: np.ndarray, 
     for level in (0, 4):
         engines[f"ORT acc{level}"] = functools.partial(ort_generate, model, layout, ids, args.tokens, threads, level)
     if args.genai_dir is not None:
-        engines["onnxruntime-genai"] = functools.partial(genai_generate, args.genai_dir, ids, args.tokens)
+        engines["onnxruntime-genai"] = functools.partial(genai_generate, args.genai_dir, ids, args.tokens, threads)
     return built, engines
 
 
