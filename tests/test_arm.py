@@ -10,6 +10,7 @@ its timings mean nothing. Without the device these tests skip (and fail in CI, w
 
 from __future__ import annotations
 
+import gc
 import subprocess
 
 import numpy as np
@@ -32,9 +33,14 @@ CPU_TARGETS = ["arm", "arm-cortex-a76", "arm-neoverse-v1"]
 
 
 @pytest.fixture(scope="module")
-def device() -> tuple[object, RpcTracker]:
-    """A session on the emulated device and the tracker that lent it (skips, or fails in CI, without)."""
-    return request_device()
+def device():
+    """A session on the emulated device and the tracker that lent it (skips, or fails in CI, without).
+    Released at the module's end: the device's one server serves one session at a time, and a
+    session lives until its last reference, cycles included, is collected."""
+    found = request_device()
+    yield found
+    del found
+    gc.collect()
 
 
 def _run_on(device, spec: KernelSpec, target: str = ARM, rows: int | None = None, seed: int = 0):

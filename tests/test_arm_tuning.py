@@ -7,6 +7,8 @@ would leave the tuner waiting for the device.
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
 from arm_device import request_device
@@ -23,8 +25,10 @@ ARM = "arm"
 @pytest.fixture
 def tracker():
     """The device's tracker, with no session held (skips, or fails in CI, without a device)."""
+    gc.collect()  # a session test_arm.py left in a reference cycle would hold the device's one server
     session, found = request_device()
     del session  # closes it: the tuner needs the device's server
+    gc.collect()
     return found
 
 
