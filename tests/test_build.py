@@ -202,8 +202,8 @@ def test_old_opset_names_the_fix():
 def test_unsupported_ops_are_listed_with_node_names():
     model, _ = _nbits_model(2, 32)
     model.graph.node.append(helper.make_node("FancyOp", ["Y"], ["Z"], name="mystery", domain="com.example"))
-    model.graph.node.append(helper.make_node("GroupQueryAttention", ["Y"], ["W"], name="gqa", domain="com.microsoft"))
-    expected = r"FancyOp \(mystery: custom domain 'com\.example'\).*GroupQueryAttention \(gqa: ONNX Runtime contrib"
+    model.graph.node.append(helper.make_node("PagedAttention", ["Y"], ["W"], name="paged", domain="com.microsoft"))
+    expected = r"FancyOp \(mystery: custom domain 'com\.example'\).*PagedAttention \(paged: ONNX Runtime contrib"
     with pytest.raises(ModelError, match=expected):
         lutc.build(model)
 

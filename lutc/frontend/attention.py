@@ -140,30 +140,39 @@ def _gqa_projections(bb: relax.BlockBuilder, inputs: list, heads: int, kv_heads:
     )
 
 
-def group_query_attention(bb: relax.BlockBuilder, inputs: list, attrs: dict) -> relax.Expr:
-    """ORT ``GroupQueryAttention``: causal GQA with a concatenated KV cache, rotary inside optional."""
+def _gqa_refusals(inputs: list, attrs: dict) -> None:
     _refuse_unsupported("GroupQueryAttention", inputs, attrs, GQA_INPUTS, GQA_SUPPORTED_INPUTS, GQA_ATTRIBUTE_DEFAULTS)
     if int(attrs.get("smooth_softmax", -1)) > 0:
         raise ModelError("GroupQueryAttention with smooth_softmax=1 is not supported")
     if attrs["tvm_custom"]["num_outputs"] > 3:
         raise ModelError("GroupQueryAttention with the output 'output_qk' is not supported")
-    heads, kv_heads = int(attrs["num_heads"]), int(attrs["kv_num_heads"])
-    past_key, past_value = inputs[3], inputs[4]
-    if (past_key is None) != (past_value is None):
+    if (inputs[3] is None) != (inputs[4] is None):
         raise ModelError("GroupQueryAttention needs both past_key and past_value, or neither")
-    q, k, v = _gqa_projections(bb, inputs, heads, kv_heads)
+    if int(attrs.get("do_rotary", 0)) and (inputs[7] is None or inputs[8] is None):
+        raise ModelError("GroupQueryAttention with do_rotary=1 needs cos_cache and sin_cache")
+
+
+def _gqa_rotation(bb: relax.BlockBuilder, inputs: list, attrs: dict, batch, seq, past) -> Rotation:
+    """The rotation ``do_rotary=1`` applies to q and the new k, at ``position_ids`` or past + s; its
+    cache rows are bound once per graph."""
+    cos_cache, sin_cache = inputs[7], inputs[8]
+    position_ids, dim = inputs[9] if len(inputs) > 9 else None, 2 * int(dims(cos_cache)[1])
+    key = ("rotary", position_ids, cos_cache, sin_cache, batch, seq, past)
+    positions = lambda: positions_from(bb, position_ids, batch, seq, offset=past)  # noqa: E731
+    rows = shared(bb, key, lambda: rotary_rows(bb, positions(), cos_cache, sin_cache, dim))
+    return Rotation(*rows, dim, bool(attrs.get("rotary_interleaved", 0)))
+
+
+def group_query_attention(bb: relax.BlockBuilder, inputs: list, attrs: dict) -> relax.Expr:
+    """ORT ``GroupQueryAttention``: causal GQA with a concatenated KV cache, rotary inside optional."""
+    _gqa_refusals(inputs, attrs)
+    q, k, v = _gqa_projections(bb, inputs, int(attrs["num_heads"]), int(attrs["kv_num_heads"]))
     batch, _, seq, head_size = dims(q)
-    past = dims(past_key)[2] if past_key is not None else 0
+    past = dims(inputs[3])[2] if inputs[3] is not None else 0
     if int(attrs.get("do_rotary", 0)):
-        cos_cache, sin_cache = inputs[7], inputs[8]
-        if cos_cache is None or sin_cache is None:
-            raise ModelError("GroupQueryAttention with do_rotary=1 needs cos_cache and sin_cache")
-        position_ids, dim = inputs[9] if len(inputs) > 9 else None, 2 * int(dims(cos_cache)[1])
-        rows = shared(bb, ("rotary", position_ids, cos_cache, sin_cache, batch, seq, past), lambda: rotary_rows(
-            bb, positions_from(bb, position_ids, batch, seq, offset=past), cos_cache, sin_cache, dim))  # fmt: skip
-        rotation = Rotation(*rows, dim, bool(attrs.get("rotary_interleaved", 0)))
+        rotation = _gqa_rotation(bb, inputs, attrs, batch, seq, past)
         q, k = rotate_heads(bb, q, rotation), rotate_heads(bb, k, rotation)
-    present_key, present_value = _with_past(bb, past_key, k), _with_past(bb, past_value, v)
+    present_key, present_value = _with_past(bb, inputs[3], k), _with_past(bb, inputs[4], v)
     scale = float(attrs.get("scale", 0.0)) or 1.0 / math.sqrt(int(head_size))
     bias = inputs[10] if len(inputs) > 10 else None
     out = _attend(bb, q, present_key, present_value, scale, bias, lambda s: _causal(bb, s, seq, past))
