@@ -109,10 +109,11 @@ def test_cli_generate_compares_with_ort(capsys):
     assert "greedy tokens identical to ORT's" in out and "tokens/s" in out
 
 
-def test_a_decode_step_model_gives_the_same_tokens():
-    """The prompt on the dynamic build, every later token on the one built for ``input_ids [1, 1]``."""
-    path = CORPUS_DIR / "qwen2_genai_int4.onnx"
-    model, step = build_decoder(path, mode="exact")
+@pytest.mark.parametrize("name", ["qwen2_genai_int4", "llama_ts_decode_q4b128a"])
+def test_a_decode_step_model_gives_the_same_tokens(name):
+    """The prompt on the dynamic build, every later token on the one built for ``input_ids [1, 1]``
+    (the TorchScript graph's mask is ``[batch, past+seq]``: it becomes ``[1, past+1]``)."""
+    model, step = build_decoder(CORPUS_DIR / f"{name}.onnx", mode="exact")
     assert [i.shape for i in step.inputs if i.name == "input_ids"] == [(1, 1)]
     both = lutc.generate(model, PROMPT, 16, step_model=step).tokens
     np.testing.assert_array_equal(both, lutc.generate(model, PROMPT, 16).tokens)

@@ -199,6 +199,17 @@ def test_shapes_bind_named_dims_in_every_input_and_fold_the_shape_subgraph():
     assert "input b fixed to [2, 3, 4]" in report.describe()
 
 
+def test_shapes_bind_symbols_inside_dims_named_by_expressions():
+    """A TorchScript decoder's mask is ``[batch, past+seq]``: fixing ``seq`` leaves ``past+1``
+    (TVM reads the name as an expression; ``past + seq`` would name a dim nothing computes)."""
+    ids = helper.make_tensor_value_info("a", TensorProto.FLOAT, ["batch", "seq", 4])
+    mask = helper.make_tensor_value_info("b", TensorProto.FLOAT, ["batch", "past+seq", "seq*2+1"])
+    model = _model([helper.make_node("Identity", ["b"], ["y"])], [ids, mask], [_out()])
+    prepared, _ = prepare_graph(model, {"a": [2, 1, 4]}, fold=False)
+    dims = {v.name: [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim] for v in prepared.graph.input}
+    assert dims == {"a": [2, 1, 4], "b": [2, "past+1", 3]}
+
+
 @pytest.mark.parametrize(
     ("shapes", "message"),
     [

@@ -17,6 +17,7 @@ default domain (``com.microsoft::MatMulNBits``, ...) are never folded.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -114,19 +115,44 @@ def _bound_symbols(inputs: dict[str, onnx.ValueInfoProto], shapes: dict[str, tup
     return {symbol: size for symbol, (size, _) in bound.items()}
 
 
+DIM_OPERATORS = re.compile(r"(\+|\-|\*|//|/)")
+"""How TVM's importer splits a dim name such as ``past+seq`` into an expression (left to right)."""
+
+
+def _with_symbols(name: str, symbols: dict[str, int]) -> int | str:
+    """``name`` with the bound symbols in it replaced (``past+seq`` -> ``past+1``), or its value
+    where nothing symbolic is left (evaluated left to right, as TVM's importer reads it)."""
+    tokens = [str(symbols[t]) if t in symbols else t for t in DIM_OPERATORS.split(name.replace(" ", ""))]
+    if not all(t.isdigit() for t in tokens[::2]):
+        return "".join(tokens)
+    value = int(tokens[0])
+    for op, operand in zip(tokens[1::2], tokens[2::2], strict=True):
+        value = {"+": value + int(operand), "-": value - int(operand), "*": value * int(operand)}.get(
+            op, value // max(int(operand), 1)
+        )
+    return value
+
+
 def _fix_dims(value: onnx.ValueInfoProto, given: tuple[int, ...] | None, symbols: dict[str, int]) -> bool:
-    """Make ``value``'s dims static from ``given`` or the bound symbols; True if any changed."""
+    """Make ``value``'s dims static from ``given`` or the bound symbols (also inside a dim named by
+    an expression, ``past+seq``); True if any changed."""
     shape = value.type.tensor_type.shape
     if given is not None and not value_has_shape(value):
         shape.dim.extend(onnx.TensorShapeProto.Dimension(dim_value=d) for d in given)
         return True
     changed = False
     for axis, dim in enumerate(shape.dim):
-        size = given[axis] if given is not None else symbols.get(dim.dim_param)
-        if size is not None and not dim.HasField("dim_value"):
-            dim.Clear()
+        if dim.HasField("dim_value"):
+            continue
+        size = given[axis] if given is not None else _with_symbols(dim.dim_param, symbols) if dim.dim_param else None
+        if size is None or size == dim.dim_param:
+            continue
+        dim.Clear()
+        if isinstance(size, int):
             dim.dim_value = size
-            changed = True
+        else:
+            dim.dim_param = size
+        changed = True
     return changed
 
 
