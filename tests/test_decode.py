@@ -117,6 +117,10 @@ def test_a_decode_step_model_gives_the_same_tokens(name):
     assert [i.shape for i in step.inputs if i.name == "input_ids"] == [(1, 1)]
     both = lutc.generate(model, PROMPT, 16, step_model=step).tokens
     np.testing.assert_array_equal(both, lutc.generate(model, PROMPT, 16).tokens)
+
+
+def test_a_step_model_of_another_decoder_is_refused():
+    model = lutc.build(CORPUS_DIR / "qwen2_genai_int4.onnx", target="x86")
     other = lutc.build(CORPUS_DIR / "llama_ts_decode_q4b128a.onnx", target="x86")
     with pytest.raises(ModelError, match="same decoder"):
         lutc.generate(model, PROMPT, 4, step_model=other)
