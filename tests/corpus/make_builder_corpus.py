@@ -50,15 +50,19 @@ BUILDS = [  # (file stem, family, builder precision, 2-bit requantization block 
 PRIMARY, ALT = (1, 1, 8), (2, 7, 0)
 
 
-def save_checkpoint(family: str, out: Path) -> transformers.PretrainedConfig:
-    """A random-init checkpoint and a tokenizer the builder can read."""
+CORPUS_CONFIG = {
+    "vocab_size": VOCAB, "hidden_size": HIDDEN, "intermediate_size": INTER, "num_hidden_layers": LAYERS,
+    "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS, "max_position_embeddings": MAX_POS,
+    "rms_norm_eps": 1e-6, "tie_word_embeddings": False,
+}  # fmt: skip
+
+
+def save_checkpoint(family: str, out: Path, settings: dict | None = None) -> transformers.PretrainedConfig:
+    """A random-init checkpoint (``settings``: ``transformers`` config fields, the corpus's by
+    default) and a word-level tokenizer the builder can read."""
     torch.manual_seed(SEED)
-    common = {
-        "vocab_size": VOCAB, "hidden_size": HIDDEN, "intermediate_size": INTER, "num_hidden_layers": LAYERS,
-        "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS, "max_position_embeddings": MAX_POS,
-        "rms_norm_eps": 1e-6, "tie_word_embeddings": False,
-    }  # fmt: skip
-    config = transformers.LlamaConfig(**common) if family == "llama" else transformers.Qwen2Config(**common)
+    settings = settings or CORPUS_CONFIG
+    config = transformers.LlamaConfig(**settings) if family == "llama" else transformers.Qwen2Config(**settings)
     model_class = transformers.LlamaForCausalLM if family == "llama" else transformers.Qwen2ForCausalLM
     model = model_class(config).eval()
     with torch.no_grad():
@@ -66,7 +70,8 @@ def save_checkpoint(family: str, out: Path) -> transformers.PretrainedConfig:
             if name.endswith("bias"):
                 parameter.normal_(0, 0.5)
     model.save_pretrained(out)
-    words = Tokenizer(models.WordLevel({f"t{i}": i for i in range(VOCAB)}, unk_token="t0"))
+    vocab = settings["vocab_size"]
+    words = Tokenizer(models.WordLevel({f"t{i}": i for i in range(vocab)}, unk_token="t0"))
     words.pre_tokenizer = pre_tokenizers.Whitespace()
     fast = transformers.PreTrainedTokenizerFast(tokenizer_object=words, unk_token="t0", bos_token="t1", eos_token="t2")
     fast.save_pretrained(out)
@@ -80,9 +85,9 @@ def run_builder(checkpoint: Path, out: Path, precision: str, cache: Path) -> onn
     return onnx.load(str(out / "model.onnx"))  # the weights come in from model.onnx.data
 
 
-def requantize(model: onnx.ModelProto, block: int) -> onnx.ModelProto:
+def requantize(model: onnx.ModelProto, block: int, bits: int = 2) -> onnx.ModelProto:
     quantizer = MatMulNBitsQuantizer(
-        model, bits=2, block_size=block, is_symmetric=True, quant_format=QuantFormat.QOperator
+        model, bits=bits, block_size=block, is_symmetric=True, quant_format=QuantFormat.QOperator
     )
     quantizer.process()
     return quantizer.model.model
