@@ -13,7 +13,9 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["BuildOptions", "CompiledModel", "__version__", "build", "generate", "load", "quant", "tune"]
+__all__ = [
+    "BuildOptions", "CompiledModel", "__version__", "build", "build_decoder", "generate", "load", "quant", "tune",
+]  # fmt: skip
 
 _LAZY = {
     "build": ".builder",
@@ -22,6 +24,7 @@ _LAZY = {
     "CompiledModel": ".compiled",
     "tune": ".tuning.api",
     "generate": ".decode",
+    "build_decoder": ".decode",
 }
 
 
