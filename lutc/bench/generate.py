@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ..decode import CacheLayout, Generation, build_decoder, cache_layout, greedy_loop
+from ..decode import CacheLayout, Generation, build_decoder, cache_layout, greedy_loop, step_feeds
 from .machine import machine_info
 from .model import ort_session, with_accuracy_level
 
@@ -83,14 +83,10 @@ def kernel_share(model, layout: CacheLayout, past: int, repeat: int = 20) -> dic
     import tvm
     from tvm import relax
 
-    feeds = {"input_ids": np.ones((1, 1), np.int64), **layout.empty_past(1)}
     rng = np.random.default_rng(0)
-    for name, (heads, size) in layout.head_shapes.items():
-        feeds[name] = rng.standard_normal((1, heads, past, size)).astype(np.float32)
-    if layout.takes_mask:
-        feeds["attention_mask"] = np.ones((1, past + 1), np.int64)
-    if layout.takes_positions:
-        feeds["position_ids"] = np.array([[past]], np.int64)
+    cache = {name: rng.standard_normal((1, heads, past, size)).astype(np.float32)
+             for name, (heads, size) in layout.head_shapes.items()}  # fmt: skip
+    feeds = step_feeds(layout, np.ones((1, 1), np.int64), cache, past + 1)
     vm = relax.VirtualMachine(model._executable, tvm.cpu())
     args = [tvm.runtime.tensor(feeds[i.name]) for i in model.inputs]
     step = min(_timed(lambda: vm["main"](*args)) for _ in range(repeat))
