@@ -115,13 +115,9 @@ class CompiledModel:
         For decode loops: an output passed back as the next call's input (``present.*`` to
         ``past.*``) stays in TVM memory; each call's outputs are new tensors, never overwritten by
         a later call."""
-        if self._main is None:
-            raise TargetError(foreign_target_message(self.metadata, self.missing_features))
         values = _bind_inputs(self.inputs, args, kwargs)
         _check_dims(self.inputs, values)
-        with self._lock:
-            result = self._run(values)
-        return (result,) if isinstance(result, tvm.runtime.Tensor) else tuple(result)
+        return self.run_ordered(values)
 
     def check_inputs(self, *args, **kwargs) -> None:
         """Raise the :class:`InputError` a call with these inputs would raise before running."""
@@ -143,7 +139,7 @@ class CompiledModel:
         except (ValueError, RuntimeError) as err:
             reason = (str(err).strip().splitlines() or [""])[0]
             rules = self.metadata.get("input_rules") or []
-            if "match_cast" in reason and rules:
+            if "ErrorContext(match_cast, ty=R.Shape(" in reason and rules:  # a rule's check, not an input's shape
                 reason += " (" + "; ".join(rules) + ")"
             shapes = ", ".join(f"{i.name}{list(a.shape)}" for i, a in zip(self.inputs, arrays, strict=True))
             raise InputError(f"the compiled model's checks refused the inputs ({shapes}): {reason}") from err
@@ -263,15 +259,20 @@ def _checked(info: TensorInfo, value):
                          f"({info.describe()}); got {type(value).__name__}")  # fmt: skip
     if value.dtype != info.dtype:  # not dtype.name: a Python property, 20 µs slower per call here
         raise InputError(f"input {info.name!r} has dtype {value.dtype}; the model takes {info.describe()}")
-    if value.ndim != len(info.shape) or any(
-        isinstance(d, int) and d != v for d, v in zip(info.shape, value.shape, strict=True)
-    ):
+    if not _shape_fits(info, value.shape):
         raise InputError(f"input {info.name!r} has shape {value.shape}; the model takes {info.describe()}")
     limit = info.index_limit
     if limit is not None and (value.min() < -limit or value.max() >= limit):
         raise InputError(f"input {info.name!r} indexes an embedding of {limit} rows: its values must lie in "
                          f"[{-limit}, {limit}); got min {value.min()}, max {value.max()}")  # fmt: skip
     return value if value.flags.c_contiguous else value.copy(order="C")  # ascontiguousarray makes 0-d 1-d
+
+
+def _shape_fits(info: TensorInfo, shape: tuple[int, ...]) -> bool:
+    """``shape`` has the input's rank and its fixed dims."""
+    if len(shape) != len(info.shape):
+        return False
+    return all(not isinstance(d, int) or d == v for d, v in zip(info.shape, shape, strict=True))
 
 
 def _from_dlpack(value):
@@ -286,9 +287,7 @@ def _checked_tensor(info: TensorInfo, tensor: tvm.runtime.Tensor) -> tvm.runtime
     shape = tuple(int(d) for d in tensor.shape)
     if str(tensor.dtype) != info.dtype:
         raise InputError(f"input {info.name!r} has dtype {tensor.dtype}; the model takes {info.describe()}")
-    if len(shape) != len(info.shape) or any(
-        isinstance(d, int) and d != v for d, v in zip(info.shape, shape, strict=True)
-    ):
+    if not _shape_fits(info, shape):
         raise InputError(f"input {info.name!r} has shape {shape}; the model takes {info.describe()}")
     if info.index_limit is not None:
         _checked(info, np.from_dlpack(tensor))

@@ -124,3 +124,15 @@ def test_a_step_model_of_another_decoder_is_refused():
     other = lutc.build(CORPUS_DIR / "llama_ts_decode_q4b128a.onnx", target="x86")
     with pytest.raises(ModelError, match="same decoder"):
         lutc.generate(model, PROMPT, 4, step_model=other)
+
+
+def test_a_cache_of_the_wrong_head_size_is_refused_without_the_cache_rule():
+    """The VM's own shape check names the dim; the concatenated-cache rule is added only to the
+    failures of its own checks."""
+    model = lutc.build(CORPUS_DIR / "llama_genai_int4.onnx", target="x86")
+    entry = next(e for e in load_manifest() if e["file"] == "llama_genai_int4.onnx")
+    feeds = make_feeds(entry)
+    feeds = {k: (v[..., :32].copy() if k.startswith("past") else v) for k, v in feeds.items()}
+    with pytest.raises(InputError, match=r"32 vs\. 64") as refused:
+        model(**feeds)
+    assert "concatenated" not in str(refused.value)
