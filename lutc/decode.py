@@ -37,8 +37,7 @@ class CacheLayout:
 
     def empty_past(self, batch: int) -> dict[str, np.ndarray]:
         """Zero-length past tensors for the prompt step."""
-        return {past: np.zeros((batch, *self.head_shapes[past][:1], 0, self.head_shapes[past][1]), np.float32)
-                for past, _ in self.pairs}  # fmt: skip
+        return {name: np.zeros((batch, heads, 0, size), np.float32) for name, (heads, size) in self.head_shapes.items()}
 
 
 def _layer_names(infos: tuple[TensorInfo, ...], pattern: re.Pattern) -> dict[tuple[int, str], TensorInfo]:

@@ -17,6 +17,7 @@ default domain (``com.microsoft::MatMulNBits``, ...) are never folded.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -117,6 +118,9 @@ def _bound_symbols(inputs: dict[str, onnx.ValueInfoProto], shapes: dict[str, tup
 
 DIM_OPERATORS = re.compile(r"(\+|\-|\*|//|/)")
 """How TVM's importer splits a dim name such as ``past+seq`` into an expression (left to right)."""
+DIM_ARITHMETIC = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.floordiv,
+                  "//": operator.floordiv}  # fmt: skip
+"""Its operators: divisions of dims are floor divisions."""
 
 
 def _with_symbols(name: str, symbols: dict[str, int]) -> int | str:
@@ -127,9 +131,7 @@ def _with_symbols(name: str, symbols: dict[str, int]) -> int | str:
         return "".join(tokens)
     value = int(tokens[0])
     for op, operand in zip(tokens[1::2], tokens[2::2], strict=True):
-        value = {"+": value + int(operand), "-": value - int(operand), "*": value * int(operand)}.get(
-            op, value // max(int(operand), 1)
-        )
+        value = DIM_ARITHMETIC[op](value, int(operand))
     return value
 
 
