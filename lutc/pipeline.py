@@ -1,16 +1,14 @@
 """The compilation phases of ``lutc.build``, in order, in the shape of TVM's per-target pipelines.
 
-1. ``lut_passes``: rewrite quantized matmuls into LUT kernels, share tables, drop dead code
-   (``lutc.tune`` extracts its tasks after this phase);
+1. ``lut_passes``: rewrite quantized matmuls into LUT kernels, share tables, fold RMSNorms
+   into the precompute they feed, drop dead code (``lutc.tune`` extracts its tasks after this
+   phase);
 2. ``weight_passes``: put the kernels' weights on huge pages;
 3. ``schedule_passes``: schedule LUT kernels with ``lutc.schedules``;
 4. ``legalize_passes``: TVM's CPU legalization and fusion for everything else;
 5. ``default_schedule_passes``: lutc's float matmul rule and dlight's CPU rules for the remaining
    kernels; constant weights those rules repack are repacked once, at compile time;
 6. ``lower_passes``: TVM's dataflow lowering and VM finalization.
-
-Precompute fusion into the producing norm is not a phase: measured at M = 1 the precompute
-is 2-3 us next to 150 us of lookups per 4096 x 4096 matrix (README, Known limits).
 """
 
 from __future__ import annotations
@@ -22,6 +20,7 @@ from tvm.target import Target
 
 from .relay_passes import (
     LutcApplyDefaultSchedules,
+    LutcFuseNormPrecompute,
     LutcHugePageWeights,
     LutcIsolateShapeKernels,
     LutcRewriteQuantizedMatmul,
@@ -32,7 +31,13 @@ from .relay_passes import (
 
 
 def lut_passes(options: RewriteOptions) -> list[tvm.transform.Pass]:
-    return [LutcRewriteQuantizedMatmul(options), LutcShareTables(), relax.transform.DeadCodeElimination()]
+    return [
+        LutcRewriteQuantizedMatmul(options),
+        LutcShareTables(),
+        relax.transform.DeadCodeElimination(),  # the merged calls' reshapes: a norm's only use left
+        LutcFuseNormPrecompute(),
+        relax.transform.DeadCodeElimination(),
+    ]
 
 
 def weight_passes() -> list[tvm.transform.Pass]:

@@ -5,6 +5,7 @@ gone from TVM). ``lutc.pipeline`` lists them in order.
 """
 
 from .default_schedules import LutcApplyDefaultSchedules
+from .fuse_norm_precompute import LutcFuseNormPrecompute
 from .huge_page_weights import LutcHugePageWeights
 from .isolate_shape_kernels import LutcIsolateShapeKernels
 from .rewrite_quantized_matmul import DECISIONS_ATTR, LutcRewriteQuantizedMatmul, RewriteOptions
@@ -14,6 +15,7 @@ from .share_tables import LutcShareTables
 __all__ = [
     "DECISIONS_ATTR",
     "LutcApplyDefaultSchedules",
+    "LutcFuseNormPrecompute",
     "LutcHugePageWeights",
     "LutcIsolateShapeKernels",
     "LutcRewriteQuantizedMatmul",

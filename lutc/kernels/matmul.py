@@ -16,11 +16,9 @@ from tvm import te, tirx
 
 from ..quant.layout import TILE_N, implied_offset
 from .intrin_desc import LOOKUP_ATTR, LookupShape, lookup_term
-from .spec import KernelSpec
+from .spec import SPEC_ATTR, KernelSpec
 
 MATMUL_KERNEL = "lut_matmul"
-SPEC_ATTR = "lutc.kernel_spec"
-"""Every :class:`KernelSpec` field, so a tuner can rebuild the kernel for a fixed row count."""
 
 
 def _inputs(spec: KernelSpec, m) -> dict[str, te.Tensor]:

@@ -9,12 +9,47 @@ tables where ``max|T| <= 2**-120``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from tvm import te, tirx
 
 from ..quant.lut import DOWN, GROUP_FLOOR, HUGE, INT8_MAX, TINY, UP
-from .spec import KernelSpec
+from .spec import SPEC_ATTR, KernelSpec
 
 PRECOMPUTE_KERNEL = "lut_precompute"
+NORM_ATTR = "lutc.fused_norm"
+"""Set on precompute kernels that compute their activation's norm first (:class:`FusedNorm`)."""
+
+
+@dataclass(frozen=True)
+class FusedNorm:
+    """RMSNorm over K, ``v * rsqrt(sum(v * v) / K + epsilon) * weight`` as TVM's ``rms_norm``
+    computes it, where ``v`` is ``x``, or ``x + skip`` with ``skip`` (the sum is recomputed here;
+    whoever needs it as a tensor keeps its own add)."""
+
+    epsilon: float
+    skip: bool = False
+
+    @property
+    def tag(self) -> str:
+        return f"rms{self.epsilon:g}" + "_skip" * self.skip
+
+
+def _normalized(spec: KernelSpec, m_rows, norm: FusedNorm) -> tuple[list[te.Tensor], te.Tensor]:
+    """The kernel's inputs (``x``, ``skip`` if any, ``weight``) and the normalized activation."""
+    x = te.placeholder((m_rows, spec.k), "float32", "x")
+    inputs = [x]
+    total = x
+    if norm.skip:
+        skip = te.placeholder((m_rows, spec.k), "float32", "skip")
+        inputs.append(skip)
+        total = te.compute(x.shape, lambda m, k: x[m, k] + skip[m, k], name="skip_sum")
+    weight = te.placeholder((spec.k,), "float32", "weight")
+    k = te.reduce_axis((0, spec.k), "k")
+    sumsq = te.compute((m_rows,), lambda m: te.sum(total[m, k] * total[m, k], axis=k), name="sumsq")
+    mean_eps = lambda m: sumsq[m] / tirx.const(spec.k, "float32") + tirx.const(norm.epsilon, "float32")  # noqa: E731
+    normed = te.compute(x.shape, lambda m, k: total[m, k] * tirx.rsqrt(mean_eps(m)) * weight[k], name="normed")
+    return [*inputs, weight], normed
 
 
 def _padded(spec: KernelSpec, x: te.Tensor):
@@ -75,10 +110,15 @@ def _quantized(spec: KernelSpec, m_rows, table: te.Tensor) -> tuple[te.Tensor, t
     return te.compute(table.shape, quantize, name="tables"), lut_scale
 
 
-def lut_precompute(spec: KernelSpec) -> tirx.PrimFunc:
-    """The unscheduled ``lut_precompute`` PrimFunc for ``spec``, tagged ``lutc.kernel``."""
+def lut_precompute(spec: KernelSpec, norm: FusedNorm | None = None) -> tirx.PrimFunc:
+    """The unscheduled ``lut_precompute`` PrimFunc for ``spec``, tagged ``lutc.kernel``; with
+    ``norm``, of the RMSNorm of its inputs (:class:`FusedNorm`)."""
     m_rows = spec.rows()
-    x = te.placeholder((m_rows, spec.k), "float32", "x")
+    if norm is None:
+        x = te.placeholder((m_rows, spec.k), "float32", "x")
+        inputs = [x]
+    else:
+        inputs, x = _normalized(spec, m_rows, norm)
     row_scale, row_up = _row_scales(spec, m_rows, _padded(spec, x))
     unscaled = _padded(spec, x)
     xp = lambda m, k: unscaled(m, k) * row_up[m]  # noqa: E731 (powers of two: exact)
@@ -92,8 +132,11 @@ def lut_precompute(spec: KernelSpec) -> tirx.PrimFunc:
     else:
         tables = table
         lut_scale = te.compute(xsum.shape, lambda m, g: tirx.const(1, "float32"), name="lut_scale")
-    func = te.create_prim_func([x, tables, lut_scale, xsum, row_scale]).without_attr(
+    func = te.create_prim_func([*inputs, tables, lut_scale, xsum, row_scale]).without_attr(
         "global_symbol"
     )  # named by whoever adds it
-    attrs = {"lutc.kernel": PRECOMPUTE_KERNEL, "lutc.spec": spec.precompute_tag}
+    tag = spec.precompute_tag if norm is None else f"{spec.precompute_tag}_{norm.tag}"
+    attrs = {"lutc.kernel": PRECOMPUTE_KERNEL, "lutc.spec": tag, SPEC_ATTR: spec.as_attr()}
+    if norm is not None:
+        attrs[NORM_ATTR] = norm.tag
     return func.with_attrs(attrs)

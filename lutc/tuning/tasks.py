@@ -17,8 +17,8 @@ import tvm
 import tvm_ffi
 from tvm import relax, tirx
 
-from ..kernels.matmul import MATMUL_KERNEL, SPEC_ATTR, lut_matmul
-from ..kernels.spec import KernelSpec
+from ..kernels.matmul import MATMUL_KERNEL, lut_matmul
+from ..kernels.spec import SPEC_ATTR, KernelSpec
 from ..relay_passes.calls import CALL_TIR
 from ..schedules.base import kernel_of
 

@@ -4,7 +4,8 @@ The precompute reads each activation once and writes ``K/4`` tables of 8 or 16 e
 next to the lookups it should cost a few percent. Entry loops are vectorized; the three
 reductions (the row maximum of ``|x|``, the group maximum of ``|T|`` and the group sum of
 ``x``) are split with ``rfactor`` into vector-wide partial results first, so none runs as a
-scalar chain.
+scalar chain. A fused RMSNorm (``normed``) is computed once per row into a K-wide buffer
+first, its sum of squares vectorized the same way and its ``x + skip`` inlined.
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ class LutPrecompute(CpuRule):
 
     def schedule(self, sch: s_tir.Schedule, func: tirx.PrimFunc, target: Target, knobs: Knobs) -> None:
         names = block_names(sch)
+        if "skip_sum" in names:
+            sch.compute_inline(sch.get_sblock("skip_sum"))
+        if "normed" in names:
+            sch.vectorize(sch.get_loops(sch.get_sblock("normed"))[-1])
+            _vectorize_reduction(sch, "sumsq", VECTOR_LANES)
         for name in ("table", "tables"):
             if name in names:
                 sch.vectorize(sch.get_loops(sch.get_sblock(name))[-1])
