@@ -12,10 +12,12 @@ from tvm.target import Target
 from .arm import LutMatmulNEON
 from .base import DEFAULT_KNOBS, Knobs, LutRule, kernel_of
 from .cpu import LutMatmulPortable, LutPrecompute
+from .cuda import LutMatmulCuda, LutPrecomputeCuda
 from .x86 import LutMatmulAVX2, LutMatmulAVX512
 
 RULES: tuple[LutRule, ...] = (
     LutMatmulAVX512(), LutMatmulAVX2(), LutMatmulNEON(), LutMatmulPortable(), LutPrecompute(),
+    LutMatmulCuda(), LutPrecomputeCuda(),
 )  # fmt: skip
 
 

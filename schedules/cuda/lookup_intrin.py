@@ -1,0 +1,195 @@
+"""CUDA lookup micro-kernels: one thread, one output row, ``chunk`` K bytes of every plane.
+
+**Fast mode** (int8 tables in shared memory). For one K byte and one half (low or high
+nibble), the nibbles of all planes (at most 4) index the *same* 16-entry table. The four
+table words are looked up together: ``prmt`` (``__byte_perm``) picks bytes by the low three
+bits of each selector nibble, so one ``prmt`` on words 0-1 and one on words 2-3 give the
+candidates from entries 0-7 and 8-15, and a third ``prmt`` picks between them on bit 3 (the
+scheme of llama.cpp's ``get_int_from_table_16``). ``__dp4a`` with the bytes ``2**plane`` then
+adds the plane-weighted lookups into the int32 accumulator. Half tables become
+``[T, -T]`` with ``__vneg4``.
+
+**Exact mode** (float32 tables in shared memory): one indexed shared load per nibble,
+negated for half tables on bit 3, times ``2**plane``.
+
+The description (:func:`row_lookup_desc`) is the ``lookup`` block for one output row,
+built from the same :func:`~lutc.kernels.intrin_desc.lookup_term` as the kernel.
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.script import tirx as T
+
+from ...kernels.expr import NIBBLE
+from ...kernels.intrin_desc import LookupShape, lookup_term
+
+HALF_ENTRIES = 8
+SELECT_HIGH = 0x8888
+"""Bit 3 of each of the four selector nibbles."""
+IDENTITY_SELECTOR = 0x3210
+
+
+def _buffers(shape: LookupShape, chunk: int):
+    """``(tab, w, acc)`` parameter declarations shared by description and implementation."""
+    planes = max(shape.planes, 1)
+    return (
+        ((chunk * 2, shape.entries), shape.table_dtype, "shared"),
+        ((chunk, planes, 1), "uint8", "global"),
+        ((1,), shape.acc_dtype, "local"),
+    )
+
+
+def row_lookup_desc(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
+    """``acc[0] += sum_{kb < chunk, plane, half, e} 2**plane * tab[2*kb + half, e] * [p == e]``."""
+    (tab_shape, tab_dtype, _), (w_shape, _, _), (_, acc_dtype, _) = _buffers(shape, chunk)
+    multi = shape.planes > 1
+    planes = shape.planes
+
+    @T.prim_func(s_tir=True)
+    def desc(tab_handle: T.handle, w_handle: T.handle, acc_handle: T.handle):
+        ts, ws0, ws1 = T.int32(), T.int32(), T.int32()
+        tab = T.match_buffer(tab_handle, tab_shape, tab_dtype, offset_factor=1, strides=[ts, 1], scope="shared")
+        w = T.match_buffer(w_handle, w_shape, "uint8", offset_factor=1, strides=[ws0, ws1, 1])
+        acc = T.match_buffer(acc_handle, (1,), acc_dtype, offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(acc[0], w[0:chunk, 0:planes, 0], tab[0 : chunk * 2, 0 : tab_shape[1]])
+            T.writes(acc[0])
+            for kb, p, h, e in T.grid(chunk, planes, 2, tab_shape[1]):
+                with T.sblock("update"):
+                    vkb, vp, vh, ve = T.axis.remap("RRRR", [kb, p, h, e])
+                    acc[0] = acc[0] + lookup_term(
+                        tab[vkb * 2 + vh, ve], w[vkb, vp, 0], vp if multi else None, vh, ve, shape
+                    )
+
+    return desc
+
+
+def _single_plane_desc(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
+    """The one-plane variant: no plane loop (unit loops vanish in scheduling)."""
+    (tab_shape, tab_dtype, _), (w_shape, _, _), (_, acc_dtype, _) = _buffers(shape, chunk)
+
+    @T.prim_func(s_tir=True)
+    def desc(tab_handle: T.handle, w_handle: T.handle, acc_handle: T.handle):
+        ts, ws0, ws1 = T.int32(), T.int32(), T.int32()
+        tab = T.match_buffer(tab_handle, tab_shape, tab_dtype, offset_factor=1, strides=[ts, 1], scope="shared")
+        w = T.match_buffer(w_handle, w_shape, "uint8", offset_factor=1, strides=[ws0, ws1, 1])
+        acc = T.match_buffer(acc_handle, (1,), acc_dtype, offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(acc[0], w[0:chunk, 0, 0], tab[0 : chunk * 2, 0 : tab_shape[1]])
+            T.writes(acc[0])
+            for kb, h, e in T.grid(chunk, 2, tab_shape[1]):
+                with T.sblock("update"):
+                    vkb, vh, ve = T.axis.remap("RRR", [kb, h, e])
+                    acc[0] = acc[0] + lookup_term(tab[vkb * 2 + vh, ve], w[vkb, 0, 0], None, vh, ve, shape)
+
+    return desc
+
+
+def _i32(value: int) -> tirx.PrimExpr:
+    return tirx.const(value, "int32")
+
+
+def _byte_perm(low: tirx.PrimExpr, high: tirx.PrimExpr, selector: tirx.PrimExpr) -> tirx.PrimExpr:
+    """``__byte_perm``: result byte ``i`` is byte ``(selector >> 4i) & 7`` of ``high:low``."""
+    return T.call_pure_extern("int32", "__byte_perm", low, high, selector)
+
+
+def _table_word(tab: tirx.Buffer, row, word: int) -> tirx.PrimExpr:
+    """Entries ``4*word .. 4*word + 3`` of the int8 table ``row`` as one int32 (entry 0 lowest)."""
+    return T.reinterpret("int32", tab[row, tirx.Ramp(word * 4, 1, 4)])
+
+
+def _table_words(tab: tirx.Buffer, row, symmetric: bool) -> list[tirx.PrimExpr]:
+    """The 16-entry table ``[T0..T15]`` in four words; a half table becomes ``[T, -T]``."""
+    words = [_table_word(tab, row, i) for i in range(2 if symmetric else 4)]
+    if symmetric:
+        words += [T.call_pure_extern("int32", "__vneg4", word) for word in words]
+    return words
+
+
+def lookup16(words: list[tirx.PrimExpr], selector: tirx.PrimExpr) -> tirx.PrimExpr:
+    """Four lookups into a 16-entry int8 table held in four words; ``selector`` holds the
+    4-bit indices in its low four nibbles, result byte ``i`` is entry ``nibble i``."""
+    low = _byte_perm(words[0], words[1], selector)
+    high = _byte_perm(words[2], words[3], selector)
+    pick = tirx.bitwise_or(_i32(IDENTITY_SELECTOR), tirx.shift_right(tirx.bitwise_and(selector, _i32(SELECT_HIGH)), 1))
+    return _byte_perm(low, high, pick)
+
+
+def selector(w: tirx.Buffer, kb, planes: int, half: int) -> tirx.PrimExpr:
+    """Nibble ``half`` of byte ``kb`` of each plane, plane ``p`` at selector nibble ``p``."""
+    out = None
+    for p in range(planes):
+        byte = tirx.Cast("int32", w[kb, p, 0])
+        index = tirx.bitwise_and(tirx.shift_right(byte, half * NIBBLE) if half else byte, _i32(15))
+        term = tirx.shift_left(index, _i32(NIBBLE * p)) if p else index
+        out = term if out is None else tirx.bitwise_or(out, term)
+    return out
+
+
+def plane_weights(planes: int) -> int:
+    """The ``__dp4a`` operand: byte ``p`` is ``2**p`` for each plane, zero above."""
+    return sum((1 << p) << (8 * p) for p in range(planes))
+
+
+def _fast_sum(tab: tirx.Buffer, w: tirx.Buffer, acc, shape: LookupShape, chunk: int) -> tirx.PrimExpr:
+    planes = max(shape.planes, 1)
+    total = acc
+    for kb in range(chunk):
+        for half in (0, 1):
+            looked_up = lookup16(_table_words(tab, kb * 2 + half, shape.symmetric), selector(w, kb, planes, half))
+            total = T.call_pure_extern("int32", "__dp4a", looked_up, _i32(plane_weights(planes)), total)
+    return total
+
+
+def _exact_term(tab: tirx.Buffer, w: tirx.Buffer, kb: int, p: int, half: int, symmetric: bool) -> tirx.PrimExpr:
+    byte = tirx.Cast("int32", w[kb, p, 0])
+    index = tirx.bitwise_and(tirx.shift_right(byte, half * NIBBLE) if half else byte, _i32(15))
+    row = kb * 2 + half
+    if not symmetric:
+        value = tab[row, index]
+    else:
+        magnitude = tab[row, tirx.bitwise_and(index, _i32(HALF_ENTRIES - 1))]
+        value = tirx.Select(tirx.bitwise_and(index, _i32(HALF_ENTRIES)) == 0, magnitude, -magnitude)
+    return value * tirx.const(float(1 << p), "float32") if p else value
+
+
+def _exact_sum(tab: tirx.Buffer, w: tirx.Buffer, acc, shape: LookupShape, chunk: int) -> tirx.PrimExpr:
+    total = acc
+    for kb in range(chunk):
+        for p in range(max(shape.planes, 1)):
+            for half in (0, 1):
+                total = total + _exact_term(tab, w, kb, p, half, shape.symmetric)
+    return total
+
+
+def row_lookup_impl(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
+    """The micro-kernel for one row and ``chunk`` bytes (see the module docstring)."""
+    (tab_shape, tab_dtype, _), (w_shape, _, _), (_, acc_dtype, _) = _buffers(shape, chunk)
+    body = _fast_sum if shape.mode == "fast" else _exact_sum
+    planes = w_shape[1]
+
+    @T.prim_func(s_tir=True)
+    def impl(tab_handle: T.handle, w_handle: T.handle, acc_handle: T.handle):
+        ts, ws0, ws1 = T.int32(), T.int32(), T.int32()
+        tab = T.match_buffer(tab_handle, tab_shape, tab_dtype, offset_factor=1, strides=[ts, 1], scope="shared")
+        w = T.match_buffer(w_handle, w_shape, "uint8", offset_factor=1, strides=[ws0, ws1, 1])
+        acc = T.match_buffer(acc_handle, (1,), acc_dtype, offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(acc[0], w[0:chunk, 0:planes, 0], tab[0 : chunk * 2, 0 : tab_shape[1]])
+            T.writes(acc[0])
+            acc[0] = body(tab, w, acc[0], shape, chunk)
+
+    return impl
+
+
+def cuda_lookup_intrin(shape: LookupShape, chunk: int) -> str:
+    """Register (once) and name the CUDA micro-kernel for ``shape`` and ``chunk``."""
+    name = f"lutc_cuda_lookup_{shape.mode}_p{shape.planes}_e{shape.entries}_c{chunk}"
+    try:
+        s_tir.TensorIntrin.get(name)
+    except Exception:
+        desc = row_lookup_desc(shape, chunk) if shape.planes > 1 else _single_plane_desc(shape, chunk)
+        s_tir.TensorIntrin.register(name, desc, row_lookup_impl(shape, chunk))
+    return name
