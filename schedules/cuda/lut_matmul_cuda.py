@@ -23,7 +23,7 @@ from tvm.target import Target
 
 from ...kernels.intrin_desc import LookupShape
 from ...kernels.matmul import MATMUL_KERNEL
-from ...kernels.spec import KernelSpec
+from ...kernels.spec import SPEC_ATTR, KernelSpec
 from ...quant.layout import TILE_N
 from ..base import Knobs, block_names, choose
 from .base import (
@@ -43,8 +43,6 @@ from .lookup_intrin import cuda_lookup_intrin
 
 
 def _spec(func: tirx.PrimFunc) -> KernelSpec:
-    from ...kernels.spec import SPEC_ATTR
-
     return KernelSpec.from_attr(func.attrs[SPEC_ATTR])
 
 
@@ -90,8 +88,9 @@ class LutMatmulCuda(CudaRule):
     def schedule(self, sch: s_tir.Schedule, func: tirx.PrimFunc, target: Target, knobs: Knobs) -> None:
         spec, choices = _spec(func), self.structural_choices(func, target)
         tiles = choose(sch, "tiles", choices["tiles"], _default(choices["tiles"], DEFAULT_TILES), knobs)
-        fitting = [s for s in choices["k_split"] if s * tiles * WARP <= MAX_THREADS]
-        k_split = choose(sch, "k_split", fitting, _default(fitting, DEFAULT_K_SPLIT), knobs)
+        splits = choices["k_split"]
+        k_split = choose(sch, "k_split", splits, _default(splits, DEFAULT_K_SPLIT), knobs)
+        k_split = min(k_split, MAX_THREADS // (tiles * WARP))  # powers of two: still a divisor
         chunk = choose(sch, "chunk", choices["chunk"], _default(choices["chunk"], DEFAULT_CHUNK), knobs)
         schedule_lut_matmul_cuda(sch, spec, tiles, k_split, chunk)
 
