@@ -11,6 +11,7 @@ import tvm
 from tvm import relax
 from tvm.target import Target
 
+from .backend import backend_of
 from .compiled import CompiledModel, metadata_for
 from .errors import CompileError, LutcError, ModelError
 from .frontend import ModelInfo, import_onnx
@@ -57,7 +58,8 @@ def build(
     tuning_logs: str | Path | None = None,
     **options,
 ) -> CompiledModel:
-    """Compile a quantized ONNX model for ``target`` (``"x86"``, ``"llvm"``, a dict or a Target).
+    """Compile a quantized ONNX model for ``target`` (a name of :data:`lutc.targets.TARGET_NAMES`
+    such as ``"x86"``, ``"arm"`` or ``"cuda-sm90"``, a dict or a Target).
 
     Options (:class:`BuildOptions`): ``mode`` (``"fast"`` int8 tables or ``"exact"`` float
     tables), ``symmetrize`` (``"auto"``/``"on"``/``"off"``), ``threads``, ``keep_dequantize``
@@ -69,12 +71,11 @@ def build(
     """
     opts = BuildOptions(**options)
     tvm_target = resolve_target(target, opts.threads)
+    backend_of(tvm_target)  # an unsupported kind fails before the import
     if opts.threads is not None:
         set_threads(opts.threads)
     mod, info = lut_module(model, opts)
     info = replace(info, outputs=_static_output_dims(mod, info.outputs))
-    if tvm_target.kind.name != "llvm":
-        raise NotImplementedError(f"lutc.build supports LLVM CPU targets; got {tvm_target.kind.name}")
     tuned = _tuned_schedules(tuning_logs, tvm_target)
     executable = _compile(mod, tvm_target, tuned)
     metadata = metadata_for(info, _decisions(mod), tvm_target, opts)

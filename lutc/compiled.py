@@ -13,13 +13,13 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from .backend import device_of, generated_source, level, missing_on_host
 from .errors import InputError, LoadError, LutcError, TargetError
 from .frontend.model_info import TensorInfo
 from .frontend.prepare import PrepareReport
 from .library import SIDECAR_FORMAT, load_library, read_sidecar, sidecar_of, write_atomically
 from .remote import linker, upload, upload_file
 from .runtime import copy_into, to_numpy
-from .targets import isa_level, missing_on_host
 
 
 class CompiledModel:
@@ -46,13 +46,14 @@ class CompiledModel:
         self.outputs = tuple(TensorInfo(o["name"], tuple(o["shape"]), o["dtype"]) for o in metadata["outputs"])
         self.session = session
         """The TVM RPC session the model runs on (:meth:`on`), or ``None``: this machine."""
+        target = stored_target(metadata)
         if session is None:
-            self._device = tvm.cpu()
-            self.missing_features = missing_on_host(stored_target(metadata))
+            self._device = device_of(target)
+            self.missing_features = missing_on_host(target)
             """What this machine lacks to run the model (empty when it runs here or remotely)."""
             self._main = None if self.missing_features else relax.VirtualMachine(executable, self._device)["main"]
         else:
-            self._device, self.missing_features = session.cpu(), []
+            self._device, self.missing_features = device_of(target, session), []
             if uploaded is None:
                 uploaded = upload(session, executable, stored_target(metadata), "lutc_model.so")
             self._main = relax.VirtualMachine(uploaded, self._device)["main"]
@@ -70,8 +71,15 @@ class CompiledModel:
         """Quantized node -> how it runs (``lut fast w2g128``, ``dequantize path: ...``)."""
         return dict(self.metadata["decisions"])
 
+    def source(self, kind: str = "cuda") -> str:
+        """The generated source of the model's ``kind`` device code (``"cuda"``: the CUDA C of a
+        CUDA build; empty for a CPU build); what :meth:`export_library` stores for that device."""
+        if self._executable is None:
+            raise LutcError("this model was loaded onto a device from a library file; its source is in that file")
+        return generated_source(self._executable.mod, kind)
+
     def summary(self) -> str:
-        isa = isa_level(stored_target(self.metadata))
+        isa = level(stored_target(self.metadata))
         lines = [f"lutc model for {isa}: {self.metadata['target']}  (mode {self.metadata['options']['mode']})"]
         if self.missing_features:
             lines += [f"not runnable here: needs {', '.join(self.missing_features)}"]
@@ -203,7 +211,7 @@ def stored_target(metadata: dict) -> tvm.target.Target:
 
 def foreign_target_message(metadata: dict, missing: list[str]) -> str:
     target = stored_target(metadata)
-    return (f"the model was built for {isa_level(target)} (target {target.attrs.get('mcpu', '') or target.kind.name}) "
+    return (f"the model was built for {level(target)} (target {target.attrs.get('mcpu', '') or target.kind.name}) "
             f"and needs {', '.join(missing)}, which this machine does not have; run it on such a machine (here: "
             "model.on(session) or lutc.load(path, session) with a TVM RPC session on it, or 'lutc run "
             "--rpc-tracker'), or build it with target='x86' (this machine's CPU)")  # fmt: skip

@@ -10,6 +10,9 @@
   (AWS Graviton 2 / 3), ``"arm-apple-m1"`` (Apple M1 under Linux, e.g. Asahi): named CPUs, so LLVM
   schedules for them. All are Linux ``aarch64-linux-gnu`` targets, built here and linked with
   ``aarch64-linux-gnu-gcc``.
+- ``"cuda"`` (sm_80, A100), ``"cuda-sm80"``, ``"cuda-sm86"`` (RTX 30xx, A10), ``"cuda-sm89"``
+  (RTX 40xx, L4, L40), ``"cuda-sm90"`` (H100, H200): NVIDIA GPUs, host code for x86-64 Linux.
+  A CUDA target always names its architecture: TVM reads a bare ``Target("cuda")`` as sm_50.
 
 A target's **ISA level** (:func:`isa_level`) is the best entry of :data:`ISA_LEVELS` whose
 features it has; schedule rules and tuning-log tags go by it, not by the CPU name.
@@ -70,6 +73,17 @@ ARM_GENERIC = {
 ARM_CPUS = ("cortex-a76", "neoverse-n1", "neoverse-v1", "apple-m1")
 """CPUs with a named ``arm-<cpu>`` target (LLVM's names); each implies its own features."""
 
+CUDA_ARCHS = ("sm80", "sm86", "sm89", "sm90")
+"""GPU architectures with a named ``cuda-<arch>`` target; ``"cuda"`` is the first."""
+CUDA_HOST = {"kind": "llvm", "mtriple": "x86_64-linux-gnu"}
+MIN_CUDA_ARCH = 61
+"""sm_61 (Pascal): the oldest GPU with ``dp4a``."""
+
+
+def _cuda(arch: str) -> dict:
+    return {"kind": "cuda", "arch": f"sm_{arch.removeprefix('sm')}", "host": CUDA_HOST}
+
+
 NAMED_TARGETS: dict[str, dict] = {
     "x86-avx2": {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64-v3"},
     "x86-avx512": {
@@ -80,6 +94,8 @@ NAMED_TARGETS: dict[str, dict] = {
     "arm": ARM_GENERIC,
     "aarch64": ARM_GENERIC,
     **{f"arm-{cpu}": {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": cpu} for cpu in ARM_CPUS},
+    "cuda": _cuda(CUDA_ARCHS[0]),
+    **{f"cuda-{arch}": _cuda(arch) for arch in CUDA_ARCHS},
 }  # fmt: skip
 """Fixed targets; ``"x86"`` is computed for the build machine (:func:`host_x86_target`)."""
 
@@ -178,7 +194,7 @@ def host_x86_target() -> dict:
 def resolve_target(target: str | dict | Target, threads: int | None = None) -> Target:
     """A TVM ``Target`` from a short name (:data:`TARGET_NAMES`), a JSON dict or a ``Target``."""
     if isinstance(target, Target):
-        return target
+        return _with_cuda_arch(target)
     if isinstance(target, str):
         if target not in TARGET_NAMES:
             raise ValueError(f"unknown target {target!r}; use one of {sorted(TARGET_NAMES)}, a JSON dict or a Target")
@@ -189,6 +205,18 @@ def resolve_target(target: str | dict | Target, threads: int | None = None) -> T
     if config.get("kind") == "llvm":
         config.setdefault("num-cores", threads or os.cpu_count() or 1)
     try:
-        return Target(config)
+        built = Target(config)
     except Exception as err:
         raise ValueError(f"invalid target {config}: {err}") from None
+    return _with_cuda_arch(built)
+
+
+def _with_cuda_arch(target: Target) -> Target:
+    """``target``, unless it is a CUDA target below sm_61, which is what TVM makes of one that
+    names no ``arch`` (sm_50); lutc's kernels need sm_61's ``dp4a``."""
+    arch = str(target.attrs.get("arch", "") or "") if target.kind.name == "cuda" else ""
+    if arch and int("".join(c for c in arch if c.isdigit()) or 0) < MIN_CUDA_ARCH:
+        names = ["cuda", *(f"cuda-{a}" for a in CUDA_ARCHS)]
+        raise ValueError(f"CUDA target arch {arch} (TVM's default when none is given) is older than sm_61; "
+                         f"use one of {names} or give \"arch\", e.g. \"sm_90\"")  # fmt: skip
+    return target

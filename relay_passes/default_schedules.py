@@ -1,6 +1,8 @@
-"""LutcApplyDefaultSchedules: default CPU rules for every kernel lutc did not schedule.
+"""LutcApplyDefaultSchedules: default rules for every kernel lutc did not schedule.
 
-Rules, in order (the first that returns a schedule wins): lutc's
+A backend passes its rules (CUDA: dlight's GPU rules); without any, the CPU's apply.
+
+CPU rules, in order (the first that returns a schedule wins): lutc's
 :class:`~lutc.schedules.cpu.FloatMatmul` for float32 matmuls, then dlight's CPU GEMV rule.
 dlight's GEMV rule asserts on some static-shape kernels (seen on attention matmuls in TVM 0.27);
 a rule that fails is skipped with a warning, and a kernel no rule takes keeps its unscheduled
@@ -49,12 +51,16 @@ def _first_schedule(gvar: tvm.ir.GlobalVar, func: tvm.tirx.PrimFunc, appliers: l
 
 @tvm.transform.module_pass(opt_level=0, name="LutcApplyDefaultSchedules")
 class LutcApplyDefaultSchedules:
-    """Apply :func:`default_rules` function by function, skipping rules that fail."""
+    """Apply ``rules`` (default: :func:`default_rules`) function by function, skipping rules that fail."""
+
+    def __init__(self, rules: tuple[ScheduleRule, ...] | None = None):
+        self.rules = rules
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         from tvm.s_tir import dlight
 
-        appliers = [(rule, dlight.ApplyDefaultSchedule(rule)) for rule in default_rules()]
+        rules = self.rules if self.rules is not None else default_rules()
+        appliers = [(rule, dlight.ApplyDefaultSchedule(rule)) for rule in rules]
         updates = {}
         for gvar, func in mod.functions_items():
             if isinstance(func, tvm.tirx.PrimFunc) and not _scheduled(func):

@@ -295,12 +295,6 @@ def test_other_cpu_targets(target):
     assert _relative_error(compiled(x), x @ dequantized.T) < TOLERANCE["exact"]
 
 
-def test_gpu_target_is_refused_clearly():
-    model, _ = _nbits_model(2, 32)
-    with pytest.raises(NotImplementedError, match="LLVM CPU targets; got cuda"):
-        lutc.build(model, {"kind": "cuda", "arch": "sm_90"})
-
-
 def test_tvm_compile_failure_is_a_lutc_error(monkeypatch):
     import tvm
 

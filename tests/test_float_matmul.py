@@ -21,7 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tvm import relax
 
 import lutc
-from lutc import pipeline
+from lutc.backend import cpu as pipeline
 from lutc.builder import BuildOptions, lut_module
 from lutc.targets import resolve_target
 

@@ -9,12 +9,15 @@ import numpy as np
 import tvm
 from tvm.target import Target
 
-from .. import schedules
+from .. import (
+    backend,  # its phases import this module: looked up at call time
+    schedules,
+)
 from ..errors import TargetError
 from ..quant.layout import PackedWeight
 from ..remote import is_local
 from ..runtime import copy_into, huge_page_tensors, set_threads, to_numpy
-from ..targets import isa_level, missing_on_host, resolve_target
+from ..targets import resolve_target
 from .matmul import MATMUL_KERNEL, lut_matmul
 from .precompute import PRECOMPUTE_KERNEL, lut_precompute
 from .spec import KernelSpec
@@ -62,16 +65,17 @@ class LutGemm:
         self.spec, self.target, self.module = spec, target, module
         self.tuned = False
         """Whether the matmul runs a schedule from a tuning log."""
-        self.device = tvm.cpu() if device is None else device
+        self.device = backend.device_of(target) if device is None else device
+        self._on_this_machine = device is None
         self._functions = None
 
     def _kernels(self):
         """The precompute and matmul functions, looked up on first call: a module built for
         another CPU cannot even be looked into here (:meth:`on` runs it on its device)."""
         if self._functions is None:
-            missing = missing_on_host(self.target) if is_local(self.device) else []
+            missing = backend.missing_on_host(self.target) if self._on_this_machine else []
             if missing:
-                needs = f"kernels built for {isa_level(self.target)} need {', '.join(missing)}"
+                needs = f"kernels built for {backend.level(self.target)} need {', '.join(missing)}"
                 raise TargetError(f"{needs}, which this machine lacks; run them on such a device: .on(session)")
             self._functions = (self.module[PRECOMPUTE_KERNEL], self.module[MATMUL_KERNEL])
         return self._functions
@@ -81,7 +85,12 @@ class LutGemm:
         cross compiler and uploaded, :func:`lutc.remote.upload`); call it as this one."""
         from ..remote import upload
 
-        gemm = LutGemm(self.spec, self.target, upload(session, self.module, self.target, "lutc_gemm.so"), session.cpu())
+        gemm = LutGemm(
+            self.spec,
+            self.target,
+            upload(session, self.module, self.target, "lutc_gemm.so"),
+            backend.device_of(self.target, session),
+        )
         gemm.tuned = self.tuned
         return gemm
 

@@ -1,17 +1,17 @@
-"""The directory name of a target's tuning log: the target kind and its ISA level."""
+"""The directory name of a target's tuning log (its backend's ``tuning_tag``)."""
 
 from __future__ import annotations
 
 from tvm.target import Target
 
-from ..targets import isa_level
+from ..backend import tuning_tag
 
 
 def target_tag(target: Target) -> str:
-    """``kind-<arch>-<level>``, e.g. ``llvm-x86_64-avx2``, ``llvm-x86_64-avx512``, ``llvm-aarch64-neon``.
+    """``llvm-x86_64-avx2``, ``llvm-x86_64-avx512``, ``llvm-aarch64-neon``, ``cuda-sm_90``, ...
 
-    The level (:func:`lutc.targets.isa_level`) names the features lutc's kernels use, not the
-    CPU, so every AVX2 machine shares one log. Thread count is not part of the tag either: a log
-    holds the best schedule measured per kernel.
+    On a CPU the level (:func:`lutc.targets.isa_level`) names the features lutc's kernels use,
+    not the CPU, so every AVX2 machine shares one log; a GPU's is its architecture. Thread count
+    is not part of the tag either: a log holds the best schedule measured per kernel.
     """
-    return f"{target.kind.name}-{isa_level(target)}"
+    return tuning_tag(target)

@@ -1,0 +1,89 @@
+"""The CPU backend (LLVM targets: x86, AArch64): its phases after the LUT rewrite, its device,
+its tuning tag and what a machine needs to run its code.
+
+1. ``weight_passes``: the kernels' weights on huge pages;
+2. ``schedule_passes``: LUT kernels scheduled with ``lutc.schedules`` (the target's ISA rule);
+3. ``legalize_passes``: TVM's CPU legalization and fusion for everything else;
+4. ``default_schedule_passes``: lutc's float matmul rule and dlight's CPU rules for the
+   remaining kernels; constant weights those rules repack are repacked once, at compile time;
+5. ``lower_passes``: TVM's dataflow lowering and VM finalization.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
+from tvm.target import Target
+
+from .. import relay_passes as passes  # they import lutc.kernels, which imports this: looked up when called
+from ..targets import isa_level
+from ..targets import missing_on_host as missing_cpu_features
+
+KINDS = ("llvm",)
+
+
+def weight_passes() -> list[tvm.transform.Pass]:
+    return [passes.LutcHugePageWeights()]
+
+
+def schedule_passes(target: Target, tuned=None) -> list[tvm.transform.Pass]:
+    return [passes.LutcScheduleKernels(target, tuned)]
+
+
+def legalize_passes(target: Target) -> list[tvm.transform.Pass]:
+    """TVM's CPU legalization and fusion, with shape kernels kept out of fused groups."""
+    return [
+        *cpu_pipeline.library_dispatch_passes(target),
+        relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(),
+        passes.LutcIsolateShapeKernels(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+    ]
+
+
+def default_schedule_passes(target: Target) -> list[tvm.transform.Pass]:
+    """Mark constant weights layout-free, schedule, then fold the weight repacking the rules asked for."""
+    return [
+        relax.transform.AttachAttrLayoutFreeBuffers(),
+        passes.LutcApplyDefaultSchedules(),
+        relax.transform.SplitLayoutRewritePreproc(),
+        relax.transform.FoldConstant(),
+    ]
+
+
+def lower_passes(target: Target) -> list[tvm.transform.Pass]:
+    return cpu_pipeline.dataflow_lower_passes(target) + cpu_pipeline.finalize_passes(target)
+
+
+def phases(target: Target, tuned=None) -> list[tvm.transform.Pass]:
+    """Every phase after the LUT rewrite, in order."""
+    return (
+        weight_passes()
+        + schedule_passes(target, tuned)
+        + legalize_passes(target)
+        + default_schedule_passes(target)
+        + lower_passes(target)
+    )
+
+
+def device(_target: Target, session=None) -> tvm.runtime.Device:
+    return tvm.cpu() if session is None else session.cpu()
+
+
+def level(target: Target) -> str:
+    """What the code needs, in words: the ISA level, ``x86_64-avx512``, ``aarch64-neon``, ..."""
+    return isa_level(target)
+
+
+def tuning_tag(target: Target) -> str:
+    """``llvm-<arch>-<level>``: the ISA level (:func:`lutc.targets.isa_level`) names the features
+    lutc's kernels use, not the CPU, so every AVX2 machine shares one log."""
+    return f"{target.kind.name}-{isa_level(target)}"
+
+
+def missing_on_host(target: Target) -> list[str]:
+    """What this machine lacks to run code built for ``target`` (:func:`lutc.targets.missing_on_host`)."""
+    return missing_cpu_features(target)

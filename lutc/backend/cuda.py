@@ -1,0 +1,98 @@
+"""The CUDA backend: its phases after the LUT rewrite, its device, its tuning tag and what a
+machine needs to run its code.
+
+1. ``schedule_passes``: LUT kernels scheduled with ``lutc.schedules`` (the rules of
+   ``schedules/cuda``);
+2. ``legalize_passes``: TVM's CUDA library dispatch, legalization and fusion, with shape
+   kernels kept out of fused groups (as on the CPU);
+3. ``default_schedule_passes``: dlight's GPU rules for every other kernel (a kernel no rule
+   takes fails the build: GPU kernels need their loops bound to threads);
+4. ``lower_passes``: TVM's CUDA dataflow lowering and VM finalization.
+
+Weights stay where the VM puts constants (device memory, uploaded once when the model loads);
+there is no huge-page phase.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+from tvm.relax.backend.cuda import pipeline as cuda_pipeline
+from tvm.target import Target
+
+from .. import relay_passes as passes  # they import lutc.kernels, which imports this: looked up when called
+
+KINDS = ("cuda",)
+
+
+def schedule_passes(target: Target, tuned=None) -> list[tvm.transform.Pass]:
+    return [passes.LutcScheduleKernels(target, tuned)]
+
+
+def legalize_passes(target: Target) -> list[tvm.transform.Pass]:
+    return [
+        *cuda_pipeline.library_dispatch_passes(target),
+        relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(),
+        passes.LutcIsolateShapeKernels(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+    ]
+
+
+def gpu_rules() -> tuple:
+    """dlight's GPU rules, most specific first (TVM's own CUDA pipeline's list)."""
+    from tvm.s_tir import dlight
+
+    gpu = dlight.gpu
+    return (gpu.Matmul(), gpu.GEMV(), gpu.Reduction(), gpu.GeneralReduction(), gpu.Fallback())
+
+
+def default_schedule_passes(target: Target) -> list[tvm.transform.Pass]:
+    return [passes.LutcApplyDefaultSchedules(gpu_rules())]
+
+
+def lower_passes(target: Target) -> list[tvm.transform.Pass]:
+    return cuda_pipeline.dataflow_lower_passes(target) + cuda_pipeline.finalize_passes(target)
+
+
+def phases(target: Target, tuned=None) -> list[tvm.transform.Pass]:
+    """Every phase after the LUT rewrite, in order."""
+    return (
+        schedule_passes(target, tuned)
+        + legalize_passes(target)
+        + default_schedule_passes(target)
+        + lower_passes(target)
+    )
+
+
+def device(_target: Target, session=None) -> tvm.runtime.Device:
+    return tvm.cuda(0) if session is None else session.cuda(0)
+
+
+def arch(target: Target) -> str:
+    """``sm_80``, ``sm_90``, ...: the target's ``arch``."""
+    return str(target.attrs.get("arch", "") or "sm_50")
+
+
+def level(target: Target) -> str:
+    """What the code needs, in words: ``cuda-sm_90``."""
+    return f"cuda-{arch(target)}"
+
+
+def tuning_tag(target: Target) -> str:
+    """``cuda-sm_90``: kernels tuned for one GPU architecture."""
+    return level(target)
+
+
+def missing_on_host(target: Target) -> list[str]:
+    """Empty when this machine has a CUDA GPU of at least the target's architecture."""
+    gpu = tvm.cuda(0)
+    if not gpu.exist:
+        return ["an NVIDIA GPU with a CUDA driver (none is visible here)"]
+    have = gpu.compute_version.replace(".", "")
+    want = arch(target).removeprefix("sm_")
+    if int(have) < int(want.rstrip("a")):
+        return [f"a GPU of compute capability {want[:-1]}.{want[-1]} or newer (this one is {gpu.compute_version})"]
+    return []
