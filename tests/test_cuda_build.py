@@ -51,7 +51,7 @@ def test_cuda_model_refuses_to_run_without_a_gpu_and_exports_its_cuda_source(tmp
     with pytest.raises(TargetError, match="NVIDIA GPU"):
         compiled(np.zeros((1, 2, 256), np.float32))
     source = compiled.source("cuda")
-    assert '__global__' in source and compiled.source("opencl") == ""
+    assert "__global__" in source and compiled.source("opencl") == ""
     path = compiled.export_library(tmp_path / "model.so")
     kernel = source[source.index("__global__") :].split("(")[0]
     assert kernel.encode() in path.read_bytes()
