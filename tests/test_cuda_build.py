@@ -3,6 +3,10 @@ kind, and ``lutc.build`` for CUDA, whose models cannot run here but export their
 
 from __future__ import annotations
 
+import re
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 from test_build import _nbits_model
@@ -10,6 +14,7 @@ from tvm.target import Target
 
 import lutc
 from lutc import backend
+from lutc.backend.ptxas import ptxas_report
 from lutc.errors import LoadError, TargetError
 from lutc.targets import CUDA_ARCHS, resolve_target
 from lutc.tuning import target_tag
@@ -57,3 +62,37 @@ def test_cuda_model_refuses_to_run_without_a_gpu_and_exports_its_cuda_source(tmp
     assert kernel.encode() in path.read_bytes()
     with pytest.raises(LoadError, match="NVIDIA GPU"):
         lutc.load(path)
+
+
+NVCC = shutil.which("nvcc") is not None
+CORPUS = Path(__file__).parent / "corpus"
+LUT_LIMITS = {"registers": 64, "stack_frame": 0, "shared_bytes": 48 * 1024}
+"""What every LUT kernel of a model must fit, per ptxas (issue 14): no spills or local memory,
+registers for at least 1024 threads per SM, shared memory within the static limit."""
+
+
+@pytest.mark.skipif(not NVCC, reason="nvcc is not installed")
+@pytest.mark.parametrize("name", ["llama_genai_int4", "llama_ts_prefill_q2b32s"])
+def test_corpus_models_build_for_cuda_with_lut_kernels_that_fit(name):
+    compiled = lutc.build(CORPUS / f"{name}.onnx", "cuda")
+    assert all(d.startswith("lut fast") for d in compiled.decisions.values())
+    source = compiled.source("cuda")
+    assert "__byte_perm" in source and "__dp4a" in source
+    for arch in ("sm_80", "sm_90"):
+        kernels = ptxas_report(source, arch)
+        lut = {k: r for k, r in kernels.items() if k.startswith("lut_")}
+        assert len(lut) >= 2 * len(compiled.decisions) // 3  # a matmul per node, a precompute per activation
+        for kernel, used in lut.items():
+            assert not used.spills, (arch, kernel)
+            assert used.registers <= LUT_LIMITS["registers"], (arch, kernel, used.registers)
+            assert used.stack_frame <= LUT_LIMITS["stack_frame"], (arch, kernel)
+            assert used.shared_bytes <= LUT_LIMITS["shared_bytes"], (arch, kernel)
+
+
+@pytest.mark.skipif(not NVCC, reason="nvcc is not installed")
+def test_norms_feeding_lut_kernels_are_fused_into_the_precompute_on_cuda():
+    """The builder's norms feed QKV and gate/up: none is left as a kernel of its own."""
+    source = lutc.build(CORPUS / "llama_genai_int4.onnx", "cuda-sm90").source("cuda")
+    kernels = re.findall(r"__global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\(", source)
+    assert kernels and not [k for k in kernels if "rms_norm" in k]
+    assert any("lut_precompute" in k for k in kernels)
