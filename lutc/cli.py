@@ -247,7 +247,8 @@ def _add_build_flags(parser: argparse.ArgumentParser) -> None:
         default="x86",
         type=_target,
         help="x86 (this machine's CPU), x86-avx2, x86-avx512, llvm (portable), arm / aarch64 (ARMv8.2-A NEON + "
-        "dotprod), arm-cortex-a76, arm-neoverse-n1, arm-neoverse-v1, arm-apple-m1, or a target JSON",
+        "dotprod), arm-cortex-a76, arm-neoverse-n1, arm-neoverse-v1, arm-apple-m1, cuda (sm_80) / cuda-sm80, "
+        "cuda-sm86, cuda-sm89, cuda-sm90 (NVIDIA GPUs), or a target JSON",
     )
     parser.add_argument("--mode", choices=["fast", "exact"], default="fast", help="int8 tables (fast) or float tables")
     parser.add_argument(

@@ -47,6 +47,12 @@ def test_backends_dispatch_on_the_target_kind():
         lutc.build(model, Target("opencl"))
 
 
+def test_tuning_for_cuda_is_refused_by_name():
+    model, _ = _nbits_model(2, 32)
+    with pytest.raises(NotImplementedError, match="tuning for cuda-sm_90"):
+        lutc.tune(model, "cuda-sm90", trials=1, progress=False)
+
+
 @pytest.mark.skipif(not NO_GPU, reason="this machine has a GPU: the model runs")
 def test_cuda_model_refuses_to_run_without_a_gpu_and_exports_its_cuda_source(tmp_path):
     model, _ = _nbits_model(2, 32)

@@ -21,6 +21,8 @@ from ..targets import isa_level
 from ..targets import missing_on_host as missing_cpu_features
 
 KINDS = ("llvm",)
+CAN_TUNE = True
+"""``lutc.tune`` builds and times candidates for these targets."""
 
 
 def weight_passes() -> list[tvm.transform.Pass]:

@@ -23,6 +23,8 @@ from tvm.target import Target
 from .. import relay_passes as passes  # they import lutc.kernels, which imports this: looked up when called
 
 KINDS = ("cuda",)
+CAN_TUNE = False
+"""``lutc.tune`` does not tune for GPUs yet: the rules' defaults are what builds use."""
 
 
 def schedule_passes(target: Target, tuned=None) -> list[tvm.transform.Pass]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import onnx
 from tvm.target import Target
 
+from ..backend import backend_of, level
 from ..builder import BuildOptions, lut_module
 from ..kernels.spec import KernelSpec
 from ..targets import resolve_target
@@ -47,9 +48,18 @@ def tune(
         )
     opts = BuildOptions(**build_options)
     tvm_target = resolve_target(target, threads or opts.threads)
+    _check_tunable(tvm_target)
     mod, _ = lut_module(model, opts)
     options = TuneOptions(trials, threads, measure, run_timeout=timeout, rpc=rpc, progress=progress)
     return tune_tasks(tasks_of_module(mod), tvm_target, log_dir, options)
+
+
+def _check_tunable(target: Target) -> None:
+    if not backend_of(target).CAN_TUNE:
+        raise NotImplementedError(
+            f"tuning for {level(target)} is not implemented yet (lutc's tuner builds and times candidates on "
+            "CPUs only); builds for it use the rules' default schedules"
+        )
 
 
 def tune_kernels(
@@ -61,4 +71,6 @@ def tune_kernels(
 ) -> list[TaskResult]:
     """Tune ``lut_matmul`` for kernel specs, as :func:`lutc.kernels.build_lut_gemm` compiles them."""
     options = options or TuneOptions()
-    return tune_tasks(tasks_of_specs(specs), resolve_target(target, options.threads), log_dir, options)
+    tvm_target = resolve_target(target, options.threads)
+    _check_tunable(tvm_target)
+    return tune_tasks(tasks_of_specs(specs), tvm_target, log_dir, options)
