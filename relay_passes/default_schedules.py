@@ -3,7 +3,9 @@
 A backend passes its rules (CUDA: dlight's GPU rules); without any, the CPU's apply.
 
 CPU rules, in order (the first that returns a schedule wins): lutc's
-:class:`~lutc.schedules.cpu.FloatMatmul` for float32 matmuls, then dlight's CPU GEMV rule.
+:class:`~lutc.schedules.cpu.FloatMatmul` for float32 matmuls with a weight,
+:class:`~lutc.schedules.cpu.BatchedMatmul` for attention's activation-by-activation matmuls,
+:class:`~lutc.schedules.cpu.Elementwise` for fused injective chains, then dlight's CPU GEMV rule.
 dlight's GEMV rule asserts on some static-shape kernels (seen on attention matmuls in TVM 0.27);
 a rule that fails is skipped with a warning, and a kernel no rule takes keeps its unscheduled
 loops instead of failing the build. dlight's CPU ``Reduction`` rule is left out: on a
@@ -21,12 +23,12 @@ DLIGHT_RULES = ("GEMV",)
 
 
 def default_rules() -> tuple[ScheduleRule, ...]:
-    """lutc's float matmul rule, then dlight's :data:`DLIGHT_RULES`."""
+    """lutc's float, batched (attention) and elementwise rules, then dlight's :data:`DLIGHT_RULES`."""
     from tvm.s_tir import dlight
 
-    from ..schedules.cpu import FloatMatmul
+    from ..schedules.cpu import BatchedMatmul, Elementwise, FloatMatmul
 
-    return (FloatMatmul(), *(getattr(dlight.cpu, name)() for name in DLIGHT_RULES))
+    return (FloatMatmul(), BatchedMatmul(), Elementwise(), *(getattr(dlight.cpu, name)() for name in DLIGHT_RULES))
 
 
 def _scheduled(func: tvm.tirx.PrimFunc) -> bool:

@@ -1,0 +1,115 @@
+"""lutc's CPU rules for the kernels around the LUT matmuls: attention's activation-by-activation
+matmuls (``BatchedMatmul``) and fused injective chains (``Elementwise``), checked to apply and to
+compute what numpy computes.
+
+Tolerances: the batched matmul sums the same K products in the same order as numpy's float32
+einsum need not, so ``rtol = atol = 4 * K * eps`` (see ``test_float_matmul``); the elementwise
+chains are the same float32 operations element by element (``sigmoid`` through LLVM's ``exp``),
+a few ulps: ``rtol = 1e-6``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from lutc.relay_passes.default_schedules import default_rules
+from lutc.schedules.cpu import BatchedMatmul, Elementwise
+from tvm import relax
+
+from lutc.pipeline import get_pipeline
+from lutc.targets import resolve_target
+
+EPS = float(np.finfo(np.float32).eps) / 2
+
+
+def _compile(build, params: list[relax.Var]):
+    bb = relax.BlockBuilder()
+    with bb.function("main", params):
+        with bb.dataflow():
+            out = bb.emit_output(build(bb, *params))
+        bb.emit_func_output(out)
+    target = resolve_target("x86", 1)
+    executable = tvm.compile(bb.get(), target, relax_pipeline=get_pipeline(target, None))
+    return relax.VirtualMachine(executable, tvm.cpu())["main"]
+
+
+def _legalized(build, params: list[relax.Var]) -> list[tvm.tirx.PrimFunc]:
+    bb = relax.BlockBuilder()
+    with bb.function("main", params):
+        with bb.dataflow():
+            out = bb.emit_output(build(bb, *params))
+        bb.emit_func_output(out)
+    mod = relax.transform.LegalizeOps()(bb.get())
+    return [f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+
+
+def _attention_params(past: int | str):
+    """Scores ``[1, 3, 3, 1, T]`` by values ``[1, 3, 1, T, 64]``: GQA 9/3 heads, one query, T positions."""
+    t = tvm.tirx.Var("t", "int64") if isinstance(past, str) else past
+    p = relax.Var("p", relax.TensorType((1, 3, 3, 1, t), "float32"))
+    v = relax.Var("v", relax.TensorType((1, 3, 1, t, 64), "float32"))
+    return [p, v]
+
+
+@pytest.mark.parametrize("past", [41, "dynamic"])
+def test_batched_matmul_applies_to_attention_and_matches_numpy(past):
+    params = _attention_params(past)
+    matmul = lambda bb, p, v: bb.emit(relax.op.matmul(p, v))  # noqa: E731
+    (func,) = _legalized(matmul, params)
+    assert BatchedMatmul().apply(func, resolve_target("x86", 1), False) is not None
+    run = _compile(matmul, params)
+    rng = np.random.default_rng(0)
+    for t in (41,) if past == 41 else (1, 7, 41):
+        p = rng.standard_normal((1, 3, 3, 1, t)).astype(np.float32)
+        v = rng.standard_normal((1, 3, 1, t, 64)).astype(np.float32)
+        want = np.matmul(p.astype(np.float64), v.astype(np.float64))
+        got = run(tvm.runtime.tensor(p), tvm.runtime.tensor(v)).numpy()
+        np.testing.assert_allclose(got, want, rtol=4 * t * EPS, atol=4 * t * EPS)
+
+
+def test_batched_matmul_leaves_weight_matmuls_to_the_float_rule():
+    x = relax.Var("x", relax.TensorType((1, 64), "float32"))
+    w = relax.const(np.ones((64, 32), np.float32))
+    (func,) = _legalized(lambda bb, x: bb.emit(relax.op.matmul(x, w)), [x])
+    target = resolve_target("x86", 1)
+    first = next(rule for rule in default_rules() if rule.apply(func, target, False) is not None)
+    assert type(first).__name__ == "FloatMatmul"
+
+
+def _swiglu(bb, gate, up):
+    silu = bb.emit(relax.op.multiply(gate, relax.op.sigmoid(gate)))
+    return bb.emit(relax.op.multiply(silu, up))
+
+
+@pytest.mark.parametrize("n", [1536, 100])
+def test_elementwise_chain_is_inlined_and_matches_numpy(n):
+    params = [relax.Var(name, relax.TensorType((1, 1, n), "float32")) for name in ("gate", "up")]
+    fused = relax.transform.FuseTIR()(
+        relax.transform.FuseOps()(
+            relax.transform.AnnotateTIROpPattern()(relax.transform.LegalizeOps()(_module(params)))
+        )
+    )
+    (func,) = [f for _, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    sch = Elementwise().apply(func, resolve_target("x86", 1), False)
+    assert sch is not None and len(sch.get_child_blocks(sch.get_sblock("root"))) == 1
+    run = _compile(_swiglu, params)
+    rng = np.random.default_rng(n)
+    gate, up = rng.standard_normal((2, 1, 1, n)).astype(np.float32)
+    want = gate / (1 + np.exp(-gate.astype(np.float64))) * up
+    np.testing.assert_allclose(run(tvm.runtime.tensor(gate), tvm.runtime.tensor(up)).numpy(), want, rtol=1e-6)
+
+
+def _module(params) -> tvm.IRModule:
+    bb = relax.BlockBuilder()
+    with bb.function("main", params):
+        with bb.dataflow():
+            out = bb.emit_output(_swiglu(bb, *params))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def test_elementwise_declines_a_reduction():
+    x = relax.Var("x", relax.TensorType((4, 64), "float32"))
+    (func,) = _legalized(lambda bb, x: bb.emit(relax.op.sum(x, axis=[1])), [x])
+    assert Elementwise().apply(func, resolve_target("x86", 1), False) is None
