@@ -19,6 +19,7 @@ from tvm.target import Target
 from .. import relay_passes as passes  # they import lutc.kernels, which imports this: looked up when called
 from ..targets import isa_level
 from ..targets import missing_on_host as missing_cpu_features
+from .legalize import legalize_and_fuse
 
 KINDS = ("llvm",)
 CAN_TUNE = True
@@ -35,15 +36,7 @@ def schedule_passes(target: Target, tuned=None) -> list[tvm.transform.Pass]:
 
 def legalize_passes(target: Target) -> list[tvm.transform.Pass]:
     """TVM's CPU legalization and fusion, with shape kernels kept out of fused groups."""
-    return [
-        *cpu_pipeline.library_dispatch_passes(target),
-        relax.transform.LegalizeOps(),
-        relax.transform.AnnotateTIROpPattern(),
-        passes.LutcIsolateShapeKernels(),
-        relax.transform.FoldConstant(),
-        relax.transform.FuseOps(),
-        relax.transform.FuseTIR(),
-    ]
+    return legalize_and_fuse(cpu_pipeline.library_dispatch_passes(target))
 
 
 def default_schedule_passes(target: Target) -> list[tvm.transform.Pass]:

@@ -16,11 +16,11 @@ there is no huge-page phase.
 from __future__ import annotations
 
 import tvm
-from tvm import relax
 from tvm.relax.backend.cuda import pipeline as cuda_pipeline
 from tvm.target import Target
 
 from .. import relay_passes as passes  # they import lutc.kernels, which imports this: looked up when called
+from .legalize import legalize_and_fuse
 
 KINDS = ("cuda",)
 CAN_TUNE = False
@@ -32,15 +32,7 @@ def schedule_passes(target: Target, tuned=None) -> list[tvm.transform.Pass]:
 
 
 def legalize_passes(target: Target) -> list[tvm.transform.Pass]:
-    return [
-        *cuda_pipeline.library_dispatch_passes(target),
-        relax.transform.LegalizeOps(),
-        relax.transform.AnnotateTIROpPattern(),
-        passes.LutcIsolateShapeKernels(),
-        relax.transform.FoldConstant(),
-        relax.transform.FuseOps(),
-        relax.transform.FuseTIR(),
-    ]
+    return legalize_and_fuse(cuda_pipeline.library_dispatch_passes(target))
 
 
 def gpu_rules() -> tuple:
