@@ -238,8 +238,21 @@ def test_unsupported_group_width_raises_not_implemented():
 
 def test_target_without_a_rule_names_format_and_target():
     spec = KernelSpec(1, 32, 64, IntFormat(2, 32))
-    with pytest.raises(NotImplementedError, match=r"w2g32.*cuda"):
-        build_lut_gemm(spec, {"kind": "cuda", "arch": "sm_90"})
+    with pytest.raises(NotImplementedError, match=r"w2g32.*opencl"):
+        build_lut_gemm(spec, {"kind": "opencl"})
+
+
+def test_cuda_kernels_build_here_and_refuse_to_run_without_a_gpu():
+    import tvm
+
+    from lutc.backend import cuda
+    from lutc.errors import TargetError
+
+    gemm = build_lut_gemm(KernelSpec(1, 32, 64, IntFormat(2, 32)), "cuda-sm90")
+    assert gemm.device.dlpack_device_type() == tvm.cuda().dlpack_device_type()
+    if cuda.missing_on_host(gemm.target):
+        with pytest.raises(TargetError, match="NVIDIA GPU"):
+            gemm._kernels()
 
 
 def test_unknown_target_name_lists_the_known_ones():
