@@ -95,6 +95,13 @@ def test_corpus_models_build_for_cuda_with_lut_kernels_that_fit(name):
             assert used.shared_bytes <= LUT_LIMITS["shared_bytes"], (arch, kernel)
 
 
+@pytest.mark.parametrize("path", sorted(CORPUS.glob("*.onnx")), ids=lambda p: p.stem)
+def test_every_corpus_model_builds_for_cuda(path):
+    compiled = lutc.build(path, "cuda-sm90")
+    assert compiled.decisions and all(d.startswith("lut fast") for d in compiled.decisions.values())
+    assert "__byte_perm" in compiled.source("cuda")
+
+
 @pytest.mark.skipif(not NVCC, reason="nvcc is not installed")
 def test_norms_feeding_lut_kernels_are_fused_into_the_precompute_on_cuda():
     """The builder's norms feed QKV and gate/up: none is left as a kernel of its own."""
