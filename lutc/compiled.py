@@ -55,7 +55,7 @@ class CompiledModel:
         else:
             self._device, self.missing_features = device_of(target, session), []
             if uploaded is None:
-                uploaded = upload(session, executable, stored_target(metadata), "lutc_model.so")
+                uploaded = upload(session, executable, target, "lutc_model.so")
             self._main = relax.VirtualMachine(uploaded, self._device)["main"]
         self._staging: dict[tuple, tvm.runtime.Tensor] = {}
         self._lock = threading.Lock()

@@ -211,11 +211,16 @@ def resolve_target(target: str | dict | Target, threads: int | None = None) -> T
     return _with_cuda_arch(built)
 
 
+def compute_capability(arch: str) -> int:
+    """``80`` for ``sm_80``, ``90`` for ``sm_90a``: a CUDA arch's major and minor version."""
+    return int("".join(c for c in arch if c.isdigit()) or 0)
+
+
 def _with_cuda_arch(target: Target) -> Target:
     """``target``, unless it is a CUDA target below sm_61, which is what TVM makes of one that
     names no ``arch`` (sm_50); lutc's kernels need sm_61's ``dp4a``."""
     arch = str(target.attrs.get("arch", "") or "") if target.kind.name == "cuda" else ""
-    if arch and int("".join(c for c in arch if c.isdigit()) or 0) < MIN_CUDA_ARCH:
+    if arch and compute_capability(arch) < MIN_CUDA_ARCH:
         names = ["cuda", *(f"cuda-{a}" for a in CUDA_ARCHS)]
         raise ValueError(f"CUDA target arch {arch} (TVM's default when none is given) is older than sm_61; "
                          f"use one of {names} or give \"arch\", e.g. \"sm_90\"")  # fmt: skip

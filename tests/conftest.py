@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 from hypothesis import HealthCheck, settings
 
-from lutc.quant import IntFormat, TernaryFormat
+from lutc.quant import IntFormat, TernaryFormat, random_weights  # noqa: F401 (the tests import it from here)
 
 settings.register_profile(
     "lutc",
@@ -29,13 +28,6 @@ def all_formats(group_sizes=(32, 64, 128, "channel")) -> list:
         formats.append(IntFormat(bits, group_sizes[0], symmetric=False, scale_dtype="float16"))
     formats += [TernaryFormat(group) for group in (*group_sizes, "tensor")]
     return formats
-
-
-def random_weights(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
-    """Gaussian weights with a few outliers, as real LLM weights have."""
-    w = rng.standard_normal((n, k)).astype(np.float32)
-    w[rng.random((n, k)) < 0.01] *= 8
-    return w
 
 
 def k_for(fmt, groups: int, channel_k: int) -> int:

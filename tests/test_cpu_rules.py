@@ -23,24 +23,24 @@ from lutc.targets import resolve_target
 EPS = float(np.finfo(np.float32).eps) / 2
 
 
-def _compile(build, params: list[relax.Var]):
+def _module(build, params: list[relax.Var]) -> tvm.IRModule:
+    """``main(*params)`` returning ``build(bb, *params)``."""
     bb = relax.BlockBuilder()
     with bb.function("main", params):
         with bb.dataflow():
             out = bb.emit_output(build(bb, *params))
         bb.emit_func_output(out)
+    return bb.get()
+
+
+def _compile(build, params: list[relax.Var]):
     target = resolve_target("x86", 1)
-    executable = tvm.compile(bb.get(), target, relax_pipeline=get_pipeline(target, None))
+    executable = tvm.compile(_module(build, params), target, relax_pipeline=get_pipeline(target, None))
     return relax.VirtualMachine(executable, tvm.cpu())["main"]
 
 
 def _legalized(build, params: list[relax.Var]) -> list[tvm.tirx.PrimFunc]:
-    bb = relax.BlockBuilder()
-    with bb.function("main", params):
-        with bb.dataflow():
-            out = bb.emit_output(build(bb, *params))
-        bb.emit_func_output(out)
-    mod = relax.transform.LegalizeOps()(bb.get())
+    mod = relax.transform.LegalizeOps()(_module(build, params))
     return [f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
 
 
@@ -87,7 +87,7 @@ def test_elementwise_chain_is_inlined_and_matches_numpy(n):
     params = [relax.Var(name, relax.TensorType((1, 1, n), "float32")) for name in ("gate", "up")]
     fused = relax.transform.FuseTIR()(
         relax.transform.FuseOps()(
-            relax.transform.AnnotateTIROpPattern()(relax.transform.LegalizeOps()(_module(params)))
+            relax.transform.AnnotateTIROpPattern()(relax.transform.LegalizeOps()(_module(_swiglu, params)))
         )
     )
     (func,) = [f for _, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
@@ -98,15 +98,6 @@ def test_elementwise_chain_is_inlined_and_matches_numpy(n):
     gate, up = rng.standard_normal((2, 1, 1, n)).astype(np.float32)
     want = gate / (1 + np.exp(-gate.astype(np.float64))) * up
     np.testing.assert_allclose(run(tvm.runtime.tensor(gate), tvm.runtime.tensor(up)).numpy(), want, rtol=1e-6)
-
-
-def _module(params) -> tvm.IRModule:
-    bb = relax.BlockBuilder()
-    with bb.function("main", params):
-        with bb.dataflow():
-            out = bb.emit_output(_swiglu(bb, *params))
-        bb.emit_func_output(out)
-    return bb.get()
 
 
 def test_elementwise_declines_a_reduction():

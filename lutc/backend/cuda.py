@@ -20,6 +20,7 @@ from tvm.relax.backend.cuda import pipeline as cuda_pipeline
 from tvm.target import Target
 
 from .. import relay_passes as passes  # they import lutc.kernels, which imports this: looked up when called
+from ..targets import compute_capability
 from .legalize import legalize_and_fuse
 
 KINDS = ("cuda",)
@@ -85,8 +86,7 @@ def missing_on_host(target: Target) -> list[str]:
     gpu = tvm.cuda(0)
     if not gpu.exist:
         return ["an NVIDIA GPU with a CUDA driver (none is visible here)"]
-    have = gpu.compute_version.replace(".", "")
-    want = arch(target).removeprefix("sm_")
-    if int(have) < int(want.rstrip("a")):
-        return [f"a GPU of compute capability {want[:-1]}.{want[-1]} or newer (this one is {gpu.compute_version})"]
+    want = compute_capability(arch(target))
+    if compute_capability(gpu.compute_version) < want:
+        return [f"a GPU of compute capability {want // 10}.{want % 10} or newer (this one is {gpu.compute_version})"]
     return []

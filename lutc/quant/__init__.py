@@ -12,7 +12,7 @@ This package is the oracle: every kernel and pass in lutc is tested against it.
 from .formats import FORMATS, IntFormat, TernaryFormat, WeightFormat, get_format
 from .layout import TILE_N, PackedWeight, pack, unpack
 from .lut import LutConfig, Tables, exact_error_bound, fast_error_bound, lut_gemm, lut_matmul, precompute
-from .weights import QuantizedWeight, dequantize, quantize, reference_matmul
+from .weights import QuantizedWeight, dequantize, quantize, random_weights, reference_matmul
 
 __all__ = [
     "FORMATS",
@@ -33,6 +33,7 @@ __all__ = [
     "pack",
     "precompute",
     "quantize",
+    "random_weights",
     "reference_matmul",
     "unpack",
 ]

@@ -179,6 +179,14 @@ def _quantize_ternary(grouped: np.ndarray, fmt: TernaryFormat, n: int, k: int) -
     return QuantizedWeight(fmt, codes, _spread(scale, fmt, n))
 
 
+def random_weights(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
+    """Float32 ``[N, K]`` Gaussian weights with 1 % outliers (x8), as real LLM weights have: the
+    test weights of the tests and of ``tools/gpu_check``."""
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    w[rng.random((n, k)) < 0.01] *= 8
+    return w
+
+
 def reference_matmul(x: np.ndarray, qw: QuantizedWeight, bias: np.ndarray | None = None) -> np.ndarray:
     """``x @ dequantize(qw).T (+ bias)`` in float64: the ground truth for every kernel."""
     y = np.asarray(x, np.float64) @ dequantize(qw).astype(np.float64).T

@@ -39,6 +39,7 @@ from lutc.quant import (
     pack,
     precompute,
     quantize,
+    random_weights,
     reference_matmul,
 )
 from lutc.targets import resolve_target
@@ -292,13 +293,6 @@ def quick_cases() -> list[Case]:
         Case("correctness", KernelSpec(16, n, k, IntFormat(4, 128, symmetric=False), mode="exact", symmetric=True)),
         Case("timing", KernelSpec(1, 4096, 4096, IntFormat(2, 32), mode="fast")),
     ]
-
-
-def random_weights(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
-    """Gaussian weights with a few outliers (as ``tests/conftest.py`` makes them)."""
-    w = rng.standard_normal((n, k)).astype(np.float32)
-    w[rng.random((n, k)) < 0.01] *= 8
-    return w
 
 
 def correctness_arrays(spec: KernelSpec, seed: int) -> dict[str, np.ndarray]:
