@@ -34,6 +34,7 @@ class BuildOptions:
     keep_dequantize: tuple[str, ...] = ()
     quantize: str | None = None
     shapes: dict[str, list[int]] | None = field(default=None, hash=False)
+    fuse: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in ("fast", "exact"):
@@ -44,11 +45,13 @@ class BuildOptions:
             get_format(self.quantize)
         if isinstance(self.keep_dequantize, str) or not all(isinstance(n, str) for n in self.keep_dequantize):
             raise ValueError(f"keep_dequantize takes a tuple of node names; got {self.keep_dequantize!r}")
+        if not isinstance(self.fuse, bool):
+            raise ValueError(f"fuse must be True or False; got {self.fuse!r}")
 
     def rewrite_options(self) -> RewriteOptions:
         """``auto`` symmetrizes exact-mode tables (faster float lookups), not int8 ones."""
         symmetric = self.symmetrize == "on" or (self.symmetrize == "auto" and self.mode == "exact")
-        return RewriteOptions(self.mode, symmetric, frozenset(self.keep_dequantize))
+        return RewriteOptions(self.mode, symmetric, frozenset(self.keep_dequantize), self.fuse)
 
 
 def build(
@@ -64,7 +67,9 @@ def build(
     Options (:class:`BuildOptions`): ``mode`` (``"fast"`` int8 tables or ``"exact"`` float
     tables), ``symmetrize`` (``"auto"``/``"on"``/``"off"``), ``threads``, ``keep_dequantize``
     (node names left on TVM's dequantize path), ``quantize`` (a preset such as ``"w2g128"``
-    to quantize float MatMul/Gemm weights at build time) and ``shapes`` (static input shapes).
+    to quantize float MatMul/Gemm weights at build time), ``shapes`` (static input shapes) and
+    ``fuse`` (default ``True``; ``False``: one table per matmul and every norm its own kernel,
+    to measure what the fusion passes buy or to rule them out when debugging).
 
     ``tuning_logs``: a directory written by :func:`lutc.tune`; kernels with a record in its
     ``<target-tag>/`` log use the tuned schedule, the others the default (with a warning).

@@ -24,6 +24,7 @@ def _build_args(args: argparse.Namespace) -> dict:
         "threads": args.threads,
         "keep_dequantize": tuple(args.keep_dequantize),
         "quantize": args.quantize,
+        "fuse": not args.no_fuse,
     }
 
 
@@ -264,6 +265,11 @@ def _add_build_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--quantize", default=None, metavar="FORMAT", help="quantize float MatMul/Gemm weights (w2g128)"
+    )
+    parser.add_argument(
+        "--no-fuse",
+        action="store_true",
+        help="no table sharing and no norm folded into a table precompute (to measure what fusion buys)",
     )
 
 

@@ -18,6 +18,9 @@ from .relay_passes import LutcFuseNormPrecompute, LutcRewriteQuantizedMatmul, Lu
 
 
 def lut_passes(options: RewriteOptions) -> list[tvm.transform.Pass]:
+    """The LUT rewrite, then (``options.fuse``) table sharing and norm folding."""
+    if not options.fuse:
+        return [LutcRewriteQuantizedMatmul(options), relax.transform.DeadCodeElimination()]
     return [
         LutcRewriteQuantizedMatmul(options),
         LutcShareTables(),

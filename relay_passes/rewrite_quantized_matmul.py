@@ -33,11 +33,13 @@ MATMUL = is_op("relax.matmul")(wildcard(), wildcard())
 
 @dataclass(frozen=True)
 class RewriteOptions:
-    """What the rewrite produces: table mode, symmetrization, and nodes to leave alone."""
+    """What the rewrite produces: table mode, symmetrization, nodes to leave alone, and whether
+    the passes after it share tables and fold norms into precomputes (``fuse``)."""
 
     mode: Literal["exact", "fast"] = "fast"
     symmetric: bool = False
     keep_dequantize: frozenset[str] = frozenset()
+    fuse: bool = True
 
 
 def _dequantize_call(mod: tvm.IRModule, expr: relax.Expr):

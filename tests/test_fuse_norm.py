@@ -97,12 +97,23 @@ def _norm_matmul_model(skip: bool, normed_is_output: bool = False) -> onnx.Model
     return helper.make_model(graph, opset_imports=opsets, ir_version=10)
 
 
-def _fused_norms(model: onnx.ModelProto) -> tuple[int, int]:
+def _fused_norms(model: onnx.ModelProto, fuse: bool = True) -> tuple[int, int]:
     """(rms_norm calls left, precompute kernels with a fused norm) after lutc's LUT passes."""
-    mod, _ = lut_module(model, BuildOptions())
+    mod, _ = lut_module(model, BuildOptions(fuse=fuse))
     text = mod["main"].script()
     fused = sum(1 for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc) and NORM_ATTR in f.attrs)
     return text.count("R.nn.rms_norm"), fused
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_fuse_false_keeps_the_norm_its_own_kernel_with_the_same_result(skip):
+    model = _norm_matmul_model(skip)
+    assert _fused_norms(model, fuse=False) == (1, 0)
+    rng = np.random.default_rng(2)
+    feeds = {name: rng.standard_normal((2, 3, K)).astype(np.float32) for name in ("x", "skip")[: 1 + skip]}
+    fused, unfused = (lutc.build(model, "x86", mode="exact", fuse=fuse)(**feeds) for fuse in (True, False))
+    for a, b in zip(*(r if isinstance(r, tuple) else (r,) for r in (fused, unfused)), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("skip", [False, True])

@@ -167,8 +167,10 @@ def test_share_tables_merges_equal_precomputes():
     tvm.ir.assert_structural_equal(LutcShareTables()(Before), Expected)
 
 
-def test_decoder_block_shares_tables_between_qkv_and_gate_up():
-    """Seven projections, four activations: q/k/v read one, gate/up another, o and down their own."""
+@pytest.mark.parametrize("fuse", [True, False])
+def test_decoder_block_shares_tables_between_qkv_and_gate_up(fuse):
+    """Seven projections, four activations: q/k/v read one, gate/up another, o and down their own.
+    ``fuse=False``: one precompute per projection."""
     from lutc.relay_passes.calls import called_kernel
 
     from lutc import zoo
@@ -177,10 +179,10 @@ def test_decoder_block_shares_tables_between_qkv_and_gate_up():
 
     model = zoo.quantize_matmuls(zoo.float_decoder_block(128, 2, 256), 2, 32)
     mod, _ = import_onnx(model)
-    mod = tvm.transform.Sequential(lut_passes(RewriteOptions()))(mod)
+    mod = tvm.transform.Sequential(lut_passes(RewriteOptions(fuse=fuse)))(mod)
     kinds = [called_kernel(mod, call) for call in _calls(mod["main"])]
     assert kinds.count("lut_matmul") == 7
-    assert kinds.count("lut_precompute") == 4
+    assert kinds.count("lut_precompute") == (4 if fuse else 7)
 
 
 def _calls(func: relax.Function) -> list[relax.Call]:
