@@ -1,0 +1,243 @@
+#!/usr/bin/env python3
+"""Write a whole-model GPU check bundle: lutc models built for CUDA, ORT's CPU outputs, and a
+runtime-only TVM to run them where TVM is not installed.
+
+    .venv/bin/python tools/gpu_check/make_model_bundle.py OUT_DIR [--arch sm_90] [--quick]
+    .venv/bin/python tools/gpu_check/make_model_bundle.py OUT_DIR --target x86 --python 3.11   # a CPU bundle (tests)
+
+Contents of ``OUT_DIR``:
+
+- ``models/<case>.so`` (+ ``.lutc.json``): each case exported by ``CompiledModel.export_library``.
+  A CUDA export holds the kernels' CUDA C; TVM's runtime compiles it when the library loads,
+  through the ``tvm_callback_cuda_compile`` that ``check_model.py`` registers (nvcc).
+- ``arrays/<case>.npz``: for every feed, the inputs (``<feed>/in/<name>``) and ONNX Runtime's CPU
+  outputs (``<feed>/ref/<index>``; MatMulNBits at ``accuracy_level`` 0, basic graph optimizations,
+  as ``tests/test_corpus.py`` does).
+- ``site.tar.xz`` (4 MiB; 24 MiB unpacked), a runtime-only TVM: ``tvm/``, TVM's Python package
+  without its 259 MB compiler library, cutlass headers and sources; ``ffi-cp3XX/tvm_ffi``:
+  ``apache-tvm-ffi`` for each Python version (the wheel is CPython-specific; the other versions'
+  are downloaded from PyPI); ``cuda/``: this machine's ``libcudart.so.13`` (TVM's CUDA runtime
+  library links it), used only when the GPU machine has none.
+- ``manifest.json``: the cases, their inputs and outputs in call order, feeds and tolerances.
+
+Cases: two exporter-made corpus models for correctness (builder int4 decode, fast and exact;
+TorchScript 2-bit prefill), each at the corpus's two input sizes, and a Llama-style decoder block
+(``lutc.zoo``, hidden 2048, 2-bit g128) built fused and with ``fuse=False`` for the fusion timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+import lutc
+from lutc import zoo
+from lutc.bench.model import ort_session, with_accuracy_level
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+from corpus.feeds import CORPUS_DIR, load_manifest, make_feeds  # noqa: E402
+
+MANIFEST_VERSION = 1
+FFI_VERSION = "0.1.14.post0"
+DEFAULT_PYTHONS = ("3.12",)
+"""The GPU machine's Python (the device notes: 3.12); add versions with ``--python``."""
+SITE_ARCHIVE = "site.tar.xz"
+CUDART = Path("/usr/local/cuda/lib64/libcudart.so.13")
+TVM_LEFT_OUT = ("lib/libtvm_compiler.so", "3rdparty", "src", "__pycache__")
+FFI_LEFT_OUT = ("include", "3rdparty", "src", "share", "__pycache__")
+TOLERANCE = {"fast": {"max_rel": 6e-2, "min_cosine": 0.999}, "exact": {"max_rel": 5e-5, "min_cosine": 0.99999}}
+"""``tests/test_corpus.py``'s bounds (see its docstring): error relative to the largest reference value."""
+BLOCK = {"hidden": 2048, "heads": 32, "intermediate": 5632, "bits": 2, "block_size": 128}
+QUICK_BLOCK = {"hidden": 256, "heads": 4, "intermediate": 512, "bits": 2, "block_size": 128}
+BLOCK_FEEDS = {"decode": (1, 1), "prefill": (1, 16)}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One library of the bundle: a model, a build, the feeds it runs and checks."""
+
+    name: str
+    source: str
+    mode: str
+    fuse: bool
+    timing: bool
+    """Timed on the GPU; a fused timing case is timed against its ``fuse=False`` twin."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    case: Case
+    model: Callable[[], onnx.ModelProto]
+    feeds: Callable[[onnx.ModelProto], dict[str, dict[str, np.ndarray]]]
+
+
+def _corpus_spec(file: str, name: str, mode: str) -> ModelSpec:
+    entry = next(e for e in load_manifest() if e["file"] == file)
+
+    def feeds(_model: onnx.ModelProto) -> dict[str, dict[str, np.ndarray]]:
+        return {"primary": make_feeds(entry), "alt": make_feeds(entry, alt=True)}
+
+    case = Case(name, f"tests/corpus/{file}", mode, fuse=True, timing=False)
+    return ModelSpec(case, lambda: onnx.load(str(CORPUS_DIR / file)), feeds)
+
+
+def _block_specs(shape: dict) -> list[ModelSpec]:
+    def model() -> onnx.ModelProto:
+        block = zoo.float_decoder_block(shape["hidden"], shape["heads"], shape["intermediate"])
+        return zoo.quantize_matmuls(block, shape["bits"], shape["block_size"])
+
+    def feeds(m: onnx.ModelProto) -> dict[str, dict[str, np.ndarray]]:
+        return {label: zoo.decoder_inputs(m, *bs) for label, bs in BLOCK_FEEDS.items()}
+
+    source = "lutc.zoo decoder block " + ", ".join(f"{k} {v}" for k, v in shape.items())
+    return [ModelSpec(Case(f"block-{'fused' if fuse else 'unfused'}", source, "fast", fuse, True), model, feeds)
+            for fuse in (True, False)]  # fmt: skip
+
+
+def model_specs(quick: bool) -> list[ModelSpec]:
+    if quick:
+        return [_corpus_spec("llama_genai_int4.onnx", "genai-int4-fast", "fast"), *_block_specs(QUICK_BLOCK)]
+    return [
+        _corpus_spec("llama_genai_int4.onnx", "genai-int4-fast", "fast"),
+        _corpus_spec("llama_genai_int4.onnx", "genai-int4-exact", "exact"),
+        _corpus_spec("llama_ts_prefill_q2b32s.onnx", "torchscript-2bit-fast", "fast"),
+        *_block_specs(BLOCK),
+    ]
+
+
+def ort_reference(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    session = ort_session(with_accuracy_level(model, 0), threads=2, basic=True)
+    return session.run(None, feeds)
+
+
+def write_case(spec: ModelSpec, target: str, out: Path) -> dict:
+    """Build, export and record one case; returns its manifest entry."""
+    case, started = spec.case, time.perf_counter()
+    model = spec.model()
+    compiled = lutc.build(model, target=target, mode=case.mode, fuse=case.fuse)
+    library = compiled.export_library(out / "models" / f"{case.name}.so")
+    arrays, feeds = {}, spec.feeds(model)
+    for label, feed in feeds.items():
+        arrays |= {f"{label}/in/{name}": value for name, value in feed.items()}
+        arrays |= {f"{label}/ref/{i}": ref for i, ref in enumerate(ort_reference(model, feed))}
+    np.savez_compressed(out / "arrays" / f"{case.name}.npz", **arrays)
+    lut = sum(1 for how in compiled.decisions.values() if how.startswith("lut"))
+    print(f"  {case.name}: {lut} LUT matmuls, {library.stat().st_size / 2**20:.1f} MiB, "
+          f"{time.perf_counter() - started:.0f} s", flush=True)  # fmt: skip
+    return {
+        **asdict(case),
+        "library": f"models/{library.name}",
+        "arrays": f"arrays/{case.name}.npz",
+        "inputs": [i.name for i in compiled.inputs],
+        "outputs": [o.name for o in compiled.outputs],
+        "feeds": list(feeds),
+        "lut_matmuls": lut,
+        "tolerance": TOLERANCE[case.mode],
+    }
+
+
+def _copy_tree(src: Path, dst: Path, left_out: tuple[str, ...]) -> None:
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        rel = Path(directory).relative_to(src)
+        return {n for n in names if n in left_out or str(rel / n) in left_out}
+
+    shutil.copytree(src, dst, ignore=ignore)
+
+
+def _ffi_wheel(python: str, cache: Path) -> Path:
+    """The ``apache-tvm-ffi`` wheel for CPython ``python``, downloaded into ``cache`` once."""
+    tag = "cp" + python.replace(".", "")
+    found = sorted(cache.glob(f"apache_tvm_ffi-{FFI_VERSION}-{tag}-*.whl"))
+    if not found:
+        cache.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", f"apache-tvm-ffi=={FFI_VERSION}",
+                        "--python-version", python, "--only-binary=:all:", "--no-deps", "-d", str(cache)],
+                       check=True)  # fmt: skip
+        found = sorted(cache.glob(f"apache_tvm_ffi-{FFI_VERSION}-{tag}-*.whl"))
+    if not found:
+        raise SystemExit(f"no apache-tvm-ffi {FFI_VERSION} wheel for Python {python} in {cache}")
+    return found[0]
+
+
+def write_site(out: Path, pythons: tuple[str, ...], cache: Path) -> dict:
+    """``site.tar.xz``: the runtime-only TVM (``tvm``, ``ffi-cpXY/tvm_ffi`` per Python, ``cuda``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        info = _fill_site(Path(tmp) / "site", pythons, cache)
+        with tarfile.open(out / SITE_ARCHIVE, "w:xz") as archive:
+            archive.add(Path(tmp) / "site", arcname=".")
+    return info
+
+
+def _fill_site(site: Path, pythons: tuple[str, ...], cache: Path) -> dict:
+    import tvm
+    import tvm_ffi
+
+    _copy_tree(Path(tvm.__file__).parent, site / "tvm", TVM_LEFT_OUT)
+    local = f"{sys.version_info.major}.{sys.version_info.minor}"
+    for python in pythons:
+        dest = site / f"ffi-cp{python.replace('.', '')}"
+        if python == local:
+            _copy_tree(Path(tvm_ffi.__file__).parent, dest / "tvm_ffi", FFI_LEFT_OUT)
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            zipfile.ZipFile(_ffi_wheel(python, cache)).extractall(tmp)
+            _copy_tree(Path(tmp) / "tvm_ffi", dest / "tvm_ffi", FFI_LEFT_OUT)
+    if CUDART.is_file():
+        (site / "cuda").mkdir()
+        shutil.copy2(CUDART.resolve(), site / "cuda" / CUDART.name)
+    return {"archive": SITE_ARCHIVE, "pythons": list(pythons), "cudart": CUDART.name if CUDART.is_file() else None}
+
+
+def bundle_bytes(out: Path) -> int:
+    return sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", type=Path, help="the bundle directory (replaced if it exists)")
+    parser.add_argument("--arch", default="sm_90", help="CUDA arch of the GPU machine (default sm_90, the H200)")
+    parser.add_argument("--target", default=None, help="build for this lutc target instead of cuda-<arch> "
+                        "(x86: a bundle check_model.py runs on this machine's CPU, for tests)")  # fmt: skip
+    parser.add_argument("--python", action="append", default=None, metavar="X.Y",
+                        help=f"Python version(s) of the GPU machine (default {DEFAULT_PYTHONS[0]})")  # fmt: skip
+    parser.add_argument("--quick", action="store_true", help="one corpus model and a hidden-256 block (tests)")
+    parser.add_argument("--wheel-cache", type=Path, default=ROOT / "build" / "wheels",
+                        help="where downloaded tvm-ffi wheels are kept (default build/wheels)")  # fmt: skip
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    target = args.target or "cuda-" + args.arch.replace("_", "")
+    if args.out.exists():
+        shutil.rmtree(args.out)
+    for sub in ("models", "arrays"):
+        (args.out / sub).mkdir(parents=True)
+    started = time.perf_counter()
+    print(f"building for {target}:", flush=True)
+    cases = [write_case(spec, target, args.out) for spec in model_specs(args.quick)]
+    site = write_site(args.out, tuple(args.python or DEFAULT_PYTHONS), args.wheel_cache)
+    manifest = {"version": MANIFEST_VERSION, "target": target, "device": "cpu" if args.target else "cuda",
+                "arch": args.arch, "lutc_version": lutc.__version__, "site": site, "cases": cases}  # fmt: skip
+    (args.out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    size = bundle_bytes(args.out)
+    print(f"wrote {args.out}: {len(cases)} cases, {size / 2**20:.1f} MiB, {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
