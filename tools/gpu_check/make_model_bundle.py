@@ -13,7 +13,7 @@ Contents of ``OUT_DIR``:
 - ``arrays/<case>.npz``: for every feed, the inputs (``<feed>/in/<name>``) and ONNX Runtime's CPU
   outputs (``<feed>/ref/<index>``; MatMulNBits at ``accuracy_level`` 0, basic graph optimizations,
   as ``tests/test_corpus.py`` does).
-- ``site.tar.xz`` (4 MiB; 24 MiB unpacked), a runtime-only TVM: ``tvm/``, TVM's Python package
+- ``site.tar.xz`` (9 MiB), a runtime-only TVM: ``tvm/``, TVM's Python package
   without its 259 MB compiler library, cutlass headers and sources; ``ffi-cp3XX/tvm_ffi``:
   ``apache-tvm-ffi`` for each Python version (the wheel is CPython-specific; the other versions'
   are downloaded from PyPI); ``cuda/``: this machine's ``libcudart.so.13`` (TVM's CUDA runtime
@@ -53,8 +53,9 @@ from corpus.feeds import CORPUS_DIR, load_manifest, make_feeds  # noqa: E402
 
 MANIFEST_VERSION = 1
 FFI_VERSION = "0.1.14.post0"
-DEFAULT_PYTHONS = ("3.12",)
-"""The GPU machine's Python (the device notes: 3.12); add versions with ``--python``."""
+DEFAULT_PYTHONS = ("3.12", "3.10", "3.11", "3.13")
+"""The GPU machine's Python (the device notes say 3.12) and the others TVM 0.27 supports, in
+case it is not: 1.5 MiB of archive each."""
 SITE_ARCHIVE = "site.tar.xz"
 CUDART = Path("/usr/local/cuda/lib64/libcudart.so.13")
 TVM_LEFT_OUT = ("lib/libtvm_compiler.so", "3rdparty", "src", "__pycache__")
@@ -213,7 +214,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--target", default=None, help="build for this lutc target instead of cuda-<arch> "
                         "(x86: a bundle check_model.py runs on this machine's CPU, for tests)")  # fmt: skip
     parser.add_argument("--python", action="append", default=None, metavar="X.Y",
-                        help=f"Python version(s) of the GPU machine (default {DEFAULT_PYTHONS[0]})")  # fmt: skip
+                        help=f"the GPU machine's Python version(s) (default {', '.join(DEFAULT_PYTHONS)})")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="one corpus model and a hidden-256 block (tests)")
     parser.add_argument("--wheel-cache", type=Path, default=ROOT / "build" / "wheels",
                         help="where downloaded tvm-ffi wheels are kept (default build/wheels)")  # fmt: skip
