@@ -10,6 +10,7 @@ within 48 KiB. The numpy emulation at the end checks the index arithmetic of the
 from __future__ import annotations
 
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -65,6 +66,26 @@ def test_matmul_compiles_spill_free(fmt, mode, m):
     if mode == "fast":
         assert "__byte_perm" in source and "__dp4a" in source
     _check_resources(source)
+
+
+def _ptx(source: str, tmp_path) -> str:
+    path = tmp_path / "kernel.cu"
+    path.write_text(source)
+    subprocess.run(["nvcc", "-ptx", "-arch=sm_80", "-o", str(tmp_path / "kernel.ptx"), str(path)], check=True)
+    return (tmp_path / "kernel.ptx").read_text()
+
+
+@needs_nvcc
+@pytest.mark.parametrize("symmetric", [False, True], ids=["full", "half"])
+@pytest.mark.parametrize("fmt", FORMATS.values(), ids=FORMATS.keys())
+def test_fast_lookups_reach_dp4a_as_signed_bytes(fmt, symmetric, tmp_path):
+    """``__byte_perm`` returns ``unsigned``: uncast, ``__dp4a`` resolves to TVM's mixed
+    ``dp4a.u32.s32`` overload and reads the int8 table entries as 0..255 (found by the CPU
+    emulator, ``tests/test_cuda_emulated.py``)."""
+    ptx = _ptx(_cuda_source(lut_matmul(KernelSpec(1, 256, 512, fmt, "fast", symmetric=symmetric)), LutMatmulCuda),
+               tmp_path)  # fmt: skip
+    assert "dp4a.s32.s32" in ptx
+    assert "dp4a.u32" not in ptx and "dp4a.s32.u32" not in ptx
 
 
 @needs_nvcc

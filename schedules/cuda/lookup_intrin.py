@@ -91,8 +91,12 @@ def _i32(value: int) -> tirx.PrimExpr:
 
 
 def _byte_perm(low: tirx.PrimExpr, high: tirx.PrimExpr, selector: tirx.PrimExpr) -> tirx.PrimExpr:
-    """``__byte_perm``: result byte ``i`` is byte ``(selector >> 4i) & 7`` of ``high:low``."""
-    return T.call_pure_extern("int32", "__byte_perm", low, high, selector)
+    """``__byte_perm``: result byte ``i`` is byte ``(selector >> 4i) & 7`` of ``high:low``.
+
+    Typed ``uint32``, as CUDA declares it: :func:`lookup16` casts its result to ``int32``, or
+    ``__dp4a(unsigned, int, int)`` would resolve to the ``dp4a.u32.s32`` overload TVM's preamble
+    declares and read the int8 entries as 0..255."""
+    return T.call_pure_extern("uint32", "__byte_perm", low, high, selector)
 
 
 def _table_word(tab: tirx.Buffer, row, word: int) -> tirx.PrimExpr:
@@ -110,11 +114,12 @@ def _table_words(tab: tirx.Buffer, row, symmetric: bool) -> list[tirx.PrimExpr]:
 
 def lookup16(words: list[tirx.PrimExpr], selector: tirx.PrimExpr) -> tirx.PrimExpr:
     """Four lookups into a 16-entry int8 table held in four words; ``selector`` holds the
-    4-bit indices in its low four nibbles, result byte ``i`` is entry ``nibble i``."""
+    4-bit indices in its low four nibbles, result byte ``i`` is entry ``nibble i`` (an int32,
+    so that ``__dp4a`` takes its bytes as signed)."""
     low = _byte_perm(words[0], words[1], selector)
     high = _byte_perm(words[2], words[3], selector)
     pick = tirx.bitwise_or(_i32(IDENTITY_SELECTOR), tirx.shift_right(tirx.bitwise_and(selector, _i32(SELECT_HIGH)), 1))
-    return _byte_perm(low, high, pick)
+    return tirx.Cast("int32", _byte_perm(low, high, pick))
 
 
 def selector(w: tirx.Buffer, kb, planes: int, half: int) -> tirx.PrimExpr:

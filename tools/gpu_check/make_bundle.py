@@ -29,6 +29,7 @@ from lutc.schedules import schedule
 from tvm.target import Target
 
 from lutc.kernels import KernelSpec, lut_matmul, lut_precompute
+from lutc.kernels.precompute import FusedNorm
 from lutc.quant import (
     IntFormat,
     LutConfig,
@@ -50,7 +51,8 @@ SPLIT_PASS = "tirx.SplitHostDevice"
 THREAD_TAGS = ("blockIdx.x", "blockIdx.y", "blockIdx.z", "threadIdx.x", "threadIdx.y", "threadIdx.z")
 DYN_SHARED_TAG = "tirx.use_dyn_shared_memory"
 """Launch tag whose value (the last launch argument) is the dynamic shared memory in bytes."""
-ROLES = {"x": "input", "data": "weight", "scales": "weight", "offsets": "weight", "bias": "weight", "y": "output"}
+ROLES = {"x": "input", "skip": "input", "weight": "weight", "data": "weight", "scales": "weight",
+         "offsets": "weight", "bias": "weight", "y": "output"}  # fmt: skip
 """Roles of the kernels' parameters by name; the others (tables, lut_scale, ...) are ``table``."""
 NVRTC_OPTIONS = (
     "--device-int128", "-default-device", "--use_fast_math",
@@ -70,8 +72,12 @@ CORRECTNESS_FORMATS = (
     IntFormat(4, 128, symmetric=False),
     TernaryFormat(64),
 )
-TABLE_VARIANTS = (("fast", False), ("exact", True), ("exact", False))
-"""(mode, symmetrized tables): ``lutc.build``'s defaults per mode first, then full exact tables."""
+TABLE_VARIANTS = (("fast", False), ("exact", True), ("exact", False), ("fast", True))
+"""(mode, symmetrized tables): ``lutc.build``'s defaults per mode first, then full exact tables
+and half int8 tables (``symmetrize="on"``: ``__vneg4``)."""
+NORM_EPS = 1e-6
+NORM_VARIANTS = (FusedNorm(NORM_EPS), FusedNorm(NORM_EPS, skip=True))
+"""Precomputes with an RMSNorm folded in (``LutcFuseNormPrecompute``), w4g32 in both modes."""
 CORRECTNESS_ROWS = (1, 16)
 CORRECTNESS_NK = (256, 512)
 TIMING_FORMATS = (IntFormat(2, 32), IntFormat(4, 32))
@@ -128,10 +134,12 @@ class Case:
 
     kind: Literal["correctness", "timing"]
     spec: KernelSpec
+    norm: FusedNorm | None = None
+    """The precompute's fused RMSNorm: its inputs are ``x`` (and ``skip``) and ``weight``."""
 
     @property
     def name(self) -> str:
-        return f"{self.kind}_{self.spec.tag}"
+        return f"{self.kind}_" + (f"{self.norm.tag}_" if self.norm else "") + self.spec.tag
 
 
 # ---- launches from TVM's lowering ---------------------------------------------------------
@@ -273,6 +281,11 @@ def correctness_cases() -> list[Case]:
         for fmt in CORRECTNESS_FORMATS
         for mode, symmetric in TABLE_VARIANTS
         for m in CORRECTNESS_ROWS
+    ] + [
+        Case("correctness", KernelSpec(m, n, k, IntFormat(4, 32), mode=mode, symmetric=mode == "exact"), norm)
+        for norm in NORM_VARIANTS
+        for mode in ("fast", "exact")
+        for m in CORRECTNESS_ROWS
     ]
 
 
@@ -295,23 +308,36 @@ def quick_cases() -> list[Case]:
     ]
 
 
-def correctness_arrays(spec: KernelSpec, seed: int) -> dict[str, np.ndarray]:
+def rms_norm(v: np.ndarray, weight: np.ndarray, epsilon: float) -> np.ndarray:
+    """TVM's ``rms_norm`` in float64, rounded to float32."""
+    v64 = v.astype(np.float64)
+    return (v64 / np.sqrt((v64 * v64).mean(-1, keepdims=True) + epsilon) * weight).astype(np.float32)
+
+
+def correctness_arrays(spec: KernelSpec, seed: int, norm: FusedNorm | None = None) -> dict[str, np.ndarray]:
     """Inputs, the reference outputs and the per-element tolerances of ``tests/test_kernels.py``.
 
     ``expected`` (the LUT reference of the kernel's own mode) must match within ``atol``, the
     largest exact-mode rounding bound; ``reference`` (``x @ dequantize(W).T``) within
-    ``allowed``, that bound per element plus, in fast mode, the table-quantization bound.
+    ``allowed``, that bound per element plus, in fast mode, the table-quantization bound. With
+    ``norm``, both are of the normalized rows (float64 RMSNorm of ``x`` or ``x + skip``).
     """
     rng = np.random.default_rng(seed)
     qw = quantize(random_weights(rng, spec.n, spec.k), spec.fmt)
     pw = pack(qw)
     x = rng.standard_normal((spec.m, spec.k)).astype(np.float32)
+    inputs = {"x": x}
+    if norm is not None:
+        inputs["weight"] = rng.standard_normal(spec.k).astype(np.float32)
+        if norm.skip:
+            inputs["skip"] = rng.standard_normal((spec.m, spec.k)).astype(np.float32)
+        x = rms_norm(x + inputs.get("skip", 0), inputs["weight"], norm.epsilon)
     config = LutConfig(mode=spec.mode, symmetric=spec.symmetric)
     rounding = exact_error_bound(x, pw)
     allowed = rounding
     if spec.mode == "fast":
         allowed = allowed + fast_error_bound(precompute(x, pw.group_len, config, pw.k_pad), pw)
-    arrays = {"x": x, "data": pw.data, "scales": pw.scales, "expected": lut_gemm(x, pw, config)}
+    arrays = {**inputs, "data": pw.data, "scales": pw.scales, "expected": lut_gemm(x, pw, config)}
     if pw.offsets is not None:
         arrays["offsets"] = pw.offsets
     arrays.update(reference=reference_matmul(x, qw, None), allowed=allowed, atol=np.float64(rounding.max()))
@@ -349,7 +375,7 @@ def _buffers(lowered: list[LoweredModule]) -> dict[str, dict]:
 def case_entry(case: Case, target: Target, out: Path, seed: int) -> dict:
     """Build one case's kernels into ``out``; its manifest entry."""
     spec = case.spec
-    funcs = {"precompute": lut_precompute(spec), "matmul": lut_matmul(spec)}
+    funcs = {"precompute": lut_precompute(spec, case.norm), "matmul": lut_matmul(spec)}
     modules, lowered = [], []
     for name, func in funcs.items():
         entry, low = _module_entry(name, schedule(func, target).mod["main"], target, out)
@@ -360,9 +386,10 @@ def case_entry(case: Case, target: Target, out: Path, seed: int) -> dict:
                        for n, b in buffers.items() if b["role"] == "weight" and n != "bias")  # fmt: skip
     entry = {"name": case.name, "kind": case.kind, "spec": spec.as_attr(), "format": spec.fmt.name,
              "m": spec.m, "n": spec.n, "k": spec.k, "mode": spec.mode, "symmetric": spec.symmetric,
+             "norm": case.norm.tag if case.norm else None,
              "weight_bytes": int(weight_bytes), "buffers": buffers, "modules": modules}  # fmt: skip
     if case.kind == "correctness":
-        arrays = correctness_arrays(spec, seed)
+        arrays = correctness_arrays(spec, seed, case.norm)
         _check_arrays(case.name, arrays, buffers)
         path = Path("arrays") / f"{case.name}.npz"
         np.savez_compressed(out / path, **arrays)
