@@ -25,7 +25,7 @@ from typing import Literal
 
 import numpy as np
 import tvm
-from lutc.schedules import schedule
+from lutc.schedules import Knobs, schedule
 from tvm.target import Target
 
 from lutc.kernels import KernelSpec, lut_matmul, lut_precompute
@@ -83,6 +83,17 @@ CORRECTNESS_NK = (256, 512)
 TIMING_FORMATS = (IntFormat(2, 32), IntFormat(4, 32))
 TIMING_SHAPES = ((4096, 4096), (11008, 4096), (4096, 11008))
 TIMING_ROWS = (1, 16)
+SWEEP_SPECS = (
+    KernelSpec(1, 4096, 4096, IntFormat(2, 32), mode="fast"),
+    KernelSpec(1, 4096, 4096, IntFormat(4, 32), mode="fast"),
+    KernelSpec(16, 4096, 4096, IntFormat(2, 32), mode="fast"),
+)
+"""Timed again with other ``lut_matmul`` knobs (:func:`sweep_knobs`): the defaults are unmeasured."""
+SWEEP_CHECKED = (
+    KernelSpec(1, 256, 512, IntFormat(2, 32), mode="fast"),
+    KernelSpec(16, 256, 512, IntFormat(4, 128, symmetric=False), mode="exact", symmetric=True),
+)
+"""Checked with the same knob sets, so that what is timed has also been checked."""
 
 
 @dataclass(frozen=True)
@@ -136,10 +147,14 @@ class Case:
     spec: KernelSpec
     norm: FusedNorm | None = None
     """The precompute's fused RMSNorm: its inputs are ``x`` (and ``skip``) and ``weight``."""
+    knobs: tuple[tuple[str, int], ...] = ()
+    """``lut_matmul``'s pinned structural choices (``tiles``, ``k_split``, ``chunk``); the
+    rule's defaults when empty."""
 
     @property
     def name(self) -> str:
-        return f"{self.kind}_" + (f"{self.norm.tag}_" if self.norm else "") + self.spec.tag
+        knobs = "".join(f"_{name}{value}" for name, value in self.knobs)
+        return f"{self.kind}_" + (f"{self.norm.tag}_" if self.norm else "") + self.spec.tag + knobs
 
 
 # ---- launches from TVM's lowering ---------------------------------------------------------
@@ -298,6 +313,30 @@ def timing_cases() -> list[Case]:
     ]
 
 
+def sweep_knobs(spec: KernelSpec, target: Target) -> list[tuple[tuple[str, int], ...]]:
+    """Every (tiles, k_split) that fits a block at the default chunk, and the other chunks at the
+    default (tiles, k_split): the choices :class:`LutMatmulCuda` offers, less the defaults."""
+    from lutc.schedules.cuda import LutMatmulCuda
+    from lutc.schedules.cuda.base import DEFAULT_CHUNK, DEFAULT_K_SPLIT, DEFAULT_TILES, MAX_THREADS, WARP
+
+    choices = LutMatmulCuda().structural_choices(lut_matmul(spec), target)
+    pairs = [(t, k) for t in choices["tiles"] for k in choices["k_split"] if t * k * WARP <= MAX_THREADS]
+    knobs = [(("chunk", DEFAULT_CHUNK), ("k_split", k), ("tiles", t)) for t, k in pairs]
+    knobs += [(("chunk", c), ("k_split", DEFAULT_K_SPLIT), ("tiles", DEFAULT_TILES)) for c in choices["chunk"]]
+    default = (("chunk", DEFAULT_CHUNK), ("k_split", DEFAULT_K_SPLIT), ("tiles", DEFAULT_TILES))
+    return [k for k in dict.fromkeys(knobs) if k != default]
+
+
+def sweep_cases(target: Target) -> list[Case]:
+    checked = [Case("correctness", s, knobs=knobs) for s in SWEEP_CHECKED for knobs in sweep_knobs(s, target)]
+    return checked + [Case("timing", s, knobs=knobs) for s in SWEEP_SPECS for knobs in sweep_knobs(s, target)]
+
+
+def full_cases(target: Target) -> list[Case]:
+    """The full bundle's cases, in the order the runner takes them."""
+    return [*correctness_cases(), *timing_cases(), *sweep_cases(target)]
+
+
 def quick_cases() -> list[Case]:
     """A handful for tests: both modes, an asymmetric format, one timing shape."""
     n, k = CORRECTNESS_NK
@@ -376,9 +415,10 @@ def case_entry(case: Case, target: Target, out: Path, seed: int) -> dict:
     """Build one case's kernels into ``out``; its manifest entry."""
     spec = case.spec
     funcs = {"precompute": lut_precompute(spec, case.norm), "matmul": lut_matmul(spec)}
+    knobs = {"precompute": Knobs(), "matmul": Knobs(pinned=case.knobs)}
     modules, lowered = [], []
     for name, func in funcs.items():
-        entry, low = _module_entry(name, schedule(func, target).mod["main"], target, out)
+        entry, low = _module_entry(name, schedule(func, target, knobs[name]).mod["main"], target, out)
         modules.append(entry)
         lowered.append(low)
     buffers = _buffers(lowered)
@@ -386,7 +426,7 @@ def case_entry(case: Case, target: Target, out: Path, seed: int) -> dict:
                        for n, b in buffers.items() if b["role"] == "weight" and n != "bias")  # fmt: skip
     entry = {"name": case.name, "kind": case.kind, "spec": spec.as_attr(), "format": spec.fmt.name,
              "m": spec.m, "n": spec.n, "k": spec.k, "mode": spec.mode, "symmetric": spec.symmetric,
-             "norm": case.norm.tag if case.norm else None,
+             "norm": case.norm.tag if case.norm else None, "knobs": dict(case.knobs),
              "weight_bytes": int(weight_bytes), "buffers": buffers, "modules": modules}  # fmt: skip
     if case.kind == "correctness":
         arrays = correctness_arrays(spec, seed, case.norm)
@@ -408,7 +448,7 @@ def make_bundle(out: Path, arch: str = "sm_90", quick: bool = False, seed: int =
     target = resolve_target(f"cuda-{arch.replace('_', '')}")
     for sub in ("sources", "arrays"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    cases = quick_cases() if quick else [*correctness_cases(), *timing_cases()]
+    cases = quick_cases() if quick else full_cases(target)
     entries = []
     for i, case in enumerate(cases):
         start = time.perf_counter()
