@@ -18,8 +18,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -80,6 +81,7 @@ NORM_VARIANTS = (FusedNorm(NORM_EPS), FusedNorm(NORM_EPS, skip=True))
 """Precomputes with an RMSNorm folded in (``LutcFuseNormPrecompute``), w4g32 in both modes."""
 CORRECTNESS_ROWS = (1, 16)
 CORRECTNESS_NK = (256, 512)
+DYNAMIC_ROWS = (1, 3, 16)
 TIMING_FORMATS = (IntFormat(2, 32), IntFormat(4, 32))
 TIMING_SHAPES = ((4096, 4096), (11008, 4096), (4096, 11008))
 TIMING_ROWS = (1, 16)
@@ -150,11 +152,18 @@ class Case:
     knobs: tuple[tuple[str, int], ...] = ()
     """``lut_matmul``'s pinned structural choices (``tiles``, ``k_split``, ``chunk``); the
     rule's defaults when empty."""
+    rows: int | None = None
+    """For a dynamic-M spec (what ``lutc.build`` compiles without ``shapes=``): the M it runs at."""
+
+    def __post_init__(self) -> None:
+        if (self.spec.m is None) != (self.rows is not None):
+            raise ValueError(f"rows={self.rows} goes with a dynamic-M spec and only with one; spec m={self.spec.m}")
 
     @property
     def name(self) -> str:
         knobs = "".join(f"_{name}{value}" for name, value in self.knobs)
-        return f"{self.kind}_" + (f"{self.norm.tag}_" if self.norm else "") + self.spec.tag + knobs
+        rows = f"_at{self.rows}" if self.rows is not None else ""
+        return f"{self.kind}_" + (f"{self.norm.tag}_" if self.norm else "") + self.spec.tag + rows + knobs
 
 
 # ---- launches from TVM's lowering ---------------------------------------------------------
@@ -185,14 +194,36 @@ def _flat_statements(stmt: tvm.tirx.Stmt) -> list[tvm.tirx.Stmt]:
     return [stmt]
 
 
-def _int(expr, what: str) -> int:
-    if not isinstance(expr, tvm.tirx.IntImm):
-        raise NotImplementedError(f"{what} is {expr}, not a constant: only static shapes can be bundled")
-    return int(expr.value)
+class _Values:
+    """Shape variables bound to numbers (a dynamic-M kernel's ``m``): extents, shapes and
+    scalar arguments become constants for one launch size."""
+
+    def __init__(self, params: list, bound: dict[str, int]) -> None:
+        self.analyzer = tvm.sym.Analyzer()
+        dims = {d for p in params if hasattr(p, "shape") for d in p.shape if isinstance(d, tvm.tirx.Var)}
+        self.bound = [d for d in dims if d.name in bound]
+        for var in self.bound:
+            self.analyzer.bind(var, tvm.tirx.const(bound[var.name], str(var.ty.dtype)))
+
+    def bind(self, var, expr) -> None:
+        value = self.value(expr)
+        if not isinstance(value, tvm.tirx.IntImm):
+            raise NotImplementedError(f"host binding {var} = {expr} is not a constant for the bound shapes")
+        self.analyzer.bind(var, value)
+        self.bound.append(var)
+
+    def value(self, expr):
+        return self.analyzer.simplify(expr) if self.bound and isinstance(expr, tvm.ir.Expr) else expr
+
+    def int(self, expr, what: str) -> int:
+        expr = self.value(expr)
+        if not isinstance(expr, tvm.tirx.IntImm):
+            raise NotImplementedError(f"{what} is {expr}, not a constant: only static shapes can be bundled")
+        return int(expr.value)
 
 
-def _buffer_info(var, role: str, name: str | None = None) -> BufferInfo:
-    shape = tuple(_int(d, f"a dim of buffer {var.name}") for d in var.shape)
+def _buffer_info(var, role: str, values: _Values, name: str | None = None) -> BufferInfo:
+    shape = tuple(values.int(d, f"a dim of buffer {var.name}") for d in var.shape)
     return BufferInfo(name or str(var.name), shape, str(var.dtype), role)
 
 
@@ -224,7 +255,7 @@ class _Roots:
         raise NotImplementedError(f"kernel argument {expr} is neither a parameter nor a host allocation")
 
 
-def _launch(call: tvm.tirx.Call, device_params: dict[str, list], roots: _Roots) -> Launch:
+def _launch(call: tvm.tirx.Call, device_params: dict[str, list], roots: _Roots, values: _Values) -> Launch:
     name = str(call.args[0].value)
     tags = [str(t) for t in call.attrs.launch_params]
     params = device_params[name]
@@ -235,45 +266,52 @@ def _launch(call: tvm.tirx.Call, device_params: dict[str, list], roots: _Roots) 
     shared = 0
     for tag, value in zip(tags, extents, strict=True):
         if tag == DYN_SHARED_TAG:
-            shared = _int(value, f"{name}'s dynamic shared memory")
+            shared = values.int(value, f"{name}'s dynamic shared memory")
         elif tag in dims:
-            dims[tag] = _int(value, f"{name}'s {tag} extent")
+            dims[tag] = values.int(value, f"{name}'s {tag} extent")
         else:
             raise NotImplementedError(f"{name}: launch tag {tag} (cooperative/PDL/cluster launches) is not supported")
-    kernel_args = tuple(_kernel_arg(arg, param, roots) for arg, param in zip(args, params, strict=True))
+    kernel_args = tuple(_kernel_arg(arg, param, roots, values) for arg, param in zip(args, params, strict=True))
     grid = tuple(dims[f"blockIdx.{a}"] for a in "xyz")
     block = tuple(dims[f"threadIdx.{a}"] for a in "xyz")
     return Launch(name, grid, block, shared, kernel_args)
 
 
-def _kernel_arg(arg, param, roots: _Roots) -> KernelArg:
+def _kernel_arg(arg, param, roots: _Roots, values: _Values) -> KernelArg:
     if isinstance(param.ty, tvm.ir.PointerType):
         return KernelArg(buffer=roots.name_of(arg))
+    arg = values.value(arg)
     if isinstance(arg, tvm.tirx.IntImm | tvm.tirx.FloatImm):
         return KernelArg(value=arg.value, dtype=str(param.ty.dtype))
     raise NotImplementedError(f"scalar kernel argument {arg} is not a constant")
 
 
-def lowered_launches(func: tvm.tirx.PrimFunc, target: Target, prefix: str = "") -> LoweredModule:
+def lowered_launches(
+    func: tvm.tirx.PrimFunc, target: Target, prefix: str = "", rows: int | None = None
+) -> LoweredModule:
     """The launch sequence of ``func`` (scheduled, unbuilt) as TVM's host code makes it.
 
     Scratch buffers (host-level allocations such as a row maximum) are named ``prefix + name``.
+    ``rows``: the value of a dynamic-M kernel's ``m`` for these launches.
     """
     mod = split_host_device(func, target)
     host = mod["main"]
+    values = _Values(list(host.params), {} if rows is None else {"m": rows})
     device_params = {gv.name_hint: list(f.params) for gv, f in mod.functions.items() if gv.name_hint != "main"}
-    params = tuple(_buffer_info(p, ROLES.get(str(p.name), "table")) for p in host.params)
+    params = tuple(_buffer_info(p, ROLES.get(str(p.name), "table"), values) for p in host.params)
     roots, scratch, launches = _Roots(list(host.params)), [], []
     for stmt in _flat_statements(host.body):
         if isinstance(stmt, tvm.tirx.AllocBuffer):
-            scratch.append(_buffer_info(stmt.buffer, "scratch", prefix + str(stmt.buffer.name)))
+            scratch.append(_buffer_info(stmt.buffer, "scratch", values, prefix + str(stmt.buffer.name)))
             roots.add_alloc(stmt.buffer, scratch[-1].name)
         elif isinstance(stmt, tvm.tirx.DeclBuffer):
             roots.add_view(stmt)
+        elif isinstance(stmt, tvm.tirx.Bind):  # a shape expression of a dynamic kernel (``m * 16``)
+            values.bind(stmt.var, stmt.value)
         elif isinstance(stmt, tvm.tirx.Evaluate) and getattr(stmt.value, "op", None) is not None:
             if stmt.value.op.name != "tirx.call_ffi_kernel":
                 raise NotImplementedError(f"host statement {stmt.value.op.name} is not a kernel launch")
-            launches.append(_launch(stmt.value, device_params, roots))
+            launches.append(_launch(stmt.value, device_params, roots, values))
         else:
             raise NotImplementedError(f"host statement {type(stmt).__name__} (control flow around launches)")
     return LoweredModule(params, tuple(scratch), tuple(launches))
@@ -327,6 +365,17 @@ def sweep_knobs(spec: KernelSpec, target: Target) -> list[tuple[tuple[str, int],
     return [k for k in dict.fromkeys(knobs) if k != default]
 
 
+def dynamic_cases() -> list[Case]:
+    """Dynamic-M kernels, the ones models built without ``shapes=`` run, at several M."""
+    n, k = CORRECTNESS_NK
+    specs = [KernelSpec(None, n, k, IntFormat(2, 32), mode="fast"),
+             KernelSpec(None, n, k, IntFormat(4, 128, symmetric=False), mode="exact", symmetric=True),
+             KernelSpec(None, n, k, TernaryFormat(64), mode="fast")]  # fmt: skip
+    cases = [Case("correctness", spec, rows=rows) for spec in specs for rows in DYNAMIC_ROWS]
+    norm_spec = KernelSpec(None, n, k, IntFormat(4, 32), mode="fast")
+    return cases + [Case("correctness", norm_spec, NORM_VARIANTS[1], rows=rows) for rows in DYNAMIC_ROWS]
+
+
 def sweep_cases(target: Target) -> list[Case]:
     checked = [Case("correctness", s, knobs=knobs) for s in SWEEP_CHECKED for knobs in sweep_knobs(s, target)]
     return checked + [Case("timing", s, knobs=knobs) for s in SWEEP_SPECS for knobs in sweep_knobs(s, target)]
@@ -334,7 +383,7 @@ def sweep_cases(target: Target) -> list[Case]:
 
 def full_cases(target: Target) -> list[Case]:
     """The full bundle's cases, in the order the runner takes them."""
-    return [*correctness_cases(), *timing_cases(), *sweep_cases(target)]
+    return [*correctness_cases(), *dynamic_cases(), *timing_cases(), *sweep_cases(target)]
 
 
 def quick_cases() -> list[Case]:
@@ -394,8 +443,10 @@ def _write_source(out: Path, source: str) -> str:
     return str(path)
 
 
-def _module_entry(name: str, func: tvm.tirx.PrimFunc, target: Target, out: Path) -> tuple[dict, LoweredModule]:
-    lowered = lowered_launches(func, target, prefix=f"{name}.")
+def _module_entry(
+    name: str, func: tvm.tirx.PrimFunc, target: Target, out: Path, rows: int | None
+) -> tuple[dict, LoweredModule]:
+    lowered = lowered_launches(func, target, prefix=f"{name}.", rows=rows)
     entry = {"name": name, "source": _write_source(out, cuda_source(func, target)),
              "launches": [asdict(launch) for launch in lowered.launches]}  # fmt: skip
     return entry, lowered
@@ -418,18 +469,19 @@ def case_entry(case: Case, target: Target, out: Path, seed: int) -> dict:
     knobs = {"precompute": Knobs(), "matmul": Knobs(pinned=case.knobs)}
     modules, lowered = [], []
     for name, func in funcs.items():
-        entry, low = _module_entry(name, schedule(func, target, knobs[name]).mod["main"], target, out)
+        entry, low = _module_entry(name, schedule(func, target, knobs[name]).mod["main"], target, out, case.rows)
         modules.append(entry)
         lowered.append(low)
     buffers = _buffers(lowered)
     weight_bytes = sum(BufferInfo(n, tuple(b["shape"]), b["dtype"], b["role"]).nbytes
                        for n, b in buffers.items() if b["role"] == "weight" and n != "bias")  # fmt: skip
     entry = {"name": case.name, "kind": case.kind, "spec": spec.as_attr(), "format": spec.fmt.name,
-             "m": spec.m, "n": spec.n, "k": spec.k, "mode": spec.mode, "symmetric": spec.symmetric,
+             "m": case.rows or spec.m, "dynamic_m": spec.m is None, "n": spec.n, "k": spec.k, "mode": spec.mode,
+             "symmetric": spec.symmetric,
              "norm": case.norm.tag if case.norm else None, "knobs": dict(case.knobs),
              "weight_bytes": int(weight_bytes), "buffers": buffers, "modules": modules}  # fmt: skip
     if case.kind == "correctness":
-        arrays = correctness_arrays(spec, seed, case.norm)
+        arrays = correctness_arrays(replace(spec, m=case.rows or spec.m), seed, case.norm)
         _check_arrays(case.name, arrays, buffers)
         path = Path("arrays") / f"{case.name}.npz"
         np.savez_compressed(out / path, **arrays)
@@ -446,8 +498,9 @@ def _check_arrays(name: str, arrays: dict[str, np.ndarray], buffers: dict[str, d
 def make_bundle(out: Path, arch: str = "sm_90", quick: bool = False, seed: int = 0) -> dict:
     """Write the bundle for ``arch`` into ``out``; the manifest."""
     target = resolve_target(f"cuda-{arch.replace('_', '')}")
-    for sub in ("sources", "arrays"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
+    for sub in ("sources", "arrays"):  # a previous bundle's files would travel with this one
+        shutil.rmtree(out / sub, ignore_errors=True)
+        (out / sub).mkdir(parents=True)
     cases = quick_cases() if quick else full_cases(target)
     entries = []
     for i, case in enumerate(cases):
