@@ -87,7 +87,9 @@ def test_corpus_models_build_for_cuda_with_lut_kernels_that_fit(name):
     for arch in ("sm_80", "sm_90"):
         kernels = ptxas_report(source, arch)
         lut = {k: r for k, r in kernels.items() if k.startswith("lut_")}
-        assert len(lut) >= 2 * len(compiled.decisions) // 3  # a matmul per node, a precompute per activation
+        assert any(k.startswith("lut_matmul") for k in lut)
+        precomputes = [k for k in lut if k.startswith("lut_precompute")]
+        assert precomputes and all(re.fullmatch(r"lut_precompute\d*_kernel", k) for k in precomputes)  # one launch
         for kernel, used in lut.items():
             assert not used.spills, (arch, kernel)
             assert used.registers <= LUT_LIMITS["registers"], (arch, kernel, used.registers)

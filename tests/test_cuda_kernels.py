@@ -9,6 +9,7 @@ within 48 KiB. The numpy emulation at the end checks the index arithmetic of the
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 
@@ -115,12 +116,14 @@ def test_matmul_shapes_compile_spill_free(spec):
         KernelSpec(1, 256, 512, IntFormat(2, 32), "fast"),
         KernelSpec(None, 256, 4096, IntFormat(4, 128, symmetric=False), "exact"),
         KernelSpec(16, 256, 500, IntFormat(2, "channel"), "fast", symmetric=True),  # K padded to 504
+        KernelSpec(1, 256, 11008, IntFormat(2, 32), "fast"),  # 344 groups: more than a block's threads
     ],
     ids=lambda spec: spec.tag,
 )
-def test_precompute_compiles_spill_free(spec, norm):
+def test_precompute_is_one_spill_free_kernel(spec, norm):
     source = _cuda_source(lut_precompute(spec, norm), LutPrecomputeCuda)
     assert "threadIdx.x" in source
+    assert len(set(re.findall(r"__global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\(", source))) == 1
     _check_resources(source)
 
 

@@ -1,14 +1,20 @@
-"""``lut_precompute`` on CUDA: one kernel per stage, every loop bound to threads.
+"""``lut_precompute`` on CUDA: one kernel, one thread block per activation row.
 
 Elementwise stages (``normed``, ``x + skip``, ``row_up``, the unquantized ``table`` of fast
 mode, ``inverse``) are inlined into their consumers, so no activation-sized intermediate
-reaches global memory. Each remaining stage is one kernel:
+reaches global memory. Every other stage runs in the row's block, in dependency order, its
+per-row intermediates (``sumsq``, ``rowmax``, ``maxabs``) in shared memory (TVM inserts the
+``__syncthreads`` between a stage and its readers):
 
-- reductions (``sumsq``, ``rowmax``, ``xsum``, ``maxabs``): one thread block per output,
-  the reduction split across ``threadIdx.x`` (a serial part per thread, then a cross-thread
-  reduction through shared memory);
-- spatial stages (``row_scale``, ``lut_scale``, ``tables``): their loops fused and split
-  over ``blockIdx.x`` / ``threadIdx.x``.
+- the row reductions (``sumsq``, ``rowmax``) split K across ``threadIdx.x`` with a
+  cross-thread reduction;
+- the per-group stages (``xsum``, ``maxabs``, ``lut_scale``) put groups on threads, or, with
+  fewer than :data:`MIN_SPATIAL_FOR_THREADS` groups (per-channel formats), the group's
+  reduction across threads;
+- ``tables`` and ``row_scale``: their loops fused and split over ``threadIdx.x``.
+
+One launch per precompute instead of one per stage (5-7): a decode step has one precompute
+per distinct activation of each layer.
 """
 
 from __future__ import annotations
@@ -21,36 +27,51 @@ from ..base import Knobs, block_names, choose
 from .base import CudaRule
 
 INLINED = ("skip_sum", "normed", "row_up", "inverse")
-REDUCTIONS = ("sumsq", "rowmax", "xsum", "maxabs")
-SPATIAL = ("row_scale", "lut_scale", "tables")
-REDUCE_THREADS = (32, 64, 128, 256)
-DEFAULT_REDUCE_THREADS = 128
-SPATIAL_THREADS = 256
+STAGES = ("sumsq", "rowmax", "maxabs", "row_scale", "xsum", "lut_scale", "tables")
+"""The kernel's stages in dependency order; the first present one roots the row loop."""
+SHARED = ("sumsq", "rowmax", "maxabs")
+"""Per-row intermediates read by later stages of the same block."""
+ACCUMULATED_LOCALLY = ("maxabs",)
+"""Shared stages whose reduction one thread runs serially: it accumulates in a register and
+stores once (a read-modify-write loop on shared memory makes TVM put a barrier inside the
+thread's bounds check, which it refuses)."""
+BLOCK_THREADS = (64, 128, 256, 512)
+DEFAULT_BLOCK_THREADS = 256
+MIN_SPATIAL_FOR_THREADS = 32
 
 
-def _reduction_threads(extent: int, preferred: int) -> int:
-    """Threads for a reduction of ``extent``: ``preferred``, fewer when the extent is small."""
-    return max([t for t in REDUCE_THREADS if t <= max(extent, REDUCE_THREADS[0]) and t <= preferred])
+def _extent(sch: s_tir.Schedule, loops) -> int | None:
+    """The product of the loops' extents; ``None`` when one is not a constant."""
+    total = 1
+    for loop in loops:
+        extent = sch.get(loop).extent
+        if not isinstance(extent, tirx.IntImm):
+            return None
+        total *= int(extent)
+    return total
 
 
-def _bind_reduction(sch: s_tir.Schedule, name: str, threads: int) -> None:
-    block = sch.get_sblock(name)
-    spatial_count = sum(1 for var in sch.get(block).iter_vars if var.iter_type == tirx.IterVar.DataPar)
-    loops = sch.get_loops(block)
-    sch.bind(sch.fuse(*loops[:spatial_count]), "blockIdx.x")
-    reduction = sch.fuse(*loops[spatial_count:])
-    extent = sch.get(reduction).extent
-    count = _reduction_threads(int(extent), threads) if isinstance(extent, tirx.IntImm) else threads
-    _, inner = sch.split(reduction, [None, count])
+def _bind_in_row(sch: s_tir.Schedule, block: s_tir.SBlockRV, threads: int) -> s_tir.LoopRV | None:
+    """Put the loops of ``block`` below the row loop onto ``threadIdx.x``; the thread loop."""
+    loops = sch.get_loops(block)[1:]
+    if not loops:
+        return None
+    spatial_count = sum(1 for var in sch.get(block).iter_vars if var.iter_type == tirx.IterVar.DataPar) - 1
+    spatial, reduction = loops[:spatial_count], loops[spatial_count:]
+    few_outputs = (_extent(sch, spatial) or MIN_SPATIAL_FOR_THREADS) < MIN_SPATIAL_FOR_THREADS
+    across = reduction if reduction and few_outputs else spatial
+    fused = sch.fuse(*across) if len(across) > 1 else across[0]
+    _, inner = sch.split(fused, [None, threads])
     sch.bind(inner, "threadIdx.x")
+    return inner
 
 
-def _bind_spatial(sch: s_tir.Schedule, name: str) -> None:
+def _accumulate_locally(sch: s_tir.Schedule, name: str, threads: int) -> None:
+    """Stage ``name`` into a register under the thread loop of its store to shared memory."""
     block = sch.get_sblock(name)
-    fused = sch.fuse(*sch.get_loops(block))
-    outer, inner = sch.split(fused, [None, SPATIAL_THREADS])
-    sch.bind(outer, "blockIdx.x")
-    sch.bind(inner, "threadIdx.x")
+    store = sch.cache_write(block, 0, "local")
+    thread = _bind_in_row(sch, store, threads)
+    sch.compute_at(block, thread)
 
 
 class LutPrecomputeCuda(CudaRule):
@@ -59,19 +80,27 @@ class LutPrecomputeCuda(CudaRule):
     kernel = PRECOMPUTE_KERNEL
 
     def structural_choices(self, func: tirx.PrimFunc, target: Target) -> dict[str, list[int]]:
-        return {"reduce_threads": list(REDUCE_THREADS)}
+        return {"block_threads": list(BLOCK_THREADS)}
 
     def schedule(self, sch: s_tir.Schedule, func: tirx.PrimFunc, target: Target, knobs: Knobs) -> None:
-        threads = choose(sch, "reduce_threads", list(REDUCE_THREADS), DEFAULT_REDUCE_THREADS, knobs)
+        threads = choose(sch, "block_threads", list(BLOCK_THREADS), DEFAULT_BLOCK_THREADS, knobs)
         names = block_names(sch)
         if "table" in names:  # fast mode: the float table feeds maxabs and the quantized tables
             sch.compute_inline(sch.get_sblock("table"))
         for name in INLINED:
             if name in names:
                 sch.compute_inline(sch.get_sblock(name))
-        for name in REDUCTIONS:
-            if name in names:
-                _bind_reduction(sch, name, threads)
-        for name in SPATIAL:
-            if name in names:
-                _bind_spatial(sch, name)
+        stages = [name for name in STAGES if name in names]
+        row = sch.get_loops(sch.get_sblock(stages[0]))[0]
+        for name in stages:
+            block = sch.get_sblock(name)
+            if name in SHARED:
+                sch.set_scope(block, 0, "shared")
+            if name != stages[0]:
+                sch.reverse_compute_at(block, row)
+        sch.bind(row, "blockIdx.x")
+        for name in stages:
+            if name in ACCUMULATED_LOCALLY:
+                _accumulate_locally(sch, name, threads)
+            else:
+                _bind_in_row(sch, sch.get_sblock(name), threads)
