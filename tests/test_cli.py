@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -32,6 +34,12 @@ def test_compile_then_run_the_library(model_path, tmp_path, capsys):
     assert main(["run", str(library), "--input", f"A={tmp_path / 'a.npy'}", "--output-dir", str(tmp_path)]) == 0
     assert "Y: shape (1, 2, 72)" in capsys.readouterr().out
     assert np.load(tmp_path / "Y.npy").shape == (1, 2, N)
+
+
+def test_no_fuse_is_stored_in_the_library_description(model_path, tmp_path):
+    library = tmp_path / "unfused.so"
+    assert main(["compile", str(model_path), "-o", str(library), "--no-fuse"]) == 0
+    assert json.loads((tmp_path / "unfused.so.lutc.json").read_text())["options"]["fuse"] is False
 
 
 def test_errors_are_reported_not_raised(model_path, tmp_path, capsys):
