@@ -63,7 +63,7 @@ def test_dry_run_names_a_kernel_missing_from_its_source(bundle, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(bundle, broken)
     manifest = json.loads((broken / "manifest.json").read_text())
-    manifest["cases"][0]["modules"][0]["launches"][1]["kernel"] = "no_such_kernel"
+    manifest["cases"][0]["modules"][0]["launches"][0]["kernel"] = "no_such_kernel"
     (broken / "manifest.json").write_text(json.dumps(manifest))
     done = _check(str(broken), "--dry-run")
     assert done.returncode == 1
