@@ -235,3 +235,17 @@ def test_runner_reports_every_case_with_a_gpu_whose_kernels_do_nothing(bundle, t
     assert logged[: 2 * len(expected)] == expected * 2  # the check runs each case twice
     table = out.with_suffix(".md").read_text()
     assert f"| {first['name']} | FAIL" in table and timing["name"] in table
+
+
+def test_sweep_table_ranks_knob_sets_against_the_default():
+    check = _load("check")
+    knob_sets = {"d": {}, "a": {"tiles": 1, "k_split": 4}, "b": {"tiles": 8, "k_split": 1}}
+    cases = [{"name": name, "kind": "timing", "m": 1, "n": 4096, "k": 4096, "format": "w2g32", "knobs": knobs}
+             for name, knobs in knob_sets.items()]  # fmt: skip
+    cases.append({"name": "alone", "kind": "timing", "m": 16, "n": 4096, "k": 4096, "format": "w2g32", "knobs": {}})
+    medians = {"d": 20.0, "a": 10.0, "b": 40.0, "alone": 5.0}
+    results = {f"case:{n}": {"matmul_cold": {"median_us": us}, "gbs_cold": 4e3 / us} for n, us in medians.items()}
+    rows = check.sweep_table(check.Bundle(Path("."), {"cases": cases}), results)
+    assert [row.split("|")[2].strip() for row in rows[2:]] == ["k_split 4, tiles 1", "default", "k_split 1, tiles 8"]
+    assert [row.split("|")[5].strip() for row in rows[2:]] == ["2.00", "1.00", "0.50"]
+    assert not any("16, 4096" in row for row in rows)  # a shape timed with one knob set has no sweep

@@ -508,6 +508,27 @@ def timing_table(bundle: Bundle, results: dict[str, dict]) -> list[str]:
     return rows
 
 
+def sweep_table(bundle: Bundle, results: dict[str, dict]) -> list[str]:
+    """The knob sweep: per shape, every timed knob set (``default``: the rule's) by matmul cold
+    median, fastest first, with its ratio to the default."""
+    groups: dict[tuple, list[dict]] = {}
+    for case in (c for c in bundle.cases if c["kind"] == "timing"):
+        groups.setdefault((case["m"], case["n"], case["k"], case["format"]), []).append(case)
+    rows = ["| M, N, K, format | knobs | matmul µs cold med | GB/s cold | default / this |", "|---|---|---|---|---|"]
+    for (m, n, k, fmt), cases in groups.items():
+        timed = [(c, results.get(f"case:{c['name']}", {})) for c in cases]
+        timed = [(c, r) for c, r in timed if "matmul_cold" in r]
+        if len(cases) < 2 or not timed:
+            continue
+        default = next((r for c, r in timed if not c.get("knobs")), None)
+        for case, r in sorted(timed, key=lambda cr: cr[1]["matmul_cold"]["median_us"]):
+            knobs = ", ".join(f"{key} {value}" for key, value in sorted(case.get("knobs", {}).items())) or "default"
+            median = r["matmul_cold"]["median_us"]
+            ratio = _ratio(default["matmul_cold"]["median_us"], median) if default else "-"
+            rows.append(f"| {m}, {n}, {k}, {fmt} | {knobs} | {median:.1f} | {r['gbs_cold']:.0f} | {ratio} |")
+    return rows if len(rows) > 2 else []
+
+
 def report(bundle: Bundle, results: dict[str, dict]) -> str:
     """The markdown report: device, bandwidth, correctness and timing tables."""
     dev, bw = results.get("device", {}), results.get("bandwidth", {})
@@ -517,6 +538,9 @@ def report(bundle: Bundle, results: dict[str, dict]) -> str:
              *correctness_table(bundle, results), "", "## Timing (fast mode; cold = L2 flushed before each call; "
              "GB/s = weight bytes / matmul cold median; speedup = cuBLAS / lutc total)", "",
              *timing_table(bundle, results), ""]  # fmt: skip
+    sweep = sweep_table(bundle, results)
+    if sweep:
+        lines += ["## Knob sweep (lut_matmul's tiles, K split and chunk; fastest first)", "", *sweep, ""]
     return "\n".join(lines)
 
 
