@@ -30,11 +30,6 @@ from lutc.targets import resolve_target
 EPS = 1e-6
 
 
-def _rms_norm(v: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    v64 = v.astype(np.float64)
-    return (v64 / np.sqrt((v64 * v64).mean(-1, keepdims=True) + EPS) * weight).astype(np.float32)
-
-
 def _run_kernel(spec: KernelSpec, norm: FusedNorm, inputs: list[np.ndarray]) -> list[np.ndarray]:
     target = resolve_target("x86")
     func = schedule(lut_precompute(spec, norm), target).mod["main"].with_attr("global_symbol", "main")
@@ -58,7 +53,7 @@ def test_fused_norm_precompute_equals_the_reference_of_the_normed_rows(mode, ski
     weight = rng.standard_normal(spec.k).astype(np.float32)
     inputs = [x, other, weight] if skip else [x, weight]
     tables, lut_scale, xsum, row_scale = _run_kernel(spec, FusedNorm(EPS, skip), inputs)
-    normed = _rms_norm(x + other if skip else x, weight)
+    normed = FusedNorm(EPS, skip).reference(x + other if skip else x, weight)
     ref = precompute(normed, spec.group_len, LutConfig(mode=mode, symmetric=spec.symmetric), spec.k_pad)
     magnitude = np.abs(normed).sum(-1)[:, None]
     np.testing.assert_array_equal(row_scale, ref.row_scale)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from tvm import te, tirx
 
 from ..quant.lut import DOWN, GROUP_FLOOR, HUGE, INT8_MAX, TINY, UP
@@ -33,6 +34,12 @@ class FusedNorm:
     @property
     def tag(self) -> str:
         return f"rms{self.epsilon:g}" + "_skip" * self.skip
+
+    def reference(self, v: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        """The normalized rows of ``v`` (``x``, or ``x + skip`` already summed) in float64,
+        rounded to float32: what the kernels' outputs are checked against."""
+        v64 = v.astype(np.float64)
+        return (v64 / np.sqrt((v64 * v64).mean(-1, keepdims=True) + self.epsilon) * weight).astype(np.float32)
 
 
 def _normalized(spec: KernelSpec, m_rows, norm: FusedNorm) -> tuple[list[te.Tensor], te.Tensor]:

@@ -27,6 +27,8 @@ from typing import Literal
 import numpy as np
 import tvm
 from lutc.schedules import Knobs, schedule
+from lutc.schedules.cuda import LutMatmulCuda
+from lutc.schedules.cuda.base import DEFAULT_CHUNK, DEFAULT_K_SPLIT, DEFAULT_TILES, MAX_THREADS, WARP
 from tvm.target import Target
 
 from lutc.kernels import KernelSpec, lut_matmul, lut_precompute
@@ -354,9 +356,6 @@ def timing_cases() -> list[Case]:
 def sweep_knobs(spec: KernelSpec, target: Target) -> list[tuple[tuple[str, int], ...]]:
     """Every (tiles, k_split) that fits a block at the default chunk, and the other chunks at the
     default (tiles, k_split): the choices :class:`LutMatmulCuda` offers, less the defaults."""
-    from lutc.schedules.cuda import LutMatmulCuda
-    from lutc.schedules.cuda.base import DEFAULT_CHUNK, DEFAULT_K_SPLIT, DEFAULT_TILES, MAX_THREADS, WARP
-
     choices = LutMatmulCuda().structural_choices(lut_matmul(spec), target)
     pairs = [(t, k) for t in choices["tiles"] for k in choices["k_split"] if t * k * WARP <= MAX_THREADS]
     knobs = [(("chunk", DEFAULT_CHUNK), ("k_split", k), ("tiles", t)) for t, k in pairs]
@@ -396,12 +395,6 @@ def quick_cases() -> list[Case]:
     ]
 
 
-def rms_norm(v: np.ndarray, weight: np.ndarray, epsilon: float) -> np.ndarray:
-    """TVM's ``rms_norm`` in float64, rounded to float32."""
-    v64 = v.astype(np.float64)
-    return (v64 / np.sqrt((v64 * v64).mean(-1, keepdims=True) + epsilon) * weight).astype(np.float32)
-
-
 def correctness_arrays(spec: KernelSpec, seed: int, norm: FusedNorm | None = None) -> dict[str, np.ndarray]:
     """Inputs, the reference outputs and the per-element tolerances of ``tests/test_kernels.py``.
 
@@ -419,7 +412,7 @@ def correctness_arrays(spec: KernelSpec, seed: int, norm: FusedNorm | None = Non
         inputs["weight"] = rng.standard_normal(spec.k).astype(np.float32)
         if norm.skip:
             inputs["skip"] = rng.standard_normal((spec.m, spec.k)).astype(np.float32)
-        x = rms_norm(x + inputs.get("skip", 0), inputs["weight"], norm.epsilon)
+        x = norm.reference(x + inputs.get("skip", 0), inputs["weight"])
     config = LutConfig(mode=spec.mode, symmetric=spec.symmetric)
     rounding = exact_error_bound(x, pw)
     allowed = rounding
