@@ -57,14 +57,15 @@ class BundleError(Exception):
 # ---------------------------------------------------------------------------- the runtime
 
 
-def unpack_site(bundle: Path, manifest: dict, site_dir: Path | None) -> Path:
-    if site_dir is None:
-        site_dir = Path(tempfile.mkdtemp(prefix="lutc-site-"))
-        atexit.register(shutil.rmtree, site_dir, ignore_errors=True)
-    site = site_dir
+def unpack_site(bundle: Path, manifest: dict, site: Path | None) -> Path:
+    """``site.tar.xz`` unpacked into ``site`` (a temporary directory, removed at exit, if ``None``)."""
+    if site is None:
+        site = Path(tempfile.mkdtemp(prefix="lutc-site-"))
+        atexit.register(shutil.rmtree, site, ignore_errors=True)
     if not (site / "tvm").is_dir():
         with tarfile.open(bundle / manifest["site"]["archive"]) as archive:
-            archive.extractall(site, filter="data") if hasattr(tarfile, "data_filter") else archive.extractall(site)
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python < 3.10.12 has no filters
+            archive.extractall(site, **safe)
     return site
 
 
