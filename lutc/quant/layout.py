@@ -53,6 +53,8 @@ from .weights import QuantizedWeight, check_finite
 TILE_N = 32
 K_BYTE = 8
 SUPPORTED_G = (1, 2, 4, 8)
+CHUNK_BYTES = 1 << 21
+"""Bytes of codes :func:`pack` works on at a time, which bounds its temporaries."""
 
 
 def check_g(g: int) -> None:
@@ -87,15 +89,28 @@ def untile(arr: np.ndarray, n: int | None = None) -> np.ndarray:
     return arr.transpose(0, 2, 1).reshape(-1, arr.shape[1])[:n]
 
 
+def _sign_magnitude(raw: np.ndarray, g: int) -> np.ndarray:
+    """Raw indices -> sign-magnitude, in place: ``p = raw ^ (s * mask)`` with ``s = raw >> (g-1)``.
+
+    Works field-wise on bytes that hold ``8 // g`` indices of ``g`` bits as well as on one index
+    per byte: each field's sign bit is moved to the field's LSB, then spread over its ``mask``.
+    """
+    field_lsbs = sum(1 << (g * u) for u in range(K_BYTE // g))
+    spread = (raw >> np.uint8(g - 1)) & np.uint8(field_lsbs)
+    spread *= np.uint8((1 << (g - 1)) - 1)
+    raw ^= spread
+    return raw
+
+
 def encode_indices(codes: np.ndarray, planes: int, g: int) -> np.ndarray:
     """uint8 codes ``[N, K]`` -> sign-magnitude indices ``[planes, N, K / g]``."""
     n, k = codes.shape
-    mask = (1 << (g - 1)) - 1
-    bits = (codes[None] >> np.arange(planes, dtype=np.uint8)[:, None, None]) & 1
-    raw = (bits.reshape(planes, n, k // g, g) << np.arange(g, dtype=np.uint8)).sum(-1, dtype=np.uint8)
-    sign = raw >> (g - 1)
-    magnitude = np.where(sign == 1, ~raw, raw) & mask
-    return (sign << (g - 1) | magnitude).astype(np.uint8)
+    grouped = codes.astype(np.uint8, copy=False).reshape(n, k // g, g)
+    raw = np.zeros((planes, n, k // g), np.uint8)
+    for i in range(planes):
+        for t in range(g):
+            raw[i] |= ((grouped[..., t] >> np.uint8(i)) & np.uint8(1)) << np.uint8(t)
+    return _sign_magnitude(raw, g)
 
 
 def decode_indices(indices: np.ndarray, g: int) -> np.ndarray:
@@ -110,8 +125,11 @@ def _indices_to_bytes(indices: np.ndarray, g: int) -> np.ndarray:
     """``[planes, N, K / g]`` -> ``[planes, N, K / 8]``."""
     planes, n, groups = indices.shape
     per_byte = K_BYTE // g
-    shifts = (g * np.arange(per_byte)).astype(np.uint8)
-    return (indices.reshape(planes, n, groups // per_byte, per_byte) << shifts).sum(-1, dtype=np.uint8)
+    fields = indices.astype(np.uint8, copy=False).reshape(planes, n, groups // per_byte, per_byte)
+    out = np.zeros(fields.shape[:-1], np.uint8)
+    for u in range(per_byte):
+        out |= fields[..., u] << np.uint8(g * u)
+    return out
 
 
 def _bytes_to_indices(data: np.ndarray, g: int) -> np.ndarray:
@@ -199,14 +217,40 @@ class PackedWeight:
         return _bytes_to_indices(planes_first, self.g)
 
 
+def _chunk_rows(k_pad: int) -> int:
+    """Rows of codes packed at a time: about :data:`CHUNK_BYTES` of codes, whole tiles."""
+    return max(TILE_N, CHUNK_BYTES // max(k_pad, 1) // TILE_N * TILE_N)
+
+
+def _code_rows(codes: np.ndarray, start: int, rows: int, k_pad: int) -> np.ndarray:
+    """Rows ``[start, start + rows)`` of ``codes``, zero-padded to ``[rows, k_pad]``."""
+    chunk = codes[start : start + rows]
+    return chunk if chunk.shape == (rows, k_pad) else _pad_to(chunk, rows, k_pad)
+
+
+def _pack_rows(codes: np.ndarray, g: int, out: np.ndarray) -> None:
+    """Codes ``[R, K_pad]`` (whole tiles) -> ``out`` ``[R / 32, K_pad / 8, planes, 32]``.
+
+    A plane's bit-stream bytes (element ``8*kb + j`` at bit ``j``) already hold its raw
+    indices in the byte layout; only the sign-magnitude encoding is left to apply.
+    """
+    kbytes = codes.shape[1] // K_BYTE
+    for i in range(out.shape[2]):
+        plane = np.packbits(codes & np.uint8(1 << i), axis=-1, bitorder="little")
+        out[:, :, i, :] = _sign_magnitude(plane, g).reshape(-1, TILE_N, kbytes).transpose(0, 2, 1)
+
+
 def pack(qw: QuantizedWeight, g: int = 4) -> PackedWeight:
     """Convert a logical quantized weight into the packed kernel layout."""
     check_g(g)
     fmt, (n, k) = qw.fmt, qw.shape
     k_pad, n_pad = padded_k(fmt, k), -(-n // TILE_N) * TILE_N
-    codes = _pad_to(qw.codes, n_pad, k_pad)
-    plane_bytes = _indices_to_bytes(encode_indices(codes, fmt.bits, g), g)
-    data = np.ascontiguousarray(plane_bytes.reshape(fmt.bits, -1, TILE_N, k_pad // K_BYTE).transpose(1, 3, 0, 2))
+    data = np.empty((n_pad // TILE_N, k_pad // K_BYTE, fmt.bits, TILE_N), np.uint8)
+    step = _chunk_rows(k_pad)
+    for start in range(0, n_pad, step):
+        rows = min(step, n_pad - start)
+        tiles = data[start // TILE_N : (start + rows) // TILE_N]
+        _pack_rows(_code_rows(qw.codes, start, rows, k_pad), g, tiles)
     scales = _tile(_pad_to(qw.scales, n_pad, qw.scales.shape[1]))
     offsets = None
     if implied_offset(fmt) is None:
