@@ -30,6 +30,8 @@ Measured with ONNX Runtime 1.32 (CPU, one-node models, identity ``A``):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx
 
@@ -46,6 +48,18 @@ _NARROW_INT_TYPES = {  # ml_dtypes dtype name -> (bits, signed, ONNX data type)
     "int2": (2, True, onnx.TensorProto.INT2),
     "uint2": (2, False, onnx.TensorProto.UINT2),
 }
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    """A tensor's shape and dtype without its data: what the format checks read (an array works too)."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
 
 
 def _as_array(name: str, arr: object) -> np.ndarray:
@@ -68,13 +82,17 @@ def _check_block_size(block_size: int) -> None:
         raise ValueError(f"block_size={block_size} is not a power of two >= 16, as MatMulNBits requires")
 
 
+def _check_per_block(name: str, arr, shape: tuple[int, int], why: str) -> None:
+    """``arr`` (an array or :class:`TensorMeta`) has ``shape`` or its flat legacy form ``[N * cols]``;
+    ``why`` names the sizes implying it."""
+    if tuple(arr.shape) not in (shape, (shape[0] * shape[1],)):
+        raise ValueError(f"{name} has {describe(arr)}; {why} need shape {shape} or flat ({shape[0] * shape[1]},)")
+
+
 def _reshape_per_block(name: str, arr: np.ndarray, shape: tuple[int, int], why: str) -> np.ndarray:
-    """Accept ``shape`` or its flat legacy form ``[N * cols]``; ``why`` names the sizes implying it."""
-    if arr.shape == shape:
-        return arr
-    if arr.shape == (shape[0] * shape[1],):
-        return arr.reshape(shape)
-    raise ValueError(f"{name} has {describe(arr)}; {why} need shape {shape} or flat ({shape[0] * shape[1]},)")
+    """``arr`` as ``shape``, from itself or its flat legacy form (:func:`_check_per_block`)."""
+    _check_per_block(name, arr, shape, why)
+    return arr.reshape(shape)
 
 
 # ---------------------------------------------------------------------------- MatMulNBits
@@ -137,6 +155,32 @@ def _check_nbits_attrs(k: int, n: int, bits: int, block_size: int) -> None:
         )
 
 
+def _zero_point_dtype(zero_points, n: int, blocks: int, bits: int) -> str:
+    """``"int"`` (packed uint8) or ``"float"``: the kind of MatMulNBits ``zero_points``, shape-checked."""
+    why = f"N={n}, {blocks} blocks, bits={bits}"
+    if zero_points.dtype == np.uint8:
+        _check_per_block("packed zero_points", zero_points, (n, -(-blocks * bits // 8)), why)
+        return "int"
+    if zero_points.dtype not in (np.float32, np.float16):
+        raise ValueError(f"zero_points has {describe(zero_points)}; expected uint8, float32 or float16")
+    _check_per_block("float zero_points", zero_points, (n, blocks), why)
+    return "float"
+
+
+def matmul_nbits_format(b, scales, zero_points, *, k: int, n: int, bits: int, block_size: int) -> IntFormat:
+    """The format of ``MatMulNBits`` tensors, checked from their shapes and dtypes alone (arrays or
+    :class:`TensorMeta`): what lutc knows of a weight before reading its bytes."""
+    _check_nbits_attrs(k, n, bits, block_size)
+    blocks = k // block_size
+    blob = (n, blocks, block_size * bits // 8)
+    if tuple(b.shape) != blob or b.dtype != np.uint8:
+        raise ValueError(f"B has {describe(b)}; K={k}, N={n}, bits={bits}, block_size={block_size} need uint8 {blob}")
+    scale_dtype = _scale_dtype("scales", scales)
+    _check_per_block("scales", scales, (n, blocks), f"K={k}, N={n}, block_size={block_size}")
+    zero_dtype = "int" if zero_points is None else _zero_point_dtype(zero_points, n, blocks, bits)
+    return IntFormat(bits, block_size, symmetric=zero_points is None, zero_dtype=zero_dtype, scale_dtype=scale_dtype)
+
+
 def from_matmul_nbits(
     b: np.ndarray,
     scales: np.ndarray,
@@ -153,20 +197,11 @@ def from_matmul_nbits(
     ``"float"`` (ORT's float-zero rounding is described in the module docstring). K must be a
     multiple of ``block_size`` (lutc groups split K evenly).
     """
-    _check_nbits_attrs(k, n, bits, block_size)
+    b, scales = _as_array("B", b), _as_array("scales", scales)
+    fmt = matmul_nbits_format(b, scales, zero_points, k=k, n=n, bits=bits, block_size=block_size)
     blocks = k // block_size
-    b = _as_array("B", b)
-    if b.shape != (n, blocks, block_size * bits // 8) or b.dtype != np.uint8:
-        raise ValueError(
-            f"B has {describe(b)}; K={k}, N={n}, bits={bits}, block_size={block_size} "
-            f"need uint8 {(n, blocks, block_size * bits // 8)}"
-        )
-    scales = _as_array("scales", scales)
-    scale_dtype = _scale_dtype("scales", scales)
-    scales = _reshape_per_block("scales", scales, (n, blocks), f"K={k}, N={n}, block_size={block_size}")
-    zeros = None if zero_points is None else _nbits_zeros(zero_points, n, blocks, bits, scale_dtype)
-    zero_dtype = "float" if zeros is not None and zeros.dtype.kind == "f" else "int"
-    fmt = IntFormat(bits, block_size, symmetric=zeros is None, zero_dtype=zero_dtype, scale_dtype=scale_dtype)
+    scales = scales.reshape(n, blocks)
+    zeros = None if zero_points is None else _nbits_zeros(zero_points, n, blocks, bits, fmt.scale_dtype)
     codes = unpack_matmul_nbits_codes(b, bits, k)
     return QuantizedWeight(fmt, codes, np.ascontiguousarray(scales), zeros)
 
@@ -221,17 +256,19 @@ def _node_attrs(node: onnx.NodeProto) -> dict:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
-def _node_input(node: onnx.NodeProto, initializers: dict, index: int, role: str) -> np.ndarray | None:
-    """The initializer feeding input ``index`` (None when absent or empty)."""
+def _node_input(node: onnx.NodeProto, initializers, index: int, role: str):
+    """The initializer feeding input ``index`` (None when absent or empty): an array, or whatever
+    ``initializers`` maps its name to (a :class:`TensorMeta` where only shapes are checked)."""
     name = node.input[index] if index < len(node.input) else ""
     if not name:
         return None
     if name not in initializers:
         raise ValueError(f"{_node_desc(node)}: input {role} {name!r} is not an initializer")
-    return np.asarray(initializers[name])
+    value = initializers[name]
+    return value if isinstance(value, TensorMeta) else np.asarray(value)
 
 
-def _require(node: onnx.NodeProto, initializers: dict, index: int, role: str) -> np.ndarray:
+def _require(node: onnx.NodeProto, initializers, index: int, role: str):
     arr = _node_input(node, initializers, index, role)
     if arr is None:
         raise ValueError(f"{_node_desc(node)}: required input {role} is missing")
@@ -250,6 +287,40 @@ def _nbits_attrs(node: onnx.NodeProto) -> dict:
     return {"k": attrs["K"], "n": attrs["N"], "bits": attrs.get("bits", 4), "block_size": attrs["block_size"]}
 
 
+def _nbits_inputs(node: onnx.NodeProto, tensors) -> tuple[dict, object, object, object | None, object | None]:
+    """A ``MatMulNBits`` node's attributes and its B, scales, zero_points and bias tensors (arrays or
+    :class:`TensorMeta`), checked for what the node itself says; errors name the node."""
+    desc = _node_desc(node)
+    if node.op_type != "MatMulNBits" or node.domain != "com.microsoft":
+        raise ValueError(f"{desc}: expected com.microsoft::MatMulNBits")
+    attrs = _nbits_attrs(node)
+    if len(node.input) > 4 and node.input[4]:
+        raise ValueError(f"{desc}: g_idx input {node.input[4]!r} (act-order group index) is not supported")
+    b = _require(node, tensors, 1, "B")
+    scales = _require(node, tensors, 2, "scales")
+    zero_points = _node_input(node, tensors, 3, "zero_points")
+    return attrs, b, scales, zero_points, _node_input(node, tensors, 5, "bias")
+
+
+def _checked_nbits_format(node: onnx.NodeProto, attrs: dict, b, scales, zero_points, bias) -> IntFormat:
+    """:func:`matmul_nbits_format` of the node's tensors, then its bias; errors name the node."""
+    try:
+        fmt = matmul_nbits_format(b, scales, zero_points, **attrs)
+    except ValueError as err:
+        raise ValueError(f"{_node_desc(node)}: {err}") from err
+    if bias is not None and (tuple(bias.shape) != (attrs["n"],) or bias.dtype != scales.dtype):
+        raise ValueError(
+            f"{_node_desc(node)}: bias has {describe(bias)}; expected shape ({attrs['n']},) dtype {scales.dtype}"
+        )
+    return fmt
+
+
+def matmul_nbits_node_format(node: onnx.NodeProto, tensors) -> IntFormat:
+    """The format of a ``MatMulNBits`` node of 1-4 bits whose inputs are initializers, from their
+    shapes and dtypes (``tensors`` maps names to arrays or :class:`TensorMeta`)."""
+    return _checked_nbits_format(node, *_nbits_inputs(node, tensors))
+
+
 def matmul_nbits_from_node(
     node: onnx.NodeProto, initializers: dict[str, np.ndarray]
 ) -> tuple[QuantizedWeight, np.ndarray | None]:
@@ -257,31 +328,21 @@ def matmul_nbits_from_node(
 
     Checks the attributes against the tensors; every problem is a ``ValueError`` naming the node.
     """
-    desc = _node_desc(node)
-    if node.op_type != "MatMulNBits" or node.domain != "com.microsoft":
-        raise ValueError(f"{desc}: expected com.microsoft::MatMulNBits")
-    attrs = _nbits_attrs(node)
-    b = _require(node, initializers, 1, "B")
-    scales = _require(node, initializers, 2, "scales")
-    zero_points = _node_input(node, initializers, 3, "zero_points")
-    if len(node.input) > 4 and node.input[4]:
-        raise ValueError(f"{desc}: g_idx input {node.input[4]!r} (act-order group index) is not supported")
-    bias = _node_input(node, initializers, 5, "bias")
+    attrs, b, scales, zero_points, bias = _nbits_inputs(node, initializers)
+    _checked_nbits_format(node, attrs, b, scales, zero_points, bias)
     try:
         qw = from_matmul_nbits(b, scales, zero_points, **attrs)
     except ValueError as err:
-        raise ValueError(f"{desc}: {err}") from err
-    if bias is not None and (bias.shape != (attrs["n"],) or bias.dtype != scales.dtype):
-        raise ValueError(f"{desc}: bias has {describe(bias)}; expected shape ({attrs['n']},) dtype {scales.dtype}")
+        raise ValueError(f"{_node_desc(node)}: {err}") from err
     return qw, bias
 
 
 # ------------------------------------------------------------------------ DequantizeLinear
 
 
-def _int_values(name: str, arr: np.ndarray, signed: bool, bits: int | None) -> tuple[np.ndarray, int]:
-    """Integer values of ``arr`` as int16, and their bit width, checking type and range."""
-    arr = _as_array(name, arr)
+def _int_bits(name: str, arr, signed: bool, bits: int | None) -> int:
+    """The bit width of integer tensor ``arr`` (an array or :class:`TensorMeta`), from its dtype or
+    ``bits``; checks the dtype only."""
     if arr.dtype.name in _NARROW_INT_TYPES:
         type_bits, type_signed, _ = _NARROW_INT_TYPES[arr.dtype.name]
         if type_signed != signed or bits not in (None, type_bits):
@@ -296,6 +357,13 @@ def _int_values(name: str, arr: np.ndarray, signed: bool, bits: int | None) -> t
         )
     if bits not in (2, 4):
         raise ValueError(f"unsupported bit width {bits} for DequantizeLinear: only 2 and 4 (INT2/UINT2/INT4/UINT4)")
+    return bits
+
+
+def _int_values(name: str, arr: np.ndarray, signed: bool, bits: int | None) -> tuple[np.ndarray, int]:
+    """Integer values of ``arr`` as int16, and their bit width, checking type and range."""
+    arr = _as_array(name, arr)
+    bits = _int_bits(name, arr, signed, bits)
     values = arr.astype(np.int16)
     lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
     if values.size and (values.min() < lo or values.max() > hi):
@@ -352,6 +420,22 @@ def _dql_zeros(zero_point: np.ndarray | None, scale: np.ndarray, signed: bool, b
     return values
 
 
+def dequantize_linear_format(
+    x, scale, zero_point: np.ndarray | None = None, *, axis: int, block_size: int = 0, signed: bool,
+    bits: int | None = None,
+) -> IntFormat:  # fmt: skip
+    """The format of a ``DequantizeLinear`` weight ``[K, N]``, from the shapes and dtypes of ``x`` and
+    ``scale`` (arrays or :class:`TensorMeta`) and the values of ``zero_point`` (symmetric when every
+    zero point, offset to unsigned, is ``2**(bits-1)``)."""
+    bits = _int_bits("x", x, signed, bits)
+    if x.ndim != 2:
+        raise ValueError(f"x has {describe(x)}; expected a 2-D [K, N] MatMul weight")
+    scale_dtype = _scale_dtype("scale", scale)
+    group = _dql_layout(tuple(x.shape), scale, axis, block_size)
+    zeros = _dql_zeros(zero_point, scale, signed, bits) + (1 << (bits - 1) if signed else 0)
+    return IntFormat(bits, group, symmetric=bool(np.all(zeros == 1 << (bits - 1))), scale_dtype=scale_dtype)
+
+
 def from_dequantize_linear(
     x: np.ndarray,
     scale: np.ndarray,
@@ -369,18 +453,13 @@ def from_dequantize_linear(
     result is symmetric when every (offset) zero point equals ``2**(bits-1)``.
     """
     values, bits = _int_values("x", x, signed, bits)
-    if values.ndim != 2:
-        raise ValueError(f"x has {describe(x)}; expected a 2-D [K, N] MatMul weight")
     scale = _as_array("scale", scale)
-    scale_dtype = _scale_dtype("scale", scale)
-    group = _dql_layout(values.shape, scale, axis, block_size)
+    fmt = dequantize_linear_format(x, scale, zero_point, axis=axis, block_size=block_size, signed=signed, bits=bits)
     offset = 1 << (bits - 1) if signed else 0
-    zeros = _per_group(_dql_zeros(zero_point, scale, signed, bits) + offset, group, values.shape[1])
-    symmetric = bool(np.all(zeros == 1 << (bits - 1)))
-    fmt = IntFormat(bits, group, symmetric=symmetric, scale_dtype=scale_dtype)
+    zeros = _per_group(_dql_zeros(zero_point, scale, signed, bits) + offset, fmt.group_size, values.shape[1])
     codes = np.ascontiguousarray((values + offset).T.astype(np.uint8))
-    scales = _per_group(scale, group, values.shape[1])
-    return QuantizedWeight(fmt, codes, scales, None if symmetric else zeros.astype(np.uint8))
+    scales = _per_group(scale, fmt.group_size, values.shape[1])
+    return QuantizedWeight(fmt, codes, scales, None if fmt.zero_point == "none" else zeros.astype(np.uint8))
 
 
 def _dql_params(arr: np.ndarray, group: int | str, name: str) -> np.ndarray:
@@ -421,11 +500,9 @@ def to_dequantize_linear(qw: QuantizedWeight, signed: bool) -> dict:
     }
 
 
-def dequantize_linear_from_node(node: onnx.NodeProto, initializers: dict[str, np.ndarray]) -> QuantizedWeight:
-    """A ``DequantizeLinear`` node with initializer inputs (as ``onnx.numpy_helper`` reads them) -> weight.
-
-    The output is taken to be a ``[K, N]`` MatMul ``B``; errors are ``ValueError`` naming the node.
-    """
+def _dql_inputs(node: onnx.NodeProto, initializers) -> tuple[object, object, np.ndarray | None, dict]:
+    """A ``DequantizeLinear`` weight node's x, scale (arrays or :class:`TensorMeta`), zero point
+    (values) and the keyword arguments of :func:`from_dequantize_linear`; errors name the node."""
     desc = _node_desc(node)
     if node.op_type != "DequantizeLinear" or node.domain not in ("", "ai.onnx"):
         raise ValueError(f"{desc}: expected ai.onnx::DequantizeLinear")
@@ -435,22 +512,49 @@ def dequantize_linear_from_node(node: onnx.NodeProto, initializers: dict[str, np
     zero_point = _node_input(node, initializers, 2, "x_zero_point")
     if x.dtype.name not in _NARROW_INT_TYPES:
         raise ValueError(f"{desc}: x has {describe(x)}; only INT4/UINT4/INT2/UINT2 are supported")
-    signed = _NARROW_INT_TYPES[x.dtype.name][1]
+    options = {"axis": attrs.get("axis", 1), "block_size": attrs.get("block_size", 0),
+               "signed": _NARROW_INT_TYPES[x.dtype.name][1]}  # fmt: skip
+    return x, scale, None if zero_point is None else np.asarray(zero_point), options
+
+
+def dequantize_linear_node_format(node: onnx.NodeProto, initializers) -> IntFormat:
+    """The format of a ``DequantizeLinear`` weight node (``initializers`` maps names to arrays or, but
+    for the zero point, :class:`TensorMeta`)."""
+    x, scale, zero_point, options = _dql_inputs(node, initializers)
     try:
-        return from_dequantize_linear(
-            x, scale, zero_point, axis=attrs.get("axis", 1), block_size=attrs.get("block_size", 0), signed=signed
-        )
+        return dequantize_linear_format(x, scale, zero_point, **options)
     except ValueError as err:
-        raise ValueError(f"{desc}: {err}") from err
+        raise ValueError(f"{_node_desc(node)}: {err}") from err
 
 
-def wide_matmul_nbits_from_node(
-    node: onnx.NodeProto, initializers: dict[str, np.ndarray]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """A 5-8 bit ``MatMulNBits`` node -> ``(codes [N, K], scales [N, blocks], zeros | None, bias)``.
+def dequantize_linear_from_node(node: onnx.NodeProto, initializers: dict[str, np.ndarray]) -> QuantizedWeight:
+    """A ``DequantizeLinear`` node with initializer inputs (as ``onnx.numpy_helper`` reads them) -> weight.
 
-    These widths have no lutc format; the caller runs them on the dequantize path.
+    The output is taken to be a ``[K, N]`` MatMul ``B``; errors are ``ValueError`` naming the node.
     """
+    x, scale, zero_point, options = _dql_inputs(node, initializers)
+    try:
+        return from_dequantize_linear(np.asarray(x), np.asarray(scale), zero_point, **options)
+    except ValueError as err:
+        raise ValueError(f"{_node_desc(node)}: {err}") from err
+
+
+@dataclass(frozen=True)
+class WideNbitsLayout:
+    """What a 5-8 bit ``MatMulNBits`` node holds: ``[N, K]`` codes of ``bits`` in blocks of ``block_size``
+    along K, scales of ``scale_dtype`` and zero points that are ``"implied"``, ``"int"`` or ``"float"``."""
+
+    n: int
+    k: int
+    bits: int
+    block_size: int
+    scale_dtype: str
+    zero: str
+
+
+def wide_matmul_nbits_node_layout(node: onnx.NodeProto, tensors) -> WideNbitsLayout:
+    """The layout of a 5-8 bit ``MatMulNBits`` node, checked from its tensors' shapes and dtypes
+    (arrays or :class:`TensorMeta`); these widths have no lutc format (the dequantize path runs them)."""
     desc = _node_desc(node)
     attrs = _nbits_attrs(node)
     k, n, bits, block_size = attrs["k"], attrs["n"], attrs["bits"], attrs["block_size"]
@@ -463,17 +567,40 @@ def wide_matmul_nbits_from_node(
     if len(node.input) > 4 and node.input[4]:
         raise ValueError(f"{desc}: g_idx input {node.input[4]!r} (act-order group index) is not supported")
     blocks = k // block_size
+    b, scales = _require(node, tensors, 1, "B"), _require(node, tensors, 2, "scales")
+    zero_points = _node_input(node, tensors, 3, "zero_points")
     try:
-        codes = unpack_matmul_nbits_codes(_require(node, initializers, 1, "B"), bits, k)
-        scales = _as_array("scales", _require(node, initializers, 2, "scales"))
+        blob = (n, blocks, block_size * bits // 8)
+        if tuple(b.shape) != blob or b.dtype != np.uint8:
+            raise ValueError(f"B has {describe(b)}; K={k}, N={n}, bits={bits}, block_size={block_size} need {blob}")
         scale_dtype = _scale_dtype("scales", scales)
-        scales = _reshape_per_block("scales", scales, (n, blocks), f"K={k}, N={n}, block_size={block_size}")
-        zero_points = _node_input(node, initializers, 3, "zero_points")
-        zeros = None if zero_points is None else _nbits_zeros(zero_points, n, blocks, bits, scale_dtype)
+        _check_per_block("scales", scales, (n, blocks), f"K={k}, N={n}, block_size={block_size}")
+        zero = "implied" if zero_points is None else _zero_point_dtype(zero_points, n, blocks, bits)
     except ValueError as err:
         raise ValueError(f"{desc}: {err}") from err
-    if codes.shape[0] != n:
-        raise ValueError(f"{desc}: B holds {codes.shape[0]} rows; N={n}")
+    return WideNbitsLayout(n, k, bits, block_size, scale_dtype, zero)
+
+
+def wide_matmul_nbits_from_node(
+    node: onnx.NodeProto, initializers: dict[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """A 5-8 bit ``MatMulNBits`` node -> ``(codes [N, K], scales [N, blocks], zeros | None, bias)``.
+
+    These widths have no lutc format; the caller runs them on the dequantize path.
+    """
+    layout = wide_matmul_nbits_node_layout(node, initializers)
+    blocks = layout.k // layout.block_size
+    codes = unpack_matmul_nbits_codes(np.asarray(_require(node, initializers, 1, "B")), layout.bits, layout.k)
+    scales = np.asarray(_require(node, initializers, 2, "scales")).reshape(layout.n, blocks)
+    zero_points = _node_input(node, initializers, 3, "zero_points")
+    try:
+        zeros = (
+            None
+            if zero_points is None
+            else _nbits_zeros(zero_points, layout.n, blocks, layout.bits, layout.scale_dtype)
+        )
+    except ValueError as err:
+        raise ValueError(f"{_node_desc(node)}: {err}") from err
     return codes, np.ascontiguousarray(scales), zeros, _node_input(node, initializers, 5, "bias")
 
 
