@@ -11,17 +11,19 @@ import tvm
 from tvm import relax
 from tvm.target import Target
 
-from .backend import backend_of
+from .backend import backend_of, device_of, missing_on_host
 from .compiled import CompiledModel, metadata_for
 from .errors import CompileError, LutcError, ModelError
 from .frontend import ModelInfo, import_onnx
 from .frontend.float_weights import quantize_float_matmuls
 from .frontend.model_info import TensorInfo
+from .frontend.weights import WeightReader
 from .pipeline import get_pipeline, lut_passes
 from .quant.formats import get_format
 from .relay_passes import DECISIONS_ATTR, RewriteOptions
 from .runtime import set_threads
 from .targets import resolve_target
+from .weights import WeightLayout, WeightSet, compute_weights
 
 
 @dataclass(frozen=True)
@@ -59,10 +61,15 @@ def build(
     target: str | dict | Target = "x86",
     *,
     tuning_logs: str | Path | None = None,
+    base_dir: str | Path | None = None,
     **options,
 ) -> CompiledModel:
     """Compile a quantized ONNX model for ``target`` (a name of :data:`lutc.targets.TARGET_NAMES`
     such as ``"x86"``, ``"arm"`` or ``"cuda-sm90"``, a dict or a Target).
+
+    ``model``: a path (external data files are read beside it, memory-mapped) or a ``ModelProto``
+    (``base_dir``: the folder of its external data files, if it has any). Weights are read once,
+    tensor by tensor, into the compiled model's memory; the graph is prepared without them.
 
     Options (:class:`BuildOptions`): ``mode`` (``"fast"`` int8 tables or ``"exact"`` float
     tables), ``symmetrize`` (``"auto"``/``"on"``/``"off"``), ``threads``, ``keep_dequantize``
@@ -74,39 +81,83 @@ def build(
     ``tuning_logs``: a directory written by :func:`lutc.tune`; kernels with a record in its
     ``<target-tag>/`` log use the tuned schedule, the others the default (with a warning).
     """
+    return build_sharing(model, target, WeightSet(), tuning_logs=tuning_logs, base_dir=base_dir, **options)
+
+
+def build_sharing(
+    model: str | Path | onnx.ModelProto,
+    target: str | dict | Target,
+    weights: WeightSet,
+    *,
+    tuning_logs: str | Path | None = None,
+    base_dir: str | Path | None = None,
+    **options,
+) -> CompiledModel:
+    """:func:`build`, taking the weights ``weights`` already holds (another build of the same model:
+    :func:`lutc.build_decoder`) and adding the ones it makes."""
     opts = BuildOptions(**options)
     tvm_target = resolve_target(target, opts.threads)
     backend_of(tvm_target)  # an unsupported kind fails before the import
     if opts.threads is not None:
         set_threads(opts.threads)
-    mod, info = lut_module(model, opts)
+    mod, info = lut_module(model, opts, base_dir=base_dir)
     info = replace(info, outputs=_static_output_dims(mod, info.outputs))
     tuned = _tuned_schedules(tuning_logs, tvm_target)
-    executable = _compile(mod, tvm_target, tuned)
-    metadata = metadata_for(info, _decisions(mod), tvm_target, opts)
+    lowered = _lower(mod, tvm_target, tuned)
+    layout = WeightLayout.of(lowered)
+    executable = _compile(lowered, tvm_target)
+    _compute_weights(executable, layout, WeightReader(info.weights, info.quantized), tvm_target, weights)
+    metadata = metadata_for(info, _decisions(mod), tvm_target, opts, layout)
     if tuned is not None:
         tuned.warn_fallbacks()
         metadata["tuning"] = tuned.summary()
-    return CompiledModel(executable, metadata)
+    return CompiledModel(executable, metadata, weights)
 
 
-def _compile(mod: tvm.IRModule, target: Target, tuned):
-    """``tvm.compile`` with lutc's pipeline; TVM's internal errors become a :class:`CompileError`."""
+def _compute_weights(executable, layout: WeightLayout, reader: WeightReader, target: Target, weights: WeightSet):
+    """The model's weights into ``weights`` (those transformed by its kernels only where they run here)."""
+    device = device_of(target)
+    runs_here = not missing_on_host(target)
+    if not runs_here:
+        layout = replace(layout, weights=tuple(w for w in layout.weights if not w.transformed))
+    vm = relax.VirtualMachine(executable, device) if runs_here and layout.sources else None
+    compute_weights(layout, reader, vm, weights, device=device, huge_pages=backend_of(target).HUGE_PAGES)
+
+
+def _lower(mod: tvm.IRModule, target: Target, tuned) -> tvm.IRModule:
+    """The module after lutc's pipeline for ``target`` (TVM's internal errors become a :class:`CompileError`)."""
     try:
-        return tvm.compile(mod, target, relax_pipeline=get_pipeline(target, None, tuned))
+        with target:
+            return get_pipeline(target, None, tuned)(mod)
     except LutcError:
         raise
     except Exception as err:
-        reason = (str(err).strip().splitlines() or [""])[0]
-        raise CompileError(f"TVM failed to compile the imported model ({type(err).__name__}: {reason}); "
-                           "this is a lutc limitation: please report it with the model") from err  # fmt: skip
+        raise _compile_error(err) from err
 
 
-def lut_module(model: str | Path | onnx.ModelProto, opts: BuildOptions) -> tuple[tvm.IRModule, ModelInfo]:
+def _compile(lowered: tvm.IRModule, target: Target):
+    """``tvm.compile`` of a lowered module; TVM's internal errors become a :class:`CompileError`."""
+    try:
+        return tvm.compile(lowered, target, relax_pipeline=None)
+    except LutcError:
+        raise
+    except Exception as err:
+        raise _compile_error(err) from err
+
+
+def _compile_error(err: Exception) -> CompileError:
+    reason = (str(err).strip().splitlines() or [""])[0]
+    return CompileError(f"TVM failed to compile the imported model ({type(err).__name__}: {reason}); "
+                        "this is a lutc limitation: please report it with the model")  # fmt: skip
+
+
+def lut_module(
+    model: str | Path | onnx.ModelProto, opts: BuildOptions, *, base_dir: str | Path | None = None
+) -> tuple[tvm.IRModule, ModelInfo]:
     """The model's Relax module after lutc's LUT passes (kernels not yet scheduled), and its I/O."""
     if opts.quantize is not None:
         model = quantize_float_matmuls(model, get_format(opts.quantize))
-    mod, info = import_onnx(model, opts.shapes)
+    mod, info = import_onnx(model, opts.shapes, base_dir=base_dir)
     unknown = sorted(set(opts.keep_dequantize) - set(info.quantized))
     if unknown:
         raise ModelError(f"keep_dequantize names {unknown}, which are not quantized matmuls; "

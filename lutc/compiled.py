@@ -6,20 +6,38 @@ import functools
 import json
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import tvm
+import tvm_ffi
 from tvm import relax
 
-from .backend import device_of, generated_source, level, missing_on_host
+from .backend import backend_of, device_of, generated_source, level, missing_on_host
 from .errors import InputError, LoadError, LutcError, TargetError
 from .frontend.model_info import TensorInfo
+from .frontend.positions import PositionLimit
 from .frontend.prepare import PrepareReport
 from .library import SIDECAR_FORMAT, load_library, read_sidecar, sidecar_of, write_atomically
 from .remote import linker, upload, upload_file
 from .runtime import copy_into, to_numpy
+from .weight_file import write as write_weights
+from .weights import WeightLayout, WeightSet, WeightSpec, load_weights, reusable, weight_entries, weight_file_name
+
+STAGED_SHAPES = 4
+"""Staging tensors kept per input (most recent shapes): a decode loop gives ``attention_mask`` a new
+shape every step."""
+
+
+def memory_config(device: tvm.runtime.Device) -> str | None:
+    """The Relax VM's allocator: ``naive`` on the CPU. TVM's pooled allocator keeps every freed block
+    of every size for the life of the VM, and a decode step's ``present.*`` outputs take a new size
+    every few tokens: +2.2 GiB after 1,500 tokens of a corpus decoder whose KV cache is 6 MB (with
+    naive: +37-49 MB, and steps no slower; glibc reuses freed memory itself). Other devices keep the
+    pool (a ``cudaMalloc`` per tensor would be slow)."""
+    return "naive" if device.dlpack_device_type() == tvm.cpu().dlpack_device_type() else None
 
 
 class CompiledModel:
@@ -37,9 +55,12 @@ class CompiledModel:
     instead of crashing on an illegal instruction.
     """
 
-    def __init__(self, executable, metadata: dict, session=None, uploaded=None):
+    def __init__(self, executable, metadata: dict, weights: WeightSet | None = None, session=None, uploaded=None):
         self._executable = executable
         self.metadata = metadata
+        self.layout = layout_of(metadata)
+        """The weights ``main`` takes (keys, shapes, dtypes)."""
+        self._weights = weights if weights is not None else WeightSet()
         self.inputs = tuple(
             TensorInfo(i["name"], tuple(i["shape"]), i["dtype"], i.get("index_limit")) for i in metadata["inputs"]
         )
@@ -51,20 +72,54 @@ class CompiledModel:
             self._device = device_of(target)
             self.missing_features = missing_on_host(target)
             """What this machine lacks to run the model (empty when it runs here or remotely)."""
-            self._main = None if self.missing_features else relax.VirtualMachine(executable, self._device)["main"]
+            self._main = None if self.missing_features else self._vm(executable)["main"]
+            weight_tensors = self._weights.ordered(self.layout) if self._main is not None else []
         else:
             self._device, self.missing_features = device_of(target, session), []
             if uploaded is None:
                 uploaded = upload(session, executable, target, "lutc_model.so")
-            self._main = relax.VirtualMachine(uploaded, self._device)["main"]
-        self._staging: dict[tuple, tvm.runtime.Tensor] = {}
+            self._main = self._vm(uploaded)["main"]
+            weight_tensors = [tvm.runtime.tensor(t.numpy(), self._device) for t in self._weights.ordered(self.layout)]
+        self._weight_args = (tvm_ffi.convert(weight_tensors),) if self.layout.bundled else ()
+        self._staging: dict[str, OrderedDict] = {}
+        """Input name -> (shape, dtype) -> tensor, the most recent last (at most :data:`STAGED_SHAPES`)."""
         self._lock = threading.Lock()
+
+    def _vm(self, module) -> relax.VirtualMachine:
+        return relax.VirtualMachine(module, self._device, memory_cfg=memory_config(self._device))
 
     def on(self, session) -> CompiledModel:
         """This model on the device of a TVM RPC ``session`` (``lutc.remote.RpcTracker(...).connect()``):
         linked with the target's cross compiler, uploaded and loaded there; called as a local one
         (numpy in, numpy out). Raises :class:`lutc.remote.DeviceError` if the device refuses it."""
-        return CompiledModel(self._executable, self.metadata, session)
+        return CompiledModel(self._executable, self.metadata, self._weights, session)
+
+    @property
+    def position_limit(self) -> PositionLimit | None:
+        """How many positions (past + new tokens of one call) the model can address, where it says
+        (rotary cache rows, ``genai_config.json``, ``config.json``): :func:`lutc.generate` stops there."""
+        stored = self.metadata.get("position_limit")
+        return PositionLimit(**stored) if stored else None
+
+    @property
+    def weights(self) -> dict[str, tvm.runtime.Tensor]:
+        """The weights ``main`` reads, by key (:mod:`lutc.frontend.weight_params`), in its order."""
+        return {w.key: self._weights.tensors[w.key] for w in self.layout.weights if w.key in self._weights.tensors}
+
+    @property
+    def weight_set(self) -> WeightSet:
+        """The weights this model holds (shared with the other build or load of a decoder)."""
+        return self._weights
+
+    @property
+    def weight_arguments(self) -> tuple:
+        """What follows the inputs in a call of the executable's ``main``: the weights, one tuple."""
+        return self._weight_args
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of the weights the model holds (packed as its kernels read them)."""
+        return self.layout.nbytes
 
     @property
     def decisions(self) -> dict[str, str]:
@@ -143,7 +198,8 @@ class CompiledModel:
     def _run(self, arrays: list):
         """The VM call; its own shape checks (dims the inputs' names do not show) become an InputError."""
         try:
-            return self._main(*(self._device_tensor(info.name, a) for info, a in zip(self.inputs, arrays, strict=True)))
+            inputs = (self._device_tensor(info.name, a) for info, a in zip(self.inputs, arrays, strict=True))
+            return self._main(*inputs, *self._weight_args)
         except (ValueError, RuntimeError) as err:
             reason = (str(err).strip().splitlines() or [""])[0]
             rules = self.metadata.get("input_rules") or []
@@ -160,48 +216,115 @@ class CompiledModel:
 
         Copying into a kept tensor is 4x cheaper than making one, and the VM runs faster on it.
         """
-        key = (name, array.shape, array.dtype.str)
-        tensor = self._staging.get(key)
+        shapes = self._staging.setdefault(name, OrderedDict())
+        key = (array.shape, array.dtype.str)
+        tensor = shapes.get(key)
         if tensor is None:
-            tensor = self._staging[key] = tvm.runtime.empty(array.shape, array.dtype.name, self._device)
+            tensor = shapes[key] = tvm.runtime.empty(array.shape, array.dtype.name, self._device)
+            if len(shapes) > STAGED_SHAPES:
+                shapes.popitem(last=False)
+        else:
+            shapes.move_to_end(key)
         copy_into(tensor, array)
         return tensor
 
-    def export_library(self, path: str | os.PathLike) -> Path:
-        """Write a shared library and its ``.lutc.json`` description atomically (see :mod:`lutc.library`)."""
+    def export_library(self, path: str | os.PathLike, *, weights: str | os.PathLike | None = None) -> Path:
+        """Write the shared library, its weight file and its ``.lutc.json`` description atomically
+        (see :mod:`lutc.library`); returns ``path``.
+
+        The weights go to ``weights`` (a file name beside ``path``; default ``<path>.weights``). A
+        weight file that already holds every weight of this model unchanged is reused, not
+        rewritten: export the prompt and step builds of a decoder with the same ``weights`` and they
+        share one file (:func:`lutc.build_decoder`).
+        """
         path = Path(path)
         if self._executable is None:
             raise LutcError(f"cannot write {path}: this model was loaded onto a device from a library file; "
                             "export the model it was built from, or copy that file")  # fmt: skip
+        missing = [w.key for w in self.layout.weights if w.key not in self._weights.tensors]
+        if missing:
+            raise LutcError(f"cannot write {path}: {len(missing)} weights are computed by the model's own kernels "
+                            f"({missing[0]}, ...), which run only on {level(stored_target(self.metadata))}: export "
+                            "it on such a machine")  # fmt: skip
         try:
             fcompile = linker(stored_target(self.metadata))
         except LutcError as err:
             raise LutcError(f"cannot write {path}: {err}") from None
         write_library = functools.partial(self._executable.export_library, fcompile=fcompile)
-        write_atomically(path, write_library, json.dumps(self.metadata, indent=1))
+        name = weight_file_name(path, weights)
+        entries = weight_entries(self.layout, self._weights)
+        sidecar = {**self.metadata, "weights": {"file": name, "bundled": self.layout.bundled, "tensors": entries}}
+        write_weight_file = None
+        if not reusable(path.parent / name, entries):
+            arrays = [self._weights.tensors[w.key] for w in self.layout.weights]
+            write_weight_file = (name, functools.partial(_write_weights, entries=entries, tensors=arrays))
+        write_atomically(path, write_library, json.dumps(sidecar, indent=1), write_weight_file)
         return path
 
 
-def load(path: str | os.PathLike, session=None) -> CompiledModel:
-    """Load a model written by :meth:`CompiledModel.export_library`; a damaged pair raises ``LoadError``.
+def _write_weights(target: str, *, entries: list[dict], tensors: list) -> None:
+    write_weights(Path(target), entries, (t.numpy() if _on_device(t) else np.from_dlpack(t) for t in tensors))
+
+
+def _on_device(tensor: tvm.runtime.Tensor) -> bool:
+    return tensor.device.dlpack_device_type() != tvm.cpu().dlpack_device_type()
+
+
+def layout_of(metadata: dict) -> WeightLayout:
+    """The weight layout a model's metadata (or sidecar) records."""
+    stored = metadata.get("weights") or {}
+    specs = tuple(WeightSpec(t["key"], tuple(t["shape"]), t["dtype"]) for t in stored.get("tensors", []))
+    return WeightLayout(specs, (), bool(stored.get("bundled", False)))
+
+
+def load(path: str | os.PathLike, session=None, *, weights: WeightSet | None = None) -> CompiledModel:
+    """Load a model written by :meth:`CompiledModel.export_library`; a damaged set of files raises ``LoadError``.
+
+    The weights are read from the weight file the sidecar names (in the library's folder) into the
+    model's memory (on 2 MiB pages on the CPU), each checked against the digest the sidecar lists.
 
     ``session``: a TVM RPC session (:meth:`lutc.remote.RpcTracker.connect`): the file is uploaded
     and runs on that device (a library built for another architecture than this machine's).
+    ``weights``: the weights of a model loaded before from the same weight file, shared rather than
+    read again (:func:`lutc.load_decoder`); those this model lacks are read into it.
     """
     path = Path(path)
     if not path.is_file() or not sidecar_of(path).is_file():
         raise LoadError(f"{path} and {sidecar_of(path).name} must both exist (written by CompiledModel.export_library)")
     metadata = read_sidecar(path)
+    target = stored_target(metadata)
+    weights = _load_weights(path, metadata, target, session, weights)
     if session is not None:
-        return CompiledModel(None, metadata, session, uploaded=upload_file(session, path))
-    missing = missing_on_host(stored_target(metadata))
+        return CompiledModel(None, metadata, weights, session, uploaded=upload_file(session, path))
+    missing = missing_on_host(target)
     if missing:
         raise LoadError(f"{path}: {foreign_target_message(metadata, missing)}")
     executable = load_library(path, tvm.runtime.load_module)
     try:
-        return CompiledModel(executable, metadata)
+        return CompiledModel(executable, metadata, weights)
     except Exception as err:
         raise LoadError(f"{path}: not a lutc model library ({type(err).__name__}: {err})") from None
+
+
+def _load_weights(path: Path, metadata: dict, target, session, shared: WeightSet | None) -> WeightSet:
+    stored = metadata["weights"]
+    file = path.parent / stored["file"]
+    if Path(stored["file"]).name != stored["file"]:
+        raise LoadError(f"{sidecar_of(path)}: its weight file {stored['file']!r} is not a file name in {path.parent}")
+    if not file.is_file():
+        raise LoadError(f"{path}: its weight file {file} is missing (export writes it beside the library)")
+    shared = shared if shared is not None else WeightSet()
+    held = [e for e in stored["tensors"] if e["key"] in shared.tensors]
+    for entry in held:
+        if shared.digest_of(entry["key"]) != entry["sha1"]:
+            raise LoadError(f"{path}: weight {entry['key']!r} differs from the one of the model it shares weights with")
+    local = session is None and not missing_on_host(target)
+    device = device_of(target) if local else tvm.cpu()
+    missing = [e for e in stored["tensors"] if e["key"] not in shared.tensors]
+    loaded = load_weights(file, missing, device, local and backend_of(target).HUGE_PAGES)
+    shared.tensors.update(loaded.tensors)
+    shared.digests.update(loaded.digests)
+    return shared
 
 
 def stored_target(metadata: dict) -> tvm.target.Target:
@@ -223,9 +346,11 @@ def _lutc_version() -> str:
     return __version__
 
 
-def metadata_for(info, decisions: dict, target, options) -> dict:
+def metadata_for(info, decisions: dict, target, options, layout: WeightLayout) -> dict:
     """The JSON-ready description stored with a compiled model."""
     return {
+        "weights": {"bundled": layout.bundled, "tensors": [w.as_dict() for w in layout.weights]},
+        "position_limit": asdict(info.position_limit) if info.position_limit is not None else None,
         "format": SIDECAR_FORMAT,
         "lutc_version": _lutc_version(),
         "inputs": [asdict(i) for i in info.inputs],

@@ -5,6 +5,10 @@ Works on the graphs decoders are exported as: ``input_ids`` (``[batch, seq]`` in
 matching present outputs (``past_key_values.N.key`` -> ``present.N.key``: ``torch.onnx.export``
 with ``past_key_values`` and onnxruntime-genai's model builder both name them so), and ``logits``
 first. The cache never leaves TVM memory: each step's present tensors are the next step's past.
+
+A model with a position limit (``model.position_limit``, :class:`~lutc.frontend.positions.PositionLimit`)
+decodes up to it: every call feeds ``past + new <= limit`` positions, so a prompt of ``P`` tokens
+leaves room for ``limit - P + 1`` generated tokens (the last one is never fed back).
 """
 
 from __future__ import annotations
@@ -12,13 +16,16 @@ from __future__ import annotations
 import re
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
 from .errors import InputError, ModelError
 from .frontend.model_info import TensorInfo
+from .frontend.positions import PositionLimit
 
 PAST = re.compile(r"^past(?:_key_values)?[._](\d+)[._](key|value)$")
 PRESENT = re.compile(r"^present(?:_key_values)?[._](\d+)[._](key|value)$")
@@ -75,12 +82,14 @@ def cache_layout(inputs: tuple[TensorInfo, ...], outputs: tuple[TensorInfo, ...]
 
 @dataclass(frozen=True)
 class Generation:
-    """What :func:`generate` made: ``tokens`` ``[batch, new]`` and the time of each step."""
+    """What :func:`generate` made: ``tokens`` ``[batch, new]`` and the time of each step;
+    ``stopped_at_limit``: the model's position limit where it cut the generation short."""
 
     tokens: np.ndarray
     prompt_length: int
     prefill_seconds: float
     step_seconds: tuple[float, ...]
+    stopped_at_limit: PositionLimit | None = None
 
     @property
     def prefill_tokens_per_second(self) -> float:
@@ -102,7 +111,9 @@ class Generation:
             else ""
         )
         prefill = f"prefill {self.prompt_length} tokens: {self.prefill_seconds * 1e3:.2f} ms "
-        return prefill + f"({self.prefill_tokens_per_second:.0f} tokens/s); " + decode  # fmt: skip
+        limit = self.stopped_at_limit
+        stopped = f"; stopped at the model's position limit, {limit.describe()}" if limit is not None else ""
+        return prefill + f"({self.prefill_tokens_per_second:.0f} tokens/s); " + decode + stopped  # fmt: skip
 
 
 Step = Callable[[dict], tuple]
@@ -150,21 +161,46 @@ def generate(model, input_ids: np.ndarray, max_new_tokens: int, *, step_model=No
 
     ``step_model``: the same decoder built for one token per call (:func:`step_shapes`), which
     then runs every token after the prompt: with batch and sequence static, the Relax VM does
-    far less shape work per call (a sixth of the step on a 30-layer model, README)."""
+    far less shape work per call (a sixth of the step on a 30-layer model, README).
+
+    A ``model.position_limit`` (a :class:`~lutc.frontend.positions.PositionLimit`) bounds the
+    tokens: a prompt past it is an ``InputError`` before anything runs; where ``max_new_tokens``
+    do not fit, fewer are generated, with a warning, and ``Generation.stopped_at_limit`` says so."""
     input_ids = np.asarray(input_ids)
     if input_ids.ndim != 2 or input_ids.dtype != np.int64 or 0 in input_ids.shape:
         got = f"{input_ids.dtype}{list(input_ids.shape)}"
         raise InputError(f"input_ids must be a non-empty [batch, prompt] int64 array; got {got}")
     if max_new_tokens < 1:
         raise InputError(f"max_new_tokens must be at least 1; got {max_new_tokens}")
+    limit = getattr(model, "position_limit", None)
+    room = _room(limit, input_ids.shape[1], max_new_tokens)
     layout = cache_layout(model.inputs, model.outputs)
     if step_model is not None and cache_layout(step_model.inputs, step_model.outputs) != layout:
         raise ModelError("step_model must be the same decoder as model (its inputs and outputs differ)")
     prompt_feeds = step_feeds(layout, input_ids, layout.empty_past(input_ids.shape[0]), input_ids.shape[1])
     model.check_inputs(**prompt_feeds)  # checked once: the loop makes the rest alike
     prefill, decode = (_ordered_call(m) for m in (model, step_model or model))
-    return greedy_loop(prefill, layout, [o.name for o in model.outputs], input_ids, max_new_tokens, eos_token_id,
-                       progress, decode)  # fmt: skip
+    made = greedy_loop(prefill, layout, [o.name for o in model.outputs], input_ids, min(room, max_new_tokens),
+                       eos_token_id, progress, decode)  # fmt: skip
+    cut = room < max_new_tokens and made.tokens.shape[1] == room  # not where every row ended first
+    return replace(made, stopped_at_limit=limit) if cut else made
+
+
+def _room(limit: PositionLimit | None, prompt: int, wanted: int) -> int:
+    """How many tokens a prompt of ``prompt`` tokens leaves room for under ``limit`` (all
+    ``wanted`` without one); an ``InputError`` if the prompt alone is past it, a warning where
+    fewer than ``wanted`` fit."""
+    if limit is None:
+        return wanted
+    if prompt > limit.positions:
+        raise InputError(f"the prompt has {prompt} tokens, more than the model's position limit of "
+                         f"{limit.describe()}; shorten it to at most {limit.positions} tokens")  # fmt: skip
+    room = limit.positions - prompt + 1  # the last token generated is never fed back: it needs no position
+    if room < wanted:
+        warnings.warn(f"generating at most {room} of the {wanted} tokens asked for: after a prompt of {prompt} "
+                      f"tokens, the model's position limit of {limit.describe()} leaves room for {room}",
+                      stacklevel=3)  # fmt: skip
+    return room
 
 
 def step_feeds(layout: CacheLayout, ids: np.ndarray, past: dict, seen: int) -> dict:
@@ -192,9 +228,37 @@ def step_shapes(batch: int = 1) -> dict[str, list[int]]:
     return {"input_ids": [batch, 1]}
 
 
+DECODER_FILES = ("prompt.so", "step.so", "decoder.weights")
+"""What :func:`export_decoder` writes into its folder (plus each library's ``.lutc.json``)."""
+
+
+def export_decoder(model, step_model, folder) -> Path:
+    """Write a decoder built by :func:`build_decoder` into ``folder``: both libraries and one weight
+    file they share (:data:`DECODER_FILES`); :func:`load_decoder` reads it back. Returns ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    prompt, step, weights = DECODER_FILES
+    model.export_library(folder / prompt, weights=weights)
+    step_model.export_library(folder / step, weights=weights)
+    return folder
+
+
+def load_decoder(folder) -> tuple:
+    """``(model, step_model)`` from a folder :func:`export_decoder` wrote, their weights read once."""
+    from .compiled import load
+
+    folder = Path(folder)
+    model = load(folder / DECODER_FILES[0])
+    return model, load(folder / DECODER_FILES[1], weights=model.weight_set)
+
+
 def build_decoder(path, target="x86", *, batch: int = 1, **options) -> tuple:
     """``(model, step_model)`` for :func:`generate`: the decoder as is (the prompt) and built for one
-    token per call (every later token)."""
-    from .builder import build
+    token per call (every later token). The two share their weights (one copy in memory; exported
+    with the same ``weights=`` file name, one file on disk)."""
+    from .builder import build_sharing
+    from .weights import WeightSet
 
-    return build(path, target, **options), build(path, target, shapes=step_shapes(batch), **options)
+    weights = WeightSet()
+    prompt = build_sharing(path, target, weights, **options)
+    return prompt, build_sharing(path, target, weights, shapes=step_shapes(batch), **options)

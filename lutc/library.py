@@ -1,11 +1,14 @@
 """Exported model files: atomic writes, a versioned sidecar, and checks before ``dlopen``.
 
-A model is two files: the shared library and ``<library>.lutc.json`` (its inputs, outputs,
-decisions and options). Both are written to temporary files in the target directory and moved
-into place with ``os.replace``, the sidecar last, so a failed export leaves the previous pair
-intact. Loading checks the sidecar's schema and the library's ELF headers (a truncated file
-made ``dlopen`` raise SIGBUS), then loads a private copy, so a path exported again in the same
-process loads the new code instead of the dynamic loader's cached old one.
+A model is three files: the shared library (its code), its weight file
+(:mod:`lutc.weight_file`, ``<library>.weights`` unless named otherwise) and ``<library>.lutc.json``
+(its inputs, outputs, decisions, options and the weights it reads, with their digests). All are
+written to temporary files in the target directory and moved into place with ``os.replace``, the
+sidecar last, so a failed export leaves the previous set intact (and a sidecar never names a
+weight file it was not written with: the digests say so on load). Loading checks the sidecar's
+schema and the library's ELF headers (a truncated file made ``dlopen`` raise SIGBUS), then
+loads a private copy, so a path exported again in the same process loads the new code instead
+of the dynamic loader's cached old one.
 """
 
 from __future__ import annotations
@@ -21,10 +24,14 @@ from pathlib import Path
 from .errors import LoadError, LutcError
 
 SIDECAR_SUFFIX = ".lutc.json"
-SIDECAR_FORMAT = 1
-"""Version of the sidecar's schema; written as ``format``, checked on load."""
+SIDECAR_FORMAT = 2
+"""Version of the sidecar's schema; written as ``format``, checked on load (2: weights in their own file)."""
 
-SIDECAR_FIELDS = {"format": int, "inputs": list, "outputs": list, "decisions": dict, "target": str, "options": dict}
+SIDECAR_FIELDS = {
+    "format": int, "inputs": list, "outputs": list, "decisions": dict, "target": str, "options": dict, "weights": dict,
+}  # fmt: skip
+WEIGHTS_FIELDS = {"file": str, "bundled": bool, "tensors": list}
+WEIGHT_FIELDS = {"key": str, "shape": list, "dtype": str, "nbytes": int, "sha1": str}
 TENSOR_FIELDS = {"name": str, "shape": list, "dtype": str}
 
 ELF_MAGIC = b"\x7fELF"
@@ -43,16 +50,28 @@ def _temporary(directory: Path, suffix: str) -> Path:
     return Path(name)
 
 
-def write_atomically(path: Path, write_library: Callable[[str], None], sidecar_text: str) -> None:
-    """Write the library with ``write_library(tmp_path)`` and the sidecar, then move both into place."""
+def write_atomically(
+    path: Path,
+    write_library: Callable[[str], None],
+    sidecar_text: str,
+    weights: tuple[str, Callable[[str], None]] | None = None,
+) -> None:
+    """Write the library with ``write_library(tmp_path)``, the weight file ``weights = (name,
+    write(tmp_path))`` when given (none: the one already there is kept) and the sidecar, then move
+    them into place, the sidecar last."""
     if path.is_dir():
         raise LutcError(f"cannot write {path}: it is a directory")
     if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
         raise LutcError(f"cannot write {path}: {path.parent} is not a writable directory")
     library, sidecar = _temporary(path.parent, path.suffix or ".so"), _temporary(path.parent, SIDECAR_SUFFIX)
+    weight_file = _temporary(path.parent, ".weights") if weights is not None else None
     try:
+        if weights is not None:
+            weights[1](str(weight_file))
         write_library(str(library))
         sidecar.write_text(sidecar_text)
+        if weights is not None:
+            os.replace(weight_file, path.parent / weights[0])
         os.replace(library, path)
         os.replace(sidecar, sidecar_of(path))
     except OSError as err:
@@ -61,8 +80,9 @@ def write_atomically(path: Path, write_library: Callable[[str], None], sidecar_t
         reason = (str(err).strip().splitlines() or [""])[0]
         raise LutcError(f"cannot write {path}: the library did not link ({reason}); is the disk full?") from None
     finally:
-        library.unlink(missing_ok=True)
-        sidecar.unlink(missing_ok=True)
+        for temporary in (library, sidecar, weight_file):
+            if temporary is not None:
+                temporary.unlink(missing_ok=True)
 
 
 def _check_fields(where: str, data: dict, fields: dict[str, type], file: Path) -> None:
@@ -87,11 +107,16 @@ def read_sidecar(path: Path) -> dict:
     if data.get("format") != SIDECAR_FORMAT:
         raise LoadError(f"{sidecar}: sidecar format {data.get('format')!r}; this lutc reads format {SIDECAR_FORMAT}")
     _check_fields("", data, SIDECAR_FIELDS, sidecar)
-    for kind in ("inputs", "outputs"):
-        for index, tensor in enumerate(data[kind]):
+    _check_fields("weights ", data["weights"], WEIGHTS_FIELDS, sidecar)
+    for kind, fields, items in (
+        ("inputs", TENSOR_FIELDS, data["inputs"]),
+        ("outputs", TENSOR_FIELDS, data["outputs"]),
+        ("weights.tensors", WEIGHT_FIELDS, data["weights"]["tensors"]),
+    ):
+        for index, tensor in enumerate(items):
             if not isinstance(tensor, dict):
                 raise LoadError(f"{sidecar}: {kind}[{index}] must be an object")
-            _check_fields(f"{kind}[{index}] ", tensor, TENSOR_FIELDS, sidecar)
+            _check_fields(f"{kind}[{index}] ", tensor, fields, sidecar)
     return data
 
 

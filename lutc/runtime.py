@@ -33,31 +33,48 @@ def get_threads() -> int:
     return int(tvm_ffi.get_global_func("runtime.NumThreads")())
 
 
-def huge_page_tensors(*arrays: np.ndarray) -> list[tvm.runtime.Tensor]:
-    """CPU tensors holding copies of ``arrays``, together in memory advised to use 2 MiB huge pages.
+def huge_page_arrays(specs: list[tuple[tuple[int, ...], str]]) -> list[np.ndarray]:
+    """Writable, 64-byte aligned arrays of these ``(shape, dtype)``, together in one region advised
+    to use 2 MiB huge pages (the caller's first writes back it with them).
 
     Weights streamed from DRAM on 4 KiB pages pay a TLB miss and a hardware-prefetch restart
     every 4 KiB, and a weight's scales, read a few bytes per group, a DRAM latency each: a
     2-bit 4096x4096 matrix (4 MiB codes, 0.5 MiB scales) went from 372 to 213 us per cold call
     on this machine (1 thread) when both sat on huge pages. The arrays share one region, so
-    the small ones ride on the big one's pages; under 2 MiB in all they get ordinary tensors
-    (a partial huge page would waste memory). Where transparent huge pages are off (or not
-    Linux), the memory is ordinary pages.
+    the small ones ride on the big one's pages; under 2 MiB in all they get ordinary memory (a
+    partial huge page would waste memory). Where transparent huge pages are off (or not Linux),
+    the memory is ordinary pages.
     """
-    offsets = np.cumsum([0] + [_padded(a.nbytes) for a in arrays])
+    dtypes = [np.dtype(dtype) for _, dtype in specs]
+    sizes = [int(np.prod(shape, dtype=np.int64)) * d.itemsize for (shape, _), d in zip(specs, dtypes, strict=True)]
+    offsets = np.cumsum([0] + [_padded(size) for size in sizes])
     total = int(offsets[-1])
     if total < HUGE_PAGE or not hasattr(mmap, "MAP_ANONYMOUS"):
-        return [tvm.runtime.tensor(np.ascontiguousarray(a), tvm.cpu()) for a in arrays]
-    region = mmap.mmap(-1, total + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    start = -_address(region) % HUGE_PAGE  # the first 2 MiB boundary inside the region
-    if hasattr(mmap, "MADV_HUGEPAGE"):
-        region.madvise(mmap.MADV_HUGEPAGE, start, -(-total // HUGE_PAGE) * HUGE_PAGE)
-    tensors = []
-    for array, offset in zip(arrays, offsets, strict=False):
-        view = np.frombuffer(region, dtype=array.dtype, count=array.size, offset=start + int(offset))
-        view.reshape(array.shape)[...] = array  # first touch: the kernel backs the range with huge pages
-        tensors.append(tvm.runtime.from_dlpack(view.reshape(array.shape)))
-    return tensors
+        region = np.empty(total + 64, np.uint8)
+        start = -region.ctypes.data % 64
+    else:
+        region = mmap.mmap(-1, total + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        start = -_address(region) % HUGE_PAGE  # the first 2 MiB boundary inside the region
+        if hasattr(mmap, "MADV_HUGEPAGE"):
+            region.madvise(mmap.MADV_HUGEPAGE, start, -(-total // HUGE_PAGE) * HUGE_PAGE)
+    arrays = []
+    for (shape, _), dtype, size, offset in zip(specs, dtypes, sizes, offsets, strict=False):
+        view = np.frombuffer(region, np.uint8, count=size, offset=start + int(offset))
+        arrays.append(view.view(dtype).reshape(shape))
+    return arrays
+
+
+def huge_page_tensors(*arrays: np.ndarray) -> list[tvm.runtime.Tensor]:
+    """CPU tensors holding copies of ``arrays``, together on huge pages (:func:`huge_page_arrays`)."""
+    views = huge_page_arrays([(a.shape, a.dtype) for a in arrays])
+    for view, array in zip(views, arrays, strict=True):
+        view[...] = array
+    return [cpu_tensor(view) for view in views]
+
+
+def cpu_tensor(array: np.ndarray) -> tvm.runtime.Tensor:
+    """A CPU tensor over ``array``'s memory (64-byte aligned, C-contiguous), without a copy."""
+    return tvm.runtime.from_dlpack(array)
 
 
 def _padded(nbytes: int, alignment: int = 64) -> int:

@@ -376,17 +376,21 @@ def dequantized_reference(model: onnx.ModelProto) -> onnx.ModelProto:
     initializer with its output's name. Unnamed nodes get inspect_onnx's names (``{op}_{index}``).
     """
     from .frontend.onnx_import import inspect_onnx
+    from .frontend.weights import materialized
 
     named, info = inspect_onnx(model)
+    named = materialized(named, info.weights)
     nodes, inits = [], []
     for node in named.graph.node:
         found = info.quantized.get(node.name)
         if found is None:
             nodes.append(node)
         elif node.op_type == "DequantizeLinear":
-            inits.append(numpy_helper.from_array(np.ascontiguousarray(found.dequantized().T), node.output[0]))
+            inits.append(
+                numpy_helper.from_array(np.ascontiguousarray(found.dequantized(info.weights).T), node.output[0])
+            )
         else:
-            new, tensors = _float_matmul(node, found.dequantized(), found.bias is not None)
+            new, tensors = _float_matmul(node, found.dequantized(info.weights), found.bias is not None)
             nodes += new
             inits += tensors
     out = _replace_nodes(named, nodes, inits)

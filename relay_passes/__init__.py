@@ -6,8 +6,8 @@ gone from TVM). ``lutc.pipeline`` lists them in order.
 
 from .default_schedules import LutcApplyDefaultSchedules
 from .fuse_norm_precompute import LutcFuseNormPrecompute
-from .huge_page_weights import LutcHugePageWeights
 from .isolate_shape_kernels import LutcIsolateShapeKernels
+from .lift_weights import LutcLiftWeights
 from .rewrite_quantized_matmul import DECISIONS_ATTR, LutcRewriteQuantizedMatmul, RewriteOptions
 from .schedule_kernels import LutcScheduleKernels
 from .share_tables import LutcShareTables
@@ -16,8 +16,8 @@ __all__ = [
     "DECISIONS_ATTR",
     "LutcApplyDefaultSchedules",
     "LutcFuseNormPrecompute",
-    "LutcHugePageWeights",
     "LutcIsolateShapeKernels",
+    "LutcLiftWeights",
     "LutcRewriteQuantizedMatmul",
     "LutcScheduleKernels",
     "LutcShareTables",

@@ -1,8 +1,12 @@
-"""LutcRewriteQuantizedMatmul: ``matmul(x, lut_dequantize(consts))`` -> LUT precompute + matmul.
+"""LutcRewriteQuantizedMatmul: ``matmul(x, lut_dequantize(w))`` -> LUT precompute + matmul.
 
-The constant weight is repacked into the kernel layout at compile time. Each rewritten or
-skipped weight is recorded in the module attribute ``lutc.decisions`` (node -> reason), which
-``lutc.build`` turns into its summary.
+``w`` is a model weight (parameters of ``main`` keyed ``codes:<node>``, ``scales:<node>``,
+``zeros:<node>``, :mod:`lutc.frontend.weight_params`): the matmul then reads new weight
+parameters keyed ``packed.data:<node>``, ... (the weight in the kernel layout, packed when the
+model's weights are loaded), and the logical ones are dropped. Constant arrays (modules built
+by hand) are repacked into constants at compile time. Each rewritten or skipped weight is
+recorded in the module attribute ``lutc.decisions`` (node -> reason), which ``lutc.build`` turns
+into its summary.
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ from tvm import relax
 from tvm.relax.dpl import is_op, wildcard
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from ..frontend.weight_params import LOGICAL_PARTS, split_key, weight_key, weight_var, weights_of, with_weights
 from ..kernels.dequantize import DEQUANTIZE_KERNEL
 from ..kernels.matmul import lut_matmul
 from ..kernels.precompute import lut_precompute
 from ..kernels.spec import KernelSpec
 from ..quant.formats import format_from_attr
-from ..quant.layout import PackedWeight, pack
+from ..quant.layout import pack
 from ..quant.weights import QuantizedWeight
 from ..schedules.base import kernel_of
 from .calls import called_kernel
@@ -54,11 +59,20 @@ def _weight(attrs, args: list[tvm.ir.expr.Constant]) -> QuantizedWeight:
     return QuantizedWeight(format_from_attr(attrs["lutc.format"]), arrays[0], arrays[1], *arrays[2:])
 
 
+def _packed_constants(attrs, args: list[tvm.ir.expr.Constant]) -> list[relax.Expr]:
+    packed = pack(_weight(attrs, args))
+    return [relax.const(a) for a in (packed.data, packed.scales, packed.offsets) if a is not None]
+
+
 @mutator
 class _Rewriter(PyExprMutator):
     def __init__(self, mod: tvm.IRModule, options: RewriteOptions):
         super().__init__(mod)
         self.mod, self.options, self.decisions = mod, options, {}
+        self.keys: dict[relax.Var, str] = {}
+        """The weights of ``main`` (as imported) and the packed ones this pass adds."""
+        if "main" in [g.name_hint for g in mod.get_global_vars()]:
+            self.keys.update(weights_of(mod["main"]))
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = self.visit_expr_post_order(call)
@@ -75,42 +89,61 @@ class _Rewriter(PyExprMutator):
             self.decisions[node] = f"dequantize path: {reason}"
             return call
         try:
-            spec, packed = self._spec_and_weight(x, attrs, args)
+            spec = self._spec(x, attrs, args)
         except NotImplementedError as err:
             self.decisions[node] = f"dequantize path: {err}"
             return call
         self.decisions[node] = f"lut {spec.mode} {spec.fmt.name}{' symmetrized' if spec.symmetric else ''}"
-        return self._emit_lut(x, spec, packed)
+        return self._emit_lut(x, spec, self._packed(spec, attrs, args))
 
     def _skip_reason(self, node: str, attrs, args) -> str:
         if node in self.options.keep_dequantize:
             return "kept by request"
         if "lutc.format" not in attrs:
             return "no LUT kernel for this bit width"
-        if not all(isinstance(arg, tvm.ir.expr.Constant) for arg in args):
-            warnings.warn(f"{node}: quantized weight is not constant; it stays on the dequantize path", stacklevel=2)
+        if not all(isinstance(arg, tvm.ir.expr.Constant) for arg in args) and self._weight_node(args) is None:
+            warnings.warn(f"{node}: quantized weight is neither a constant nor a model weight; it stays on the "
+                          "dequantize path", stacklevel=2)  # fmt: skip
             return "weight is not a constant"
         return ""
 
-    def _spec_and_weight(self, x: relax.Expr, attrs, args) -> tuple[KernelSpec, PackedWeight]:
-        qw = _weight(attrs, args)
+    def _weight_node(self, args) -> str | None:
+        """The node whose logical weight parameters ``args`` are (``codes:<node>``, ...), or None."""
+        keys = [split_key(self.keys[arg]) if arg in self.keys else ("", "") for arg in args]
+        names = {name for _, name in keys}
+        expected = list(LOGICAL_PARTS[: len(args)])
+        return names.pop() if len(names) == 1 and [kind for kind, _ in keys] == expected else None
+
+    def _spec(self, x: relax.Expr, attrs, args) -> KernelSpec:
         shape = x.ty.shape
         if x.ty.dtype != "float32" or shape is None:
             raise NotImplementedError(f"activations are {x.ty.dtype} with shape {shape}; kernels take float32")
         rows = _static_rows(shape.values[:-1])
-        n, k = qw.shape
-        spec = KernelSpec(rows, n, k, qw.fmt, mode=self.options.mode, symmetric=self.options.symmetric)
-        return spec, pack(qw)
+        n, k = (int(d) for d in args[0].ty.shape.values)
+        fmt = format_from_attr(attrs["lutc.format"])
+        return KernelSpec(rows, n, k, fmt, mode=self.options.mode, symmetric=self.options.symmetric)
 
-    def _emit_lut(self, x: relax.Expr, spec: KernelSpec, packed: PackedWeight) -> relax.Expr:
+    def _packed(self, spec: KernelSpec, attrs, args) -> list[relax.Expr]:
+        """The packed weight's arrays: constants packed now, or new weight parameters packed at load."""
+        node = self._weight_node(args)
+        if node is None:
+            return _packed_constants(attrs, args)
+        weights = []
+        for part, (shape, dtype) in spec.weight_types().items():
+            key = weight_key(f"packed.{part}", node)
+            var = next((v for v, k in self.keys.items() if k == key), None) or weight_var(key, shape, dtype)
+            self.keys[var] = key
+            weights.append(var)
+        return weights
+
+    def _emit_lut(self, x: relax.Expr, spec: KernelSpec, weights: list[relax.Expr]) -> relax.Expr:
         leading = list(x.ty.shape.values[:-1])
         rows = _product(leading)
         flat = self.builder_.emit(relax.op.reshape(x, [rows, spec.k]))
         types = _table_types(spec, rows)
         precompute = self.builder_.add_func(lut_precompute(spec), "lut_precompute")
         tables = self.builder_.emit(relax.call_tir(precompute, [flat], types))
-        consts = [relax.const(a) for a in (packed.data, packed.scales, packed.offsets) if a is not None]
-        args = [relax.TupleGetItem(tables, i) for i in range(len(types))] + consts
+        args = [relax.TupleGetItem(tables, i) for i in range(len(types))] + weights
         matmul = self.builder_.add_func(lut_matmul(spec), "lut_matmul")
         out = self.builder_.emit(relax.call_tir(matmul, args, relax.TensorType((rows, spec.n), "float32")))
         return relax.op.reshape(out, [*leading, spec.n])
@@ -164,7 +197,12 @@ class LutcRewriteQuantizedMatmul:
         rewriter = _Rewriter(mod, self.options)
         for gvar, func in mod.functions_items():
             if isinstance(func, relax.Function):
-                rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
+                new = rewriter.visit_expr(func)
+                if gvar.name_hint == "main" and rewriter.keys:
+                    new = with_weights(new, rewriter.keys, keep_unused=True)
+                rewriter.builder_.update_func(gvar, new)
         out = _without_unused_dequantize(relax.transform.DeadCodeElimination()(rewriter.builder_.get()))
+        if rewriter.keys:  # the logical weights of rewritten matmuls are dead now
+            out["main"] = with_weights(out["main"], weights_of(out["main"]))
         previous = dict(mod.attrs[DECISIONS_ATTR]) if mod.attrs and DECISIONS_ATTR in mod.attrs else {}
         return out.with_attr(DECISIONS_ATTR, {**previous, **rewriter.decisions})

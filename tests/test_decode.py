@@ -17,7 +17,7 @@ from corpus.feeds import CORPUS_DIR, load_manifest, make_feeds
 import lutc
 from lutc.bench.generate import ort_generate
 from lutc.cli import main as cli_main
-from lutc.decode import build_decoder, cache_layout
+from lutc.decode import build_decoder, cache_layout, step_feeds
 from lutc.errors import InputError, ModelError
 
 DECODERS = ["llama_genai_int4", "qwen2_genai_int4", "llama_genai_fp32_q2b32s", "llama_ts_decode_q4b128a"]
@@ -136,3 +136,45 @@ def test_a_cache_of_the_wrong_head_size_is_refused_without_the_cache_rule():
     with pytest.raises(InputError, match=r"32 vs\. 64") as refused:
         model(**feeds)
     assert "concatenated" not in str(refused.value)
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096
+
+
+def test_decode_memory_grows_by_the_kv_cache_only():
+    """400 tokens: RSS grows by at most the KV cache plus 48 MB. TVM's pooled allocator kept a block
+    per cache length (a new size every 4 tokens here): +165 MB at 400 tokens, +2.2 GB at 1,500."""
+    prompt, step = build_decoder(CORPUS_DIR / "llama_ts_decode_q4b128a.onnx")
+    lutc.generate(prompt, PROMPT, 40, step_model=step)  # first touches of the code and the heap
+    before = _rss()
+    out = lutc.generate(prompt, PROMPT, 400, step_model=step)
+    growth = _rss() - before
+    layout = cache_layout(prompt.inputs, prompt.outputs)
+    positions = PROMPT.shape[1] + out.tokens.shape[1]
+    kv_bytes = sum(heads * size * 4 * positions for heads, size in layout.head_shapes.values())
+    assert out.tokens.shape == (1, 400)
+    assert growth <= kv_bytes + 48e6, f"RSS grew {growth / 1e6:.1f} MB; the KV cache holds {kv_bytes / 1e6:.1f} MB"
+
+
+def test_staging_keeps_a_few_shapes_per_input():
+    model = lutc.build(CORPUS_DIR / "llama_ts_decode_q4b128a.onnx", target="x86")
+    layout = cache_layout(model.inputs, model.outputs)
+    for length in range(1, 12):
+        model(**step_feeds(layout, np.ones((1, length), np.int64), layout.empty_past(1), length))
+    assert max(len(shapes) for shapes in model._staging.values()) == lutc.compiled.STAGED_SHAPES
+
+
+def test_an_exported_decoder_shares_one_weight_file_and_loads_once(tmp_path):
+    prompt, step = build_decoder(CORPUS_DIR / "llama_genai_int4.onnx", mode="exact")
+    assert prompt.weight_set is step.weight_set and prompt.weights.keys() == step.weights.keys()
+    folder = lutc.export_decoder(prompt, step, tmp_path / "decoder")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["prompt.so", "prompt.so.lutc.json", "step.so", "step.so.lutc.json", "decoder.weights"])  # fmt: skip
+    loaded, loaded_step = lutc.load_decoder(folder)
+    assert loaded.weight_set is loaded_step.weight_set and loaded.position_limit == prompt.position_limit
+    np.testing.assert_array_equal(
+        lutc.generate(loaded, PROMPT, 8, step_model=loaded_step).tokens,
+        lutc.generate(prompt, PROMPT, 8, step_model=step).tokens,
+    )

@@ -86,7 +86,8 @@ def test_damaged_library_is_a_load_error(exported, damage):
     [
         ("{not json", "not valid JSON"),
         ("[1, 2]", "expected a JSON object; got a list"),
-        ('{"format": 1}', "has no field 'inputs'"),
+        ('{"format": 2}', "has no field 'inputs'"),
+        ('{"format": 1}', "sidecar format 1; this lutc reads format 2"),
         ('{"format": 99}', "sidecar format 99"),
         ('{"inputs": []}', "sidecar format None"),
     ],
@@ -106,8 +107,9 @@ def test_sidecar_field_of_the_wrong_type(exported):
         lutc.load(exported)
 
 
-def test_failed_export_keeps_the_previous_pair(models, exported, monkeypatch):
-    before = exported.read_bytes(), sidecar_of(exported).read_text()
+def test_failed_export_keeps_the_previous_files(models, exported, monkeypatch):
+    weights = exported.parent / "model.so.weights"
+    before = exported.read_bytes(), sidecar_of(exported).read_text(), weights.read_bytes()
 
     def full_disk(path):
         raise RuntimeError("Compilation error:\n/usr/bin/ld: final link failed: No space left on device")
@@ -115,11 +117,66 @@ def test_failed_export_keeps_the_previous_pair(models, exported, monkeypatch):
     monkeypatch.setattr(models[1]._executable, "export_library", full_disk, raising=False)
     with pytest.raises(LutcError, match=r"cannot write .*model\.so: the library did not link"):
         models[1].export_library(exported)
-    assert (exported.read_bytes(), sidecar_of(exported).read_text()) == before
-    assert sorted(p.name for p in exported.parent.iterdir()) == ["model.so", "model.so.lutc.json"]
+    assert (exported.read_bytes(), sidecar_of(exported).read_text(), weights.read_bytes()) == before
+    assert sorted(p.name for p in exported.parent.iterdir()) == ["model.so", "model.so.lutc.json", "model.so.weights"]
     np.testing.assert_array_equal(lutc.load(exported)(A=X), models[0](A=X))
 
 
 def test_export_to_a_directory_is_refused(models, tmp_path):
     with pytest.raises(LutcError, match="is a directory"):
         models[0].export_library(tmp_path)
+
+
+def _weight_file(exported):
+    return exported.parent / json.loads(sidecar_of(exported).read_text())["weights"]["file"]
+
+
+def test_weights_live_in_their_own_file_with_digests(models, exported):
+    data = json.loads(sidecar_of(exported).read_text())
+    assert data["weights"]["file"] == "model.so.weights" and _weight_file(exported).is_file()
+    keys = [t["key"] for t in data["weights"]["tensors"]]
+    assert keys == list(models[0].weights) and all(len(t["sha1"]) == 40 for t in data["weights"]["tensors"])
+    loaded = lutc.load(exported)
+    for key, tensor in models[0].weights.items():
+        np.testing.assert_array_equal(loaded.weights[key].numpy(), tensor.numpy())
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda path, other: path.write_bytes(other.read_bytes()), r"has changed since the library was exported"),
+        (lambda path, other: path.write_bytes(path.read_bytes()[:-100]), r"truncated"),
+        (lambda path, other: path.write_bytes(b"not a weight file"), r"not a lutc weight file"),
+        (lambda path, other: path.unlink(), r"weight file .* is missing"),
+    ],
+    ids=["swapped", "truncated", "foreign", "missing"],
+)
+def test_a_wrong_weight_file_is_a_load_error(models, exported, tmp_path, damage, message):
+    other = models[1].export_library(tmp_path / "other.so")
+    damage(_weight_file(exported), _weight_file(other))
+    with pytest.raises(LoadError, match=message) as info:
+        lutc.load(exported)
+    assert "model.so" in str(info.value)
+
+
+def test_a_changed_byte_in_the_weight_file_is_a_load_error(exported):
+    path = _weight_file(exported)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(LoadError, match=r"tensor '.*' has changed since the library was exported"):
+        lutc.load(exported)
+
+
+def test_a_weight_file_already_holding_the_weights_is_reused(models, tmp_path):
+    first = models[0].export_library(tmp_path / "a.so")
+    shared = tmp_path / "a.so.weights"
+    stamp = shared.stat().st_mtime_ns, shared.stat().st_ino
+    second = models[0].export_library(tmp_path / "b.so", weights="a.so.weights")
+    assert (shared.stat().st_mtime_ns, shared.stat().st_ino) == stamp and not (tmp_path / "b.so.weights").exists()
+    np.testing.assert_array_equal(lutc.load(first)(A=X), lutc.load(second)(A=X))
+
+
+def test_a_weight_file_outside_the_library_folder_is_refused(models, tmp_path):
+    with pytest.raises(LutcError, match=r"must name a file beside"):
+        models[0].export_library(tmp_path / "a.so", weights=tmp_path / "sub" / "w.weights")

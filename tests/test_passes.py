@@ -14,6 +14,7 @@ from tvm.script import ir as I
 from tvm.script import relax as R
 from tvm.script import tirx as T
 
+from lutc.frontend.weight_params import WEIGHTS_ATTR, weight_var
 from lutc.kernels import KernelSpec, lut_matmul, lut_precompute
 from lutc.kernels.dequantize import DequantizeSpec, lut_dequantize
 from lutc.quant import IntFormat, pack, quantize
@@ -75,6 +76,59 @@ def _expected(qw) -> tvm.IRModule:
     return bb.get()
 
 
+def _weight_params(arrays, keys) -> list[relax.Var]:
+    return [weight_var(key, a.shape, str(a.dtype)) for a, key in zip(arrays, keys, strict=True)]
+
+
+def _before_with_weights(qw) -> tvm.IRModule:
+    """``_before`` with the weight as parameters of ``main`` keyed as the importer keys them."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((2, 3, K), "float32"))
+    weights = _weight_params((qw.codes, qw.scales, qw.zeros), ["codes:proj", "scales:proj", "zeros:proj"])
+    with bb.function("main", [x, *weights], attrs={"num_input": 1, WEIGHTS_ATTR: ["codes:proj", "scales:proj",
+                                                                                  "zeros:proj"]}):  # fmt: skip
+        with bb.dataflow():
+            dq = bb.add_func(_dequantize_func(), "lut_dequantize")
+            w = bb.emit(relax.call_tir(dq, weights, relax.TensorType((K, N), "float32")))
+            y = bb.emit_output(bb.emit(relax.op.matmul(x, w)))
+        bb.emit_func_output(y)
+    return bb.get()
+
+
+def _expected_with_weights(qw) -> tvm.IRModule:
+    spec = KernelSpec(6, N, K, FMT, mode="fast")
+    packed = pack(qw)
+    keys = ["packed.data:proj", "packed.scales:proj", "packed.offsets:proj"]
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((2, 3, K), "float32"))
+    weights = _weight_params((packed.data, packed.scales, packed.offsets), keys)
+    with bb.function("main", [x, *weights], attrs={"num_input": 1, WEIGHTS_ATTR: keys}):
+        with bb.dataflow():
+            flat = bb.emit(relax.op.reshape(x, [6, K]))
+            types = [
+                relax.TensorType((6, spec.table_groups, 16), "int8"),
+                relax.TensorType((6, spec.n_groups), "float32"),
+                relax.TensorType((6, spec.n_groups), "float32"),
+                relax.TensorType((6,), "float32"),
+            ]
+            tables = bb.emit(relax.call_tir(bb.add_func(lut_precompute(spec), "lut_precompute"), [flat], types))
+            args = [relax.TupleGetItem(tables, i) for i in range(4)] + weights
+            mm = bb.add_func(lut_matmul(spec), "lut_matmul")
+            out = bb.emit(relax.call_tir(mm, args, relax.TensorType((6, N), "float32")))
+            y = bb.emit_output(bb.emit(relax.op.reshape(out, [2, 3, N])))
+        bb.emit_func_output(y)
+    return bb.get()
+
+
+def test_rewrite_of_a_model_weight_reads_new_packed_weight_parameters():
+    """The logical weight parameters give way to packed ones (computed at load), keyed by the node."""
+    qw = _weight()
+    after = LutcRewriteQuantizedMatmul(RewriteOptions("fast"))(_before_with_weights(qw))
+    tvm.ir.assert_structural_equal(_main_only(after), _main_only(_expected_with_weights(qw)), map_free_vars=True)
+    assert [str(k) for k in after["main"].attrs[WEIGHTS_ATTR]] == [
+        "packed.data:proj", "packed.scales:proj", "packed.offsets:proj"]  # fmt: skip
+
+
 def _main_only(mod: tvm.IRModule) -> tvm.IRModule:
     """The module minus unused functions and module attributes, for comparison."""
     mod = relax.transform.DeadCodeElimination(["main"])(mod)
@@ -105,7 +159,7 @@ def test_model_without_quantized_matmul_passes_through_unchanged():
 
 def test_non_constant_weight_stays_on_the_dequantize_path_with_a_warning():
     before = _before(_weight(), constant=False)
-    with pytest.warns(UserWarning, match="proj: quantized weight is not constant"):
+    with pytest.warns(UserWarning, match="proj: quantized weight is neither a constant nor a model weight"):
         after = LutcRewriteQuantizedMatmul()(before)
     tvm.ir.assert_structural_equal(after["main"], before["main"])
     assert "not a constant" in after.attrs[DECISIONS_ATTR]["proj"]
@@ -243,26 +297,3 @@ def test_default_schedules_leave_a_kernel_unscheduled_when_dlight_fails(monkeypa
     with resolve_target("x86"), pytest.warns(UserWarning, match="lut_dequantize: dlight failed"):
         after = LutcApplyDefaultSchedules()(before)
     tvm.ir.assert_structural_equal(after["lut_dequantize"], before["lut_dequantize"])
-
-
-def test_huge_page_weights_moves_lut_weights_into_one_aligned_region():
-    """Same values, one region: the first weight starts on a 2 MiB boundary, the rest follow it."""
-    from lutc.relay_passes import LutcHugePageWeights
-    from lutc.relay_passes.huge_page_weights import weight_constants
-
-    from lutc import zoo
-    from lutc.frontend import import_onnx
-    from lutc.runtime import HUGE_PAGE
-
-    model = zoo.quantize_matmuls(zoo.float_decoder_block(1024, 16, 2816), 2, 32)  # 7 weights, ~3.6 MiB packed
-    mod, _ = import_onnx(model)
-    before = tvm.transform.Sequential([LutcRewriteQuantizedMatmul(RewriteOptions()), LutcShareTables()])(mod)
-    after = LutcHugePageWeights()(before)
-    old, new = weight_constants(before), weight_constants(after)
-    assert len(new) == len(old) == 7 * 2  # codes and scales (symmetric: no offsets)
-    for a, b in zip(old, new, strict=True):
-        np.testing.assert_array_equal(a.value.numpy(), b.value.numpy())
-    pointers = [c.value.data_ptr() for c in new]
-    assert pointers[0] % HUGE_PAGE == 0
-    total = sum(c.value.numpy().nbytes for c in new)
-    assert max(pointers) - pointers[0] < total + 64 * len(new)

@@ -1,12 +1,15 @@
 """The CPU backend (LLVM targets: x86, AArch64): its phases after the LUT rewrite, its device,
 its tuning tag and what a machine needs to run its code.
 
-1. ``weight_passes``: the kernels' weights on huge pages;
-2. ``schedule_passes``: LUT kernels scheduled with ``lutc.schedules`` (the target's ISA rule);
-3. ``legalize_passes``: TVM's CPU legalization and fusion for everything else;
-4. ``default_schedule_passes``: lutc's float matmul rule and dlight's CPU rules for the
+1. ``schedule_passes``: LUT kernels scheduled with ``lutc.schedules`` (the target's ISA rule);
+2. ``legalize_passes``: TVM's CPU legalization and fusion for everything else;
+3. ``default_schedule_passes``: lutc's float matmul rule and dlight's CPU rules for the
    remaining kernels; constant weights those rules repack are repacked once, at compile time;
+4. ``weight_passes``: the repacking of model weights lifted into ``main_transform_params`` (run
+   once at load) and the weights bundled into one parameter;
 5. ``lower_passes``: TVM's dataflow lowering and VM finalization.
+
+The model's weights are loaded onto transparent huge pages (``HUGE_PAGES``, :mod:`lutc.weights`).
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ from .legalize import legalize_and_fuse
 KINDS = ("llvm",)
 CAN_TUNE = True
 """``lutc.tune`` builds and times candidates for these targets."""
+HUGE_PAGES = True
+"""Weights go on 2 MiB pages: a decode step streams them from DRAM (:func:`lutc.runtime.huge_page_region`)."""
 
 
 def weight_passes() -> list[tvm.transform.Pass]:
-    return [passes.LutcHugePageWeights()]
+    return [passes.LutcLiftWeights()]
 
 
 def schedule_passes(target: Target, tuned=None) -> list[tvm.transform.Pass]:
@@ -56,10 +61,10 @@ def lower_passes(target: Target) -> list[tvm.transform.Pass]:
 def phases(target: Target, tuned=None) -> list[tvm.transform.Pass]:
     """Every phase after the LUT rewrite, in order."""
     return (
-        weight_passes()
-        + schedule_passes(target, tuned)
+        schedule_passes(target, tuned)
         + legalize_passes(target)
         + default_schedule_passes(target)
+        + weight_passes()
         + lower_passes(target)
     )
 

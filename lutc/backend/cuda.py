@@ -7,10 +7,11 @@ machine needs to run its code.
    kernels kept out of fused groups (as on the CPU);
 3. ``default_schedule_passes``: dlight's GPU rules for every other kernel (a kernel no rule
    takes fails the build: GPU kernels need their loops bound to threads);
-4. ``lower_passes``: TVM's CUDA dataflow lowering and VM finalization.
+4. ``weight_passes``: weight preprocessing lifted out of ``main``, the weights bundled (as on
+   the CPU);
+5. ``lower_passes``: TVM's CUDA dataflow lowering and VM finalization.
 
-Weights stay where the VM puts constants (device memory, uploaded once when the model loads);
-there is no huge-page phase.
+The model's weights are copied to device memory once when it loads; there are no huge pages.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .legalize import legalize_and_fuse
 KINDS = ("cuda",)
 CAN_TUNE = False
 """``lutc.tune`` does not tune for GPUs yet: the rules' defaults are what builds use."""
+HUGE_PAGES = False
 
 
 def schedule_passes(target: Target, tuned=None) -> list[tvm.transform.Pass]:
@@ -48,6 +50,10 @@ def default_schedule_passes(target: Target) -> list[tvm.transform.Pass]:
     return [passes.LutcApplyDefaultSchedules(gpu_rules())]
 
 
+def weight_passes() -> list[tvm.transform.Pass]:
+    return [passes.LutcLiftWeights()]
+
+
 def lower_passes(target: Target) -> list[tvm.transform.Pass]:
     return cuda_pipeline.dataflow_lower_passes(target) + cuda_pipeline.finalize_passes(target)
 
@@ -58,6 +64,7 @@ def phases(target: Target, tuned=None) -> list[tvm.transform.Pass]:
         schedule_passes(target, tuned)
         + legalize_passes(target)
         + default_schedule_passes(target)
+        + weight_passes()
         + lower_passes(target)
     )
 

@@ -89,6 +89,7 @@ def kernel_share(model, layout: CacheLayout, past: int, repeat: int = 20) -> dic
     feeds = step_feeds(layout, np.ones((1, 1), np.int64), cache, past + 1)
     vm = relax.VirtualMachine(model._executable, tvm.cpu())
     args = [tvm.runtime.tensor(feeds[i.name]) for i in model.inputs]
+    args += model.weight_arguments
     step = min(_timed(lambda: vm["main"](*args)) for _ in range(repeat))
     spent: dict[str, float] = defaultdict(float)
     began = [0.0]

@@ -17,7 +17,7 @@ from tvm import relax
 
 from ..errors import ModelError
 from .relax_util import arange, dims, heads_first, heads_last, item, shared
-from .rotary import Rotation, positions_from, rotary_rows, rotate_heads
+from .rotary import PositionReader, Rotation, positions_from, rotary_rows, rotate_heads
 
 DEFAULT_MASK_FILTER = -10000.0
 """ORT's ``mask_filter_value`` default: added to the scores of masked keys."""
@@ -34,6 +34,9 @@ GQA_ATTRIBUTE_DEFAULTS = {
     "kv_cache_bit_width": 0, "k_quant_type": "NONE", "v_quant_type": "NONE",
 }  # fmt: skip
 """Attributes whose other values change the attention lutc computes: refused, never ignored."""
+
+PAST_RULE = "past + new tokens must be at most {rows}"
+"""What a call past the rotary caches of a GQA without ``position_ids`` must change."""
 
 
 INPUT_RULES = {
@@ -154,12 +157,18 @@ def _gqa_refusals(inputs: list, attrs: dict) -> None:
 
 def _gqa_rotation(bb: relax.BlockBuilder, inputs: list, attrs: dict, batch, seq, past) -> Rotation:
     """The rotation ``do_rotary=1`` applies to q and the new k, at ``position_ids`` or past + s; its
-    cache rows are bound once per graph."""
+    cache rows are bound once per graph, behind a check that the positions are rows of the caches
+    (ORT: "cos_cache dimension 0 shall not be less than total_sequence_length"; the error names
+    the first node that reads them)."""
     cos_cache, sin_cache = inputs[7], inputs[8]
     position_ids, dim = inputs[9] if len(inputs) > 9 else None, 2 * int(dims(cos_cache)[1])
+    name, span = attrs["tvm_custom"]["name"], None
+    reader = PositionReader("GroupQueryAttention", name)  # position_ids: their values are checked
+    if position_ids is None:  # past .. past + S - 1: checked on these shape values
+        reader, span = PositionReader(reader.op, name, PAST_RULE), (past, past + seq - 1)
     key = ("rotary", position_ids, cos_cache, sin_cache, batch, seq, past)
     positions = lambda: positions_from(bb, position_ids, batch, seq, offset=past)  # noqa: E731
-    rows = shared(bb, key, lambda: rotary_rows(bb, positions(), cos_cache, sin_cache, dim))
+    rows = shared(bb, key, lambda: rotary_rows(bb, positions(), (cos_cache, sin_cache), dim, reader, span))
     return Rotation(*rows, dim, bool(attrs.get("rotary_interleaved", 0)))
 
 

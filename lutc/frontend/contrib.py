@@ -19,6 +19,9 @@ from .attention import DEFAULT_MASK_FILTER, group_query_attention, key_mask_bias
 from .relax_util import arange, dims, heads_first, heads_last, item
 from .rotary import rotary_embedding
 
+CONTRIB_DOMAIN = "com.microsoft"
+"""ONNX Runtime's contrib-op domain."""
+
 ContribConverter = Callable[[relax.BlockBuilder, list, dict], relax.Expr]
 
 

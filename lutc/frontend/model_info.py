@@ -5,10 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import onnx
 
+from ..errors import ModelError
 from ..quant.formats import AnyFormat
+from ..quant.onnx_convert import dequantize_linear_from_node, matmul_nbits_from_node, wide_matmul_nbits_from_node
 from ..quant.weights import QuantizedWeight, dequantize
+from .positions import PositionLimit
 from .prepare import PrepareReport
+from .weights import WeightStore
 
 Dim = int | str | None
 
@@ -33,42 +38,62 @@ class TensorInfo:
 
 @dataclass(frozen=True, eq=False)
 class QuantizedNode:
-    """A quantized weight found in the graph, in lutc's ``[N, K]`` orientation.
+    """A quantized weight found in the graph, in lutc's ``[N, K]`` orientation: what lutc knows of
+    it before reading its bytes (shapes, format), and how to read it (:meth:`arrays`, :meth:`weight`)
+    from the model's tensors (a :class:`lutc.frontend.weights.WeightStore`).
 
-    ``weight`` is set for lutc formats (1-4 bits, ternary); wider codes (5-8 bits) keep only
-    ``codes``/``scales``/``zeros`` and run on the dequantize path.
+    ``fmt`` is set for lutc formats (1-4 bits, ternary); wider codes (5-8 bits) have none and run
+    on the dequantize path. ``zero`` is ``"implied"``, ``"int"`` (uint8 codes) or ``"float"``.
     """
 
-    name: str
-    op_type: str
+    node: onnx.NodeProto
     bits: int
     group_len: int
-    codes: np.ndarray
-    scales: np.ndarray
-    zeros: np.ndarray | None
+    n: int
+    k: int
+    zero: str
     implied_zero: float
-    weight: QuantizedWeight | None = None
+    scale_dtype: str
+    fmt: AnyFormat | None = None
     bias: np.ndarray | None = None
 
     @property
-    def fmt(self) -> AnyFormat | None:
-        return None if self.weight is None else self.weight.fmt
+    def name(self) -> str:
+        return self.node.name
 
     @property
-    def n(self) -> int:
-        return int(self.codes.shape[0])
+    def op_type(self) -> str:
+        return self.node.op_type
 
-    @property
-    def k(self) -> int:
-        return int(self.codes.shape[1])
+    def weight(self, tensors) -> QuantizedWeight:
+        """The logical weight (1-4 bits), read and checked; a :class:`ModelError` names the node."""
+        if self.fmt is None:
+            raise ValueError(f"node {self.name!r} holds {self.bits}-bit codes, which have no lutc format")
+        try:
+            if self.op_type == "DequantizeLinear":
+                return dequantize_linear_from_node(self.node, tensors)
+            return matmul_nbits_from_node(self.node, tensors)[0]
+        except ValueError as err:
+            raise ModelError(str(err)) from None
 
-    def dequantized(self) -> np.ndarray:
+    def arrays(self, tensors) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """``(codes [N, K] uint8, scales [N, groups], zeros or None)``, what ``lut_dequantize`` reads."""
+        if self.fmt is not None:
+            weight = self.weight(tensors)
+            return weight.codes, weight.scales, weight.zeros
+        try:
+            return wide_matmul_nbits_from_node(self.node, tensors)[:3]
+        except ValueError as err:
+            raise ModelError(str(err)) from None
+
+    def dequantized(self, tensors) -> np.ndarray:
         """float32 ``[N, K]`` weights, for references and fallbacks."""
-        if self.weight is not None:
-            return dequantize(self.weight)
-        repeat = self.k // self.scales.shape[1]
-        zeros = self.implied_zero if self.zeros is None else np.repeat(self.zeros.astype(np.float32), repeat, 1)
-        return np.repeat(self.scales.astype(np.float32), repeat, 1) * (self.codes.astype(np.float32) - zeros)
+        if self.fmt is not None:
+            return dequantize(self.weight(tensors))
+        codes, scales, zeros = self.arrays(tensors)
+        repeat = self.k // scales.shape[1]
+        zeros = self.implied_zero if zeros is None else np.repeat(zeros.astype(np.float32), repeat, 1)
+        return np.repeat(scales.astype(np.float32), repeat, 1) * (codes.astype(np.float32) - zeros)
 
 
 @dataclass(frozen=True, eq=False)
@@ -80,3 +105,7 @@ class ModelInfo:
     preparation: PrepareReport | None = None
     input_rules: tuple[str, ...] = ()
     """What the inputs must satisfy beyond their shapes, checked when the model runs."""
+    weights: WeightStore | None = None
+    """The model's tensors, read on demand."""
+    position_limit: PositionLimit | None = None
+    """How many positions (past + new tokens) the model can address, where it says."""

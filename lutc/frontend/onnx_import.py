@@ -3,10 +3,14 @@
 TVM 0.27's Relax ONNX frontend has no ``com.microsoft::MatMulNBits`` converter and refuses
 blocked ``DequantizeLinear``. lutc subclasses its importer (TVM's sources stay untouched):
 
-- before import, every quantized weight is read and checked with :mod:`lutc.quant.onnx_convert`
-  (errors name the node);
-- during import, such a node becomes ``matmul(x, call_tir(lut_dequantize, consts))``, the pattern
-  the LUT rewrite pass looks for. Everything else goes through TVM's converters.
+- the graph arrives without its weight bytes (:mod:`lutc.frontend.weights`); before import, every
+  quantized weight's layout and format are checked from its tensors' shapes and dtypes with
+  :mod:`lutc.quant.onnx_convert` (errors name the node);
+- during import, referenced initializers become weight parameters of ``main`` and small ones
+  constants (:mod:`lutc.frontend.weight_params`); a quantized node becomes
+  ``matmul(x, call_tir(lut_dequantize, codes, scales, zeros))`` over weight parameters keyed
+  ``codes:<node>``..., the pattern the LUT rewrite pass looks for. Everything else goes through
+  TVM's converters.
 """
 
 from __future__ import annotations
@@ -25,15 +29,22 @@ from tvm.relax.frontend.onnx import onnx_frontend
 from ..errors import ModelError
 from ..kernels.dequantize import DequantizeSpec, lut_dequantize
 from ..quant.formats import group_length
-from ..quant.onnx_convert import dequantize_linear_from_node, matmul_nbits_from_node, wide_matmul_nbits_from_node
+from ..quant.onnx_convert import (
+    dequantize_linear_node_format,
+    matmul_nbits_node_format,
+    wide_matmul_nbits_node_layout,
+)
 from .attention import INPUT_RULES
-from .contrib import CONTRIB_CONVERTERS, ORT_DEFAULT_DOMAIN_CONVERTERS
+from .contrib import CONTRIB_CONVERTERS, CONTRIB_DOMAIN, ORT_DEFAULT_DOMAIN_CONVERTERS
 from .converters import SHAPE_CONVERTERS, TVM_SHAPE_AWARE
 from .index_checks import checked_indices
 from .model_info import ModelInfo, QuantizedNode, TensorInfo
+from .positions import position_limit
 from .prepare import prepare_graph
 from .relax_util import forget_shared
 from .shape_values import ShapeValues
+from .weight_params import WEIGHTS_ATTR, weight_key, weight_var, weights_of, with_weights
+from .weights import WeightStore, read_weightless
 
 MIN_OPSET = 13
 """Oldest default-domain opset lutc accepts; older models go through ``onnx.version_converter``."""
@@ -80,19 +91,15 @@ def _check_opset(model: onnx.ModelProto) -> int:
     return opset
 
 
-def _named_copy(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy whose nodes all have unique names (the importer knows nodes only by name)."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
+def _name_nodes(model: onnx.ModelProto) -> None:
+    """Give every node a unique name, in place (the importer knows nodes only by name)."""
     seen: set[str] = set()
-    for index, node in enumerate(copy.graph.node):
+    for index, node in enumerate(model.graph.node):
         if not node.name or node.name in seen:
             node.name = f"{node.op_type}_{index}"
         seen.add(node.name)
-    return copy
 
 
-CONTRIB_DOMAIN = "com.microsoft"
 CONTRIB_OPS = frozenset({"MatMulNBits", *CONTRIB_CONVERTERS})
 """ONNX Runtime contrib ops lutc converts itself."""
 
@@ -151,28 +158,50 @@ def _check_initializer(tensor: onnx.TensorProto) -> None:
         raise ModelError(f"initializer {tensor.name!r} with dims {list(tensor.dims)}: {err}") from None
 
 
-def _initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    return {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+class _Shapes:
+    """Initializer names -> shape and dtype only (``read``: these as arrays), for the format checks."""
+
+    def __init__(self, store: WeightStore, read: tuple[str, ...] = ()):
+        self.store, self.read = store, read
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.store
+
+    def __getitem__(self, name: str):
+        return self.store[name] if name in self.read else self.store.meta(name)
 
 
-def _from_weight(node: onnx.NodeProto, weight, bias) -> QuantizedNode:
-    return QuantizedNode(
-        node.name, node.op_type, weight.fmt.bits, group_length(weight.fmt, weight.shape[1]),
-        weight.codes, weight.scales, weight.zeros, weight.fmt.implied_zero, weight, bias,
-    )  # fmt: skip
+def _bias(node: onnx.NodeProto, store: WeightStore) -> np.ndarray | None:
+    name = node.input[5] if len(node.input) > 5 else ""
+    return np.array(store[name]) if name else None
 
 
-def _quantized_node(node: onnx.NodeProto, initializers: dict) -> QuantizedNode | None:
+def _nbits_node(node: onnx.NodeProto, store: WeightStore) -> QuantizedNode:
+    bits = next((a.i for a in node.attribute if a.name == "bits"), 4)
+    if bits > 4:
+        wide = wide_matmul_nbits_node_layout(node, _Shapes(store))
+        zero = 2.0 ** (bits - 1)
+        return QuantizedNode(node, bits, wide.block_size, wide.n, wide.k, wide.zero, zero, wide.scale_dtype,
+                             None, _bias(node, store))  # fmt: skip
+    fmt = matmul_nbits_node_format(node, _Shapes(store))
+    n, k = (next(a.i for a in node.attribute if a.name == key) for key in ("N", "K"))
+    return _lutc_node(node, fmt, n, k, _bias(node, store))
+
+
+def _lutc_node(node: onnx.NodeProto, fmt, n: int, k: int, bias: np.ndarray | None) -> QuantizedNode:
+    zero = "implied" if fmt.zero_point == "none" else fmt.zero_point
+    return QuantizedNode(node, fmt.bits, group_length(fmt, k), n, k, zero, fmt.implied_zero, fmt.scale_dtype, fmt,
+                         bias)  # fmt: skip
+
+
+def _quantized_node(node: onnx.NodeProto, store: WeightStore) -> QuantizedNode | None:
     if node.op_type == "MatMulNBits" and node.domain == "com.microsoft":
-        bits = next((a.i for a in node.attribute if a.name == "bits"), 4)
-        if bits <= 4:
-            return _from_weight(node, *matmul_nbits_from_node(node, initializers))
-        codes, scales, zeros, bias = wide_matmul_nbits_from_node(node, initializers)
-        group = codes.shape[1] // scales.shape[1]
-        return QuantizedNode(node.name, node.op_type, bits, group, codes, scales, zeros, 2.0 ** (bits - 1), None, bias)
-    narrow = node.input and initializers.get(node.input[0], np.empty(0)).dtype.name in NARROW_NAMES
+        return _nbits_node(node, store)
+    narrow = node.input and node.input[0] in store and store.meta(node.input[0]).dtype.name in NARROW_NAMES
     if node.op_type == "DequantizeLinear" and narrow:
-        return _from_weight(node, dequantize_linear_from_node(node, initializers), None)
+        fmt = dequantize_linear_node_format(node, _Shapes(store, tuple(node.input[2:3])))
+        k, n = store.meta(node.input[0]).shape
+        return _lutc_node(node, fmt, n, k, None)
     return None
 
 
@@ -213,47 +242,94 @@ def _index_limits(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def inspect_onnx(
-    model: str | Path | onnx.ModelProto, shapes: dict[str, list[int]] | None = None, *, fold: bool = True
+    model: str | Path | onnx.ModelProto,
+    shapes: dict[str, list[int]] | None = None,
+    *,
+    fold: bool = True,
+    base_dir: str | Path | None = None,
 ) -> tuple[onnx.ModelProto, ModelInfo]:
-    """Load, check and prepare a model; return the prepared copy and what lutc found in it.
+    """Read (without weight bytes), check and prepare a model; return the prepared graph and what
+    lutc found in it (``info.weights`` reads the tensors).
 
+    ``base_dir``: where a ``ModelProto``'s external data files are (a path's folder by default).
     ``fold=False`` applies ``shapes`` but skips inference and folding (tests reach the converters so).
     """
-    model = _named_copy(load_onnx(model))
+    folder = Path(base_dir) if base_dir is not None else None
+    if folder is None and not isinstance(model, onnx.ModelProto):
+        folder = Path(model).parent
+    model, store = read_weightless(model, base_dir)
+    _name_nodes(model)
     opset = _check_opset(model)
     _check_ops(model)
     for tensor in model.graph.initializer:
         _check_initializer(tensor)
     model, report = prepare_graph(model, shapes, fold=fold)
-    initializers = _initializers(model)
+    store = store.for_graph(model.graph)
     quantized = {}
     for node in model.graph.node:
         try:
-            found = _quantized_node(node, initializers)
+            found = _quantized_node(node, store)
         except ValueError as err:
             raise ModelError(str(err)) from None
         if found is not None:
             quantized[node.name] = found
     limits = _index_limits(model)
-    inputs = tuple(_tensor_info(v, limits) for v in model.graph.input if v.name not in initializers)
+    inputs = tuple(_tensor_info(v, limits) for v in model.graph.input if v.name not in store)
     outputs = tuple(_tensor_info(v) for v in model.graph.output)
     ops = {n.op_type for n in model.graph.node if n.domain == CONTRIB_DOMAIN}
     rules = tuple(INPUT_RULES[op] for op in sorted(ops & INPUT_RULES.keys()))
-    return model, ModelInfo(inputs, outputs, quantized, opset, report, rules)
+    limit = position_limit(model, folder)
+    return model, ModelInfo(inputs, outputs, quantized, opset, report, rules, store, limit)
 
 
 GATHER_OPS = frozenset({"Gather", "GatherElements", "GatherND"})
 """Ops whose runtime indices get a bounds check."""
 
 
-class _Importer(onnx_frontend.ONNXGraphImporter):
-    """TVM's importer with lutc's quantized-weight nodes (looked up by node name)."""
+def _relax_dtype(dtype: np.dtype) -> str:
+    """The TVM dtype of an initializer's values (2/4-bit ones are held widened, as ``_parse_array`` does)."""
+    narrow = {"int4": "int8", "int2": "int8", "uint4": "uint8", "uint2": "uint8"}
+    return narrow.get(dtype.name, dtype.name)
 
-    def __init__(self, quantized: dict[str, QuantizedNode], domains: dict[str, str], *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._quantized = quantized
+
+class _Importer(onnx_frontend.ONNXGraphImporter):
+    """TVM's importer with lutc's quantized-weight nodes (looked up by node name) and weights as
+    parameters (referenced initializers and the quantized nodes' arrays, keyed as
+    :mod:`lutc.frontend.weight_params` says)."""
+
+    def __init__(self, info: ModelInfo, domains: dict[str, str]):
+        super().__init__(None, "float32", keep_params_in_input=True, sanitize=True)
+        self._quantized = info.quantized
+        self._store = info.weights
         self._domains = domains
         self._shape_values = ShapeValues()
+        self._weights: dict[str, relax.Var] = {}
+
+    def _parse_graph_initializers(self, graph: onnx.GraphProto) -> None:
+        """Referenced initializers become weight parameters, the others constants; then one parameter
+        per array of each quantized node. TVM's importer appends ``_params`` to ``main``'s
+        parameters and lists their values (here: keys) in the ``params`` attribute."""
+        for tensor in graph.initializer:
+            if not tensor.name.strip():
+                raise ValueError("Tensor's name is required.")
+            if tensor.name in self._store.refs:
+                meta = self._store.meta(tensor.name)
+                self._nodes[tensor.name] = self._weight(weight_key("initializer", tensor.name), meta.shape,
+                                                        _relax_dtype(meta.dtype))  # fmt: skip
+            else:
+                self._nodes[tensor.name] = relax.const(self._parse_array(tensor))
+        for node in self._quantized.values():
+            groups = (node.n, node.k // node.group_len)
+            self._weight(weight_key("codes", node.name), (node.n, node.k), "uint8")
+            self._weight(weight_key("scales", node.name), groups, node.scale_dtype)
+            if node.zero != "implied":
+                zero_dtype = "uint8" if node.zero == "int" else node.scale_dtype
+                self._weight(weight_key("zeros", node.name), groups, zero_dtype)
+
+    def _weight(self, key: str, shape, dtype: str) -> relax.Var:
+        var = self._weights[key] = weight_var(key, shape, dtype)
+        self._params[key] = (var, key)
+        return var
 
     def _parse_array(self, tensor_proto: onnx.TensorProto):
         if tensor_proto.data_type in NARROW_TYPES:  # TVM cannot hold 2/4-bit numpy arrays
@@ -342,23 +418,28 @@ class _Importer(onnx_frontend.ONNXGraphImporter):
         return out
 
     def _emit_dequantize(self, node: QuantizedNode) -> relax.Expr:
-        zero = "implied" if node.zeros is None else ("int" if node.zeros.dtype == np.uint8 else "float")
         spec = DequantizeSpec(
-            node.n, node.k, node.bits, node.group_len, zero, node.implied_zero, str(node.scales.dtype),
+            node.n, node.k, node.bits, node.group_len, node.zero, node.implied_zero, node.scale_dtype,
             fmt=node.fmt, node=node.name,
         )  # fmt: skip
         func = self.bb.add_func(lut_dequantize(spec), "lut_dequantize")
-        args = [relax.const(a) for a in (node.codes, node.scales, node.zeros) if a is not None]
+        parts = ("codes", "scales", "zeros") if node.zero != "implied" else ("codes", "scales")
+        args = [self._weights[weight_key(part, node.name)] for part in parts]
         return self.bb.emit(relax.call_tir(func, args, relax.TensorType((node.k, node.n), "float32")))
 
 
 def import_onnx(
-    model: str | Path | onnx.ModelProto, shape_dict: dict[str, list] | None = None, *, fold: bool = True
+    model: str | Path | onnx.ModelProto,
+    shape_dict: dict[str, list] | None = None,
+    *,
+    fold: bool = True,
+    base_dir: str | Path | None = None,
 ) -> tuple[IRModule, ModelInfo]:
-    """A Relax module for ``model`` and what lutc found in it (inputs, outputs, quantized nodes)."""
-    model, info = inspect_onnx(model, shape_dict, fold=fold)
+    """A Relax module for ``model`` and what lutc found in it (inputs, outputs, quantized nodes,
+    ``info.weights``). ``main`` takes the inputs, then the weights it reads (:mod:`.weight_params`)."""
+    model, info = inspect_onnx(model, shape_dict, fold=fold, base_dir=base_dir)
     domains = {node.name: node.domain for node in model.graph.node}
-    importer = _Importer(info.quantized, domains, None, "float32", keep_params_in_input=False, sanitize=True)
+    importer = _Importer(info, domains)
     forget_shared()
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # TVM prints each failing node's raw inputs
@@ -369,4 +450,14 @@ def import_onnx(
         raise ModelError(f"TVM's ONNX importer failed: {type(err).__name__}: {err}") from err
     finally:
         forget_shared()
-    return mod, info
+    return _with_weight_keys(mod), info
+
+
+def _with_weight_keys(mod: IRModule) -> IRModule:
+    """``main`` with the importer's ``params`` attribute (the weights' keys) as :data:`WEIGHTS_ATTR`,
+    taking only the weights it reads."""
+    main = mod["main"]
+    keys = [str(key) for key in main.attrs["params"]] if "params" in main.attrs else []
+    main = main.without_attr("params").with_attr(WEIGHTS_ATTR, keys)
+    mod["main"] = with_weights(main, weights_of(main))
+    return mod

@@ -1,15 +1,120 @@
 """Rotary position embeddings: ORT's ``RotaryEmbedding`` and the rotation ``GroupQueryAttention``
 applies with ``do_rotary=1``. Caches are ``[max_positions, rotary_dim / 2]``; a rotation is either
-half-split (GPT-NeoX, Llama) or interleaved (GPT-J) pairs."""
+half-split (GPT-NeoX, Llama) or interleaved (GPT-J) pairs.
+
+A cache's rows are the model's position limit: TVM's ``take`` reads past them (garbage), ONNX
+Runtime refuses. So every read of the caches is checked first, and a position outside them stops
+the call with ``ValueError`` naming the node and the limit (:class:`lutc.CompiledModel` turns it
+into an ``InputError``), by TIR asserts (``relax.op.assert_op`` runs a Python callback that raises
+``AssertionError`` and that a runtime-only or remote VM lacks):
+
+- where shapes give the positions (GQA without ``position_ids``: past .. past + S - 1), a host
+  function of those shape values, ``lutc_check_position_range``, reading no tensor (so a CUDA
+  build runs it on the host as well); the 0 it returns is added to the positions the rows are
+  taken at, so the data depends on the check and no pass drops it (an unused call would be);
+- else a kernel copying the positions and asserting each one, ``lutc_check_positions`` (like
+  :mod:`lutc.frontend.index_checks`' gather checks, which it cannot reuse: they allow negative
+  indices and name no limit). On a CUDA build it runs on the host, as those do.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tvm import relax
+import tvm
+from tvm import relax, te, tirx
 
 from ..errors import ModelError
 from .relax_util import arange, dims, heads_first, item
+
+RANGE_CHECK = "lutc_check_position_range"
+VALUE_CHECK = "lutc_check_positions"
+OFFSET_KERNEL = "lutc_checked_positions"
+
+
+@dataclass(frozen=True)
+class PositionReader:
+    """Who reads the caches, for the error a position past them raises: the op, the node and what
+    the caller may change (``past + new tokens must be at most 128``)."""
+
+    op: str
+    node: str
+    rule: str = "position_ids must lie in [0, {rows})"
+
+    def message(self, cache: str, rows) -> str:
+        if not isinstance(rows, tirx.IntImm | int):
+            return f"{self.op} node {self.node!r} reads a position past its {cache}'s rows (the model's position limit)"
+        limit = int(rows)
+        return (f"{self.op} node {self.node!r} reads a position outside [0, {limit}) but its {cache} holds {limit} "
+                f"positions (the model's position limit): {self.rule.format(rows=limit)}")  # fmt: skip
+
+
+def _range_check(message: str) -> tirx.PrimFunc:
+    """A host function asserting ``0 <= first`` and ``last < rows``; it returns 0. TVMScript (the
+    message is part of the code), with the root block and inner block lutc's CPU phases expect."""
+    source = (
+        "@T.prim_func(s_tir=True)\n"
+        "def main(first: T.int64, last: T.int64, rows: T.int64) -> T.int64:\n"
+        "    T.func_attr({'tirx.is_scheduled': True})\n"  # no loops: nothing for a schedule rule
+        "    with T.sblock('root'):\n"
+        "        with T.sblock('check'):\n"
+        f"            assert T.int64(0) <= first and last < rows, ('ValueError', [{message!r}])\n"
+        "            return T.int64(0)\n"
+    )
+    return tvm.script.from_source(source).without_attr("global_symbol")
+
+
+def _offset_kernel() -> tirx.PrimFunc:
+    """``out[b, s] = positions[b, s] + offset`` on int64 ``[B, S]``."""
+    batch, seq, offset = tirx.Var("batch", "int64"), tirx.Var("seq", "int64"), tirx.Var("offset", "int64")
+    positions = te.placeholder((batch, seq), "int64", "positions")
+    out = te.compute((batch, seq), lambda b, s: positions[b, s] + offset, name="checked_positions")
+    return te.create_prim_func([positions, offset, out]).without_attr("global_symbol")
+
+
+def _value_check(message: str) -> tirx.PrimFunc:
+    """``checked[b, s] = positions[b, s]`` for int64 ``[B, S]``, asserting ``0 <= positions[b, s] < rows``."""
+    source = (
+        "@T.prim_func(s_tir=True)\n"
+        "def main(var_positions: T.handle, rows: T.int64, var_checked: T.handle):\n"
+        "    T.func_attr({'tirx.is_scheduled': True, 'tirx.noalias': True})\n"
+        "    b, s = T.int64(), T.int64()\n"
+        "    positions = T.match_buffer(var_positions, (b, s), 'int64')\n"
+        "    checked = T.match_buffer(var_checked, (b, s), 'int64')\n"
+        "    with T.sblock('root'):\n"
+        "        for i, j in T.grid(b, s):\n"
+        "            with T.sblock('check'):\n"
+        "                vi, vj = T.axis.remap('SS', [i, j])\n"
+        "                T.reads(positions[vi, vj])\n"
+        "                T.writes(checked[vi, vj])\n"
+        "                value = positions[vi, vj]\n"
+        f"                assert T.int64(0) <= value and value < rows, ('ValueError', [{message!r}])\n"
+        "                checked[vi, vj] = value\n"
+    )
+    return tvm.script.from_source(source).without_attr("global_symbol")
+
+
+def _int64(value) -> tirx.PrimExpr:
+    return tirx.IntImm("int64", value) if isinstance(value, int) else value
+
+
+def checked_positions(
+    bb: relax.BlockBuilder, positions: relax.Expr, caches: tuple, reader: PositionReader, span=None
+) -> relax.Expr:
+    """``positions [B, S]`` (int64) behind a check that each is a row of both ``caches`` (cos,
+    sin): of ``span`` (the first and last position, where shapes give them), else of the values.
+    Only the caches' static shapes are read, never their values."""
+    rows = [dims(cache)[0] for cache in caches]
+    static = [int(r) if isinstance(r, tirx.IntImm) else None for r in rows]
+    which = 1 if None not in static and static[1] < static[0] else 0
+    message = reader.message(("cos_cache", "sin_cache")[which], rows[which])
+    limit = relax.prim_value(_int64(rows[which]))
+    if span is None:
+        check = bb.add_func(_value_check(message), VALUE_CHECK)
+        return bb.emit(relax.call_tir(check, [positions, limit], positions.ty))
+    check = bb.add_func(_range_check(message), RANGE_CHECK)
+    zero = bb.emit(relax.Call(check, [*(relax.prim_value(_int64(v)) for v in span), limit]))
+    return bb.emit(relax.call_tir(bb.add_func(_offset_kernel(), OFFSET_KERNEL), [positions, zero], positions.ty))
 
 
 def _rotate(bb: relax.BlockBuilder, x: relax.Expr, cos: relax.Expr, sin: relax.Expr, interleaved: bool) -> relax.Expr:
@@ -59,9 +164,13 @@ class Rotation:
     interleaved: bool
 
 
-def rotary_rows(bb: relax.BlockBuilder, positions: relax.Expr, cos_cache: relax.Expr, sin_cache: relax.Expr, dim: int):
-    """The caches' rows at ``positions [B, S]``, as ``[B, 1, S, dim / 2]`` each."""
-    return tuple(_cache_rows(bb, cache, positions, dim // 2) for cache in (cos_cache, sin_cache))
+def rotary_rows(
+    bb: relax.BlockBuilder, positions: relax.Expr, caches: tuple, dim: int, reader: PositionReader, span=None
+) -> tuple:
+    """The caches' (cos, sin) rows at ``positions [B, S]``, as ``[B, 1, S, dim / 2]`` each, behind
+    :func:`checked_positions` (``span``: the first and last position where shapes give them)."""
+    positions = checked_positions(bb, positions, caches, reader, span)
+    return tuple(_cache_rows(bb, cache, positions, dim // 2) for cache in caches)
 
 
 def rotate_heads(bb: relax.BlockBuilder, per_head: relax.Expr, rotation: Rotation) -> relax.Expr:
@@ -92,7 +201,10 @@ def rotary_embedding(bb: relax.BlockBuilder, inputs: list, attrs: dict) -> relax
     else:
         raise ModelError(f"RotaryEmbedding input of rank {len(shape)} is not supported (3 or 4)")
     positions = positions_from(bb, position_ids, batch, seq)
-    cos, sin = rotary_rows(bb, positions, cos_cache, sin_cache, rotary_dim)
+    reader = PositionReader("RotaryEmbedding", attrs["tvm_custom"]["name"])
+    if len(dims(position_ids)) != 2:
+        reader = PositionReader(reader.op, reader.node, "position_ids + sequence length must be at most {rows}")
+    cos, sin = rotary_rows(bb, positions, (cos_cache, sin_cache), rotary_dim, reader)
     out = rotate_heads(bb, per_head, Rotation(cos, sin, rotary_dim, bool(attrs.get("interleaved", 0))))
     if len(shape) == 3:
         out = bb.normalize(relax.op.reshape(relax.op.permute_dims(out, [0, 2, 1, 3]), shape))

@@ -22,17 +22,15 @@ MATMUL_KERNEL = "lut_matmul"
 
 
 def _inputs(spec: KernelSpec, m) -> dict[str, te.Tensor]:
-    ng, nt = spec.n_groups, spec.n_tiles
+    ng = spec.n_groups
     inputs = {
         "tables": te.placeholder((m, spec.table_groups, spec.entries), spec.table_dtype, "tables"),
         "lut_scale": te.placeholder((m, ng), "float32", "lut_scale"),
         "xsum": te.placeholder((m, ng), "float32", "xsum"),
         "row_scale": te.placeholder((m,), "float32", "row_scale"),
-        "data": te.placeholder((nt, spec.k_bytes, spec.planes, TILE_N), "uint8", "data"),
-        "scales": te.placeholder((nt, ng, TILE_N), spec.scale_dtype, "scales"),
     }
-    if implied_offset(spec.fmt) is None:
-        inputs["offsets"] = te.placeholder((nt, ng, TILE_N), "float32", "offsets")
+    for part, (shape, dtype) in spec.weight_types().items():
+        inputs[part] = te.placeholder(shape, dtype, part)
     if spec.bias:
         inputs["bias"] = te.placeholder((spec.n,), "float32", "bias")
     return inputs

@@ -8,7 +8,7 @@ from typing import Literal
 from tvm import tirx
 
 from ..quant.formats import AnyFormat, format_from_attr, format_to_attr, group_length, n_groups
-from ..quant.layout import K_BYTE, TILE_N, padded_k
+from ..quant.layout import K_BYTE, TILE_N, implied_offset, padded_k
 
 SPEC_ATTR = "lutc.kernel_spec"
 """Every :class:`KernelSpec` field, so a pass or a tuner can rebuild a kernel from its PrimFunc."""
@@ -125,6 +125,18 @@ class KernelSpec:
         rows = "dyn" if self.m is None else self.m
         table = "half" if self.symmetric else "full"
         return f"m{rows}_k{self.k}_kp{self.k_pad}_gl{self.group_len}_{self.mode}_{table}"
+
+    def weight_types(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        """The packed weight ``lut_matmul`` reads (:mod:`lutc.quant.layout`): part -> (shape, dtype);
+        ``offsets`` only for formats whose zero point is stored."""
+        ng, nt = self.n_groups, self.n_tiles
+        types = {
+            "data": ((nt, self.k_bytes, self.planes, TILE_N), "uint8"),
+            "scales": ((nt, ng, TILE_N), self.scale_dtype),
+        }
+        if implied_offset(self.fmt) is None:
+            types["offsets"] = ((nt, ng, TILE_N), "float32")
+        return types
 
     def as_attr(self) -> dict:
         """Every field as a plain dict (``m`` -1 when dynamic), for IR attributes and JSON."""

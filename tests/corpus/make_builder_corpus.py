@@ -64,7 +64,12 @@ def save_checkpoint(family: str, out: Path, settings: dict | None = None) -> tra
     settings = settings or CORPUS_CONFIG
     config = transformers.LlamaConfig(**settings) if family == "llama" else transformers.Qwen2Config(**settings)
     model_class = transformers.LlamaForCausalLM if family == "llama" else transformers.Qwen2ForCausalLM
-    model = model_class(config).eval()
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, settings.get("dtype", "float32")))  # a 3 B checkpoint in bfloat16
+    try:
+        model = model_class(config).eval()
+    finally:
+        torch.set_default_dtype(previous)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if name.endswith("bias"):
@@ -78,11 +83,12 @@ def save_checkpoint(family: str, out: Path, settings: dict | None = None) -> tra
     return config
 
 
-def run_builder(checkpoint: Path, out: Path, precision: str, cache: Path) -> onnx.ModelProto:
+def run_builder(checkpoint: Path, out: Path, precision: str, cache: Path, *, load: bool = True) -> onnx.ModelProto | None:
+    """Run the builder; return its model with the weights read in (``load=False``: leave it on disk)."""
     command = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(checkpoint), "-o", str(out),
                "-p", precision, "-e", "cpu", "-c", str(cache)]  # fmt: skip
     subprocess.run(command, check=True, capture_output=True)
-    return onnx.load(str(out / "model.onnx"))  # the weights come in from model.onnx.data
+    return onnx.load(str(out / "model.onnx")) if load else None  # the weights come in from model.onnx.data
 
 
 def requantize(model: onnx.ModelProto, block: int, bits: int = 2) -> onnx.ModelProto:
