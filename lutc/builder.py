@@ -115,12 +115,14 @@ def build_sharing(
 
 
 def _compute_weights(executable, layout: WeightLayout, reader: WeightReader, target: Target, weights: WeightSet):
-    """The model's weights into ``weights`` (those transformed by its kernels only where they run here)."""
-    device = device_of(target)
+    """The model's weights into ``weights``: on the target's device where its code runs here, else in
+    this machine's memory (they travel with an export); those transformed by its kernels only where
+    they run here."""
     runs_here = not missing_on_host(target)
+    device = device_of(target) if runs_here else tvm.cpu()
     if not runs_here:
         layout = replace(layout, weights=tuple(w for w in layout.weights if not w.transformed))
-    vm = relax.VirtualMachine(executable, device) if runs_here and layout.sources else None
+    vm = relax.VirtualMachine(executable, device) if runs_here and layout.stages else None
     compute_weights(layout, reader, vm, weights, device=device, huge_pages=backend_of(target).HUGE_PAGES)
 
 

@@ -30,15 +30,22 @@ def _build_args(args: argparse.Namespace) -> dict:
 
 def _compile(args: argparse.Namespace) -> int:
     from .builder import build
+    from .decode import build_decoder, export_decoder
 
-    with console.status(f"compiling {args.model} for {args.target} (imports, rewrites, schedules, LLVM)..."):
+    what = "the prompt and one-token step builds of " if args.decoder else ""
+    with console.status(f"compiling {what}{args.model} for {args.target} (imports, rewrites, schedules, LLVM)..."):
         start = time.perf_counter()
-        model = build(args.model, args.target, tuning_logs=args.tuning_logs, **_build_args(args))
-    console.print(f"compiled in {time.perf_counter() - start:.1f} s")
-    print(model.summary())
-    if args.output:
-        path = model.export_library(args.output)
-        console.print(f"wrote {path} and {path}.lutc.json")
+        options = {"tuning_logs": args.tuning_logs, **_build_args(args)}
+        models = build_decoder(args.model, args.target, **options) if args.decoder else (
+            build(args.model, args.target, **options),)  # fmt: skip
+    console.print(f"compiled in {time.perf_counter() - start:.1f} s; weights {models[0].weight_bytes / 1e6:.1f} MB")
+    print(models[0].summary())
+    if args.output and args.decoder:
+        folder = export_decoder(*models, args.output)
+        console.print(f"wrote {folder}/: " + ", ".join(sorted(p.name for p in folder.iterdir())))
+    elif args.output:
+        path = models[0].export_library(args.output)
+        console.print(f"wrote {path}, {path}.weights and {path}.lutc.json")
     return 0
 
 
@@ -61,6 +68,9 @@ def _load_or_build(args: argparse.Namespace):
         with console.status(f"compiling {args.model}..."):
             model = build(args.model, args.target, tuning_logs=args.tuning_logs, **_build_args(args))
         return model if session is None else model.on(session)
+    if Path(args.model).is_dir():
+        raise LutcError(f"{args.model} is a folder: 'lutc generate' runs a decoder folder written by "
+                        "'lutc compile --decoder -o'; 'lutc run' takes one library")  # fmt: skip
     return load(args.model, session)
 
 
@@ -160,14 +170,20 @@ def _generate(args: argparse.Namespace) -> int:
     from .decode import generate
 
     ids = np.array([args.prompt_ids], np.int64)
-    model, step_model = _load_or_build(args), None
+    if Path(args.model).is_dir():
+        from .decode import load_decoder
+
+        with console.status(f"loading {args.model}..."):
+            model, step_model = load_decoder(args.model)
+    else:
+        model, step_model = _load_or_build(args), None
     if Path(args.model).suffix == ".onnx" and not args.one_model:
-        from .builder import build
+        from .builder import build_sharing
         from .decode import step_shapes
 
         with console.status("compiling the one-token decode step..."):
-            step_model = build(args.model, args.target, tuning_logs=args.tuning_logs, shapes=step_shapes(ids.shape[0]),
-                               **_build_args(args))  # fmt: skip
+            step_model = build_sharing(args.model, args.target, model.weight_set, tuning_logs=args.tuning_logs,
+                                       shapes=step_shapes(ids.shape[0]), **_build_args(args))  # fmt: skip
         step_model = step_model if model.session is None else step_model.on(model.session)
     with Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(), console=console, transient=True) as bar:
         task = bar.add_task("generate", total=args.max_new_tokens)
@@ -302,7 +318,10 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
     comp = sub.add_parser("compile", help="compile an ONNX model and print what runs where")
     comp.add_argument("model", help="the quantized .onnx model")
-    comp.add_argument("-o", "--output", help="write a shared library (and its .lutc.json) here")
+    comp.add_argument("-o", "--output", help="write a shared library (and its .weights and .lutc.json) here; with "
+                      "--decoder, a folder")  # fmt: skip
+    comp.add_argument("--decoder", action="store_true", help="build a decoder's prompt and one-token step models "
+                      "(sharing one weight file) for 'lutc generate FOLDER'")  # fmt: skip
     _add_build_flags(comp)
     comp.set_defaults(func=_compile)
     run = sub.add_parser("run", help="run a compiled .so or an .onnx model on inputs, with timing")
@@ -320,7 +339,8 @@ def parser() -> argparse.ArgumentParser:
                          description="Greedy decoding over a decoder with past/present KV inputs and outputs "
                          "(torch.onnx.export with past_key_values, or onnxruntime-genai's model builder): the prompt "
                          "in one call, then one token per call, the cache kept in TVM memory.")  # fmt: skip
-    gen.add_argument("model", help="a decoder .onnx model, or a library written by 'lutc compile -o'")
+    gen.add_argument("model", help="a decoder .onnx model, a folder written by 'lutc compile --decoder -o', or a "
+                     "library written by 'lutc compile -o'")  # fmt: skip
     gen.add_argument("--prompt-ids", type=_token_ids, default=[1, 2, 3, 4, 5, 6, 7, 8], metavar="IDS",
                      help="comma-separated prompt token ids (default 1,...,8)")  # fmt: skip
     gen.add_argument("--max-new-tokens", type=_positive_int, default=32, help="tokens to generate (default 32)")

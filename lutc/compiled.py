@@ -274,7 +274,7 @@ def layout_of(metadata: dict) -> WeightLayout:
     """The weight layout a model's metadata (or sidecar) records."""
     stored = metadata.get("weights") or {}
     specs = tuple(WeightSpec(t["key"], tuple(t["shape"]), t["dtype"]) for t in stored.get("tensors", []))
-    return WeightLayout(specs, (), bool(stored.get("bundled", False)))
+    return WeightLayout(specs, bundled=bool(stored.get("bundled", False)))
 
 
 def load(path: str | os.PathLike, session=None, *, weights: WeightSet | None = None) -> CompiledModel:

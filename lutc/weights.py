@@ -5,8 +5,9 @@ After lutc's pipeline, ``main`` takes its inputs then one tuple of weights
 (:class:`~lutc.relay_passes.LutcLiftWeights`), each known by a key
 (:mod:`lutc.frontend.weight_params`). :func:`compute_weights` makes them tensor by tensor,
 straight into their final memory (one region on 2 MiB pages on the CPU): read from the
-memory-mapped external data, packed, copied, the source pages dropped. Weights the default
-schedules transform (``transformed:`` keys) come out of ``main_transform_params``, run once.
+memory-mapped external data, packed, copied, the source pages dropped. Weights computed from
+others (``transformed:`` keys) come out of the lifted weight stages
+(:class:`~lutc.relay_passes.LutcLiftWeights`), run once.
 
 A :class:`WeightSet` holds the tensors by key, so the prompt and step builds of one decoder share
 them (:func:`lutc.build_decoder`), and their exports share one weight file
@@ -26,10 +27,9 @@ from tvm import relax
 
 from .errors import LoadError, LutcError, ModelError
 from .frontend.weight_params import WEIGHTS_ATTR, split_key
+from .relay_passes.lift_weights import stages
 from .runtime import cpu_tensor, huge_page_arrays
 from .weight_file import digest, matches, read_header, read_into
-
-TRANSFORM_FUNC = "main_transform_params"
 
 
 @dataclass(frozen=True)
@@ -63,13 +63,22 @@ def _specs(func: relax.Function, tuple_type: relax.TupleType) -> tuple[WeightSpe
 
 
 @dataclass(frozen=True)
+class WeightStage:
+    """A lifted weight preprocessing function (``main_weights_<i>``): what it takes, in order, and
+    the keys of what it returns."""
+
+    function: str
+    sources: tuple[WeightSpec, ...]
+    outputs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class WeightLayout:
     """The weights of a compiled ``main`` in the order it takes them (``bundled``: as its last
-    parameter, one tuple), and the inputs of ``main_transform_params`` (``sources``: empty when
-    no weight is transformed)."""
+    parameter, one tuple), and the stages that compute the ``transformed:`` ones, in order."""
 
     weights: tuple[WeightSpec, ...] = ()
-    sources: tuple[WeightSpec, ...] = ()
+    stages: tuple[WeightStage, ...] = ()
     bundled: bool = False
 
     @staticmethod
@@ -79,12 +88,13 @@ class WeightLayout:
         last = main.params[-1].ty if main.params else None
         if main.attrs is None or WEIGHTS_ATTR not in main.attrs or not isinstance(last, relax.TupleType):
             return WeightLayout()
-        names = [gvar.name_hint for gvar in mod.get_global_vars()]
-        sources = ()
-        if TRANSFORM_FUNC in names:
-            transform = mod[TRANSFORM_FUNC]
-            sources = _specs(transform, transform.params[0].ty.fields[0])
-        return WeightLayout(_specs(main, last), sources, True)
+        functions = [mod[name] for name in stages(mod)]
+        outputs = [func.attrs[WEIGHTS_ATTR] for func in functions[1:]] + [main.attrs[WEIGHTS_ATTR]]
+        found = tuple(
+            WeightStage(name, _specs(func, func.params[0].ty), tuple(str(k) for k in keys))
+            for name, func, keys in zip(stages(mod), functions, outputs, strict=True)
+        )
+        return WeightLayout(_specs(main, last), found, True)
 
     @property
     def nbytes(self) -> int:
@@ -136,15 +146,16 @@ def _checked(spec: WeightSpec, array: np.ndarray) -> np.ndarray:
 def compute_weights(
     layout: WeightLayout,
     reader,
-    vm: relax.VirtualMachine,
+    vm: relax.VirtualMachine | None,
     into: WeightSet,
     *,
     device,
     huge_pages: bool,
     progress: Callable[[int], None] | None = None,
 ) -> None:
-    """Make the weights of ``layout`` that ``into`` lacks, from ``reader``
-    (:class:`lutc.frontend.weights.WeightReader`); ``progress(bytes)`` as they are made."""
+    """Make the weights of ``layout`` that ``into`` lacks: read from ``reader``
+    (:class:`lutc.frontend.weights.WeightReader`) straight into their final memory, and the
+    ``transformed:`` ones by running ``vm``'s weight stages; ``progress(bytes)`` as they are made."""
     missing = [w for w in layout.weights if w.key not in into.tensors]
     direct = [w for w in missing if not w.transformed]
     for spec, view in zip(direct, _allocate(direct, device, huge_pages), strict=True):
@@ -155,18 +166,32 @@ def compute_weights(
             progress(spec.nbytes)
     transformed = [w for w in missing if w.transformed]
     if transformed:
-        _transform(layout, reader, vm, into, device)
+        made = _run_stages(layout, reader, vm, into, device)
+        for spec, view in zip(transformed, _allocate(transformed, device, huge_pages), strict=True):
+            view[...] = _host_array(made[spec.key])
+            into.tensors[spec.key] = _to_device(view, device, huge_pages)
 
 
-def _transform(layout: WeightLayout, reader, vm: relax.VirtualMachine, into: WeightSet, device) -> None:
-    """Run ``main_transform_params`` once for the ``transformed:`` weights."""
-    sources = [
-        into.tensors.get(s.key) or tvm.runtime.tensor(np.ascontiguousarray(_checked(s, reader.read(s.key))), device)
-        for s in layout.sources
-    ]
-    outputs = vm[TRANSFORM_FUNC]([sources])
-    for spec, tensor in zip(layout.weights, outputs, strict=True):
-        into.tensors.setdefault(spec.key, tensor)
+def _run_stages(layout: WeightLayout, reader, vm, into: WeightSet, device) -> dict[str, tvm.runtime.Tensor]:
+    """Every stage once, in order; the tensors they make by key."""
+    made: dict[str, tvm.runtime.Tensor] = {}
+    for stage in layout.stages:
+        sources = [_source(s, made, into, reader, device) for s in stage.sources]
+        for key, tensor in zip(stage.outputs, vm[stage.function](sources), strict=True):
+            made.setdefault(key, tensor)
+    return made
+
+
+def _source(spec: WeightSpec, made: dict, into: WeightSet, reader, device) -> tvm.runtime.Tensor:
+    """A stage's input: made by an earlier stage, held already, or read (a temporary)."""
+    for held in (made, into.tensors):
+        if spec.key in held:
+            return held[spec.key]
+    if spec.transformed:
+        raise LutcError(f"weight {spec.key!r} is needed before a stage computes it")
+    tensor = tvm.runtime.tensor(np.ascontiguousarray(_checked(spec, reader.read(spec.key))), device)
+    reader.release(spec.key)
+    return tensor
 
 
 def weight_entries(layout: WeightLayout, weights: WeightSet) -> list[dict]:

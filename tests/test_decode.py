@@ -109,6 +109,17 @@ def test_cli_generate_compares_with_ort(capsys):
     assert "greedy tokens identical to ORT's" in out and "tokens/s" in out
 
 
+def test_cli_compiles_a_decoder_folder_and_generates_from_it(tmp_path, capsys):
+    path, folder = str(CORPUS_DIR / "qwen2_genai_int4.onnx"), tmp_path / "decoder"
+    assert cli_main(["generate", path, "--mode", "exact", "--max-new-tokens", "6"]) == 0
+    built = capsys.readouterr().out.splitlines()[0]
+    assert cli_main(["compile", path, "--decoder", "--mode", "exact", "-o", str(folder)]) == 0
+    assert (folder / "decoder.weights").is_file() and (folder / "step.so").is_file()
+    capsys.readouterr()
+    assert cli_main(["generate", str(folder), "--max-new-tokens", "6"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == built  # the same tokens
+
+
 @pytest.mark.parametrize("name", ["qwen2_genai_int4", "llama_ts_decode_q4b128a"])
 def test_a_decode_step_model_gives_the_same_tokens(name):
     """The prompt on the dynamic build, every later token on the one built for ``input_ids [1, 1]``

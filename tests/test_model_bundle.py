@@ -2,8 +2,9 @@
 
 No GPU here, so its two halves are checked apart:
 - a CPU bundle runs end to end through the bundle's runtime-only TVM (not the installed one):
-  every output within the corpus bounds of ONNX Runtime's, the fused/unfused timing rows, and a
-  wrong reference fails the run;
+  every output within the corpus bounds of ONNX Runtime's, with each library's weights read from
+  its weight file and passed to ``main``; the fused/unfused timing rows; a wrong reference fails
+  the run, and so does a damaged weight file, naming it;
 - a CUDA bundle loads against a stub ``libcuda`` (every driver call fails): TVM's CUDA runtime
   library loads, each library's CUDA C goes through the registered nvcc callback into a fatbin,
   and a run without ``--load-only`` stops with a clear "no GPU" error.
@@ -67,6 +68,9 @@ def test_cpu_bundle_runs_on_the_runtime_only_tvm_and_matches_ort(cpu_bundle):
     assert len(report["correctness"]) == expected and all(r["ok"] for r in report["correctness"])
     assert {r["feed"] for r in report["timing"]} == {"decode", "prefill"}
     assert all(r["fused"]["median_us"] > 0 and r["unfused"]["median_us"] > 0 for r in report["timing"])
+    assert all((cpu_bundle / c["weights"]).is_file() for c in manifest["cases"])
+    assert report["weight_bytes"].keys() == {c["name"] for c in manifest["cases"]}
+    assert all(size > 0 for size in report["weight_bytes"].values())
 
 
 def test_a_wrong_reference_fails_the_check(cpu_bundle, tmp_path):
@@ -80,6 +84,23 @@ def test_a_wrong_reference_fails_the_check(cpu_bundle, tmp_path):
     assert done.returncode == 1
     bad = [(r["case"], r["feed"]) for r in report["correctness"] if not r["ok"]]
     assert bad == [("block-fused", "decode")]
+
+
+def test_a_damaged_weight_file_fails_its_case_and_names_the_file(cpu_bundle, tmp_path):
+    bundle = tmp_path / "damaged"
+    shutil.copytree(cpu_bundle, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    path = bundle / next(c["weights"] for c in manifest["cases"] if c["name"] == "block-fused")
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # the file ends with the last tensor's last byte
+    path.write_bytes(bytes(data))
+    done, report = _check(bundle, "--reps", "1")
+    assert done.returncode == 1
+    assert len(report["errors"]) == 1 and report["errors"][0].startswith("block-fused: WeightFileError")
+    assert f"{path}: tensor" in report["errors"][0] and "sha1" in report["errors"][0]
+    assert str(path) in done.stdout
+    assert "block-fused" not in {r["case"] for r in report["correctness"]}
+    assert report["correctness"] and all(r["ok"] for r in report["correctness"])
 
 
 def test_a_bundle_without_this_python_says_which_it_has(cpu_bundle, tmp_path):

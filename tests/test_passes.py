@@ -32,18 +32,24 @@ def _dequantize_func(node: str = "proj"):
     return lut_dequantize(spec)
 
 
-def _before(qw, constant: bool = True) -> tvm.IRModule:
+def _arguments(arrays, kind: str, keys: list[str]) -> tuple[list, list, dict | None]:
+    """``(args, params after x, main's attrs)`` for ``arrays`` as constants, plain inputs, or model
+    weights keyed ``keys`` (the importer's form)."""
+    if kind == "constant":
+        return [relax.const(a) for a in arrays], [], None
+    if kind == "input":
+        args = [relax.Var(name, relax.TensorType(a.shape, str(a.dtype))) for name, a in zip("csz", arrays, strict=True)]
+        return args, args, None
+    args = [weight_var(key, a.shape, str(a.dtype)) for a, key in zip(arrays, keys, strict=True)]
+    return args, args, {"num_input": 1, WEIGHTS_ATTR: keys}
+
+
+def _before(qw, kind: str = "constant") -> tvm.IRModule:
     """``y = x @ lut_dequantize(codes, scales, zeros)`` for x[2, 3, K]."""
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((2, 3, K), "float32"))
-    params = [x]
-    arrays = (qw.codes, qw.scales, qw.zeros)
-    if constant:
-        args = [relax.const(a) for a in arrays]
-    else:
-        args = [relax.Var(name, relax.TensorType(a.shape, str(a.dtype))) for name, a in zip("csz", arrays, strict=True)]
-        params += args
-    with bb.function("main", params):
+    args, params, attrs = _arguments((qw.codes, qw.scales, qw.zeros), kind, ["codes:proj", "scales:proj", "zeros:proj"])
+    with bb.function("main", [x, *params], attrs=attrs):
         with bb.dataflow():
             dq = bb.add_func(_dequantize_func(), "lut_dequantize")
             w = bb.emit(relax.call_tir(dq, args, relax.TensorType((K, N), "float32")))
@@ -52,57 +58,14 @@ def _before(qw, constant: bool = True) -> tvm.IRModule:
     return bb.get()
 
 
-def _expected(qw) -> tvm.IRModule:
-    spec = KernelSpec(6, N, K, FMT, mode="fast")
-    packed = pack(qw)
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((2, 3, K), "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            flat = bb.emit(relax.op.reshape(x, [6, K]))
-            types = [
-                relax.TensorType((6, spec.table_groups, 16), "int8"),
-                relax.TensorType((6, spec.n_groups), "float32"),
-                relax.TensorType((6, spec.n_groups), "float32"),
-                relax.TensorType((6,), "float32"),
-            ]
-            tables = bb.emit(relax.call_tir(bb.add_func(lut_precompute(spec), "lut_precompute"), [flat], types))
-            consts = [relax.const(a) for a in (packed.data, packed.scales, packed.offsets)]
-            args = [relax.TupleGetItem(tables, i) for i in range(4)] + consts
-            mm = bb.add_func(lut_matmul(spec), "lut_matmul")
-            out = bb.emit(relax.call_tir(mm, args, relax.TensorType((6, N), "float32")))
-            y = bb.emit_output(bb.emit(relax.op.reshape(out, [2, 3, N])))
-        bb.emit_func_output(y)
-    return bb.get()
-
-
-def _weight_params(arrays, keys) -> list[relax.Var]:
-    return [weight_var(key, a.shape, str(a.dtype)) for a, key in zip(arrays, keys, strict=True)]
-
-
-def _before_with_weights(qw) -> tvm.IRModule:
-    """``_before`` with the weight as parameters of ``main`` keyed as the importer keys them."""
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((2, 3, K), "float32"))
-    weights = _weight_params((qw.codes, qw.scales, qw.zeros), ["codes:proj", "scales:proj", "zeros:proj"])
-    with bb.function("main", [x, *weights], attrs={"num_input": 1, WEIGHTS_ATTR: ["codes:proj", "scales:proj",
-                                                                                  "zeros:proj"]}):  # fmt: skip
-        with bb.dataflow():
-            dq = bb.add_func(_dequantize_func(), "lut_dequantize")
-            w = bb.emit(relax.call_tir(dq, weights, relax.TensorType((K, N), "float32")))
-            y = bb.emit_output(bb.emit(relax.op.matmul(x, w)))
-        bb.emit_func_output(y)
-    return bb.get()
-
-
-def _expected_with_weights(qw) -> tvm.IRModule:
+def _expected(qw, kind: str = "constant") -> tvm.IRModule:
     spec = KernelSpec(6, N, K, FMT, mode="fast")
     packed = pack(qw)
     keys = ["packed.data:proj", "packed.scales:proj", "packed.offsets:proj"]
+    weights, params, attrs = _arguments((packed.data, packed.scales, packed.offsets), kind, keys)
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((2, 3, K), "float32"))
-    weights = _weight_params((packed.data, packed.scales, packed.offsets), keys)
-    with bb.function("main", [x, *weights], attrs={"num_input": 1, WEIGHTS_ATTR: keys}):
+    with bb.function("main", [x, *params], attrs=attrs):
         with bb.dataflow():
             flat = bb.emit(relax.op.reshape(x, [6, K]))
             types = [
@@ -123,8 +86,8 @@ def _expected_with_weights(qw) -> tvm.IRModule:
 def test_rewrite_of_a_model_weight_reads_new_packed_weight_parameters():
     """The logical weight parameters give way to packed ones (computed at load), keyed by the node."""
     qw = _weight()
-    after = LutcRewriteQuantizedMatmul(RewriteOptions("fast"))(_before_with_weights(qw))
-    tvm.ir.assert_structural_equal(_main_only(after), _main_only(_expected_with_weights(qw)), map_free_vars=True)
+    after = LutcRewriteQuantizedMatmul(RewriteOptions("fast"))(_before(qw, "weight"))
+    tvm.ir.assert_structural_equal(_main_only(after), _main_only(_expected(qw, "weight")), map_free_vars=True)
     assert [str(k) for k in after["main"].attrs[WEIGHTS_ATTR]] == [
         "packed.data:proj", "packed.scales:proj", "packed.offsets:proj"]  # fmt: skip
 
@@ -158,7 +121,7 @@ def test_model_without_quantized_matmul_passes_through_unchanged():
 
 
 def test_non_constant_weight_stays_on_the_dequantize_path_with_a_warning():
-    before = _before(_weight(), constant=False)
+    before = _before(_weight(), "input")
     with pytest.warns(UserWarning, match="proj: quantized weight is neither a constant nor a model weight"):
         after = LutcRewriteQuantizedMatmul()(before)
     tvm.ir.assert_structural_equal(after["main"], before["main"])

@@ -22,6 +22,7 @@ import pytest
 from corpus.feeds import CORPUS_DIR
 from onnx import TensorProto, helper, numpy_helper
 from test_contrib_ops import MS, _caches, _gqa_feeds, _gqa_node, _model
+from test_corpus import _reference_session
 
 import lutc
 from lutc.bench.generate import ort_generate
@@ -50,18 +51,6 @@ def _feeds(past: int, seq: int, batch: int = 1, seed: int = 0) -> dict[str, np.n
     return feeds
 
 
-def _reference_session() -> ort.InferenceSession:
-    """ORT at ``accuracy_level=0`` with basic optimizations: what exact mode matches (test_corpus)."""
-    model = onnx.load(str(BUILDER))
-    for node in model.graph.node:
-        for attribute in node.attribute:
-            if node.op_type == "MatMulNBits" and attribute.name == "accuracy_level":
-                attribute.i = 0
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
 @pytest.fixture(scope="module")
 def builder_model() -> lutc.CompiledModel:
     with warnings.catch_warnings():
@@ -71,7 +60,7 @@ def builder_model() -> lutc.CompiledModel:
 
 @pytest.fixture(scope="module")
 def reference() -> ort.InferenceSession:
-    return _reference_session()
+    return _reference_session(BUILDER.name)
 
 
 class _Limited:

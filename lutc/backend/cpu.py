@@ -5,8 +5,10 @@ its tuning tag and what a machine needs to run its code.
 2. ``legalize_passes``: TVM's CPU legalization and fusion for everything else;
 3. ``default_schedule_passes``: lutc's float matmul rule and dlight's CPU rules for the
    remaining kernels; constant weights those rules repack are repacked once, at compile time;
-4. ``weight_passes``: the repacking of model weights lifted into ``main_transform_params`` (run
-   once at load) and the weights bundled into one parameter;
+4. ``lift_passes`` (before legalization) and ``weight_passes``: work on model weights alone (a
+   transpose, a reshape, the rules' repacking) lifted into weight stages run once when the weights
+   are made (:class:`~lutc.relay_passes.LutcLiftWeights`), then the weights bundled into one
+   parameter;
 5. ``lower_passes``: TVM's dataflow lowering and VM finalization.
 
 The model's weights are loaded onto transparent huge pages (``HUGE_PAGES``, :mod:`lutc.weights`).
@@ -31,8 +33,14 @@ HUGE_PAGES = True
 """Weights go on 2 MiB pages: a decode step streams them from DRAM (:func:`lutc.runtime.huge_page_region`)."""
 
 
-def weight_passes() -> list[tvm.transform.Pass]:
+def lift_passes() -> list[tvm.transform.Pass]:
+    """Weight preprocessing lifted out of ``main`` before legalization (a transposed weight stays a weight)."""
     return [passes.LutcLiftWeights()]
+
+
+def weight_passes() -> list[tvm.transform.Pass]:
+    """The default schedules' weight rewrites lifted out of ``main``, then the weights bundled."""
+    return [passes.LutcLiftWeights(bundle=True)]
 
 
 def schedule_passes(target: Target, tuned=None) -> list[tvm.transform.Pass]:
@@ -62,6 +70,7 @@ def phases(target: Target, tuned=None) -> list[tvm.transform.Pass]:
     """Every phase after the LUT rewrite, in order."""
     return (
         schedule_passes(target, tuned)
+        + lift_passes()
         + legalize_passes(target)
         + default_schedule_passes(target)
         + weight_passes()

@@ -7,8 +7,8 @@ machine needs to run its code.
    kernels kept out of fused groups (as on the CPU);
 3. ``default_schedule_passes``: dlight's GPU rules for every other kernel (a kernel no rule
    takes fails the build: GPU kernels need their loops bound to threads);
-4. ``weight_passes``: weight preprocessing lifted out of ``main``, the weights bundled (as on
-   the CPU);
+4. ``lift_passes`` (before legalization) and ``weight_passes``: weight preprocessing lifted out
+   of ``main``, the weights bundled (as on the CPU);
 5. ``lower_passes``: TVM's CUDA dataflow lowering and VM finalization.
 
 The model's weights are copied to device memory once when it loads; there are no huge pages.
@@ -50,8 +50,14 @@ def default_schedule_passes(target: Target) -> list[tvm.transform.Pass]:
     return [passes.LutcApplyDefaultSchedules(gpu_rules())]
 
 
-def weight_passes() -> list[tvm.transform.Pass]:
+def lift_passes() -> list[tvm.transform.Pass]:
+    """Weight preprocessing lifted out of ``main`` before legalization (a transposed weight stays a weight)."""
     return [passes.LutcLiftWeights()]
+
+
+def weight_passes() -> list[tvm.transform.Pass]:
+    """The default schedules' weight rewrites lifted out of ``main``, then the weights bundled."""
+    return [passes.LutcLiftWeights(bundle=True)]
 
 
 def lower_passes(target: Target) -> list[tvm.transform.Pass]:
@@ -62,6 +68,7 @@ def phases(target: Target, tuned=None) -> list[tvm.transform.Pass]:
     """Every phase after the LUT rewrite, in order."""
     return (
         schedule_passes(target, tuned)
+        + lift_passes()
         + legalize_passes(target)
         + default_schedule_passes(target)
         + weight_passes()

@@ -156,7 +156,33 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     _float_parser(sub)
     _mca_parser(sub)
     _generate_parser(sub)
+    _scale_parser(sub)
     return parser, kernels
+
+
+def _scale_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "scale",
+        help="a real-size decoder from build to long generations: build/load seconds and RSS, prefill and decode "
+        "beside onnxruntime-genai (and llama.cpp), memory over a long generation",
+        description="For an onnxruntime-genai model folder: build_decoder and export_decoder in a fresh process "
+        "(seconds, peak RSS), load_decoder (seconds, RSS), prefill and decode timed per thread count, rounds "
+        "interleaved with onnxruntime-genai's generator on the same folder (and llama.cpp's llama-bench on a GGUF of "
+        "the same checkpoint, where given), the DRAM roofline fraction of a step, and RSS over a long generation. "
+        "Writes scale.json and scale.md under --out.",
+    )
+    p.add_argument("model_dir", type=Path, help="the builder's folder: model.onnx, its data, genai_config.json")
+    p.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="thread counts (default 1 2)")
+    p.add_argument("--prompt", type=int, default=16, help="prompt tokens (default 16)")
+    p.add_argument("--tokens", type=int, default=32, help="tokens generated per timed run (default 32)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per engine; the best is reported")
+    p.add_argument("--long", type=int, default=4096, help="tokens of the memory run (capped by the model's "
+                   "position limit; 0: skip it)")  # fmt: skip
+    p.add_argument("--no-genai", action="store_true", help="skip onnxruntime-genai")
+    p.add_argument("--gguf", type=Path, default=None, help="a GGUF of the same checkpoint for llama.cpp")
+    p.add_argument("--llama-bench", type=Path, default=None, metavar="PATH", help="llama.cpp's llama-bench binary")
+    p.add_argument("--out", type=Path, default=Path("bench_results"), help="output directory (scale.json/.md)")
+    return p
 
 
 def _mca_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -223,6 +249,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         return _check_float_args(parser, args)
     if args.command == "mca":
         return args
+    if args.command == "scale":
+        if min([*args.threads, args.prompt, args.tokens - 1, args.rounds, args.long + 1]) < 1:
+            parser.error("--threads, --prompt and --rounds must be >= 1, --tokens >= 2 and --long >= 0")
+        if not (args.model_dir / "model.onnx").is_file():
+            parser.error(f"{args.model_dir} holds no model.onnx (an onnxruntime-genai model folder)")
+        return args
     if args.command == "generate":
         if min([*args.threads, args.prompt, args.tokens - 1, args.rounds]) < 1:
             parser.error("--threads, --prompt and --rounds must be >= 1 and --tokens >= 2")
@@ -255,6 +287,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .model import run_model
 
         return run_model(args, sys.argv[1:] if argv is None else argv)
+    if args.command == "scale":
+        from .scale import run_scale
+
+        return run_scale(args, sys.argv[1:] if argv is None else argv)
     if args.command == "generate":
         from .generate import run_generate
 

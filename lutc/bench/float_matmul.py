@@ -58,7 +58,8 @@ def _lutc_calls(compiled, x: np.ndarray) -> tuple[Callable, Callable, np.ndarray
 
     staged = tvm.runtime.tensor(x, tvm.cpu())
     main = compiled._main  # the VM function itself: the kernel time without numpy staging
-    return (lambda: main(staged)), (lambda: compiled(A=x)), np.asarray(compiled(A=x))
+    weights = compiled.weight_arguments
+    return (lambda: main(staged, *weights)), (lambda: compiled(A=x)), np.asarray(compiled(A=x))
 
 
 def bench_case(compiled, sess, x: np.ndarray, policy: TimingPolicy) -> tuple[float, dict[str, Timing]]:

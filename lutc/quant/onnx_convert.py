@@ -167,18 +167,25 @@ def _zero_point_dtype(zero_points, n: int, blocks: int, bits: int) -> str:
     return "float"
 
 
-def matmul_nbits_format(b, scales, zero_points, *, k: int, n: int, bits: int, block_size: int) -> IntFormat:
-    """The format of ``MatMulNBits`` tensors, checked from their shapes and dtypes alone (arrays or
-    :class:`TensorMeta`): what lutc knows of a weight before reading its bytes."""
-    _check_nbits_attrs(k, n, bits, block_size)
+def _nbits_tensors(b, scales, zero_points, k: int, n: int, bits: int, block_size: int) -> tuple[str, str]:
+    """Check ``MatMulNBits`` tensors' shapes and dtypes against the attributes (any bit width);
+    return the scales' dtype and the zero points' kind (``"implied"``, ``"int"``, ``"float"``)."""
     blocks = k // block_size
     blob = (n, blocks, block_size * bits // 8)
     if tuple(b.shape) != blob or b.dtype != np.uint8:
         raise ValueError(f"B has {describe(b)}; K={k}, N={n}, bits={bits}, block_size={block_size} need uint8 {blob}")
     scale_dtype = _scale_dtype("scales", scales)
     _check_per_block("scales", scales, (n, blocks), f"K={k}, N={n}, block_size={block_size}")
-    zero_dtype = "int" if zero_points is None else _zero_point_dtype(zero_points, n, blocks, bits)
-    return IntFormat(bits, block_size, symmetric=zero_points is None, zero_dtype=zero_dtype, scale_dtype=scale_dtype)
+    return scale_dtype, "implied" if zero_points is None else _zero_point_dtype(zero_points, n, blocks, bits)
+
+
+def matmul_nbits_format(b, scales, zero_points, *, k: int, n: int, bits: int, block_size: int) -> IntFormat:
+    """The format of ``MatMulNBits`` tensors, checked from their shapes and dtypes alone (arrays or
+    :class:`TensorMeta`): what lutc knows of a weight before reading its bytes."""
+    _check_nbits_attrs(k, n, bits, block_size)
+    scale_dtype, zero = _nbits_tensors(b, scales, zero_points, k, n, bits, block_size)
+    zero_dtype = "float" if zero == "float" else "int"
+    return IntFormat(bits, block_size, symmetric=zero == "implied", zero_dtype=zero_dtype, scale_dtype=scale_dtype)
 
 
 def from_matmul_nbits(
@@ -566,16 +573,10 @@ def wide_matmul_nbits_node_layout(node: onnx.NodeProto, tensors) -> WideNbitsLay
         raise ValueError(f"{desc}: bits={bits}, K={k}, block_size={block_size} is not a whole-block 5-8 bit weight")
     if len(node.input) > 4 and node.input[4]:
         raise ValueError(f"{desc}: g_idx input {node.input[4]!r} (act-order group index) is not supported")
-    blocks = k // block_size
     b, scales = _require(node, tensors, 1, "B"), _require(node, tensors, 2, "scales")
     zero_points = _node_input(node, tensors, 3, "zero_points")
     try:
-        blob = (n, blocks, block_size * bits // 8)
-        if tuple(b.shape) != blob or b.dtype != np.uint8:
-            raise ValueError(f"B has {describe(b)}; K={k}, N={n}, bits={bits}, block_size={block_size} need {blob}")
-        scale_dtype = _scale_dtype("scales", scales)
-        _check_per_block("scales", scales, (n, blocks), f"K={k}, N={n}, block_size={block_size}")
-        zero = "implied" if zero_points is None else _zero_point_dtype(zero_points, n, blocks, bits)
+        scale_dtype, zero = _nbits_tensors(b, scales, zero_points, k, n, bits, block_size)
     except ValueError as err:
         raise ValueError(f"{desc}: {err}") from err
     return WideNbitsLayout(n, k, bits, block_size, scale_dtype, zero)

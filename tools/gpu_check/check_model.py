@@ -12,8 +12,14 @@ backend). A CUDA library exported without a GPU holds CUDA C; TVM compiles it on
 ``tvm_callback_cuda_compile``, registered here to call nvcc for the GPU's own arch with the
 flags TVM's nvcc path uses.
 
-``--load-only``: unpack, import, load and JIT-compile every library, then stop (needs no GPU:
-``tests/test_model_bundle.py`` runs it against a stub ``libcuda``).
+Weights: each library's ``main`` takes its inputs, then one tuple of weight tensors in the order
+its sidecar (``<library>.lutc.json``, format 2) lists them. They are read here from the weight file
+the sidecar names (beside the library; ``lutc.weight_file``'s layout, read with numpy only), each
+checked against the sidecar's sha1, and put on the device once per case. A missing, damaged or
+foreign weight file fails its case with a message naming the file.
+
+``--load-only``: unpack, import, load and JIT-compile every library and check its weight file, then
+stop (needs no GPU: ``tests/test_model_bundle.py`` runs it against a stub ``libcuda``).
 
 Correctness: every output of every feed against the stored ORT output, with
 ``tests/test_corpus.py``'s bounds (error relative to the largest reference value, and cosine).
@@ -26,6 +32,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import ctypes
+import hashlib
 import json
 import os
 import shutil
@@ -35,11 +42,12 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 DEFAULT_REPS = 200
 WARMUP = 10
 NVCC_FLAGS = (
@@ -52,6 +60,80 @@ NVCC_FLAGS = (
 
 class BundleError(Exception):
     """The bundle or the machine cannot run the check; the message says why."""
+
+
+class WeightFileError(Exception):
+    """A library's sidecar or weight file is missing, damaged or not the pair it was exported as."""
+
+
+# ---------------------------------------------------------------------------- weights
+
+SIDECAR_SUFFIX = ".lutc.json"
+SIDECAR_FORMAT = 2
+WEIGHT_MAGIC = b"LUTCWTS1"
+WEIGHT_ALIGNMENT = 4096
+"""``lutc.weight_file``'s layout, read here without lutc: the magic, the header's length
+(little-endian uint64), the JSON header ``{"tensors": [{key, shape, dtype, offset, nbytes, sha1}]}``,
+then each tensor's bytes at its ``offset``, counted from the first 4 KiB boundary after the header."""
+
+
+def sidecar_weights(library: Path) -> tuple[bool, list[dict], Path]:
+    """(``bundled``, the weight entries in ``main``'s order, the weight file) of ``library``'s sidecar."""
+    sidecar = Path(f"{library}{SIDECAR_SUFFIX}")
+    try:
+        stored = json.loads(sidecar.read_text())
+        if stored.get("format") != SIDECAR_FORMAT:
+            raise WeightFileError(f"{sidecar}: sidecar format {stored.get('format')!r}, this runner reads "
+                                  f"{SIDECAR_FORMAT}")  # fmt: skip
+        weights = stored["weights"]
+        bundled, entries, name = bool(weights["bundled"]), list(weights["tensors"]), str(weights["file"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        why = f"{type(err).__name__}: {err}"
+        raise WeightFileError(f"{sidecar}: cannot read the library's weight list ({why})") from None
+    if Path(name).name != name:
+        raise WeightFileError(f"{sidecar}: its weight file {name!r} is not a file name beside the library")
+    return bundled, entries, library.parent / name
+
+
+def _weight_header(path: Path, file) -> dict[str, dict]:
+    """The tensors of weight file ``path`` by key, offsets from the file's start."""
+    magic, length = file.read(len(WEIGHT_MAGIC)), file.read(8)
+    if magic != WEIGHT_MAGIC or len(length) != 8:
+        raise WeightFileError(f"{path}: not a lutc weight file (no {WEIGHT_MAGIC.decode()} header)")
+    text = file.read(int.from_bytes(length, "little"))
+    start = -(-(len(WEIGHT_MAGIC) + 8 + len(text)) // WEIGHT_ALIGNMENT) * WEIGHT_ALIGNMENT
+    try:
+        return {t["key"]: {**t, "offset": start + int(t["offset"])} for t in json.loads(text)["tensors"]}
+    except (ValueError, KeyError, TypeError):
+        raise WeightFileError(f"{path}: the weight file's header is damaged") from None
+
+
+def read_weights(path: Path, entries: list[dict]) -> Iterator[np.ndarray]:
+    """The tensors ``entries`` (a sidecar's list) names, one at a time from weight file ``path``,
+    each checked against the entry's shape, dtype, size and sha1."""
+    try:
+        file = path.open("rb")
+    except OSError as err:
+        raise WeightFileError(f"{path}: cannot read the weight file ({err.strerror or err})") from None
+    with file:
+        held = _weight_header(path, file)
+        for entry in entries:
+            key, found = entry["key"], held.get(entry["key"])
+            dtype, shape = np.dtype(entry["dtype"]), tuple(entry["shape"])
+            if found is None or any(found.get(f) != entry[f] for f in ("shape", "dtype", "nbytes")):
+                raise WeightFileError(f"{path}: holds no tensor {key!r} of shape {list(shape)} {dtype}: not the "
+                                      "weight file this library was exported with")  # fmt: skip
+            if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize != entry["nbytes"]:
+                raise WeightFileError(f"{path}: tensor {key!r}: {entry['nbytes']} bytes is not {list(shape)} {dtype}")
+            file.seek(found["offset"])
+            data = file.read(entry["nbytes"])
+            if len(data) != entry["nbytes"]:
+                raise WeightFileError(f"{path}: truncated: tensor {key!r} ends at byte "
+                                      f"{found['offset'] + entry['nbytes']}")  # fmt: skip
+            if hashlib.sha1(data).hexdigest() != entry["sha1"]:
+                raise WeightFileError(f"{path}: tensor {key!r} does not match its sha1 in the sidecar: the weight "
+                                      "file is damaged, stale or foreign")  # fmt: skip
+            yield np.frombuffer(data, dtype).reshape(shape)
 
 
 # ---------------------------------------------------------------------------- the runtime
@@ -164,13 +246,22 @@ def compare(got: np.ndarray, want: np.ndarray, tolerance: dict) -> dict:
 
 
 class LoadedCase:
-    """One bundle case's library, loaded and (unless ``load_only``) on a VM for ``device``."""
+    """One bundle case's library, loaded and (unless ``load_only``) on a VM for ``device`` with its
+    weights there; with ``load_only`` the weight file is read and checked, not copied to the device."""
 
     def __init__(self, tvm, bundle: Path, case: dict, device, load_only: bool):
+        import tvm_ffi
+
         self.case, self.device = case, device
+        library = bundle / case["library"]
+        bundled, entries, weight_file = sidecar_weights(library)
         started = time.perf_counter()
-        self.module = tvm.runtime.load_module(str(bundle / case["library"]))
+        self.module = tvm.runtime.load_module(str(library))
         self.load_seconds = time.perf_counter() - started
+        weights = [a if load_only else tvm.runtime.tensor(a, device) for a in read_weights(weight_file, entries)]
+        self.weight_bytes = sum(e["nbytes"] for e in entries)
+        self.weight_args = (tvm_ffi.convert(weights),) if bundled and not load_only else ()
+        """What follows the inputs in a call of ``main``: the weights, one tuple (when ``bundled``)."""
         self.main = None if load_only else tvm.runtime.vm.VirtualMachine(self.module, device)["main"]
         self.arrays = np.load(bundle / case["arrays"])
         self._tvm = tvm
@@ -182,7 +273,7 @@ class LoadedCase:
         return [self.arrays[f"{feed}/ref/{i}"] for i in range(len(self.case["outputs"]))]
 
     def call(self, tensors: list):
-        result = self.main(*tensors)
+        result = self.main(*tensors, *self.weight_args)
         self.device.sync()
         return result
 
@@ -316,7 +407,8 @@ def run(args: argparse.Namespace) -> dict:
             loaded[case["name"]] = item = LoadedCase(tvm, args.bundle, case, device, args.load_only)
             if not args.load_only:
                 correctness += check_case(item)
-            print(f"  {case['name']}: loaded in {item.load_seconds:.1f} s", flush=True)
+            print(f"  {case['name']}: loaded in {item.load_seconds:.1f} s, weights "
+                  f"{item.weight_bytes / 2**20:.1f} MiB", flush=True)  # fmt: skip
         except Exception as err:  # one case's failure (nvcc, a launch) is reported, the others still run
             errors.append(f"{case['name']}: {type(err).__name__}: {str(err).strip()[:2000]}")
             print(f"  {case['name']}: FAILED: {errors[-1]}", flush=True)
@@ -324,6 +416,7 @@ def run(args: argparse.Namespace) -> dict:
     return {"device": name, "target": manifest["target"], "arch": arch, "reps": args.reps, "cases": manifest["cases"],
             "tvm_path": str(Path(tvm.__file__).parent), "load_only": args.load_only,
             "compiles": compiles, "load_seconds": {k: v.load_seconds for k, v in loaded.items()},
+            "weight_bytes": {k: v.weight_bytes for k, v in loaded.items()},
             "correctness": correctness, "timing": timing, "errors": errors}  # fmt: skip
 
 

@@ -7,9 +7,13 @@ runtime-only TVM to run them where TVM is not installed.
 
 Contents of ``OUT_DIR``:
 
-- ``models/<case>.so`` (+ ``.lutc.json``): each case exported by ``CompiledModel.export_library``.
-  A CUDA export holds the kernels' CUDA C; TVM's runtime compiles it when the library loads,
-  through the ``tvm_callback_cuda_compile`` that ``check_model.py`` registers (nvcc).
+- ``models/<case>.so``, ``.so.lutc.json`` and ``.so.weights``: each case as
+  ``CompiledModel.export_library`` writes it: the library (code only), its sidecar (format 2:
+  inputs, outputs, the weights ``main`` takes with their digests) and its weight file
+  (``lutc.weight_file``), which ``check_model.py`` reads, checks and passes to ``main`` as one
+  tuple after the inputs. A CUDA export holds the kernels' CUDA C; TVM's runtime compiles it
+  when the library loads, through the ``tvm_callback_cuda_compile`` that ``check_model.py``
+  registers (nvcc).
 - ``arrays/<case>.npz``: for every feed, the inputs (``<feed>/in/<name>``) and ONNX Runtime's CPU
   outputs (``<feed>/ref/<index>``; MatMulNBits at ``accuracy_level`` 0, basic graph optimizations,
   as ``tests/test_corpus.py`` does).
@@ -49,12 +53,14 @@ import onnx
 import lutc
 from lutc import zoo
 from lutc.bench.model import ort_session, with_accuracy_level
+from lutc.library import read_sidecar
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 from corpus.feeds import CORPUS_DIR, load_manifest, make_feeds  # noqa: E402
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+"""2: weights in a weight file beside each library (sidecar format 2), passed to ``main`` as one tuple."""
 FFI_VERSION = "0.1.14.post0"
 DEFAULT_PYTHONS = ("3.12", "3.10", "3.11", "3.13")
 """The GPU machine's Python (3.12.3 in the device notes) and the others TVM 0.27 supports, in
@@ -68,7 +74,8 @@ TOLERANCE = {"fast": {"max_rel": 6e-2, "min_cosine": 0.999}, "exact": {"max_rel"
 value, and cosine; exact mode's cosine floor is implied by its error bound (test_corpus checks
 only the error there)."""
 BLOCK = {"hidden": 768, "heads": 12, "intermediate": 2048, "bits": 2, "block_size": 128}
-"""4 MiB a build: a run carries the working tree too (23 MiB) and the kernel bundle (14 MiB), 64 MiB in all."""
+"""4 MiB a build (library and weight file): a run carries the working tree too (23 MiB) and the
+kernel bundle (14 MiB), 64 MiB in all."""
 QUICK_BLOCK = {"hidden": 256, "heads": 4, "intermediate": 512, "bits": 2, "block_size": 128}
 BLOCK_FEEDS = {"decode": (1, 1), "prefill": (1, 16)}
 
@@ -138,17 +145,22 @@ def write_case(spec: ModelSpec, target: str, out: Path) -> dict:
     model = spec.model()
     compiled = lutc.build(model, target=target, mode=case.mode, fuse=case.fuse)
     library = compiled.export_library(out / "models" / f"{case.name}.so")
+    weights = library.parent / read_sidecar(library)["weights"]["file"]
+    if not weights.is_file():
+        raise SystemExit(f"{case.name}: export_library wrote no weight file {weights}")
     arrays, feeds, session = {}, spec.feeds(model), ort_reference(model)
     for label, feed in feeds.items():
         arrays |= {f"{label}/in/{name}": value for name, value in feed.items()}
         arrays |= {f"{label}/ref/{i}": ref for i, ref in enumerate(session.run(None, feed))}
     np.savez_compressed(out / "arrays" / f"{case.name}.npz", **arrays)
     lut = sum(1 for how in compiled.decisions.values() if how.startswith("lut"))
-    print(f"  {case.name}: {lut} LUT matmuls, {library.stat().st_size / 2**20:.1f} MiB, "
-          f"{time.perf_counter() - started:.0f} s", flush=True)  # fmt: skip
+    print(f"  {case.name}: {lut} LUT matmuls, library {library.stat().st_size / 2**20:.1f} MiB, "
+          f"weights {weights.stat().st_size / 2**20:.1f} MiB, {time.perf_counter() - started:.0f} s",
+          flush=True)  # fmt: skip
     return {
         **asdict(case),
         "library": f"models/{library.name}",
+        "weights": f"models/{weights.name}",
         "arrays": f"arrays/{case.name}.npz",
         "inputs": [i.name for i in compiled.inputs],
         "outputs": [o.name for o in compiled.outputs],
