@@ -83,7 +83,9 @@ def save_checkpoint(family: str, out: Path, settings: dict | None = None) -> tra
     return config
 
 
-def run_builder(checkpoint: Path, out: Path, precision: str, cache: Path, *, load: bool = True) -> onnx.ModelProto | None:
+def run_builder(
+    checkpoint: Path, out: Path, precision: str, cache: Path, *, load: bool = True
+) -> onnx.ModelProto | None:
     """Run the builder; return its model with the weights read in (``load=False``: leave it on disk)."""
     command = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(checkpoint), "-o", str(out),
                "-p", precision, "-e", "cpu", "-c", str(cache)]  # fmt: skip
