@@ -106,7 +106,7 @@ def build_sharing(
     lowered = _lower(mod, tvm_target, tuned)
     layout = WeightLayout.of(lowered)
     executable = _compile(lowered, tvm_target)
-    _compute_weights(executable, layout, WeightReader(info.weights, info.quantized), tvm_target, weights)
+    _compute_weights(layout, WeightReader(info.weights, info.quantized), tvm_target, weights)
     metadata = metadata_for(info, _decisions(mod), tvm_target, opts, layout)
     if tuned is not None:
         tuned.warn_fallbacks()
@@ -114,16 +114,11 @@ def build_sharing(
     return CompiledModel(executable, metadata, weights)
 
 
-def _compute_weights(executable, layout: WeightLayout, reader: WeightReader, target: Target, weights: WeightSet):
+def _compute_weights(layout: WeightLayout, reader: WeightReader, target: Target, weights: WeightSet):
     """The model's weights into ``weights``: on the target's device where its code runs here, else in
-    this machine's memory (they travel with an export); those transformed by its kernels only where
-    they run here."""
-    runs_here = not missing_on_host(target)
-    device = device_of(target) if runs_here else tvm.cpu()
-    if not runs_here:
-        layout = replace(layout, weights=tuple(w for w in layout.weights if not w.transformed))
-    vm = relax.VirtualMachine(executable, device) if runs_here and layout.stages else None
-    compute_weights(layout, reader, vm, weights, device=device, huge_pages=backend_of(target).HUGE_PAGES)
+    this machine's memory (they travel with an export)."""
+    device = device_of(target) if not missing_on_host(target) else tvm.cpu()
+    compute_weights(layout, reader, weights, device=device, huge_pages=backend_of(target).HUGE_PAGES)
 
 
 def _lower(mod: tvm.IRModule, target: Target, tuned) -> tvm.IRModule:

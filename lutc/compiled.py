@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import tvm
-import tvm_ffi
 from tvm import relax
 
 from .backend import backend_of, device_of, generated_source, level, missing_on_host
@@ -73,14 +72,14 @@ class CompiledModel:
             self.missing_features = missing_on_host(target)
             """What this machine lacks to run the model (empty when it runs here or remotely)."""
             self._main = None if self.missing_features else self._vm(executable)["main"]
-            weight_tensors = self._weights.ordered(self.layout) if self._main is not None else []
+            self._weight_args = tuple(self._weights.ordered(self.layout)) if self._main is not None else ()
         else:
             self._device, self.missing_features = device_of(target, session), []
             if uploaded is None:
                 uploaded = upload(session, executable, target, "lutc_model.so")
             self._main = self._vm(uploaded)["main"]
-            weight_tensors = [tvm.runtime.tensor(t.numpy(), self._device) for t in self._weights.ordered(self.layout)]
-        self._weight_args = (tvm_ffi.convert(weight_tensors),) if self.layout.bundled else ()
+            weights = self._weights.ordered(self.layout)
+            self._weight_args = tuple(tvm.runtime.tensor(t.numpy(), self._device) for t in weights)
         self._staging: dict[str, OrderedDict] = {}
         """Input name -> (shape, dtype) -> tensor, the most recent last (at most :data:`STAGED_SHAPES`)."""
         self._lock = threading.Lock()
@@ -104,7 +103,7 @@ class CompiledModel:
     @property
     def weights(self) -> dict[str, tvm.runtime.Tensor]:
         """The weights ``main`` reads, by key (:mod:`lutc.frontend.weight_params`), in its order."""
-        return {w.key: self._weights.tensors[w.key] for w in self.layout.weights if w.key in self._weights.tensors}
+        return {w.key: self._weights.tensors[w.key] for w in self.layout.weights}
 
     @property
     def weight_set(self) -> WeightSet:
@@ -113,7 +112,7 @@ class CompiledModel:
 
     @property
     def weight_arguments(self) -> tuple:
-        """What follows the inputs in a call of the executable's ``main``: the weights, one tuple."""
+        """What follows the inputs in a call of the executable's ``main``: the weights, in order."""
         return self._weight_args
 
     @property
@@ -241,11 +240,6 @@ class CompiledModel:
         if self._executable is None:
             raise LutcError(f"cannot write {path}: this model was loaded onto a device from a library file; "
                             "export the model it was built from, or copy that file")  # fmt: skip
-        missing = [w.key for w in self.layout.weights if w.key not in self._weights.tensors]
-        if missing:
-            raise LutcError(f"cannot write {path}: {len(missing)} weights are computed by the model's own kernels "
-                            f"({missing[0]}, ...), which run only on {level(stored_target(self.metadata))}: export "
-                            "it on such a machine")  # fmt: skip
         try:
             fcompile = linker(stored_target(self.metadata))
         except LutcError as err:
@@ -253,7 +247,7 @@ class CompiledModel:
         write_library = functools.partial(self._executable.export_library, fcompile=fcompile)
         name = weight_file_name(path, weights)
         entries = weight_entries(self.layout, self._weights)
-        sidecar = {**self.metadata, "weights": {"file": name, "bundled": self.layout.bundled, "tensors": entries}}
+        sidecar = {**self.metadata, "weights": {"file": name, "tensors": entries}}
         write_weight_file = None
         if not reusable(path.parent / name, entries):
             arrays = [self._weights.tensors[w.key] for w in self.layout.weights]
@@ -274,7 +268,7 @@ def layout_of(metadata: dict) -> WeightLayout:
     """The weight layout a model's metadata (or sidecar) records."""
     stored = metadata.get("weights") or {}
     specs = tuple(WeightSpec(t["key"], tuple(t["shape"]), t["dtype"]) for t in stored.get("tensors", []))
-    return WeightLayout(specs, bundled=bool(stored.get("bundled", False)))
+    return WeightLayout(specs)
 
 
 def load(path: str | os.PathLike, session=None, *, weights: WeightSet | None = None) -> CompiledModel:
@@ -349,7 +343,7 @@ def _lutc_version() -> str:
 def metadata_for(info, decisions: dict, target, options, layout: WeightLayout) -> dict:
     """The JSON-ready description stored with a compiled model."""
     return {
-        "weights": {"bundled": layout.bundled, "tensors": [w.as_dict() for w in layout.weights]},
+        "weights": {"tensors": [w.as_dict() for w in layout.weights]},
         "position_limit": asdict(info.position_limit) if info.position_limit is not None else None,
         "format": SIDECAR_FORMAT,
         "lutc_version": _lutc_version(),

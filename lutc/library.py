@@ -30,7 +30,7 @@ SIDECAR_FORMAT = 2
 SIDECAR_FIELDS = {
     "format": int, "inputs": list, "outputs": list, "decisions": dict, "target": str, "options": dict, "weights": dict,
 }  # fmt: skip
-WEIGHTS_FIELDS = {"file": str, "bundled": bool, "tensors": list}
+WEIGHTS_FIELDS = {"file": str, "tensors": list}
 WEIGHT_FIELDS = {"key": str, "shape": list, "dtype": str, "nbytes": int, "sha1": str}
 TENSOR_FIELDS = {"name": str, "shape": list, "dtype": str}
 

@@ -16,7 +16,7 @@ import json
 import mmap
 import os
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -93,11 +93,9 @@ def matches(entries: list[dict], header: list[dict]) -> bool:
     return all(e["key"] in held and all(held[e["key"]][f] == e[f] for f in fields) for e in entries)
 
 
-def read_into(
-    path: Path, entries: list[dict], views: list[np.ndarray], progress: Callable[[int], None] | None = None
-) -> None:
+def read_into(path: Path, entries: list[dict], views: list[np.ndarray]) -> None:
     """Copy the tensors ``entries`` names (as a sidecar lists them) from ``path`` into ``views``,
-    checking each one's digest. ``progress(bytes)`` is called as bytes arrive."""
+    checking each one's digest."""
     held = {e["key"]: e for e in read_header(path)}
     with path.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
         for entry, view in zip(entries, views, strict=True):
@@ -105,10 +103,10 @@ def read_into(
             if found is None or any(found[f] != entry[f] for f in ("shape", "dtype", "nbytes")):
                 raise LoadError(f"{path}: holds no tensor {entry['key']!r} of shape {entry['shape']} "
                                 f"{entry['dtype']}: not the weight file this library was exported with")  # fmt: skip
-            _copy_checked(mapped, found["offset"], entry, view, path, progress)
+            _copy_checked(mapped, found["offset"], entry, view, path)
 
 
-def _copy_checked(mapped: mmap.mmap, offset: int, entry: dict, view: np.ndarray, path: Path, progress) -> None:
+def _copy_checked(mapped: mmap.mmap, offset: int, entry: dict, view: np.ndarray, path: Path) -> None:
     target = view.reshape(-1).view(np.uint8)
     hasher = hashlib.sha1()
     for start in range(0, entry["nbytes"], CHUNK):
@@ -120,8 +118,6 @@ def _copy_checked(mapped: mmap.mmap, offset: int, entry: dict, view: np.ndarray,
         if hasattr(mmap, "MADV_DONTNEED"):
             page = (offset + start) - (offset + start) % mmap.PAGESIZE
             mapped.madvise(mmap.MADV_DONTNEED, page, offset + end - page)
-        if progress is not None:
-            progress(end - start)
     if hasher.hexdigest() != entry["sha1"]:
         raise LoadError(f"{path}: tensor {entry['key']!r} has changed since the library was exported "
                         "(its checksum differs): a stale or foreign weight file")  # fmt: skip

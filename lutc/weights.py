@@ -1,8 +1,7 @@
 """A compiled model's weights: what ``main`` takes, computing them from the ONNX model once,
 exporting them beside the library and loading them back.
 
-After lutc's pipeline, ``main`` takes its inputs then one tuple of weights
-(:class:`~lutc.relay_passes.LutcLiftWeights`), each known by a key
+After lutc's pipeline, ``main`` takes its inputs then its weights, each known by a key
 (:mod:`lutc.frontend.weight_params`). :func:`compute_weights` makes them tensor by tensor,
 straight into their final memory (one region on 2 MiB pages on the CPU): read from the
 memory-mapped external data, packed, copied, the source pages dropped. Weights computed from
@@ -17,8 +16,7 @@ them (:func:`lutc.build_decoder`), and their exports share one weight file
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +24,8 @@ import tvm
 from tvm import relax
 
 from .errors import LoadError, LutcError, ModelError
-from .frontend.weight_params import WEIGHTS_ATTR, split_key
-from .relay_passes.lift_weights import stages
+from .frontend.weight_params import WEIGHTS_ATTR, num_inputs, split_key
+from .relay_passes.lift_weights import stages, weight_stages
 from .runtime import cpu_tensor, huge_page_arrays
 from .weight_file import digest, matches, read_header, read_into
 
@@ -52,9 +50,9 @@ class WeightSpec:
         return {"key": self.key, "shape": list(self.shape), "dtype": self.dtype, "nbytes": self.nbytes}
 
 
-def _specs(func: relax.Function, tuple_type: relax.TupleType) -> tuple[WeightSpec, ...]:
+def _specs(func: relax.Function, types) -> tuple[WeightSpec, ...]:
     keys = [str(k) for k in func.attrs[WEIGHTS_ATTR]]
-    fields = list(tuple_type.fields)
+    fields = list(types)
     if len(keys) != len(fields):
         raise LutcError(f"lutc's pipeline left {len(fields)} weights but {len(keys)} keys")
     return tuple(
@@ -74,27 +72,29 @@ class WeightStage:
 
 @dataclass(frozen=True)
 class WeightLayout:
-    """The weights of a compiled ``main`` in the order it takes them (``bundled``: as its last
-    parameter, one tuple), and the stages that compute the ``transformed:`` ones, in order."""
+    """The weights of a compiled ``main`` in the order it takes them (after its inputs), and the
+    stages that compute the ``transformed:`` ones, in order."""
 
     weights: tuple[WeightSpec, ...] = ()
     stages: tuple[WeightStage, ...] = ()
-    bundled: bool = False
+    stage_module: tvm.IRModule | None = field(default=None, compare=False)
+    """The stages and the kernels they call (:data:`~lutc.relay_passes.lift_weights.STAGES_ATTR`),
+    to compile for this machine's CPU; ``None`` for a layout read back from a sidecar."""
 
     @staticmethod
     def of(mod: tvm.IRModule) -> WeightLayout:
         """The layout of a module after lutc's pipeline (before ``tvm.compile``)."""
         main = mod["main"]
-        last = main.params[-1].ty if main.params else None
-        if main.attrs is None or WEIGHTS_ATTR not in main.attrs or not isinstance(last, relax.TupleType):
+        if main.attrs is None or WEIGHTS_ATTR not in main.attrs:
             return WeightLayout()
-        functions = [mod[name] for name in stages(mod)]
+        held = weight_stages(mod)
+        functions = [held[name] for name in stages(mod)]
         outputs = [func.attrs[WEIGHTS_ATTR] for func in functions[1:]] + [main.attrs[WEIGHTS_ATTR]]
         found = tuple(
-            WeightStage(name, _specs(func, func.params[0].ty), tuple(str(k) for k in keys))
+            WeightStage(name, _specs(func, func.params[0].ty.fields), tuple(str(k) for k in keys))
             for name, func, keys in zip(stages(mod), functions, outputs, strict=True)
         )
-        return WeightLayout(_specs(main, last), found, True)
+        return WeightLayout(_specs(main, [p.ty for p in main.params[num_inputs(main) :]]), found, held)
 
     @property
     def nbytes(self) -> int:
@@ -125,7 +125,7 @@ def _host_array(tensor: tvm.runtime.Tensor) -> np.ndarray:
     return tensor.numpy()
 
 
-def _allocate(specs: list[WeightSpec], device, huge_pages: bool) -> list[np.ndarray]:
+def _allocate(specs: list[WeightSpec], huge_pages: bool) -> list[np.ndarray]:
     """Host arrays to fill: the final memory (huge pages) on the CPU, staging arrays for a device."""
     if huge_pages:
         return huge_page_arrays([(w.shape, w.dtype) for w in specs])
@@ -143,53 +143,46 @@ def _checked(spec: WeightSpec, array: np.ndarray) -> np.ndarray:
     return array
 
 
-def compute_weights(
-    layout: WeightLayout,
-    reader,
-    vm: relax.VirtualMachine | None,
-    into: WeightSet,
-    *,
-    device,
-    huge_pages: bool,
-    progress: Callable[[int], None] | None = None,
-) -> None:
+def compute_weights(layout: WeightLayout, reader, into: WeightSet, *, device, huge_pages: bool) -> None:
     """Make the weights of ``layout`` that ``into`` lacks: read from ``reader``
     (:class:`lutc.frontend.weights.WeightReader`) straight into their final memory, and the
-    ``transformed:`` ones by running ``vm``'s weight stages; ``progress(bytes)`` as they are made."""
+    ``transformed:`` ones by running the weight stages, compiled for this machine's CPU, then
+    moved to the device (onto huge pages on the CPU)."""
     missing = [w for w in layout.weights if w.key not in into.tensors]
     direct = [w for w in missing if not w.transformed]
-    for spec, view in zip(direct, _allocate(direct, device, huge_pages), strict=True):
+    for spec, view in zip(direct, _allocate(direct, huge_pages), strict=True):
         view[...] = _checked(spec, reader.read(spec.key))
         reader.release(spec.key)
         into.tensors[spec.key] = _to_device(view, device, huge_pages)
-        if progress is not None:
-            progress(spec.nbytes)
     transformed = [w for w in missing if w.transformed]
-    if transformed:
-        made = _run_stages(layout, reader, vm, into, device)
-        for spec, view in zip(transformed, _allocate(transformed, device, huge_pages), strict=True):
-            view[...] = _host_array(made[spec.key])
-            into.tensors[spec.key] = _to_device(view, device, huge_pages)
+    if not transformed:
+        return
+    made = _run_stages(layout, reader, into)
+    for spec, view in zip(transformed, _allocate(transformed, huge_pages), strict=True):
+        view[...] = np.from_dlpack(made[spec.key])
+        into.tensors[spec.key] = _to_device(view, device, huge_pages)
 
 
-def _run_stages(layout: WeightLayout, reader, vm, into: WeightSet, device) -> dict[str, tvm.runtime.Tensor]:
-    """Every stage once, in order; the tensors they make by key."""
+def _run_stages(layout: WeightLayout, reader, into: WeightSet) -> dict[str, tvm.runtime.Tensor]:
+    """Every stage once, in order, on this machine's CPU; the tensors they make by key."""
+    vm = relax.VirtualMachine(tvm.compile(layout.stage_module, tvm.target.Target("llvm")), tvm.cpu())
     made: dict[str, tvm.runtime.Tensor] = {}
     for stage in layout.stages:
-        sources = [_source(s, made, into, reader, device) for s in stage.sources]
+        sources = [_source(s, made, into, reader) for s in stage.sources]
         for key, tensor in zip(stage.outputs, vm[stage.function](sources), strict=True):
             made.setdefault(key, tensor)
     return made
 
 
-def _source(spec: WeightSpec, made: dict, into: WeightSet, reader, device) -> tvm.runtime.Tensor:
-    """A stage's input: made by an earlier stage, held already, or read (a temporary)."""
-    for held in (made, into.tensors):
-        if spec.key in held:
-            return held[spec.key]
+def _source(spec: WeightSpec, made: dict, into: WeightSet, reader) -> tvm.runtime.Tensor:
+    """A stage's input on the CPU: made by an earlier stage, held already, or read (a temporary)."""
+    if spec.key in made:
+        return made[spec.key]
+    if spec.key in into.tensors:
+        return tvm.runtime.tensor(_host_array(into.tensors[spec.key]), tvm.cpu())
     if spec.transformed:
         raise LutcError(f"weight {spec.key!r} is needed before a stage computes it")
-    tensor = tvm.runtime.tensor(np.ascontiguousarray(_checked(spec, reader.read(spec.key))), device)
+    tensor = tvm.runtime.tensor(np.ascontiguousarray(_checked(spec, reader.read(spec.key))), tvm.cpu())
     reader.release(spec.key)
     return tensor
 
@@ -220,13 +213,11 @@ def reusable(final: Path, entries: list[dict]) -> bool:
         return False
 
 
-def load_weights(
-    path: Path, entries: list[dict], device, huge_pages: bool, progress: Callable[[int], None] | None = None
-) -> WeightSet:
+def load_weights(path: Path, entries: list[dict], device, huge_pages: bool) -> WeightSet:
     """The weights a sidecar lists, read from weight file ``path`` and checked (:func:`weight_file.read_into`)."""
     specs = [WeightSpec(e["key"], tuple(e["shape"]), e["dtype"]) for e in entries]
-    views = _allocate(specs, device, huge_pages)
-    read_into(path, entries, views, progress)
+    views = _allocate(specs, huge_pages)
+    read_into(path, entries, views)
     weights = WeightSet()
     for entry, view in zip(entries, views, strict=True):
         weights.tensors[entry["key"]] = _to_device(view, device, huge_pages)

@@ -1,16 +1,17 @@
-"""LutcLiftWeights: weight preprocessing out of ``main``, the weights bundled into one parameter.
+"""LutcLiftWeights: work on the weights alone out of ``main``, into stages run once.
 
 Work that reads only weights would run on every call: a ``Transpose`` of a tied embedding, the
 reshape an embedding lookup reads, the dequantize path's weights, and the default schedules'
 rewrite of a float matmul's weight into another layout (``layout_rewrite_preproc``). TVM's
-``LiftTransformParams`` moves it into a function lutc names ``main_weights_<i>`` and runs once
-when the weights are made. The CPU and CUDA backends lift twice: before legalization (Relax ops,
+``LiftTransformParams`` moves it into a function lutc names ``main_weights_<i>``, taken out of the
+model into a module of its own (:data:`STAGES_ATTR`) that the builder compiles for this machine's
+CPU and runs once when the weights are made. The CPU and CUDA backends lift twice: before legalization (Relax ops,
 so the default schedules see a transposed weight as a weight) and after the default schedules
-(their layout rewrites), then bundle. ``main`` then takes the transformed weights: their keys in
+(their layout rewrites). ``main`` then takes the transformed weights: their keys in
 :data:`~lutc.frontend.weight_params.WEIGHTS_ATTR` become ``transformed:<digest>`` (a digest of
 how they are computed, equal for equal work in two builds), and each stage carries the keys it
-takes. ``BundleModelParams`` passes the weights as one tuple (one VM argument instead of
-hundreds: 11 us less per call at 300 weights).
+takes. The weights stay separate parameters of ``main`` (TVM's ``BundleModelParams`` would save
+about 11 us a call at 300 weights, but a tuple argument cannot cross TVM's RPC).
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ TRANSFORM_SUFFIX = "_transform_params"
 STAGE_PREFIX = "main_weights_"
 """Lifted weight preprocessing: ``main_weights_0``, ``main_weights_1``, ... run in that order, each
 taking the previous one's outputs (or the model's weights) as one tuple."""
+STAGES_ATTR = "lutc.weight_stages"
+"""Module attribute: an IRModule of the weight stages and the kernels they call, taken out of the
+model: the builder compiles it for this machine's CPU, so weights are made where the model is
+built, whatever its target (a CUDA or ARM build on an x86 machine without a GPU)."""
 
 
 def _bindings(func: relax.Function) -> dict[relax.Var, relax.Expr]:
@@ -77,28 +82,34 @@ def transformed_keys(mod: tvm.IRModule, transform: relax.Function, keys: list[st
     return result
 
 
-def _renamed(mod: tvm.IRModule, old: str, new: str) -> tvm.IRModule:
-    """``mod`` (a module of this pass's own) with function ``old`` called ``new`` and no longer taking
-    ``num_input`` (nothing calls it: lutc runs it from the VM)."""
-    func = mod[old]
-    del mod[old]
-    mod[new] = func.with_attr("global_symbol", new).without_attr("num_input")
-    return mod
+def weight_stages(mod: tvm.IRModule) -> tvm.IRModule | None:
+    """The module of ``mod``'s lifted weight stages and the kernels they call, if any."""
+    return mod.attrs[STAGES_ATTR] if mod.attrs is not None and STAGES_ATTR in mod.attrs else None
 
 
 def stages(mod: tvm.IRModule) -> list[str]:
-    """The names of the weight stages lifted so far, in the order they run."""
-    names = [gvar.name_hint for gvar in mod.get_global_vars() if gvar.name_hint.startswith(STAGE_PREFIX)]
+    """The names of the weight stages of ``mod`` (a model's module or its stages' module), in order."""
+    held = weight_stages(mod) or mod
+    names = [gvar.name_hint for gvar in held.get_global_vars() if gvar.name_hint.startswith(STAGE_PREFIX)]
     return sorted(names, key=lambda name: int(name[len(STAGE_PREFIX) :]))
+
+
+def _moved_out(mod: tvm.IRModule, lifted: str, name: str) -> tvm.IRModule:
+    """``mod`` without the lifted function, which joins the stages' module (:data:`STAGES_ATTR`) as
+    ``name``, with the kernels it calls (the same global vars), no longer taking ``num_input``."""
+    func = mod[lifted]
+    functions = dict(weight_stages(mod).functions_items()) if weight_stages(mod) is not None else {}
+    for gvar in relax.analysis.all_global_vars(func):
+        functions[gvar] = mod[gvar]
+    functions[tvm.ir.GlobalVar(name)] = func.with_attr("global_symbol", name).without_attr("num_input")
+    del mod[lifted]
+    mod = relax.transform.DeadCodeElimination(["main"])(mod)
+    return mod.with_attr(STAGES_ATTR, tvm.IRModule(functions))
 
 
 @tvm.transform.module_pass(opt_level=0, name="LutcLiftWeights")
 class LutcLiftWeights:
-    """Lift weight preprocessing out of ``main`` into the next weight stage; ``bundle``: then pass the
-    weights as one tuple (see the module docstring)."""
-
-    def __init__(self, bundle: bool = False):
-        self.bundle = bundle
+    """Lift work on the weights alone out of ``main`` into the next weight stage (module docstring)."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         names = [gvar.name_hint for gvar in mod.get_global_vars()]
@@ -111,5 +122,5 @@ class LutcLiftWeights:
             transform = mod[lifted]
             mod["main"] = mod["main"].with_attr(WEIGHTS_ATTR, transformed_keys(mod, transform, keys))
             mod[lifted] = transform.with_attr(WEIGHTS_ATTR, keys)
-            mod = _renamed(mod, lifted, f"{STAGE_PREFIX}{len(stages(mod))}")
-        return relax.transform.BundleModelParams()(mod) if self.bundle else mod
+            mod = _moved_out(mod, lifted, f"{STAGE_PREFIX}{len(stages(mod))}")
+        return mod

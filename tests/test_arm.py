@@ -115,7 +115,8 @@ def test_an_exported_arm_library_runs_on_the_device(device, tmp_path):
     local = lutc.build(zoo.single_matmul_nbits(64, 32, 2, 32), target="llvm", mode="exact")
     import tvm
 
-    y = vm["main"](tvm.runtime.tensor(x, session.cpu())).numpy()
+    weights = [tvm.runtime.tensor(t.numpy(), session.cpu()) for t in model.weights.values()]
+    y = vm["main"](tvm.runtime.tensor(x, session.cpu()), *weights).numpy()
     np.testing.assert_allclose(y, local(A=x), rtol=1e-5, atol=1e-5)
 
 

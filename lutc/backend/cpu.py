@@ -7,8 +7,7 @@ its tuning tag and what a machine needs to run its code.
    remaining kernels; constant weights those rules repack are repacked once, at compile time;
 4. ``lift_passes`` (before legalization) and ``weight_passes``: work on model weights alone (a
    transpose, a reshape, the rules' repacking) lifted into weight stages run once when the weights
-   are made (:class:`~lutc.relay_passes.LutcLiftWeights`), then the weights bundled into one
-   parameter;
+   are made (:class:`~lutc.relay_passes.LutcLiftWeights`);
 5. ``lower_passes``: TVM's dataflow lowering and VM finalization.
 
 The model's weights are loaded onto transparent huge pages (``HUGE_PAGES``, :mod:`lutc.weights`).
@@ -39,8 +38,8 @@ def lift_passes() -> list[tvm.transform.Pass]:
 
 
 def weight_passes() -> list[tvm.transform.Pass]:
-    """The default schedules' weight rewrites lifted out of ``main``, then the weights bundled."""
-    return [passes.LutcLiftWeights(bundle=True)]
+    """The default schedules' weight rewrites lifted out of ``main``."""
+    return [passes.LutcLiftWeights()]
 
 
 def schedule_passes(target: Target, tuned=None) -> list[tvm.transform.Pass]:

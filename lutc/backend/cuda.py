@@ -8,7 +8,7 @@ machine needs to run its code.
 3. ``default_schedule_passes``: dlight's GPU rules for every other kernel (a kernel no rule
    takes fails the build: GPU kernels need their loops bound to threads);
 4. ``lift_passes`` (before legalization) and ``weight_passes``: weight preprocessing lifted out
-   of ``main``, the weights bundled (as on the CPU);
+   of ``main`` (as on the CPU);
 5. ``lower_passes``: TVM's CUDA dataflow lowering and VM finalization.
 
 The model's weights are copied to device memory once when it loads; there are no huge pages.
@@ -56,8 +56,8 @@ def lift_passes() -> list[tvm.transform.Pass]:
 
 
 def weight_passes() -> list[tvm.transform.Pass]:
-    """The default schedules' weight rewrites lifted out of ``main``, then the weights bundled."""
-    return [passes.LutcLiftWeights(bundle=True)]
+    """The default schedules' weight rewrites lifted out of ``main``."""
+    return [passes.LutcLiftWeights()]
 
 
 def lower_passes(target: Target) -> list[tvm.transform.Pass]:

@@ -77,8 +77,8 @@ WEIGHT_ALIGNMENT = 4096
 then each tensor's bytes at its ``offset``, counted from the first 4 KiB boundary after the header."""
 
 
-def sidecar_weights(library: Path) -> tuple[bool, list[dict], Path]:
-    """(``bundled``, the weight entries in ``main``'s order, the weight file) of ``library``'s sidecar."""
+def sidecar_weights(library: Path) -> tuple[list[dict], Path]:
+    """(the weight entries in ``main``'s order, the weight file) of ``library``'s sidecar."""
     sidecar = Path(f"{library}{SIDECAR_SUFFIX}")
     try:
         stored = json.loads(sidecar.read_text())
@@ -86,13 +86,13 @@ def sidecar_weights(library: Path) -> tuple[bool, list[dict], Path]:
             raise WeightFileError(f"{sidecar}: sidecar format {stored.get('format')!r}, this runner reads "
                                   f"{SIDECAR_FORMAT}")  # fmt: skip
         weights = stored["weights"]
-        bundled, entries, name = bool(weights["bundled"]), list(weights["tensors"]), str(weights["file"])
+        entries, name = list(weights["tensors"]), str(weights["file"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         why = f"{type(err).__name__}: {err}"
         raise WeightFileError(f"{sidecar}: cannot read the library's weight list ({why})") from None
     if Path(name).name != name:
         raise WeightFileError(f"{sidecar}: its weight file {name!r} is not a file name beside the library")
-    return bundled, entries, library.parent / name
+    return entries, library.parent / name
 
 
 def _weight_header(path: Path, file) -> dict[str, dict]:
@@ -250,18 +250,16 @@ class LoadedCase:
     weights there; with ``load_only`` the weight file is read and checked, not copied to the device."""
 
     def __init__(self, tvm, bundle: Path, case: dict, device, load_only: bool):
-        import tvm_ffi
-
         self.case, self.device = case, device
         library = bundle / case["library"]
-        bundled, entries, weight_file = sidecar_weights(library)
+        entries, weight_file = sidecar_weights(library)
         started = time.perf_counter()
         self.module = tvm.runtime.load_module(str(library))
         self.load_seconds = time.perf_counter() - started
         weights = [a if load_only else tvm.runtime.tensor(a, device) for a in read_weights(weight_file, entries)]
         self.weight_bytes = sum(e["nbytes"] for e in entries)
-        self.weight_args = (tvm_ffi.convert(weights),) if bundled and not load_only else ()
-        """What follows the inputs in a call of ``main``: the weights, one tuple (when ``bundled``)."""
+        self.weight_args = () if load_only else tuple(weights)
+        """What follows the inputs in a call of ``main``: the weights, in the sidecar's order."""
         self.main = None if load_only else tvm.runtime.vm.VirtualMachine(self.module, device)["main"]
         self.arrays = np.load(bundle / case["arrays"])
         self._tvm = tvm
