@@ -23,7 +23,16 @@ from .library import SIDECAR_FORMAT, load_library, read_sidecar, sidecar_of, wri
 from .remote import linker, upload, upload_file
 from .runtime import copy_into, to_numpy
 from .weight_file import write as write_weights
-from .weights import WeightLayout, WeightSet, WeightSpec, load_weights, reusable, weight_entries, weight_file_name
+from .weights import (
+    WeightLayout,
+    WeightSet,
+    WeightSpec,
+    host_array,
+    load_weights,
+    reusable,
+    weight_entries,
+    weight_file_name,
+)
 
 STAGED_SHAPES = 4
 """Staging tensors kept per input (most recent shapes): a decode loop gives ``attention_mask`` a new
@@ -257,11 +266,7 @@ class CompiledModel:
 
 
 def _write_weights(target: str, *, entries: list[dict], tensors: list) -> None:
-    write_weights(Path(target), entries, (t.numpy() if _on_device(t) else np.from_dlpack(t) for t in tensors))
-
-
-def _on_device(tensor: tvm.runtime.Tensor) -> bool:
-    return tensor.device.dlpack_device_type() != tvm.cpu().dlpack_device_type()
+    write_weights(Path(target), entries, (host_array(t) for t in tensors))
 
 
 def layout_of(metadata: dict) -> WeightLayout:

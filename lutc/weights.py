@@ -114,15 +114,17 @@ class WeightSet:
 
     def digest_of(self, key: str) -> str:
         if key not in self.digests:
-            self.digests[key] = digest(_host_array(self.tensors[key]))
+            self.digests[key] = digest(host_array(self.tensors[key]))
         return self.digests[key]
 
 
-def _host_array(tensor: tvm.runtime.Tensor) -> np.ndarray:
+def _on_cpu(tensor: tvm.runtime.Tensor) -> bool:
+    return tensor.device.dlpack_device_type() == tvm.cpu().dlpack_device_type()
+
+
+def host_array(tensor: tvm.runtime.Tensor) -> np.ndarray:
     """A numpy view of a CPU tensor, a copy of a device one."""
-    if tensor.device.dlpack_device_type() == tvm.cpu().dlpack_device_type():
-        return np.from_dlpack(tensor)
-    return tensor.numpy()
+    return np.from_dlpack(tensor) if _on_cpu(tensor) else tensor.numpy()
 
 
 def _allocate(specs: list[WeightSpec], huge_pages: bool) -> list[np.ndarray]:
@@ -178,8 +180,9 @@ def _source(spec: WeightSpec, made: dict, into: WeightSet, reader) -> tvm.runtim
     """A stage's input on the CPU: made by an earlier stage, held already, or read (a temporary)."""
     if spec.key in made:
         return made[spec.key]
-    if spec.key in into.tensors:
-        return tvm.runtime.tensor(_host_array(into.tensors[spec.key]), tvm.cpu())
+    if spec.key in into.tensors:  # the stages take every weight; most pass through untouched
+        held = into.tensors[spec.key]
+        return held if _on_cpu(held) else tvm.runtime.tensor(held.numpy(), tvm.cpu())
     if spec.transformed:
         raise LutcError(f"weight {spec.key!r} is needed before a stage computes it")
     tensor = tvm.runtime.tensor(np.ascontiguousarray(_checked(spec, reader.read(spec.key))), tvm.cpu())

@@ -28,14 +28,15 @@ def test_scale_benchmark_smoke(tmp_path: Path, capsys) -> None:
     assert main(argv) == 0
     report = json.loads((out / "scale.json").read_text())
     build, load = report["build"], report["load"]
-    assert build["build_s"] > 0 and build["export_s"] > 0 and build["peak_rss"] > build["weight_bytes"] > 0
+    assert build["build_s"] > 0 and build["export_s"] > 0
+    assert build["peak_rss"] > build["weight_bytes"] >= build["streamed_bytes"] > 0
     assert sorted(build["files"]) == sorted(["prompt.so", "prompt.so.lutc.json", "step.so", "step.so.lutc.json",
                                              "decoder.weights"])  # fmt: skip
     assert load["load_s"] > 0
     row = report["speed"]["1"]["lutc fast"]
     assert 0 < row["decode_min_ms"] <= row["decode_median_ms"] and row["prefill_ms"] > 0
     long = report["long"]
-    assert long["tokens"] == 64 and long["kv_bytes"] > 0
+    assert long["tokens"] == 64 and long["kv_bytes"] > 0 and long["max_growth"] >= 0
     assert "| lutc fast | 1 |" in (out / "scale.md").read_text()
 
 

@@ -8,10 +8,12 @@ For an onnxruntime-genai model folder (``model.onnx``, its external data, ``gena
 3. **speed** in that process, per thread count, rounds interleaved with onnxruntime-genai's own
    generator on the same folder (each engine's model loaded once): prefill of ``--prompt`` tokens
    and the decode step (median and min), with the fraction of the DRAM roofline a step reaches
-   (weight bytes over the measured read bandwidth); where ``--llama-bench`` and ``--gguf`` are
+   (the LUT weights a step streams, ``packed.*``, over the best read bandwidth measured before and
+   after the timings); where ``--llama-bench`` and ``--gguf`` are
    given, llama.cpp's ``llama-bench`` on that GGUF (prompt processing and generation tok/s);
-4. **memory over a long generation**: RSS before and after ``--long`` tokens (capped by the model's
-   position limit) beside the KV cache's bytes.
+4. **memory over a long generation**, in a fresh process loading the exported decoder: the largest
+   RSS growth over ``--long`` tokens (capped by the model's position limit) and the growth after
+   it, beside the KV cache's bytes.
 
 Writes ``scale.json`` and ``scale.md`` under ``--out``.
 """
@@ -40,8 +42,9 @@ BUILD = textwrap.dedent(
     built = time.perf_counter()
     folder = lutc.export_decoder(model, step, sys.argv[2])
     exported = time.perf_counter()
+    streamed = sum(w.nbytes for w in step.layout.weights if w.key.startswith("packed."))
     print(json.dumps({"build_s": built - start, "export_s": exported - built, "weight_bytes": model.weight_bytes,
-                      "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                      "streamed_bytes": streamed, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                       "files": {p.name: p.stat().st_size for p in folder.iterdir()}}))
     """
 )
@@ -119,26 +122,42 @@ def run_speed(args, model, step, threads: int) -> dict:
     return {name: _summary(r) for name, r in runs.items()}
 
 
-def run_long(model, step, tokens: int) -> dict:
-    """RSS before and after a generation of ``tokens`` (as many as the position limit allows)."""
-    import warnings
-
+LONG = textwrap.dedent(
+    """
+    import json, statistics, sys, warnings
+    import numpy as np
     import lutc
+    from lutc.decode import cache_layout
 
-    from ..decode import cache_layout
+    def rss():
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * 4096
 
+    model, step = lutc.load_decoder(sys.argv[1])
     ids = np.array([[1, 5, 17]], np.int64)
     lutc.generate(model, ids, 16, step_model=step)
-    before = _rss()
+    before, samples = rss(), []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the position limit's warning: the report says how many ran
-        run = lutc.generate(model, ids, tokens, step_model=step)
-    growth = _rss() - before
+        run = lutc.generate(model, ids, int(sys.argv[2]), step_model=step,
+                            progress=lambda i: samples.append(rss() - before) if i % 256 == 0 else None)
     layout = cache_layout(model.inputs, model.outputs)
     positions = ids.shape[1] + run.tokens.shape[1]
     kv = sum(heads * size * 4 * positions for heads, size in layout.head_shapes.values())
-    return {"tokens": int(run.tokens.shape[1]), "rss_growth": growth, "kv_bytes": kv,
-            "decode_median_ms": statistics.median(run.step_seconds) * 1e3}  # fmt: skip
+    print(json.dumps({"tokens": int(run.tokens.shape[1]), "max_growth": max(samples, default=0),
+                      "end_growth": rss() - before, "kv_bytes": kv,
+                      "decode_median_ms": statistics.median(run.step_seconds) * 1e3}))
+    """
+)
+
+
+def run_long(folder: Path, tokens: int) -> dict:
+    """RSS over a generation of ``tokens`` (as many as the position limit allows) in a fresh process
+    that loads the exported decoder: the largest growth seen (every 256 tokens) and after it."""
+    done = subprocess.run([sys.executable, "-c", LONG, str(folder), str(tokens)], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"the long generation failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def run_llama_bench(args, threads: int) -> dict | None:
@@ -156,12 +175,17 @@ def run_llama_bench(args, threads: int) -> dict | None:
             "decode_min_ms": None, "gguf_bytes": Path(args.gguf).stat().st_size}  # fmt: skip
 
 
-def _bandwidths(threads: list[int]) -> dict[int, float]:
-    from .roofline import best, measure_bandwidth
+def _bandwidths(threads: list[int]) -> list:
+    from .roofline import measure_bandwidth
     from .timing import TimingPolicy
 
-    found = measure_bandwidth(threads, 256.0, 4.0, TimingPolicy(repeat=5, min_time=0.2))
-    return {t: best(found, "cold", t).best_gbps for t in threads}
+    return measure_bandwidth(threads, 256.0, 4.0, TimingPolicy(repeat=10, min_time=0.5))
+
+
+def _best_cold(measured: list, threads: list[int]) -> dict[int, float]:
+    from .roofline import best
+
+    return {t: best(measured, "cold", t).best_gbps for t in threads}
 
 
 def run_scale(args, argv: Sequence[str]) -> int:
@@ -172,25 +196,27 @@ def run_scale(args, argv: Sequence[str]) -> int:
     report = {"command": "python -m lutc.bench " + shlex.join(argv), "machine": machine_info(),
               "model_dir": str(args.model_dir), "prompt": args.prompt, "tokens": args.tokens}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="lutc-scale-") as folder:
+        decoder = Path(folder) / "decoder"
         print("building (a fresh process)...", flush=True)
-        report["build"] = run_build(args.model_dir, Path(folder) / "decoder")
+        report["build"] = run_build(args.model_dir, decoder)
         print(f"built in {report['build']['build_s']:.1f} s; loading...", flush=True)
         before = _rss()
         start = time.perf_counter()
-        model, step = lutc.load_decoder(Path(folder) / "decoder")
+        model, step = lutc.load_decoder(decoder)
         report["load"] = {"load_s": time.perf_counter() - start, "rss_growth": _rss() - before}
-    report["bandwidth_gbps"] = _bandwidths(args.threads)
-    report["speed"] = {}
-    for threads in args.threads:
-        print(f"timing at {threads} thread(s)...", flush=True)
-        rows = run_speed(args, model, step, threads)
-        llama = run_llama_bench(args, threads)
-        if llama is not None:
-            rows["llama.cpp"] = llama
-        report["speed"][threads] = rows
-    if args.long:
-        print(f"generating {args.long} tokens for the memory check...", flush=True)
-        report["long"] = run_long(model, step, args.long)
+        measured = _bandwidths(args.threads)  # before and after the timings: the best of both
+        report["speed"] = {}
+        for threads in args.threads:
+            print(f"timing at {threads} thread(s)...", flush=True)
+            rows = run_speed(args, model, step, threads)
+            llama = run_llama_bench(args, threads)
+            if llama is not None:
+                rows["llama.cpp"] = llama
+            report["speed"][threads] = rows
+        report["bandwidth_gbps"] = _best_cold(measured + _bandwidths(args.threads), args.threads)
+        if args.long:
+            print(f"generating {args.long} tokens for the memory check (a fresh process)...", flush=True)
+            report["long"] = run_long(decoder, args.long)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "scale.json").write_text(json.dumps(report, indent=1))
     text = markdown(report)
@@ -212,25 +238,31 @@ def markdown(report: dict) -> str:
         f"(weights + {(build['peak_rss'] - weights) / 1e9:.2f} GB); export_decoder {build['export_s']:.1f} s",
         f"- load_decoder: {load['load_s']:.1f} s, RSS +{load['rss_growth'] / 1e9:.2f} GB",
         "", f"prompt {report['prompt']} tokens, {report['tokens']} generated, batch 1, greedy", "",
-        "| engine | threads | prefill ms | prefill tok/s | decode median ms | min ms | tok/s | roofline |",
-        "|---|---|---|---|---|---|---|---|",
+        "| engine | threads | prefill ms | prefill tok/s | decode median ms | min ms | tok/s | GB/s | roofline |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
+    streamed = build["streamed_bytes"]
     for threads, rows in report["speed"].items():
-        floor_ms = weights / (report["bandwidth_gbps"][threads] * 1e9) * 1e3
+        floor_ms = streamed / (report["bandwidth_gbps"][threads] * 1e9) * 1e3
         for name, row in rows.items():
             if "error" in row:
-                lines.append(f"| {name} | {threads} | {row['error']} | | | | | |")
+                lines.append(f"| {name} | {threads} | {row['error']} | | | | | | |")
                 continue
             minimum = f"{row['decode_min_ms']:.1f}" if row.get("decode_min_ms") else "-"
             prefill, step = row["prefill_ms"], row["decode_median_ms"]
+            speeds = f"{1e3 / step:.1f} | {streamed / step / 1e6:.1f} | {floor_ms / step:.2f}"
             lines.append(f"| {name} | {threads} | {prefill:.0f} | {report['prompt'] / prefill * 1e3:.1f} | {step:.1f} "
-                         f"| {minimum} | {1e3 / step:.1f} | {floor_ms / step:.2f} |")  # fmt: skip
+                         f"| {minimum} | {speeds} |")  # fmt: skip
     lines.append("")
-    lines += [f"DRAM read bandwidth, {t} thread(s): {gbps:.1f} GB/s (the roofline: {weights / 1e9:.2f} GB per step "
-              f"takes {weights / gbps / 1e6:.1f} ms)" for t, gbps in report["bandwidth_gbps"].items()]  # fmt: skip
+    bandwidths = report["bandwidth_gbps"].items()
+    lines += [f"DRAM read bandwidth (lutc.bench's read kernel, 256 MiB), {t} thread(s): {gbps:.1f} GB/s; the "
+              f"{streamed / 1e9:.2f} GB of LUT weights a decode step streams take {streamed / gbps / 1e6:.1f} ms at it "
+              "(GB/s column: those bytes over the median step, for every engine; roofline: that over the read "
+              "bandwidth, above 1 where the step outruns the read kernel)" for t, gbps in bandwidths]  # fmt: skip
     long = report.get("long")
     if long:
-        growth, kv = long["rss_growth"] / 1e6, long["kv_bytes"] / 1e6
-        lines.append(f"\nlong generation: {long['tokens']} tokens, RSS +{growth:.0f} MB for a KV cache of {kv:.0f} MB; "
-                     f"median step {long['decode_median_ms']:.1f} ms")  # fmt: skip
+        most, end, kv = long["max_growth"] / 1e6, long["end_growth"] / 1e6, long["kv_bytes"] / 1e6
+        lines.append(f"\nlong generation ({long['tokens']} tokens, a fresh process): RSS grew by at most {most:.0f} MB "
+                     f"({end:.0f} MB after it) for a KV cache of {kv:.0f} MB at the end (a step holds the past and the "
+                     f"present cache: 2x); median step {long['decode_median_ms']:.1f} ms")  # fmt: skip
     return "\n".join(lines) + "\n"
