@@ -4,6 +4,7 @@ checked, weights as parameters of ``main`` computed straight into their final me
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -202,3 +203,13 @@ def test_weights_sit_together_on_huge_pages():
     np.testing.assert_array_equal(
         built.weights[f"packed.data:{node.name}"].numpy(), pack(node.weight(info.weights)).data
     )
+
+
+@pytest.mark.parametrize("suffix", [".B", ".scales"], ids=["reference", "small"])
+def test_an_initializer_shorter_than_its_dims_is_a_model_error(suffix):
+    model = _model()
+    tensor = _initializer(model, suffix)
+    tensor.raw_data = tensor.raw_data[:-4]
+    pattern = rf"initializer .*{re.escape(suffix)}. has dims .* bytes. but \d+ bytes of data"
+    with pytest.raises(ModelError, match=pattern):
+        lutc.build(model, "llvm")

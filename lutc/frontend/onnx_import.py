@@ -134,30 +134,6 @@ def _check_ops(model: onnx.ModelProto) -> None:
         raise ModelError(f"unsupported operators: {', '.join(bad)}")
 
 
-SUB_BYTE_BITS = {
-    onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4, onnx.TensorProto.INT2: 2, onnx.TensorProto.UINT2: 2,
-}  # fmt: skip
-
-
-def _check_initializer(tensor: onnx.TensorProto) -> None:
-    """Refuse an initializer whose stored data does not fill its dims (raw data sized, others read)."""
-    count = int(np.prod(tensor.dims, dtype=np.int64))
-    if tensor.data_location == onnx.TensorProto.EXTERNAL:
-        return
-    if tensor.raw_data:
-        bits = SUB_BYTE_BITS.get(tensor.data_type)
-        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize if bits is None else None
-        expected = count * itemsize if bits is None else (count * bits + 7) // 8
-        if len(tensor.raw_data) != expected:
-            raise ModelError(f"initializer {tensor.name!r} has dims {list(tensor.dims)} ({expected} bytes) "
-                             f"but {len(tensor.raw_data)} bytes of data")  # fmt: skip
-        return
-    try:
-        numpy_helper.to_array(tensor)
-    except Exception as err:
-        raise ModelError(f"initializer {tensor.name!r} with dims {list(tensor.dims)}: {err}") from None
-
-
 class _Shapes:
     """Initializer names -> shape and dtype only (``read``: these as arrays), for the format checks."""
 
@@ -261,8 +237,6 @@ def inspect_onnx(
     _name_nodes(model)
     opset = _check_opset(model)
     _check_ops(model)
-    for tensor in model.graph.initializer:
-        _check_initializer(tensor)
     model, report = prepare_graph(model, shapes, fold=fold)
     store = store.for_graph(model.graph)
     quantized = {}

@@ -228,6 +228,18 @@ def _read_bytes(ref: WeightRef) -> bytes:
         return file.read(ref.length)
 
 
+def check_in_proto(tensor: onnx.TensorProto) -> None:
+    """Refuse an initializer held in the proto whose data does not fill its dims (raw data sized,
+    typed fields read)."""
+    if tensor.raw_data:
+        expected = storage_bytes(tensor.data_type, tuple(tensor.dims))
+        if len(tensor.raw_data) != expected:
+            raise ModelError(f"initializer {tensor.name!r} has dims {list(tensor.dims)} ({expected} bytes) "
+                             f"but {len(tensor.raw_data)} bytes of data")  # fmt: skip
+        return
+    _in_proto_array(tensor)
+
+
 def _in_proto_array(tensor: onnx.TensorProto) -> np.ndarray:
     try:
         array = numpy_helper.to_array(tensor)
@@ -245,6 +257,8 @@ def _strip(graph: onnx.GraphProto, source: onnx.GraphProto, base_dir: Path | Non
         tensor = graph.initializer.add()
         tensor.CopyFrom(original)
         external = tensor.data_location == onnx.TensorProto.EXTERNAL
+        if not external:
+            check_in_proto(tensor)
         ref = _external_file(tensor, base_dir) if external else None
         if not _is_reference(tensor):
             if ref is not None:
