@@ -32,9 +32,13 @@ _LAZY = {
 
 
 def __getattr__(name: str):
-    """``build``/``load`` import TVM's compiler on first use, keeping ``import lutc`` cheap."""
-    if name in _LAZY:
-        from importlib import import_module
+    """``build``/``load`` and the submodules (``lutc.decode``, ``lutc.zoo``, ...) import TVM's
+    compiler on first use, keeping ``import lutc`` cheap."""
+    from importlib import import_module
+    from importlib.util import find_spec
 
+    if name in _LAZY:
         return getattr(import_module(_LAZY[name], __name__), name)
+    if not name.startswith("_") and find_spec(f"{__name__}.{name}") is not None:
+        return import_module(f".{name}", __name__)
     raise AttributeError(f"module 'lutc' has no attribute {name!r}")

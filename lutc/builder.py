@@ -6,7 +6,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-import onnx
 import tvm
 from tvm import relax
 from tvm.target import Target
@@ -17,7 +16,7 @@ from .errors import CompileError, LutcError, ModelError
 from .frontend import ModelInfo, import_onnx
 from .frontend.float_weights import quantize_float_matmuls
 from .frontend.model_info import TensorInfo
-from .frontend.weights import WeightReader
+from .frontend.weights import ModelSource, WeightReader
 from .pipeline import get_pipeline, lut_passes
 from .quant.formats import get_format
 from .relay_passes import DECISIONS_ATTR, RewriteOptions
@@ -57,7 +56,7 @@ class BuildOptions:
 
 
 def build(
-    model: str | Path | onnx.ModelProto,
+    model: ModelSource,
     target: str | dict | Target = "x86",
     *,
     tuning_logs: str | Path | None = None,
@@ -85,7 +84,7 @@ def build(
 
 
 def build_sharing(
-    model: str | Path | onnx.ModelProto,
+    model: ModelSource,
     target: str | dict | Target,
     weights: WeightSet,
     *,
@@ -149,7 +148,7 @@ def _compile_error(err: Exception) -> CompileError:
 
 
 def lut_module(
-    model: str | Path | onnx.ModelProto, opts: BuildOptions, *, base_dir: str | Path | None = None
+    model: ModelSource, opts: BuildOptions, *, base_dir: str | Path | None = None
 ) -> tuple[tvm.IRModule, ModelInfo]:
     """The model's Relax module after lutc's LUT passes (kernels not yet scheduled), and its I/O."""
     if opts.quantize is not None:

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import secrets
 import sys
 import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +37,8 @@ def _compile(args: argparse.Namespace) -> int:
     from .builder import build
     from .decode import build_decoder, export_decoder
 
+    if args.output:
+        _check_compile_output(args)
     what = "the prompt and one-token step builds of " if args.decoder else ""
     with console.status(f"compiling {what}{args.model} for {args.target} (imports, rewrites, schedules, LLVM)..."):
         start = time.perf_counter()
@@ -133,10 +140,153 @@ def _positive_float(text: str) -> float:
     return value
 
 
+OUTPUT_NAME_LIMIT = 200
+"""Characters of an output's name kept in its ``--output-dir`` file name (before ``_2`` and ``.npy``)."""
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """A file a command reads, which none of the files it writes may replace."""
+
+    role: str
+    path: Path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` are one file: the same inode when both exist, else the same resolved path."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def _refuse_overwrite(flag: str, writes: Iterable[Path], inputs: Sequence[InputFile]) -> None:
+    for path in writes:
+        clash = next((i for i in inputs if _same_file(path, i.path)), None)
+        if clash is not None:
+            raise LutcError(f"{flag} would overwrite {clash.role} {clash.path}")
+
+
+def _external_data(model: Path) -> list[InputFile]:
+    """The external data files of the ``.onnx`` model's initializers (none if it cannot be read)."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(model), load_external_data=False).graph
+    except Exception:  # the build reports an unreadable model
+        return []
+    locations = {entry.value for t in graph.initializer for entry in t.external_data if entry.key == "location"}
+    return [InputFile("the model's external data file", model.parent / name) for name in sorted(locations)]
+
+
+def _library_files(library: Path) -> list[InputFile]:
+    """The sidecar and weight file of a library written by ``lutc compile -o`` (as its sidecar names it)."""
+    from .library import sidecar_of
+
+    sidecar = sidecar_of(library)
+    try:
+        weights = json.loads(sidecar.read_text())["weights"]["file"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return [InputFile("the model's description", sidecar)]
+    return [InputFile("the model's description", sidecar), InputFile("its weight file", library.parent / weights)]
+
+
+def _model_inputs(model: str, tuning_logs: str | None) -> list[InputFile]:
+    """Every file a command reads for ``model`` and ``--tuning-logs``."""
+    path = Path(model)
+    inputs = [InputFile("the input model", path)]
+    if path.is_file():
+        inputs += _external_data(path) if path.suffix == ".onnx" else _library_files(path)
+    if tuning_logs and Path(tuning_logs).is_dir():
+        inputs += [InputFile("the tuning log", p) for p in sorted(Path(tuning_logs).rglob("*")) if p.is_file()]
+    return inputs
+
+
+def library_files(output: str | os.PathLike) -> tuple[Path, Path, Path]:
+    """The library, weight file and sidecar ``CompiledModel.export_library(output)`` writes (``.so``
+    appended to a path with no suffix)."""
+    from .library import sidecar_of
+
+    path = Path(output)
+    library = path if path.suffix else path.with_name(path.name + ".so")
+    return library, library.with_name(library.name + ".weights"), sidecar_of(library)
+
+
+def decoder_files(folder: str | os.PathLike) -> tuple[Path, ...]:
+    """The files ``lutc.decode.export_decoder`` writes into ``folder``."""
+    from .decode import DECODER_FILES
+    from .library import sidecar_of
+
+    prompt, step, weights = (Path(folder) / name for name in DECODER_FILES)
+    return prompt, step, weights, sidecar_of(prompt), sidecar_of(step)
+
+
+def _check_compile_output(args: argparse.Namespace) -> None:
+    """Refuse ``-o`` before building when it would replace a file the command reads."""
+    inputs = _model_inputs(args.model, args.tuning_logs)
+    flag, folder = f"-o {args.output}", Path(args.output)
+    if not args.decoder:
+        _refuse_overwrite(flag, library_files(folder), inputs)
+        return
+    _refuse_overwrite(flag, [folder], inputs[:1])
+    if folder.exists() and not folder.is_dir():
+        raise LutcError(f"{flag}: with --decoder, -o names a folder; {folder} is a file")
+    _refuse_overwrite(flag, decoder_files(folder), inputs)
+
+
+def output_file_names(names: Sequence[str]) -> list[str]:
+    """One distinct ``.npy`` file name per output name: characters other than ``[A-Za-z0-9._-]``
+    become ``_``, leading dots are dropped, an empty result is ``output_<index>``, and a name taken
+    already (ignoring case) gets ``_2``, ``_3``, ..."""
+    files: list[str] = []
+    for index, name in enumerate(names):
+        stem = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")[:OUTPUT_NAME_LIMIT] or f"output_{index}"
+        taken = {f.lower() for f in files}
+        file, count = f"{stem}.npy", 1
+        while file.lower() in taken:
+            count += 1
+            file = f"{stem}_{count}.npy"
+        files.append(file)
+    return files
+
+
+def _output_paths(args: argparse.Namespace, model) -> list[Path]:
+    """Where ``--output-dir`` saves each output; refused if one would replace a file the command reads."""
+    if not args.output_dir:
+        return []
+    folder = Path(args.output_dir)
+    paths = [folder / name for name in output_file_names([o.name for o in model.outputs])]
+    inputs = _model_inputs(args.model, args.tuning_logs)
+    inputs += [InputFile("the --input file", Path(spec.split("=", 1)[1])) for spec in args.input if "=" in spec]
+    _refuse_overwrite(f"--output-dir {folder}", paths, inputs)
+    folders = [p for p in paths if p.is_dir() and not p.is_symlink()]
+    if folders:
+        raise LutcError(f"--output-dir {folder}: cannot save an output as {folders[0]}: it is a directory")
+    return paths
+
+
+def _save_array(folder: Path, path: Path, value: np.ndarray) -> None:
+    """Save ``value`` at ``path`` in ``folder`` through a new temporary file there (created with the
+    usual permissions) moved into place: a link already at ``path`` is replaced, never followed."""
+    if path.parent.resolve() != folder.resolve():
+        raise LutcError(f"cannot write {path}: it is not in {folder}")
+    temporary = folder / f".lutc-{secrets.token_hex(8)}.npy"
+    try:
+        handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+        with os.fdopen(handle, "wb") as file:
+            np.save(file, value)
+        os.replace(temporary, path)
+    except OSError as err:
+        raise LutcError(f"cannot write {path}: {err.strerror or err}") from None
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.output_dir and not Path(args.output_dir).is_dir():
         raise LutcError(f"--output-dir {args.output_dir}: no such directory")
     model = _load_or_build(args)
+    paths = _output_paths(args, model)
     feeds = _feeds(model, args.input, args.seed)
     outputs = model(**feeds)
     outputs = outputs if isinstance(outputs, tuple) else (outputs,)
@@ -145,10 +295,11 @@ def _run(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         model(**feeds)
         times.append(time.perf_counter() - start)
-    for info, value in zip(model.outputs, outputs, strict=True):
-        print(f"{info.name}: shape {value.shape} dtype {value.dtype} mean {value.mean():.6g} std {value.std():.6g}")
-        if args.output_dir:
-            np.save(Path(args.output_dir) / f"{info.name}.npy", value)
+    for index, (info, value) in enumerate(zip(model.outputs, outputs, strict=True)):
+        stats = f"shape {value.shape} dtype {value.dtype} mean {value.mean():.6g} std {value.std():.6g}"
+        print(f"{info.name}: {stats}" + (f" -> {paths[index]}" if paths else ""))
+        if paths:
+            _save_array(Path(args.output_dir), paths[index], value)
     if times:
         print(f"latency over {len(times)} runs: min {min(times) * 1e3:.3f} ms, median {np.median(times) * 1e3:.3f} ms")
     return 0
@@ -218,6 +369,10 @@ def _compare_with_ort(args: argparse.Namespace, model, ids: np.ndarray, result) 
 def _tune(args: argparse.Namespace) -> int:
     from .tuning import tune
 
+    log_dir = Path(args.log_dir)
+    if log_dir.exists() and not log_dir.is_dir():
+        what = "is the input model" if _same_file(log_dir, Path(args.model)) else "is a file"
+        raise LutcError(f"--log-dir {args.log_dir} {what}; it names a folder")
     rpc = _rpc(args)
     build_args = {k: v for k, v in _build_args(args).items() if k != "threads"}  # --threads: timing threads here
     results = tune(

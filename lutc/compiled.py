@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import os
@@ -19,7 +20,14 @@ from .errors import InputError, LoadError, LutcError, TargetError
 from .frontend.model_info import TensorInfo
 from .frontend.positions import PositionLimit
 from .frontend.prepare import PrepareReport
-from .library import SIDECAR_FORMAT, load_library, read_sidecar, sidecar_of, write_atomically
+from .library import (
+    SIDECAR_FORMAT,
+    check_library_digest,
+    load_library,
+    read_sidecar,
+    sidecar_of,
+    write_atomically,
+)
 from .remote import linker, upload, upload_file
 from .runtime import copy_into, to_numpy
 from .weight_file import write as write_weights
@@ -75,6 +83,8 @@ class CompiledModel:
         self.outputs = tuple(TensorInfo(o["name"], tuple(o["shape"]), o["dtype"]) for o in metadata["outputs"])
         self.session = session
         """The TVM RPC session the model runs on (:meth:`on`), or ``None``: this machine."""
+        self._uploaded = None
+        """The module on the RPC session's device (a session model's code)."""
         target = stored_target(metadata)
         if session is None:
             self._device = device_of(target)
@@ -86,12 +96,28 @@ class CompiledModel:
             self._device, self.missing_features = device_of(target, session), []
             if uploaded is None:
                 uploaded = upload(session, executable, target, "lutc_model.so")
+            self._uploaded = uploaded
             self._main = self._vm(uploaded)["main"]
             weights = self._weights.ordered(self.layout)
             self._weight_args = tuple(tvm.runtime.tensor(t.numpy(), self._device) for t in weights)
         self._staging: dict[str, OrderedDict] = {}
         """Input name -> (shape, dtype) -> tensor, the most recent last (at most :data:`STAGED_SHAPES`)."""
         self._lock = threading.Lock()
+
+    def __reduce__(self):
+        raise TypeError("a CompiledModel cannot be pickled (it holds compiled code and device memory): save it "
+                        "with model.export_library(path) and read it back with lutc.load(path), in this process or "
+                        "another")  # fmt: skip
+
+    def __copy__(self) -> CompiledModel:
+        """A model of its own (its own VM, staging and lock: calls in two threads run at once)
+        sharing this one's compiled code and weights, which nothing changes."""
+        return CompiledModel(self._executable, copy.deepcopy(self.metadata), self._weights, self.session,
+                             uploaded=self._uploaded)  # fmt: skip
+
+    def __deepcopy__(self, memo: dict) -> CompiledModel:
+        """As :meth:`__copy__`: the code and weights are immutable, so they are shared, not copied."""
+        return self.__copy__()
 
     def _vm(self, module) -> relax.VirtualMachine:
         return relax.VirtualMachine(module, self._device, memory_cfg=memory_config(self._device))
@@ -238,7 +264,8 @@ class CompiledModel:
 
     def export_library(self, path: str | os.PathLike, *, weights: str | os.PathLike | None = None) -> Path:
         """Write the shared library, its weight file and its ``.lutc.json`` description atomically
-        (see :mod:`lutc.library`); returns ``path``.
+        (see :mod:`lutc.library`); returns the library's path: ``path``, with ``.so`` added when it
+        has no suffix.
 
         The weights go to ``weights`` (a file name beside ``path``; default ``<path>.weights``). A
         weight file that already holds every weight of this model unchanged is reused, not
@@ -246,6 +273,9 @@ class CompiledModel:
         share one file (:func:`lutc.build_decoder`).
         """
         path = Path(path)
+        if path.is_dir():
+            raise LutcError(f"cannot write {path}: it is a directory")
+        path = path if path.suffix else path.with_name(path.name + ".so")  # the loader picks formats by suffix
         if self._executable is None:
             raise LutcError(f"cannot write {path}: this model was loaded onto a device from a library file; "
                             "export the model it was built from, or copy that file")  # fmt: skip
@@ -261,7 +291,7 @@ class CompiledModel:
         if not reusable(path.parent / name, entries):
             arrays = [self._weights.tensors[w.key] for w in self.layout.weights]
             write_weight_file = (name, functools.partial(_write_weights, entries=entries, tensors=arrays))
-        write_atomically(path, write_library, json.dumps(sidecar, indent=1), write_weight_file)
+        write_atomically(path, write_library, sidecar, write_weight_file)
         return path
 
 
@@ -292,13 +322,15 @@ def load(path: str | os.PathLike, session=None, *, weights: WeightSet | None = N
         raise LoadError(f"{path} and {sidecar_of(path).name} must both exist (written by CompiledModel.export_library)")
     metadata = read_sidecar(path)
     target = stored_target(metadata)
-    weights = _load_weights(path, metadata, target, session, weights)
     if session is not None:
+        check_library_digest(path, path, metadata)
+        weights = _load_weights(path, metadata, target, session, weights)
         return CompiledModel(None, metadata, weights, session, uploaded=upload_file(session, path))
     missing = missing_on_host(target)
     if missing:
         raise LoadError(f"{path}: {foreign_target_message(metadata, missing)}")
-    executable = load_library(path, tvm.runtime.load_module)
+    executable = load_library(path, tvm.runtime.load_module, metadata)
+    weights = _load_weights(path, metadata, target, session, weights)
     try:
         return CompiledModel(executable, metadata, weights)
     except Exception as err:

@@ -2,7 +2,8 @@
 
 A model is three files: the shared library (its code), its weight file
 (:mod:`lutc.weight_file`, ``<library>.weights`` unless named otherwise) and ``<library>.lutc.json``
-(its inputs, outputs, decisions, options and the weights it reads, with their digests). All are
+(its inputs, outputs, decisions, options, the weights it reads with their digests, and the digest
+of the library it describes: a sidecar copied beside another library is refused). All are
 written to temporary files in the target directory and moved into place with ``os.replace``, the
 sidecar last, so a failed export leaves the previous set intact (and a sidecar never names a
 weight file it was not written with: the digests say so on load). Loading checks the sidecar's
@@ -13,6 +14,7 @@ of the dynamic loader's cached old one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -24,12 +26,15 @@ from pathlib import Path
 from .errors import LoadError, LutcError
 
 SIDECAR_SUFFIX = ".lutc.json"
-SIDECAR_FORMAT = 2
-"""Version of the sidecar's schema; written as ``format``, checked on load (2: weights in their own file)."""
+SIDECAR_FORMAT = 3
+"""Version of the sidecar's schema; written as ``format``, checked on load (2: weights in their own
+file; 3: the library's digest)."""
 
 SIDECAR_FIELDS = {
     "format": int, "inputs": list, "outputs": list, "decisions": dict, "target": str, "options": dict, "weights": dict,
+    "library": dict,
 }  # fmt: skip
+LIBRARY_FIELDS = {"sha1": str, "bytes": int}
 WEIGHTS_FIELDS = {"file": str, "tensors": list}
 WEIGHT_FIELDS = {"key": str, "shape": list, "dtype": str, "nbytes": int, "sha1": str}
 TENSOR_FIELDS = {"name": str, "shape": list, "dtype": str}
@@ -53,36 +58,57 @@ def _temporary(directory: Path, suffix: str) -> Path:
 def write_atomically(
     path: Path,
     write_library: Callable[[str], None],
-    sidecar_text: str,
+    sidecar: dict,
     weights: tuple[str, Callable[[str], None]] | None = None,
 ) -> None:
     """Write the library with ``write_library(tmp_path)``, the weight file ``weights = (name,
-    write(tmp_path))`` when given (none: the one already there is kept) and the sidecar, then move
-    them into place, the sidecar last."""
+    write(tmp_path))`` when given (none: the one already there is kept) and the sidecar (``sidecar``
+    with the library's digest as ``library``), then move them into place, the sidecar last."""
     if path.is_dir():
         raise LutcError(f"cannot write {path}: it is a directory")
     if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
         raise LutcError(f"cannot write {path}: {path.parent} is not a writable directory")
-    library, sidecar = _temporary(path.parent, path.suffix or ".so"), _temporary(path.parent, SIDECAR_SUFFIX)
+    library, sidecar_file = _temporary(path.parent, path.suffix or ".so"), _temporary(path.parent, SIDECAR_SUFFIX)
     weight_file = _temporary(path.parent, ".weights") if weights is not None else None
     try:
         if weights is not None:
             weights[1](str(weight_file))
         write_library(str(library))
-        sidecar.write_text(sidecar_text)
+        record = {"sha1": file_sha1(library), "bytes": library.stat().st_size}
+        sidecar_file.write_text(json.dumps({**sidecar, "library": record}, indent=1))
         if weights is not None:
             os.replace(weight_file, path.parent / weights[0])
         os.replace(library, path)
-        os.replace(sidecar, sidecar_of(path))
+        os.replace(sidecar_file, sidecar_of(path))
     except OSError as err:
         raise LutcError(f"cannot write {path}: {err.strerror or err}") from None
     except Exception as err:  # TVM reports a failed link (a full disk) as "Compilation error"
         reason = (str(err).strip().splitlines() or [""])[0]
         raise LutcError(f"cannot write {path}: the library did not link ({reason}); is the disk full?") from None
     finally:
-        for temporary in (library, sidecar, weight_file):
+        for temporary in (library, sidecar_file, weight_file):
             if temporary is not None:
                 temporary.unlink(missing_ok=True)
+
+
+def file_sha1(path: Path) -> str:
+    digest = hashlib.sha1(usedforsecurity=False)
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_library_digest(path: Path, copy: Path, metadata: dict) -> None:
+    """Refuse a library (read from ``copy``, the bytes that will be loaded) other than the one
+    ``path``'s sidecar was written with."""
+    record = metadata["library"]
+    found = file_sha1(copy)
+    if found != record["sha1"]:
+        raise LoadError(f"{path} is not the library {sidecar_of(path)} describes (sha1 {found[:12]}, "
+                        f"{copy.stat().st_size} bytes; the sidecar was written for sha1 {record['sha1'][:12]}, "
+                        f"{record['bytes']} bytes): the files come from different exports; export the model "
+                        "again, or copy a library with its own .lutc.json and weight file")  # fmt: skip
 
 
 def _check_fields(where: str, data: dict, fields: dict[str, type], file: Path) -> None:
@@ -108,6 +134,7 @@ def read_sidecar(path: Path) -> dict:
         raise LoadError(f"{sidecar}: sidecar format {data.get('format')!r}; this lutc reads format {SIDECAR_FORMAT}")
     _check_fields("", data, SIDECAR_FIELDS, sidecar)
     _check_fields("weights ", data["weights"], WEIGHTS_FIELDS, sidecar)
+    _check_fields("library ", data["library"], LIBRARY_FIELDS, sidecar)
     for kind, fields, items in (
         ("inputs", TENSOR_FIELDS, data["inputs"]),
         ("outputs", TENSOR_FIELDS, data["outputs"]),
@@ -137,12 +164,15 @@ def check_elf(path: Path) -> None:
                 raise LoadError(f"{path}: truncated ({size} bytes; a segment ends at byte {offset + filesz})")
 
 
-def load_library(path: Path, load: Callable[[str], object]) -> object:
-    """``load`` a private copy of the checked library (the loader caches libraries by path)."""
+def load_library(path: Path, load: Callable[[str], object], metadata: dict) -> object:
+    """``load`` a private copy of the checked library (the loader caches libraries by path), after
+    checking that it is the one ``metadata`` (its sidecar) describes. The copy is named ``.so``: the
+    loader picks the format by suffix, so a library renamed to any name still loads."""
     check_elf(path)
-    copy = Path(tempfile.mkdtemp(prefix="lutc-load-")) / path.name
+    copy = Path(tempfile.mkdtemp(prefix="lutc-load-")) / "model.so"
     try:
         shutil.copyfile(path, copy)
+        check_library_digest(path, copy, metadata)
         return load(str(copy))
     except LoadError:
         raise

@@ -86,8 +86,8 @@ def test_damaged_library_is_a_load_error(exported, damage):
     [
         ("{not json", "not valid JSON"),
         ("[1, 2]", "expected a JSON object; got a list"),
-        ('{"format": 2}', "has no field 'inputs'"),
-        ('{"format": 1}', "sidecar format 1; this lutc reads format 2"),
+        (f'{{"format": {SIDECAR_FORMAT}}}', "has no field 'inputs'"),
+        ('{"format": 2}', f"sidecar format 2; this lutc reads format {SIDECAR_FORMAT}"),
         ('{"format": 99}', "sidecar format 99"),
         ('{"inputs": []}', "sidecar format None"),
     ],
@@ -120,6 +120,35 @@ def test_failed_export_keeps_the_previous_files(models, exported, monkeypatch):
     assert (exported.read_bytes(), sidecar_of(exported).read_text(), weights.read_bytes()) == before
     assert sorted(p.name for p in exported.parent.iterdir()) == ["model.so", "model.so.lutc.json", "model.so.weights"]
     np.testing.assert_array_equal(lutc.load(exported)(A=X), models[0](A=X))
+
+
+def test_a_sidecar_copied_over_another_library_is_refused(models, tmp_path):
+    """Model b's sidecar beside model a's library (same inputs and outputs): a LoadError naming both
+    files, not a model that computes a while describing b."""
+    a, b = models[0].export_library(tmp_path / "a.so"), models[1].export_library(tmp_path / "b.so")
+    sidecar_of(a).write_bytes(sidecar_of(b).read_bytes())
+    with pytest.raises(LoadError, match="different exports") as info:
+        lutc.load(a)
+    assert str(a) in str(info.value) and str(sidecar_of(a)) in str(info.value)
+
+
+def test_a_library_changed_after_export_is_refused(exported):
+    exported.write_bytes(exported.read_bytes() + b"\0")
+    with pytest.raises(LoadError, match=r"is not the library .* describes"):
+        lutc.load(exported)
+
+
+def test_export_without_a_suffix_writes_a_loadable_so(models, tmp_path):
+    path = models[0].export_library(tmp_path / "model")
+    assert path == tmp_path / "model.so" and sidecar_of(path).is_file() and not (tmp_path / "model").exists()
+    np.testing.assert_array_equal(lutc.load(path)(A=X), models[0](A=X))
+
+
+def test_a_library_renamed_with_its_sidecar_still_loads(exported, models):
+    renamed = exported.with_name("renamed.model")
+    exported.rename(renamed)
+    sidecar_of(exported).rename(sidecar_of(renamed))
+    np.testing.assert_array_equal(lutc.load(renamed)(A=X), models[0](A=X))
 
 
 def test_export_to_a_directory_is_refused(models, tmp_path):

@@ -10,7 +10,6 @@ as it is, with a warning naming it.
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -20,6 +19,7 @@ from ..quant.formats import AnyFormat
 from ..quant.onnx_convert import matmul_nbits_node, to_matmul_nbits
 from ..quant.weights import quantize
 from .onnx_import import load_onnx
+from .weights import ModelSource
 
 MS_DOMAIN = "com.microsoft"
 
@@ -70,7 +70,7 @@ def _nbits_node(node: onnx.NodeProto, b: np.ndarray, bias, fmt: AnyFormat, index
     return matmul_nbits_node(node.name, node.input[0], node.output[0], arrays, bias, prefix=f"lutc_q{index}")
 
 
-def quantize_float_matmuls(model: str | Path | onnx.ModelProto, fmt: AnyFormat) -> onnx.ModelProto:
+def quantize_float_matmuls(model: ModelSource, fmt: AnyFormat) -> onnx.ModelProto:
     """A copy of ``model`` whose constant-weight MatMul/Gemm nodes are quantized to ``fmt``."""
     source = load_onnx(model)
     out = onnx.ModelProto()

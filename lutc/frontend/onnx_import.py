@@ -15,8 +15,10 @@ blocked ``DequantizeLinear``. lutc subclasses its importer (TVM's sources stay u
 
 from __future__ import annotations
 
-import contextlib
-import io
+import builtins
+import contextvars
+import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +43,10 @@ from .index_checks import checked_indices
 from .model_info import ModelInfo, QuantizedNode, TensorInfo
 from .positions import position_limit
 from .prepare import prepare_graph
-from .relax_util import forget_shared
+from .relax_util import sharing_values
 from .shape_values import ShapeValues
 from .weight_params import WEIGHTS_ATTR, weight_key, weight_var, weights_of, with_weights
-from .weights import WeightStore, read_weightless
+from .weights import ModelSource, WeightStore, proto_from_bytes, read_weightless
 
 MIN_OPSET = 13
 """Oldest default-domain opset lutc accepts; older models go through ``onnx.version_converter``."""
@@ -58,10 +60,12 @@ NARROW_TYPES = {
 }
 
 
-def load_onnx(model: str | Path | onnx.ModelProto) -> onnx.ModelProto:
+def load_onnx(model: ModelSource) -> onnx.ModelProto:
     """Read a model, turning a missing, truncated or corrupt file into a :class:`ModelError`."""
     if isinstance(model, onnx.ModelProto):
         return model
+    if isinstance(model, bytes | bytearray | memoryview):
+        return proto_from_bytes(model)
     path = Path(model)
     if not path.is_file():
         raise ModelError(f"no ONNX model at {str(path)!r}")
@@ -218,7 +222,7 @@ def _index_limits(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def inspect_onnx(
-    model: str | Path | onnx.ModelProto,
+    model: ModelSource,
     shapes: dict[str, list[int]] | None = None,
     *,
     fold: bool = True,
@@ -231,7 +235,7 @@ def inspect_onnx(
     ``fold=False`` applies ``shapes`` but skips inference and folding (tests reach the converters so).
     """
     folder = Path(base_dir) if base_dir is not None else None
-    if folder is None and not isinstance(model, onnx.ModelProto):
+    if folder is None and isinstance(model, str | os.PathLike):
         folder = Path(model).parent
     model, store = read_weightless(model, base_dir)
     _name_nodes(model)
@@ -402,8 +406,29 @@ class _Importer(onnx_frontend.ONNXGraphImporter):
         return self.bb.emit(relax.call_tir(func, args, relax.TensorType((node.k, node.n), "float32")))
 
 
+_ONE_IMPORT_AT_A_TIME = threading.Lock()
+"""TVM's importer builds ``main`` in a function scope of ``relax.BlockBuilder``, whose scope stack
+is one list per process: two imports in two threads interleaved their scopes and failed
+(``BlockBuilder.current() must be self``). Imports take turns; the rest of a build runs in parallel."""
+
+_IMPORTING: contextvars.ContextVar[bool] = contextvars.ContextVar("lutc_importing", default=False)
+"""True while this thread runs TVM's importer for :func:`import_onnx`."""
+
+
+def _importer_print(*args, **kwargs) -> None:
+    """``print`` for TVM's importer module, which prints each failing node's raw inputs (whole
+    constant arrays) before raising: silent inside :func:`import_onnx` in this thread (the
+    :class:`ModelError` says what failed), ``print`` anywhere else. Unlike swapping
+    ``sys.stdout``, it leaves other threads' output alone."""
+    if not _IMPORTING.get():
+        builtins.print(*args, **kwargs)
+
+
+onnx_frontend.print = _importer_print
+
+
 def import_onnx(
-    model: str | Path | onnx.ModelProto,
+    model: ModelSource,
     shape_dict: dict[str, list] | None = None,
     *,
     fold: bool = True,
@@ -414,16 +439,16 @@ def import_onnx(
     model, info = inspect_onnx(model, shape_dict, fold=fold, base_dir=base_dir)
     domains = {node.name: node.domain for node in model.graph.node}
     importer = _Importer(info, domains)
-    forget_shared()
+    token = _IMPORTING.set(True)
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # TVM prints each failing node's raw inputs
+        with _ONE_IMPORT_AT_A_TIME, sharing_values():
             mod = importer.from_onnx(model.graph, info.opset)
     except ModelError:
         raise
     except Exception as err:
         raise ModelError(f"TVM's ONNX importer failed: {type(err).__name__}: {err}") from err
     finally:
-        forget_shared()
+        _IMPORTING.reset(token)
     return _with_weight_keys(mod), info
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
 
 import tvm
 from tvm import relax
@@ -37,7 +39,8 @@ def heads_last(bb: relax.BlockBuilder, x: relax.Expr) -> relax.Expr:
     return bb.normalize(relax.op.reshape(merged, (batch, seq, heads * head_size)))
 
 
-_SHARED: dict[int, tuple[relax.BlockBuilder, list]] = {}
+_SHARED: contextvars.ContextVar[list | None] = contextvars.ContextVar("lutc_shared_values", default=None)
+"""What :func:`shared` keeps for the import running in this thread (:func:`sharing_values`)."""
 
 
 def _same(a, b) -> bool:
@@ -48,17 +51,26 @@ def _same(a, b) -> bool:
 
 def shared(bb: relax.BlockBuilder, key: tuple, make: Callable[[], object]):
     """``make()``, or what it returned for an equal ``key`` (exprs compared by identity) earlier in
-    this block builder: values every layer of a model computes alike (rotary rows, the causal
-    mask, the cache check) are bound once, not once per layer."""
-    _, entries = _SHARED.setdefault(id(bb), (bb, []))
-    for seen, value in entries:
-        if len(seen) == len(key) and all(_same(a, b) for a, b in zip(seen, key, strict=True)):
+    this block builder and import: values every layer of a model computes alike (rotary rows, the
+    causal mask, the cache check) are bound once, not once per layer. Outside
+    :func:`sharing_values`, always ``make()``."""
+    entries = _SHARED.get()
+    if entries is None:
+        return make()
+    for seen_bb, seen, value in entries:
+        if seen_bb.same_as(bb) and len(seen) == len(key) and all(_same(a, b) for a, b in zip(seen, key, strict=True)):
             return value
     value = make()
-    entries.append((key, value))
+    entries.append((bb, key, value))
     return value
 
 
-def forget_shared() -> None:
-    """Drop what :func:`shared` kept (called when an import starts)."""
-    _SHARED.clear()
+@contextlib.contextmanager
+def sharing_values() -> Iterator[None]:
+    """Scope of one import's :func:`shared` values: this thread's, dropped at the end (builds in
+    other threads keep their own)."""
+    token = _SHARED.set([])
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)

@@ -142,6 +142,22 @@ class WeightStore:
         return self._maps[path]
 
 
+ModelSource = str | os.PathLike | bytes | onnx.ModelProto
+"""What lutc reads a model from: a path, the serialized bytes (as ``onnx.load_from_string`` takes
+them; external data then lives in ``base_dir``) or a ``ModelProto``."""
+
+
+def proto_from_bytes(data: bytes | bytearray | memoryview) -> onnx.ModelProto:
+    """The ``ModelProto`` serialized in ``data``; bytes that are not one are a :class:`ModelError`."""
+    try:
+        proto = onnx.load_from_string(bytes(data))
+    except Exception as err:
+        raise ModelError(f"the {len(data)} bytes given are not a serialized ONNX model ({err})") from None
+    if not proto.graph.node:
+        raise ModelError(f"the {len(data)} bytes given hold no graph nodes: not a serialized ONNX model")
+    return proto
+
+
 def _load_graph(path: Path) -> onnx.ModelProto:
     if not path.is_file():
         raise ModelError(f"no ONNX model at {str(path)!r}")
@@ -290,13 +306,15 @@ def _materialize_nested(graph: onnx.GraphProto, base_dir: Path | None) -> None:
 
 
 def read_weightless(
-    model: str | os.PathLike | onnx.ModelProto, base_dir: str | os.PathLike | None = None
+    model: ModelSource, base_dir: str | os.PathLike | None = None
 ) -> tuple[onnx.ModelProto, WeightStore]:
     """The model's graph with its big initializers as references, and the store that reads them.
 
-    ``model``: a path (external data is looked up beside it) or a ``ModelProto`` (never changed;
-    external data is looked up in ``base_dir``). See the module docstring.
+    ``model``: a path (external data is looked up beside it), or a ``ModelProto`` (never changed)
+    or its serialized bytes (external data is looked up in ``base_dir``). See the module docstring.
     """
+    if isinstance(model, bytes | bytearray | memoryview):
+        model = proto_from_bytes(model)
     if isinstance(model, onnx.ModelProto):
         source, folder = model, Path(base_dir) if base_dir is not None else None
         if not source.graph.node:

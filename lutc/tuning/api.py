@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-import onnx
 from tvm.target import Target
 
 from ..backend import backend_of, level
 from ..builder import BuildOptions, lut_module
+from ..frontend.weights import ModelSource
 from ..kernels.spec import KernelSpec
 from ..targets import resolve_target
 from .measure import RpcTracker
@@ -18,7 +18,7 @@ from .tuner import TaskResult, TuneOptions, tune_tasks
 
 
 def tune(
-    model: str | Path | onnx.ModelProto,
+    model: ModelSource,
     target: str | dict | Target = "x86",
     *,
     trials: int = 64,

@@ -13,7 +13,7 @@ backend). A CUDA library exported without a GPU holds CUDA C; TVM compiles it on
 flags TVM's nvcc path uses.
 
 Weights: each library's ``main`` takes its inputs, then one tuple of weight tensors in the order
-its sidecar (``<library>.lutc.json``, format 2) lists them. They are read here from the weight file
+its sidecar (``<library>.lutc.json``, format 3) lists them. They are read here from the weight file
 the sidecar names (beside the library; ``lutc.weight_file``'s layout, read with numpy only), each
 checked against the sidecar's sha1, and put on the device once per case. A missing, damaged or
 foreign weight file fails its case with a message naming the file.
@@ -69,7 +69,7 @@ class WeightFileError(Exception):
 # ---------------------------------------------------------------------------- weights
 
 SIDECAR_SUFFIX = ".lutc.json"
-SIDECAR_FORMAT = 2
+SIDECAR_FORMAT = 3
 WEIGHT_MAGIC = b"LUTCWTS1"
 WEIGHT_ALIGNMENT = 4096
 """``lutc.weight_file``'s layout, read here without lutc: the magic, the header's length
