@@ -11,7 +11,8 @@ from tvm import relax
 from tvm.target import Target
 
 from .backend import backend_of, device_of, missing_on_host
-from .compiled import CompiledModel, metadata_for
+from .compiled import CompiledModel
+from .description import ModelDescription
 from .errors import CompileError, LutcError, ModelError
 from .frontend import ModelInfo, import_onnx
 from .frontend.float_weights import quantize_float_matmuls
@@ -100,17 +101,17 @@ def build_sharing(
     if opts.threads is not None:
         set_threads(opts.threads)
     mod, info = lut_module(model, opts, base_dir=base_dir)
-    info = replace(info, outputs=_static_output_dims(mod, info.outputs))
+    outputs = _static_output_dims(mod, info.outputs)
     tuned = _tuned_schedules(tuning_logs, tvm_target)
     lowered = _lower(mod, tvm_target, tuned)
     layout = WeightLayout.of(lowered)
     executable = _compile(lowered, tvm_target)
     _compute_weights(layout, WeightReader(info.weights, info.quantized), tvm_target, weights)
-    metadata = metadata_for(info, _decisions(mod), tvm_target, opts, layout)
     if tuned is not None:
         tuned.warn_fallbacks()
-        metadata["tuning"] = tuned.summary()
-    return CompiledModel(executable, metadata, weights)
+    summary = tuned.summary() if tuned is not None else None
+    description = ModelDescription.of_build(info, outputs, _decisions(mod), tvm_target, opts, layout, summary)
+    return CompiledModel(executable, description, weights)
 
 
 def _compute_weights(layout: WeightLayout, reader: WeightReader, target: Target, weights: WeightSet):

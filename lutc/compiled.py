@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import copy
 import functools
-import json
 import os
 import threading
 from collections import OrderedDict
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +13,11 @@ import tvm
 from tvm import relax
 
 from .backend import backend_of, device_of, generated_source, level, missing_on_host
+from .description import ModelDescription
 from .errors import InputError, LoadError, LutcError, TargetError
 from .frontend.model_info import TensorInfo
 from .frontend.positions import PositionLimit
-from .frontend.prepare import PrepareReport
 from .library import (
-    SIDECAR_FORMAT,
     check_library_digest,
     load_library,
     read_sidecar,
@@ -32,9 +28,7 @@ from .remote import linker, upload, upload_file
 from .runtime import copy_into, to_numpy
 from .weight_file import write as write_weights
 from .weights import (
-    WeightLayout,
     WeightSet,
-    WeightSpec,
     host_array,
     load_weights,
     reusable,
@@ -71,21 +65,22 @@ class CompiledModel:
     instead of crashing on an illegal instruction.
     """
 
-    def __init__(self, executable, metadata: dict, weights: WeightSet | None = None, session=None, uploaded=None):
+    def __init__(
+        self, executable, description: ModelDescription, weights: WeightSet | None = None, session=None, uploaded=None
+    ):
         self._executable = executable
-        self.metadata = metadata
-        self.layout = layout_of(metadata)
+        self.description = description
+        """What the model is (:class:`lutc.description.ModelDescription`); :attr:`metadata` is its JSON."""
+        self.layout = description.layout
         """The weights ``main`` takes (keys, shapes, dtypes)."""
         self._weights = weights if weights is not None else WeightSet()
-        self.inputs = tuple(
-            TensorInfo(i["name"], tuple(i["shape"]), i["dtype"], i.get("index_limit")) for i in metadata["inputs"]
-        )
-        self.outputs = tuple(TensorInfo(o["name"], tuple(o["shape"]), o["dtype"]) for o in metadata["outputs"])
+        self.inputs = description.inputs
+        self.outputs = description.outputs
         self.session = session
         """The TVM RPC session the model runs on (:meth:`on`), or ``None``: this machine."""
         self._uploaded = None
         """The module on the RPC session's device (a session model's code)."""
-        target = stored_target(metadata)
+        target = description.tvm_target
         if session is None:
             self._device = device_of(target)
             self.missing_features = missing_on_host(target)
@@ -112,8 +107,7 @@ class CompiledModel:
     def __copy__(self) -> CompiledModel:
         """A model of its own (its own VM, staging and lock: calls in two threads run at once)
         sharing this one's compiled code and weights, which nothing changes."""
-        return CompiledModel(self._executable, copy.deepcopy(self.metadata), self._weights, self.session,
-                             uploaded=self._uploaded)  # fmt: skip
+        return CompiledModel(self._executable, self.description, self._weights, self.session, uploaded=self._uploaded)
 
     def __deepcopy__(self, memo: dict) -> CompiledModel:
         """As :meth:`__copy__`: the code and weights are immutable, so they are shared, not copied."""
@@ -126,14 +120,18 @@ class CompiledModel:
         """This model on the device of a TVM RPC ``session`` (``lutc.remote.RpcTracker(...).connect()``):
         linked with the target's cross compiler, uploaded and loaded there; called as a local one
         (numpy in, numpy out). Raises :class:`lutc.remote.DeviceError` if the device refuses it."""
-        return CompiledModel(self._executable, self.metadata, self._weights, session)
+        return CompiledModel(self._executable, self.description, self._weights, session)
+
+    @property
+    def metadata(self) -> dict:
+        """The description as JSON: what the sidecar stores (a new dict each time)."""
+        return self.description.as_json()
 
     @property
     def position_limit(self) -> PositionLimit | None:
         """How many positions (past + new tokens of one call) the model can address, where it says
         (rotary cache rows, ``genai_config.json``, ``config.json``): :func:`lutc.generate` stops there."""
-        stored = self.metadata.get("position_limit")
-        return PositionLimit(**stored) if stored else None
+        return self.description.position_limit
 
     @property
     def weights(self) -> dict[str, tvm.runtime.Tensor]:
@@ -158,7 +156,7 @@ class CompiledModel:
     @property
     def decisions(self) -> dict[str, str]:
         """Quantized node -> how it runs (``lut fast w2g128``, ``dequantize path: ...``)."""
-        return dict(self.metadata["decisions"])
+        return dict(self.description.decisions)
 
     def source(self, kind: str = "cuda") -> str:
         """The generated source of the model's ``kind`` device code (``"cuda"``: the CUDA C of a
@@ -168,8 +166,9 @@ class CompiledModel:
         return generated_source(self._executable.mod, kind)
 
     def summary(self) -> str:
-        isa = level(stored_target(self.metadata))
-        lines = [f"lutc model for {isa}: {self.metadata['target']}  (mode {self.metadata['options']['mode']})"]
+        described = self.description
+        isa = level(described.tvm_target)
+        lines = [f"lutc model for {isa}: {described.target}  (mode {described.options['mode']})"]
         if self.missing_features:
             lines += [f"not runnable here: needs {', '.join(self.missing_features)}"]
         lines += ["inputs:  " + ", ".join(i.describe() for i in self.inputs)]
@@ -180,10 +179,9 @@ class CompiledModel:
         lines += [f"  {node}: {how}" for node, how in sorted(decisions.items())]
         if not decisions:
             lines += ["  (none: the model has no quantized matmul; it runs on TVM's default path)"]
-        preparation = self.metadata.get("preparation")
-        if preparation:
-            lines += [PrepareReport.from_dict(preparation).describe()]
-        tuning = self.metadata.get("tuning")
+        if described.preparation is not None:
+            lines += [described.preparation.describe()]
+        tuning = described.tuning
         if tuning:
             lines += [f"tuning log {tuning['log']}: {len(tuning['tuned'])} kernel(s) tuned, "
                       f"{len(tuning['default'])} on the default schedule"]  # fmt: skip
@@ -197,7 +195,7 @@ class CompiledModel:
 
     def __call__(self, *args: np.ndarray, **kwargs: np.ndarray):
         if self._main is None:
-            raise TargetError(foreign_target_message(self.metadata, self.missing_features))
+            raise TargetError(foreign_target_message(self.description.tvm_target, self.missing_features))
         arrays = _bind_inputs(self.inputs, args, kwargs)
         _check_dims(self.inputs, arrays)
         with self._lock:  # the VM, its staged inputs and its output tensors are shared state
@@ -224,7 +222,7 @@ class CompiledModel:
         """:meth:`run` for callers that made the inputs themselves (:func:`lutc.generate`'s loop):
         ``values`` in input order, not checked here (the VM still checks shapes and dtypes)."""
         if self._main is None:
-            raise TargetError(foreign_target_message(self.metadata, self.missing_features))
+            raise TargetError(foreign_target_message(self.description.tvm_target, self.missing_features))
         with self._lock:
             result = self._run(values)
         return (result,) if isinstance(result, tvm.runtime.Tensor) else tuple(result)
@@ -236,7 +234,7 @@ class CompiledModel:
             return self._main(*inputs, *self._weight_args)
         except (ValueError, RuntimeError) as err:
             reason = (str(err).strip().splitlines() or [""])[0]
-            rules = self.metadata.get("input_rules") or []
+            rules = self.description.input_rules
             if "ErrorContext(match_cast, ty=R.Shape(" in reason and rules:  # a rule's check, not an input's shape
                 reason += " (" + "; ".join(rules) + ")"
             shapes = ", ".join(f"{i.name}{list(a.shape)}" for i, a in zip(self.inputs, arrays, strict=True))
@@ -280,7 +278,7 @@ class CompiledModel:
             raise LutcError(f"cannot write {path}: this model was loaded onto a device from a library file; "
                             "export the model it was built from, or copy that file")  # fmt: skip
         try:
-            fcompile = linker(stored_target(self.metadata))
+            fcompile = linker(self.description.tvm_target)
         except LutcError as err:
             raise LutcError(f"cannot write {path}: {err}") from None
         write_library = functools.partial(self._executable.export_library, fcompile=fcompile)
@@ -299,13 +297,6 @@ def _write_weights(target: str, *, entries: list[dict], tensors: list) -> None:
     write_weights(Path(target), entries, (host_array(t) for t in tensors))
 
 
-def layout_of(metadata: dict) -> WeightLayout:
-    """The weight layout a model's metadata (or sidecar) records."""
-    stored = metadata.get("weights") or {}
-    specs = tuple(WeightSpec(t["key"], tuple(t["shape"]), t["dtype"]) for t in stored.get("tensors", []))
-    return WeightLayout(specs)
-
-
 def load(path: str | os.PathLike, session=None, *, weights: WeightSet | None = None) -> CompiledModel:
     """Load a model written by :meth:`CompiledModel.export_library`; a damaged set of files raises ``LoadError``.
 
@@ -321,18 +312,19 @@ def load(path: str | os.PathLike, session=None, *, weights: WeightSet | None = N
     if not path.is_file() or not sidecar_of(path).is_file():
         raise LoadError(f"{path} and {sidecar_of(path).name} must both exist (written by CompiledModel.export_library)")
     metadata = read_sidecar(path)
-    target = stored_target(metadata)
+    description = ModelDescription.from_json(metadata)
+    target = description.tvm_target
     if session is not None:
         check_library_digest(path, path, metadata)
         weights = _load_weights(path, metadata, target, session, weights)
-        return CompiledModel(None, metadata, weights, session, uploaded=upload_file(session, path))
+        return CompiledModel(None, description, weights, session, uploaded=upload_file(session, path))
     missing = missing_on_host(target)
     if missing:
-        raise LoadError(f"{path}: {foreign_target_message(metadata, missing)}")
+        raise LoadError(f"{path}: {foreign_target_message(target, missing)}")
     executable = load_library(path, tvm.runtime.load_module, metadata)
     weights = _load_weights(path, metadata, target, session, weights)
     try:
-        return CompiledModel(executable, metadata, weights)
+        return CompiledModel(executable, description, weights)
     except Exception as err:
         raise LoadError(f"{path}: not a lutc model library ({type(err).__name__}: {err})") from None
 
@@ -358,40 +350,11 @@ def _load_weights(path: Path, metadata: dict, target, session, shared: WeightSet
     return shared
 
 
-def stored_target(metadata: dict) -> tvm.target.Target:
-    """The target a model was built for, from its metadata."""
-    return tvm.target.Target(json.loads(metadata["target"]))
-
-
-def foreign_target_message(metadata: dict, missing: list[str]) -> str:
-    target = stored_target(metadata)
+def foreign_target_message(target: tvm.target.Target, missing: list[str]) -> str:
     return (f"the model was built for {level(target)} (target {target.attrs.get('mcpu', '') or target.kind.name}) "
             f"and needs {', '.join(missing)}, which this machine does not have; run it on such a machine (here: "
             "model.on(session) or lutc.load(path, session) with a TVM RPC session on it, or 'lutc run "
             "--rpc-tracker'), or build it with target='x86' (this machine's CPU)")  # fmt: skip
-
-
-def _lutc_version() -> str:
-    from . import __version__
-
-    return __version__
-
-
-def metadata_for(info, decisions: dict, target, options, layout: WeightLayout) -> dict:
-    """The JSON-ready description stored with a compiled model."""
-    return {
-        "weights": {"tensors": [w.as_dict() for w in layout.weights]},
-        "position_limit": asdict(info.position_limit) if info.position_limit is not None else None,
-        "format": SIDECAR_FORMAT,
-        "lutc_version": _lutc_version(),
-        "inputs": [asdict(i) for i in info.inputs],
-        "outputs": [asdict(o) for o in info.outputs],
-        "decisions": {str(k): str(v) for k, v in decisions.items()},
-        "target": str(target),
-        "options": asdict(options),
-        "preparation": info.preparation.as_dict() if info.preparation is not None else None,
-        "input_rules": list(info.input_rules),
-    }
 
 
 def _bind_inputs(inputs: tuple[TensorInfo, ...], args: tuple, kwargs: dict) -> list[np.ndarray]:

@@ -16,6 +16,7 @@ import pytest
 
 import lutc
 from lutc import zoo
+from lutc.description import ModelDescription
 from lutc.errors import LoadError, LutcError
 from lutc.library import SIDECAR_FORMAT, sidecar_of
 
@@ -50,6 +51,14 @@ def _load_in_subprocess(path) -> subprocess.CompletedProcess:
 def test_sidecar_has_format_and_version(exported):
     data = json.loads(sidecar_of(exported).read_text())
     assert data["format"] == SIDECAR_FORMAT and data["lutc_version"] == lutc.__version__
+
+
+def test_the_description_survives_export_and_load(models, exported):
+    """One serializer: what a build describes is what its sidecar holds and what a load reads back."""
+    built = models[0].description
+    assert ModelDescription.from_json(built.as_json()) == built
+    loaded = lutc.load(exported)
+    assert loaded.description == built and loaded.inputs == models[0].inputs and loaded.summary() == models[0].summary()
 
 
 def test_reexported_path_loads_the_new_model(models, tmp_path):
