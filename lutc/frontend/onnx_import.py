@@ -46,7 +46,7 @@ from .prepare import prepare_graph
 from .relax_util import sharing_values
 from .shape_values import ShapeValues
 from .weight_params import WEIGHTS_ATTR, weight_key, weight_var, weights_of, with_weights
-from .weights import ModelSource, WeightStore, proto_from_bytes, read_weightless
+from .weights import ModelSource, WeightStore, load_model_file, proto_from_bytes, read_weightless
 
 MIN_OPSET = 13
 """Oldest default-domain opset lutc accepts; older models go through ``onnx.version_converter``."""
@@ -66,16 +66,7 @@ def load_onnx(model: ModelSource) -> onnx.ModelProto:
         return model
     if isinstance(model, bytes | bytearray | memoryview):
         return proto_from_bytes(model)
-    path = Path(model)
-    if not path.is_file():
-        raise ModelError(f"no ONNX model at {str(path)!r}")
-    try:
-        proto = onnx.load(str(path))
-    except Exception as err:
-        raise ModelError(f"{path} is not a readable ONNX model (truncated or corrupt?): {err}") from None
-    if not proto.graph.node:
-        raise ModelError(f"{path} holds no graph nodes: truncated or not an ONNX model")
-    return proto
+    return load_model_file(Path(model), external_data=True)
 
 
 def _opset(model: onnx.ModelProto) -> int:

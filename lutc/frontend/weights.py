@@ -158,11 +158,13 @@ def proto_from_bytes(data: bytes | bytearray | memoryview) -> onnx.ModelProto:
     return proto
 
 
-def _load_graph(path: Path) -> onnx.ModelProto:
+def load_model_file(path: Path, *, external_data: bool = False) -> onnx.ModelProto:
+    """The model at ``path`` (its external data read in only with ``external_data``); a missing,
+    truncated or corrupt file is a :class:`ModelError`."""
     if not path.is_file():
         raise ModelError(f"no ONNX model at {str(path)!r}")
     try:
-        proto = onnx.load(str(path), load_external_data=False)
+        proto = onnx.load(str(path), load_external_data=external_data)
     except Exception as err:
         raise ModelError(f"{path} is not a readable ONNX model (truncated or corrupt?): {err}") from None
     if not proto.graph.node:
@@ -321,7 +323,7 @@ def read_weightless(
             raise ModelError("the ModelProto holds no graph nodes")
     else:
         path = Path(model)
-        source, folder = _load_graph(path), Path(base_dir) if base_dir is not None else path.parent
+        source, folder = load_model_file(path), Path(base_dir) if base_dir is not None else path.parent
     graph = _weightless_copy(source)
     refs, arrays = _strip(graph.graph, source.graph, folder)
     _materialize_nested(graph.graph, folder)
