@@ -139,7 +139,24 @@ def test_group_query_attention_with_scale_bias_and_position_ids():
     _check(_gqa_node(feeds, True, scale=0.3), feeds, _caches(16, 8), ["y", "present_key", "present_value"])
 
 
-@pytest.mark.parametrize(("attribute", "value"), [("local_window_size", 4), ("softcap", 30.0), ("smooth_softmax", 1)])
+@pytest.mark.parametrize("softcap", [0.0, 2.0])
+@pytest.mark.parametrize("window", [-1, 1, 3, 6])
+@pytest.mark.parametrize(("batch", "seq", "past"), [(2, 6, 0), (2, 1, 5), (1, 3, 4), (1, 1, 9)])
+def test_group_query_attention_local_window_and_softcap(window, softcap, batch, seq, past):
+    """Gemma-2/Phi-3 options on the concatenated cache: prompts and steps shorter and longer than
+    the window (each query sees its last ``window`` keys), with and without a logit softcap
+    small enough to bend the scores (2.0), rotary on and an attention bias added after the cap."""
+    feeds = _gqa_feeds(batch, seq, past, packed=False)
+    feeds["position_ids"] = np.broadcast_to(past + np.arange(seq), (batch, seq)).astype(np.int64)
+    feeds["bias"] = RNG.standard_normal((batch, 4, seq, past + seq)).astype(np.float32)
+    node = _gqa_node(feeds, True, local_window_size=window, softcap=softcap)
+    _check(node, feeds, _caches(16, 8), ["y", "present_key", "present_value"])
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value"),
+    [("local_window_size", 0), ("softcap", -1.0), ("smooth_softmax", 1), ("sliding_window_cache", 1)],
+)
 def test_unsupported_group_query_attention_attribute_names_the_node(attribute, value):
     feeds = _gqa_feeds(1, 1, 2, packed=True)
     model = _model(_gqa_node(feeds, False, **{attribute: value}), feeds, {}, ["y"])

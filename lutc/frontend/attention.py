@@ -30,8 +30,8 @@ GQA_INPUTS = ("query", "key", "value", "past_key", "past_value", "seqlens_k", "t
               "q_norm_weight", "k_norm_weight", "query_seqlens")  # fmt: skip
 GQA_SUPPORTED_INPUTS = frozenset(GQA_INPUTS[:11])
 GQA_ATTRIBUTE_DEFAULTS = {
-    "softcap": 0.0, "local_window_size": -1, "qk_output": 0, "causal": 1, "sliding_window_cache": 0,
-    "kv_cache_bit_width": 0, "k_quant_type": "NONE", "v_quant_type": "NONE",
+    "qk_output": 0, "causal": 1, "sliding_window_cache": 0, "kv_cache_bit_width": 0, "k_quant_type": "NONE",
+    "v_quant_type": "NONE",
 }  # fmt: skip
 """Attributes whose other values change the attention lutc computes: refused, never ignored."""
 
@@ -59,17 +59,28 @@ def _refuse_unsupported(op: str, inputs: list, attrs: dict, names: tuple, suppor
             raise ModelError(f"{op} with {name}={value} is not supported (only {name}={default} is)")
 
 
-def _visible(bb: relax.BlockBuilder, seq, past) -> relax.Expr:
-    """``[S, past + S]``: may query ``s`` see key ``j`` (``j <= past + s``)?"""
+def _visible(bb: relax.BlockBuilder, seq, past, window: int | None) -> relax.Expr:
+    """``[S, past + S]``: may query ``s`` (position ``p = past + s``) see key ``j``? ``j <= p``, and
+    with a local ``window`` also ``j > p - window`` (ORT 1.32's CPU kernel: the last ``window`` keys)."""
     keys = bb.normalize(relax.op.expand_dims(arange(bb, past + seq), axis=0))
     last_seen = bb.normalize(relax.op.expand_dims(arange(bb, seq, past), axis=1))
-    return bb.normalize(relax.op.less_equal(keys, last_seen))
+    visible = bb.normalize(relax.op.less_equal(keys, last_seen))
+    if window is None:
+        return visible
+    first_hidden = bb.normalize(relax.op.subtract(last_seen, relax.const(window, "int64")))
+    return bb.normalize(relax.op.logical_and(visible, bb.normalize(relax.op.greater(keys, first_hidden))))
 
 
-def _causal(bb: relax.BlockBuilder, scores: relax.Expr, seq, past) -> relax.Expr:
-    """``scores [..., S, past + S]`` with key ``j`` hidden from query ``s`` where ``j > past + s``."""
-    visible = shared(bb, ("causal", seq, past), lambda: _visible(bb, seq, past))
+def _causal(bb: relax.BlockBuilder, scores: relax.Expr, seq, past, window: int | None = None) -> relax.Expr:
+    """``scores [..., S, past + S]`` with the keys query ``s`` may not see (:func:`_visible`) hidden."""
+    visible = shared(bb, ("causal", seq, past, window), lambda: _visible(bb, seq, past, window))
     return bb.normalize(relax.op.where(visible, scores, relax.const(MASKED, "float32")))
+
+
+def _softcapped(bb: relax.BlockBuilder, scores: relax.Expr, softcap: float) -> relax.Expr:
+    """``softcap * tanh(scores / softcap)`` (Gemma-2's ``attn_logit_softcapping``)."""
+    capped = bb.normalize(relax.op.tanh(relax.op.divide(scores, relax.const(softcap, "float32"))))
+    return bb.normalize(relax.op.multiply(capped, relax.const(softcap, "float32")))
 
 
 def _grouped(bb: relax.BlockBuilder, x: relax.Expr, kv_heads: int) -> relax.Expr:
@@ -80,9 +91,11 @@ def _grouped(bb: relax.BlockBuilder, x: relax.Expr, kv_heads: int) -> relax.Expr
     return bb.normalize(relax.op.reshape(x, (batch, kv_heads, int(heads) // kv_heads, rows, cols)))
 
 
-def _attend(bb: relax.BlockBuilder, q: relax.Expr, k: relax.Expr, v: relax.Expr, scale: float, bias, mask):
-    """``softmax(mask(q kᵀ · scale + bias)) v`` for ``q [B, N, S, H]``, ``k, v [B, N_kv, T, H]``:
-    each group of ``N / N_kv`` query heads reads one key/value head (not copied per head)."""
+def _attend(bb: relax.BlockBuilder, q: relax.Expr, k: relax.Expr, v: relax.Expr, scale: float, bias, mask,
+            softcap: float = 0.0):  # fmt: skip
+    """``softmax(mask(cap(q kᵀ · scale) + bias)) v`` for ``q [B, N, S, H]``, ``k, v [B, N_kv, T, H]``
+    (``cap``: :func:`_softcapped` where ``softcap > 0``): each group of ``N / N_kv`` query heads
+    reads one key/value head (not copied per head)."""
     batch, heads, seq, head_size = dims(q)
     kv_heads = int(dims(k)[1])
     grouped = kv_heads != int(heads)
@@ -91,6 +104,8 @@ def _attend(bb: relax.BlockBuilder, q: relax.Expr, k: relax.Expr, v: relax.Expr,
         k, v = (bb.normalize(relax.op.expand_dims(t, axis=2)) for t in (k, v))
     keys = bb.normalize(relax.op.permute_dims(k, [*range(len(dims(k)) - 2), len(dims(k)) - 1, len(dims(k)) - 2]))
     scores = bb.normalize(relax.op.multiply(bb.normalize(relax.op.matmul(q, keys)), relax.const(scale, "float32")))
+    if softcap > 0:
+        scores = _softcapped(bb, scores, softcap)
     if bias is not None:
         scores = bb.normalize(relax.op.add(scores, _grouped(bb, bias, kv_heads) if grouped else bias))
     scores = mask(scores)
@@ -153,6 +168,12 @@ def _gqa_refusals(inputs: list, attrs: dict) -> None:
         raise ModelError("GroupQueryAttention needs both past_key and past_value, or neither")
     if int(attrs.get("do_rotary", 0)) and (inputs[7] is None or inputs[8] is None):
         raise ModelError("GroupQueryAttention with do_rotary=1 needs cos_cache and sin_cache")
+    window, softcap = int(attrs.get("local_window_size", -1)), float(attrs.get("softcap", 0.0))
+    if window == 0 or window < -1:
+        raise ModelError(f"GroupQueryAttention with local_window_size={window} is not supported (-1: no window, "
+                         "or a positive window)")  # fmt: skip
+    if softcap < 0 or not math.isfinite(softcap):
+        raise ModelError(f"GroupQueryAttention with softcap={softcap} is not supported (0: none, or positive)")
 
 
 def _gqa_rotation(bb: relax.BlockBuilder, inputs: list, attrs: dict, batch, seq, past) -> Rotation:
@@ -173,7 +194,9 @@ def _gqa_rotation(bb: relax.BlockBuilder, inputs: list, attrs: dict, batch, seq,
 
 
 def group_query_attention(bb: relax.BlockBuilder, inputs: list, attrs: dict) -> relax.Expr:
-    """ORT ``GroupQueryAttention``: causal GQA with a concatenated KV cache, rotary inside optional."""
+    """ORT ``GroupQueryAttention``: causal GQA with a concatenated KV cache, rotary inside optional,
+    a local window (``local_window_size``: each query sees its last ``window`` keys) and a
+    logit softcap optional."""
     _gqa_refusals(inputs, attrs)
     q, k, v = _gqa_projections(bb, inputs, int(attrs["num_heads"]), int(attrs["kv_num_heads"]))
     batch, _, seq, head_size = dims(q)
@@ -184,7 +207,9 @@ def group_query_attention(bb: relax.BlockBuilder, inputs: list, attrs: dict) -> 
     present_key, present_value = _with_past(bb, inputs[3], k), _with_past(bb, inputs[4], v)
     scale = float(attrs.get("scale", 0.0)) or 1.0 / math.sqrt(int(head_size))
     bias = inputs[10] if len(inputs) > 10 else None
-    out = _attend(bb, q, present_key, present_value, scale, bias, lambda s: _causal(bb, s, seq, past))
+    window = int(attrs.get("local_window_size", -1))
+    mask = lambda s: _causal(bb, s, seq, past, window if window > 0 else None)  # noqa: E731
+    out = _attend(bb, q, present_key, present_value, scale, bias, mask, float(attrs.get("softcap", 0.0)))
     # once per graph: every layer reads the same seqlens_k and total_sequence_length (the importer
     # hands each node its own copy of a shape-derived input, so they cannot key the sharing)
     shared(bb, ("cache check", past, seq), lambda: _check_cache_lengths(bb, inputs[5], inputs[6], past, seq))
