@@ -153,6 +153,19 @@ def test_group_query_attention_local_window_and_softcap(window, softcap, batch, 
     _check(node, feeds, _caches(16, 8), ["y", "present_key", "present_value"])
 
 
+@pytest.mark.parametrize("window", [-1, 3])
+@pytest.mark.parametrize(("batch", "seq", "past", "packed"), [(2, 4, 0, True), (2, 1, 5, False), (1, 3, 4, False)])
+def test_group_query_attention_with_head_sinks(window, batch, seq, past, packed):
+    """gpt-oss's attention sinks: one more logit per head in the softmax's denominator."""
+    feeds = _gqa_feeds(batch, seq, past, packed)
+    feeds["sink"] = 2 * RNG.standard_normal(4).astype(np.float32)
+    names = [n if n in feeds else "" for n in ("query", "key", "value", "pk", "pv")] + ["seqlens_k", "total"]
+    node = helper.make_node("GroupQueryAttention", [*names, "", "", "", "", "sink"], ["y", "present_key",
+                            "present_value"], name="gqa", domain=MS, num_heads=4, kv_num_heads=2,
+                            local_window_size=window)  # fmt: skip
+    _check(node, feeds, {}, ["y", "present_key", "present_value"])
+
+
 @pytest.mark.parametrize(
     ("attribute", "value"),
     [("local_window_size", 0), ("softcap", -1.0), ("smooth_softmax", 1), ("sliding_window_cache", 1)],

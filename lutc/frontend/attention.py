@@ -28,7 +28,7 @@ MASKED = float(np.finfo(np.float32).min)
 GQA_INPUTS = ("query", "key", "value", "past_key", "past_value", "seqlens_k", "total_sequence_length",
               "cos_cache", "sin_cache", "position_ids", "attention_bias", "head_sink", "k_scale", "v_scale",
               "q_norm_weight", "k_norm_weight", "query_seqlens")  # fmt: skip
-GQA_SUPPORTED_INPUTS = frozenset(GQA_INPUTS[:11])
+GQA_SUPPORTED_INPUTS = frozenset(GQA_INPUTS[:12])
 GQA_ATTRIBUTE_DEFAULTS = {
     "qk_output": 0, "causal": 1, "sliding_window_cache": 0, "kv_cache_bit_width": 0, "k_quant_type": "NONE",
     "v_quant_type": "NONE",
@@ -91,11 +91,21 @@ def _grouped(bb: relax.BlockBuilder, x: relax.Expr, kv_heads: int) -> relax.Expr
     return bb.normalize(relax.op.reshape(x, (batch, kv_heads, int(heads) // kv_heads, rows, cols)))
 
 
+def _softmax_with_sink(bb: relax.BlockBuilder, scores: relax.Expr, sink: relax.Expr) -> relax.Expr:
+    """Softmax over the last axis with one more logit per head, ``sink`` (shaped to broadcast
+    against ``scores``), in the denominator only (gpt-oss's attention sinks, ORT's ``head_sink``)."""
+    top = bb.normalize(relax.op.maximum(relax.op.max(scores, axis=-1, keepdims=True), sink))
+    weights = bb.normalize(relax.op.exp(relax.op.subtract(scores, top)))
+    total = relax.op.add(relax.op.sum(weights, axis=-1, keepdims=True), relax.op.exp(relax.op.subtract(sink, top)))
+    return bb.normalize(relax.op.divide(weights, bb.normalize(total)))
+
+
 def _attend(bb: relax.BlockBuilder, q: relax.Expr, k: relax.Expr, v: relax.Expr, scale: float, bias, mask,
-            softcap: float = 0.0):  # fmt: skip
+            softcap: float = 0.0, sink: relax.Expr | None = None):  # fmt: skip
     """``softmax(mask(cap(q kᵀ · scale) + bias)) v`` for ``q [B, N, S, H]``, ``k, v [B, N_kv, T, H]``
-    (``cap``: :func:`_softcapped` where ``softcap > 0``): each group of ``N / N_kv`` query heads
-    reads one key/value head (not copied per head)."""
+    (``cap``: :func:`_softcapped` where ``softcap > 0``; ``sink [N]``: one more logit per head in
+    the softmax's denominator): each group of ``N / N_kv`` query heads reads one key/value head
+    (not copied per head)."""
     batch, heads, seq, head_size = dims(q)
     kv_heads = int(dims(k)[1])
     grouped = kv_heads != int(heads)
@@ -109,7 +119,12 @@ def _attend(bb: relax.BlockBuilder, q: relax.Expr, k: relax.Expr, v: relax.Expr,
     if bias is not None:
         scores = bb.normalize(relax.op.add(scores, _grouped(bb, bias, kv_heads) if grouped else bias))
     scores = mask(scores)
-    out = bb.normalize(relax.op.matmul(bb.normalize(relax.op.nn.softmax(scores, axis=-1)), v))
+    if sink is None:
+        probs = bb.normalize(relax.op.nn.softmax(scores, axis=-1))
+    else:
+        per_head = bb.normalize(relax.op.reshape(sink, (1, heads, 1, 1)))
+        probs = _softmax_with_sink(bb, scores, _grouped(bb, per_head, kv_heads) if grouped else per_head)
+    out = bb.normalize(relax.op.matmul(probs, v))
     return bb.normalize(relax.op.reshape(out, (batch, heads, seq, head_size))) if grouped else out
 
 
@@ -195,8 +210,8 @@ def _gqa_rotation(bb: relax.BlockBuilder, inputs: list, attrs: dict, batch, seq,
 
 def group_query_attention(bb: relax.BlockBuilder, inputs: list, attrs: dict) -> relax.Expr:
     """ORT ``GroupQueryAttention``: causal GQA with a concatenated KV cache, rotary inside optional,
-    a local window (``local_window_size``: each query sees its last ``window`` keys) and a
-    logit softcap optional."""
+    a local window (``local_window_size``: each query sees its last ``window`` keys), a logit
+    softcap and attention sinks (``head_sink``) optional."""
     _gqa_refusals(inputs, attrs)
     q, k, v = _gqa_projections(bb, inputs, int(attrs["num_heads"]), int(attrs["kv_num_heads"]))
     batch, _, seq, head_size = dims(q)
@@ -209,7 +224,8 @@ def group_query_attention(bb: relax.BlockBuilder, inputs: list, attrs: dict) -> 
     bias = inputs[10] if len(inputs) > 10 else None
     window = int(attrs.get("local_window_size", -1))
     mask = lambda s: _causal(bb, s, seq, past, window if window > 0 else None)  # noqa: E731
-    out = _attend(bb, q, present_key, present_value, scale, bias, mask, float(attrs.get("softcap", 0.0)))
+    sink = inputs[11] if len(inputs) > 11 else None
+    out = _attend(bb, q, present_key, present_value, scale, bias, mask, float(attrs.get("softcap", 0.0)), sink)
     # once per graph: every layer reads the same seqlens_k and total_sequence_length (the importer
     # hands each node its own copy of a shape-derived input, so they cannot key the sharing)
     shared(bb, ("cache check", past, seq), lambda: _check_cache_lengths(bb, inputs[5], inputs[6], past, seq))
