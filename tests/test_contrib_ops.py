@@ -153,6 +153,15 @@ def test_group_query_attention_local_window_and_softcap(window, softcap, batch, 
     _check(node, feeds, _caches(16, 8), ["y", "present_key", "present_value"])
 
 
+@pytest.mark.parametrize("interleaved", [0, 1])
+@pytest.mark.parametrize(("batch", "seq", "past"), [(2, 4, 0), (2, 1, 5)])
+def test_group_query_attention_with_partial_rotary(interleaved, batch, seq, past):
+    """Phi-4-mini's partial rotary: cos/sin caches narrower than half a head (16 of 32 dims rotate)."""
+    feeds = _gqa_feeds(batch, seq, past, packed=True, head_size=32)
+    node = _gqa_node(feeds, True, rotary_interleaved=interleaved)
+    _check(node, feeds, _caches(16, 8), ["y", "present_key", "present_value"])
+
+
 @pytest.mark.parametrize("window", [-1, 3])
 @pytest.mark.parametrize(("batch", "seq", "past", "packed"), [(2, 4, 0, True), (2, 1, 5, False), (1, 3, 4, False)])
 def test_group_query_attention_with_head_sinks(window, batch, seq, past, packed):
