@@ -51,7 +51,8 @@ class ModelDescription:
         """The description of a build of the model ``info`` describes, whose compiled code fixes
         ``outputs``' dims."""
         return cls(
-            inputs=info.inputs, outputs=outputs, target=str(target), options=_frozen(json.loads(json.dumps(asdict(options)))),
+            inputs=info.inputs, outputs=outputs, target=str(target),
+            options=_frozen(json.loads(json.dumps(asdict(options)))),  # tuples as JSON gives them back
             decisions=_frozen({str(k): str(v) for k, v in decisions.items()}),
             layout=WeightLayout(layout.weights),  # the stages ran at build time: the weights are theirs
             position_limit=info.position_limit, preparation=info.preparation, input_rules=tuple(info.input_rules),

@@ -175,9 +175,70 @@ def test_group_query_attention_with_head_sinks(window, batch, seq, past, packed)
     _check(node, feeds, {}, ["y", "present_key", "present_value"])
 
 
+def _windowed_model(window: int, rotary: bool, capacity: int, extra: dict) -> onnx.ModelProto:
+    """One GroupQueryAttention over a window-sized cache of ``capacity`` rows, the step length dynamic."""
+    names = ["query", "key", "value", "pk", "pv", "seqlens_k", "total", *(["cos", "sin"] if rotary else [])]
+    names += ["", "", "sink"] if "sink" in extra else []
+    node = helper.make_node("GroupQueryAttention", names, ["y", "present_key", "present_value"], name="gqa", domain=MS,
+                            num_heads=4, kv_num_heads=2, local_window_size=window, sliding_window_cache=1,
+                            do_rotary=int(rotary), softcap=extra.get("softcap", 0.0))  # fmt: skip
+    step = dict.fromkeys(("query", "key", "value"), None)
+    inputs = {n: np.zeros((1, 1, w), np.float32) for n, w in (("query", 64), ("key", 32), ("value", 32))}
+    inputs |= {n: np.zeros((1, 2, capacity, 16), np.float32) for n in ("pk", "pv")}
+    inputs |= {"seqlens_k": np.zeros(1, np.int32), "total": np.array(1, np.int32)}
+    inputs |= {"sink": extra["sink"]} if "sink" in extra else {}
+    model = _model(node, inputs, _caches(64, 8) if rotary else {}, ["y", "present_key", "present_value"])
+    for value in model.graph.input:
+        if value.name in step or value.name in ("pk", "pv", "seqlens_k"):
+            value.type.tensor_type.shape.dim[0].dim_param = "batch"
+        if value.name in step:
+            value.type.tensor_type.shape.dim[1].dim_param = "seq"
+    return model
+
+
+def _resident(seen: int, capacity: int, window: int) -> int:
+    """ORT's rows of a windowed cache that hold positions after ``seen`` of them."""
+    reclaim = capacity - window + 1
+    return seen if seen <= capacity else seen - reclaim * -(-(seen - capacity) // reclaim)
+
+
+@pytest.mark.parametrize(("window", "capacity"), [(4, 4), (4, 6), (3, 8)])
+@pytest.mark.parametrize("rotary", [False, True])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_group_query_attention_windowed_cache_over_many_steps(window, capacity, rotary, batch):
+    """Gemma-2's local layers: a window-sized cache that the op evicts itself. A prompt, single
+    tokens and chunks (one longer than the cache) cross the eviction points; every step's output
+    and the present's resident rows match ORT's (the rest of the buffer is unspecified)."""
+    extra = {"softcap": 3.0, "sink": RNG.standard_normal(4).astype(np.float32)} if rotary else {}
+    model = _windowed_model(window, rotary, capacity, extra)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    compiled = lutc.build(model, target="llvm")
+    past = {n: np.zeros((batch, 2, capacity, 16), np.float32) for n in ("pk", "pv")}
+    mine, seen = dict(past), 0
+    chunks = (3, 1, 1, 1, 2, 1, 5, 1, 11, 1, 1) if batch == 1 else (5, *[1] * 12)  # ORT: chunks need batch 1
+    for steps in chunks:
+        seen += steps
+        feeds = {n: RNG.standard_normal((batch, steps, w)).astype(np.float32) for n, w in
+                 (("query", 64), ("key", 32), ("value", 32))}  # fmt: skip
+        feeds |= {"seqlens_k": np.full(batch, seen - 1, np.int32), "total": np.array(seen, np.int32)}
+        feeds |= {"sink": extra["sink"]} if "sink" in extra else {}
+        want = session.run(None, feeds | past)
+        got = compiled(**feeds, **mine)
+        held = _resident(seen, capacity, window)
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5, err_msg=f"y after {seen}")
+        for g, w in zip(got[1:], want[1:], strict=True):
+            np.testing.assert_allclose(g[:, :, :held], w[:, :, :held], rtol=1e-5, atol=1e-5, err_msg=f"after {seen}")
+        past, mine = dict(zip(("pk", "pv"), want[1:], strict=True)), dict(zip(("pk", "pv"), got[1:], strict=True))
+
+
+def test_windowed_cache_smaller_than_the_window_is_a_model_error():
+    with pytest.raises(ModelError, match="at least local_window_size=4 rows; the past holds 3"):
+        lutc.build(_windowed_model(4, False, 3, {}), target="llvm")
+
+
 @pytest.mark.parametrize(
     ("attribute", "value"),
-    [("local_window_size", 0), ("softcap", -1.0), ("smooth_softmax", 1), ("sliding_window_cache", 1)],
+    [("local_window_size", 0), ("softcap", -1.0), ("smooth_softmax", 1), ("sliding_window_cache", 2)],
 )
 def test_unsupported_group_query_attention_attribute_names_the_node(attribute, value):
     feeds = _gqa_feeds(1, 1, 2, packed=True)

@@ -18,6 +18,7 @@ from tvm import relax
 from ..errors import ModelError
 from .relax_util import arange, dims, heads_first, heads_last, item, shared
 from .rotary import PositionReader, Rotation, positions_from, rotary_rows, rotate_heads
+from .windowed_cache import check_uniform_rows, masked_by, present_of, windowed_rows
 
 DEFAULT_MASK_FILTER = -10000.0
 """ORT's ``mask_filter_value`` default: added to the scores of masked keys."""
@@ -30,8 +31,7 @@ GQA_INPUTS = ("query", "key", "value", "past_key", "past_value", "seqlens_k", "t
               "q_norm_weight", "k_norm_weight", "query_seqlens")  # fmt: skip
 GQA_SUPPORTED_INPUTS = frozenset(GQA_INPUTS[:12])
 GQA_ATTRIBUTE_DEFAULTS = {
-    "qk_output": 0, "causal": 1, "sliding_window_cache": 0, "kv_cache_bit_width": 0, "k_quant_type": "NONE",
-    "v_quant_type": "NONE",
+    "qk_output": 0, "causal": 1, "kv_cache_bit_width": 0, "k_quant_type": "NONE", "v_quant_type": "NONE",
 }  # fmt: skip
 """Attributes whose other values change the attention lutc computes: refused, never ignored."""
 
@@ -187,25 +187,68 @@ def _gqa_refusals(inputs: list, attrs: dict) -> None:
     if window == 0 or window < -1:
         raise ModelError(f"GroupQueryAttention with local_window_size={window} is not supported (-1: no window, "
                          "or a positive window)")  # fmt: skip
+    if int(attrs.get("sliding_window_cache", 0)) not in (0, 1):
+        raise ModelError(f"GroupQueryAttention with sliding_window_cache={attrs['sliding_window_cache']} is not "
+                         "supported (0 or 1)")  # fmt: skip
     if softcap < 0 or not math.isfinite(softcap):
         raise ModelError(f"GroupQueryAttention with softcap={softcap} is not supported (0: none, or positive)")
 
 
-def _gqa_rotation(bb: relax.BlockBuilder, inputs: list, attrs: dict, batch, seq, past) -> Rotation:
-    """The rotation ``do_rotary=1`` applies to q and the new k, at ``position_ids`` or past + s; its
-    cache rows are bound once per graph, behind a check that the positions are rows of the caches
-    (ORT: "cos_cache dimension 0 shall not be less than total_sequence_length"; the error names
-    the first node that reads them)."""
+def _gqa_rotation(bb: relax.BlockBuilder, inputs: list, attrs: dict, batch, seq, past, start=None) -> Rotation:
+    """The rotation ``do_rotary=1`` applies to q and the new k, at ``position_ids`` or past + s (or
+    ``start + s`` for a windowed cache, ``start`` an int64 ``[1]`` tensor); its cache rows are bound
+    once per graph, behind a check that the positions are rows of the caches (ORT: "cos_cache
+    dimension 0 shall not be less than total_sequence_length"; the error names the first node
+    that reads them)."""
     cos_cache, sin_cache = inputs[7], inputs[8]
     position_ids, dim = inputs[9] if len(inputs) > 9 else None, 2 * int(dims(cos_cache)[1])
     name, span = attrs["tvm_custom"]["name"], None
     reader = PositionReader("GroupQueryAttention", name)  # position_ids: their values are checked
-    if position_ids is None:  # past .. past + S - 1: checked on these shape values
+    if position_ids is None and start is not None:  # start .. start + S - 1: checked on their values
+        reader = PositionReader(reader.op, name, PAST_RULE)
+    elif position_ids is None:  # past .. past + S - 1: checked on these shape values
         reader, span = PositionReader(reader.op, name, PAST_RULE), (past, past + seq - 1)
-    key = ("rotary", position_ids, cos_cache, sin_cache, batch, seq, past)
-    positions = lambda: positions_from(bb, position_ids, batch, seq, offset=past)  # noqa: E731
+    key = ("rotary", position_ids, cos_cache, sin_cache, batch, seq, past, start is not None)
+    positions = lambda: _rotary_positions(bb, position_ids, start, batch, seq, past)  # noqa: E731
     rows = shared(bb, key, lambda: rotary_rows(bb, positions(), (cos_cache, sin_cache), dim, reader, span))
     return Rotation(*rows, dim, bool(attrs.get("rotary_interleaved", 0)))
+
+
+def _rotary_positions(bb: relax.BlockBuilder, position_ids, start, batch, seq, past) -> relax.Expr:
+    """``[B, S]`` int64: ``position_ids``, else ``start + s`` (a windowed cache), else ``past + s``."""
+    if position_ids is not None or start is None:
+        return positions_from(bb, position_ids, batch, seq, offset=past)
+    steps = bb.normalize(relax.op.expand_dims(relax.op.add(arange(bb, seq), start), axis=0))
+    return bb.normalize(relax.op.broadcast_to(steps, relax.ShapeExpr([batch, seq])))
+
+
+def _windowed_refusals(inputs: list, attrs: dict) -> None:
+    if int(attrs.get("local_window_size", -1)) <= 0:
+        raise ModelError("GroupQueryAttention with sliding_window_cache=1 needs local_window_size > 0")
+    if inputs[3] is None:
+        raise ModelError("GroupQueryAttention with sliding_window_cache=1 needs past_key and past_value (the "
+                         "window-sized buffers)")  # fmt: skip
+    if len(inputs) > 10 and inputs[10] is not None:
+        raise ModelError("GroupQueryAttention with sliding_window_cache=1 and the input 'attention_bias' is not "
+                         "supported")  # fmt: skip
+
+
+def _windowed_gqa(bb: relax.BlockBuilder, inputs: list, attrs: dict, q, k, v) -> relax.Expr:
+    """:func:`group_query_attention` over a window-sized cache (:mod:`.windowed_cache`)."""
+    _windowed_refusals(inputs, attrs)
+    batch, _, seq, head_size = dims(q)
+    window = int(attrs["local_window_size"])
+    rows = windowed_rows(bb, inputs[6], inputs[3], seq, window)
+    if int(attrs.get("do_rotary", 0)):
+        rotation = _gqa_rotation(bb, inputs, attrs, batch, seq, dims(inputs[3])[2], rows.start)
+        q, k = rotate_heads(bb, q, rotation), rotate_heads(bb, k, rotation)
+    keys, values = _with_past(bb, inputs[3], k), _with_past(bb, inputs[4], v)
+    scale = float(attrs.get("scale", 0.0)) or 1.0 / math.sqrt(int(head_size))
+    sink = inputs[11] if len(inputs) > 11 else None
+    out = _attend(bb, q, keys, values, scale, None, masked_by(bb, rows, MASKED), float(attrs.get("softcap", 0.0)),
+                  sink)  # fmt: skip
+    shared(bb, ("windowed check", seq), lambda: check_uniform_rows(bb, inputs[5], inputs[6]))
+    return relax.Tuple([heads_last(bb, out), present_of(bb, rows, keys), present_of(bb, rows, values)])
 
 
 def group_query_attention(bb: relax.BlockBuilder, inputs: list, attrs: dict) -> relax.Expr:
@@ -214,6 +257,8 @@ def group_query_attention(bb: relax.BlockBuilder, inputs: list, attrs: dict) -> 
     softcap and attention sinks (``head_sink``) optional."""
     _gqa_refusals(inputs, attrs)
     q, k, v = _gqa_projections(bb, inputs, int(attrs["num_heads"]), int(attrs["kv_num_heads"]))
+    if int(attrs.get("sliding_window_cache", 0)):
+        return _windowed_gqa(bb, inputs, attrs, q, k, v)
     batch, _, seq, head_size = dims(q)
     past = dims(inputs[3])[2] if inputs[3] is not None else 0
     if int(attrs.get("do_rotary", 0)):
