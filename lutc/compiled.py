@@ -388,11 +388,19 @@ def _checked(info: TensorInfo, value):
         raise InputError(f"input {info.name!r} has dtype {value.dtype}; the model takes {info.describe()}")
     if not _shape_fits(info, value.shape):
         raise InputError(f"input {info.name!r} has shape {value.shape}; the model takes {info.describe()}")
+    _check_window_rows(info, value.shape)
     limit = info.index_limit
     if limit is not None and (value.min() < -limit or value.max() >= limit):
         raise InputError(f"input {info.name!r} indexes an embedding of {limit} rows: its values must lie in "
                          f"[{-limit}, {limit}); got min {value.min()}, max {value.max()}")  # fmt: skip
     return value if value.flags.c_contiguous else value.copy(order="C")  # ascontiguousarray makes 0-d 1-d
+
+
+def _check_window_rows(info: TensorInfo, shape: tuple[int, ...]) -> None:
+    """The past of a window-sized KV cache holds at least the window (ORT refuses fewer rows)."""
+    if info.window_rows is not None and shape[2] < info.window_rows:
+        raise InputError(f"input {info.name!r} is a window-sized KV cache: it holds at least {info.window_rows} rows "
+                         f"(local_window_size; zeros before the prompt); got {shape[2]}")  # fmt: skip
 
 
 def _shape_fits(info: TensorInfo, shape: tuple[int, ...]) -> bool:
@@ -416,6 +424,7 @@ def _checked_tensor(info: TensorInfo, tensor: tvm.runtime.Tensor) -> tvm.runtime
         raise InputError(f"input {info.name!r} has dtype {tensor.dtype}; the model takes {info.describe()}")
     if not _shape_fits(info, shape):
         raise InputError(f"input {info.name!r} has shape {shape}; the model takes {info.describe()}")
+    _check_window_rows(info, shape)
     if info.index_limit is not None:
         _checked(info, np.from_dlpack(tensor))
     return tensor

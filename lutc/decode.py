@@ -18,7 +18,7 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +41,15 @@ class CacheLayout:
     logits: str
     takes_mask: bool
     takes_positions: bool
+    window_rows: Mapping[str, int] = field(default_factory=dict)
+    """Past inputs of window-sized caches -> their rows (the window; zeros before the prompt)."""
 
     def empty_past(self, batch: int) -> dict[str, np.ndarray]:
-        """Zero-length past tensors for the prompt step."""
-        return {name: np.zeros((batch, heads, 0, size), np.float32) for name, (heads, size) in self.head_shapes.items()}
+        """The past tensors for the prompt step: zero-length, or a window-sized cache's rows of zeros."""
+        return {
+            name: np.zeros((batch, heads, self.window_rows.get(name, 0), size), np.float32)
+            for name, (heads, size) in self.head_shapes.items()
+        }
 
 
 def _layer_names(infos: tuple[TensorInfo, ...], pattern: re.Pattern) -> dict[tuple[int, str], TensorInfo]:
@@ -77,7 +82,8 @@ def cache_layout(inputs: tuple[TensorInfo, ...], outputs: tuple[TensorInfo, ...]
     if other:
         raise ModelError(f"generate does not know what to feed the inputs {sorted(other)}")
     pairs = tuple((past[key].name, present[key].name) for key in sorted(past))
-    return CacheLayout(pairs, head_shapes, logits, "attention_mask" in names, "position_ids" in names)
+    windows = {info.name: info.window_rows for info in past.values() if info.window_rows}
+    return CacheLayout(pairs, head_shapes, logits, "attention_mask" in names, "position_ids" in names, windows)
 
 
 @dataclass(frozen=True)

@@ -90,8 +90,8 @@ class ModelDescription:
         tensors = data["weights"].get("tensors", [])
         limit, preparation = data.get("position_limit"), data.get("preparation")
         return cls(
-            inputs=tuple(TensorInfo(i["name"], tuple(i["shape"]), i["dtype"], i.get("index_limit"))
-                         for i in data["inputs"]),
+            inputs=tuple(TensorInfo(i["name"], tuple(i["shape"]), i["dtype"], i.get("index_limit"),
+                                    i.get("window_rows")) for i in data["inputs"]),
             outputs=tuple(TensorInfo(o["name"], tuple(o["shape"]), o["dtype"]) for o in data["outputs"]),
             target=data["target"], options=_frozen(data["options"]), decisions=_frozen(data["decisions"]),
             layout=WeightLayout(tuple(WeightSpec(t["key"], tuple(t["shape"]), t["dtype"]) for t in tensors)),

@@ -24,12 +24,15 @@ class TensorInfo:
 
     ``index_limit``: for integer inputs that index an embedding, its row count; values must lie
     in ``[-index_limit, index_limit)`` (TVM's gather reads out of bounds otherwise).
+    ``window_rows``: for the past of a window-sized KV cache (``GroupQueryAttention`` with
+    ``sliding_window_cache=1``), the rows it needs at least (the window) from the first call on.
     """
 
     name: str
     shape: tuple[Dim, ...]
     dtype: str
     index_limit: int | None = None
+    window_rows: int | None = None
 
     def describe(self) -> str:
         dims = ", ".join("?" if d is None else str(d) for d in self.shape)

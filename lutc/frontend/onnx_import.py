@@ -176,11 +176,24 @@ def _quantized_node(node: onnx.NodeProto, store: WeightStore) -> QuantizedNode |
     return None
 
 
-def _tensor_info(value: onnx.ValueInfoProto, index_limits: dict[str, int] | None = None) -> TensorInfo:
+def _tensor_info(value: onnx.ValueInfoProto, limits: dict | None = None, windows: dict | None = None) -> TensorInfo:
     tensor = value.type.tensor_type
     dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim)
     dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name if tensor.elem_type else "unknown"
-    return TensorInfo(value.name, dims, dtype, (index_limits or {}).get(value.name))
+    return TensorInfo(value.name, dims, dtype, (limits or {}).get(value.name), (windows or {}).get(value.name))
+
+
+def _window_rows(model: onnx.ModelProto) -> dict[str, int]:
+    """The past inputs of window-sized KV caches (``GroupQueryAttention`` with
+    ``sliding_window_cache=1``) -> the window: the rows they must hold from the first call on."""
+    windows: dict[str, int] = {}
+    for node in model.graph.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type != "GroupQueryAttention" or not attrs.get("sliding_window_cache", 0):
+            continue
+        for name in node.input[3:5]:
+            windows[name] = max(windows.get(name, 0), int(attrs.get("local_window_size", -1)))
+    return windows
 
 
 EMBEDDING_INDICES = {
@@ -243,7 +256,8 @@ def inspect_onnx(
         if found is not None:
             quantized[node.name] = found
     limits = _index_limits(model)
-    inputs = tuple(_tensor_info(v, limits) for v in model.graph.input if v.name not in store)
+    windows = _window_rows(model)
+    inputs = tuple(_tensor_info(v, limits, windows) for v in model.graph.input if v.name not in store)
     outputs = tuple(_tensor_info(v) for v in model.graph.output)
     ops = {n.op_type for n in model.graph.node if n.domain == CONTRIB_DOMAIN}
     rules = tuple(INPUT_RULES[op] for op in sorted(ops & INPUT_RULES.keys()))
