@@ -15,9 +15,8 @@ from tvm.script import tirx as T
 
 from ..quant.layout import TILE_N
 from .expr import nibble, one_hot_lookup, plane_weight
+from .names import LOOKUP_ATTR
 from .spec import ACC_DTYPE, TABLE_DTYPE, KernelSpec, table_entries
-
-LOOKUP_ATTR = "lutc.lookup"
 
 
 @dataclass(frozen=True)

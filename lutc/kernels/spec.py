@@ -10,8 +10,6 @@ from tvm import tirx
 from ..quant.formats import AnyFormat, format_from_attr, format_to_attr, group_length, n_groups
 from ..quant.layout import K_BYTE, TILE_N, implied_offset, padded_k
 
-SPEC_ATTR = "lutc.kernel_spec"
-"""Every :class:`KernelSpec` field, so a pass or a tuner can rebuild a kernel from its PrimFunc."""
 TABLE_DTYPE = {"fast": "int8", "exact": "float32"}
 ACC_DTYPE = {"fast": "int32", "exact": "float32"}
 

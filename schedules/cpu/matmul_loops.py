@@ -24,6 +24,7 @@ from collections.abc import Callable
 from tvm import s_tir
 
 from ...kernels.intrin_desc import LookupShape
+from ...kernels.names import LOOKUP_BLOCK, OUTPUT_BLOCK, PADDED_OUTPUT_BLOCK
 from ..base import Knobs, block_names, choose
 from ..hw import CHUNK_CANDIDATES
 
@@ -103,8 +104,8 @@ def schedule_lut_matmul(
     m_inner = choose(sch, "m_inner", choices["m_inner"], default_m_inner, knobs) if "m_inner" in choices else 0
     count = choose(sch, "rows", choices["rows"], preferred_rows, knobs) if "rows" in choices else 1
 
-    lookup, epilogue = sch.get_sblock("lookup"), _epilogue_block(sch)
-    m, tile, group, r, byte, *plane, half, entry = sch.get_loops(lookup)  # no plane loop at 1 bit
+    lookup, epilogue = sch.get_sblock(LOOKUP_BLOCK), _epilogue_block(sch)
+    m, tile, group, r, byte, *plane, half, entry = sch.get_loops(lookup)  # LOOKUP_LOOPS; no plane loop at 1 bit
     outer, inner = sch.split(byte, [None, chunk])
     row_loops = list(sch.split(m, [None, count])) if count > 1 else [m]
     middle = (group, row_loops[0]) if m_inner else (row_loops[0], group)
@@ -143,10 +144,10 @@ def _parallel_tiles(sch: s_tir.Schedule, tile: s_tir.LoopRV, tunable: bool) -> s
 
 def _epilogue_block(sch: s_tir.Schedule) -> s_tir.SBlockRV:
     """``y_pad`` when N is not a multiple of 32 or there is a bias (a block ``y`` follows), else ``y``."""
-    return sch.get_sblock("y_pad" if "y_pad" in block_names(sch) else "y")
+    return sch.get_sblock(PADDED_OUTPUT_BLOCK if PADDED_OUTPUT_BLOCK in block_names(sch) else OUTPUT_BLOCK)
 
 
 def _crop_at(sch: s_tir.Schedule, tile: s_tir.LoopRV) -> None:
     """Move the crop (and bias) block into the tile loop, so each tile writes its own rows."""
-    if "y_pad" in block_names(sch):
-        sch.reverse_compute_at(sch.get_sblock("y"), tile)
+    if PADDED_OUTPUT_BLOCK in block_names(sch):
+        sch.reverse_compute_at(sch.get_sblock(OUTPUT_BLOCK), tile)
