@@ -22,7 +22,8 @@ from test_corpus import _check as check_against_ort
 from test_kernels import FORMATS, _check
 
 import lutc
-from lutc.kernels import KernelSpec, build_lut_gemm
+from lutc.gemm import build_lut_gemm
+from lutc.kernels import KernelSpec
 from lutc.quant import IntFormat, TernaryFormat, pack, quantize
 from lutc.remote import RpcTracker
 

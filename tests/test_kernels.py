@@ -7,7 +7,8 @@ import pytest
 import tvm.testing
 from conftest import random_weights
 
-from lutc.kernels import KernelSpec, LutGemm, build_lut_gemm
+from lutc.gemm import LutGemm, build_lut_gemm
+from lutc.kernels import KernelSpec
 from lutc.quant import (
     IntFormat,
     LutConfig,
