@@ -15,6 +15,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from . import __version__
 from .backend import backend_of, device_of, generated_source, level, missing_on_host
 from .errors import InputError, LoadError, LutcError, TargetError
 from .frontend.model_info import TensorInfo
@@ -372,8 +373,6 @@ def foreign_target_message(metadata: dict, missing: list[str]) -> str:
 
 
 def _lutc_version() -> str:
-    from . import __version__
-
     return __version__
 
 
