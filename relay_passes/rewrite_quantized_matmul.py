@@ -37,11 +37,11 @@ MATMUL = is_op("relax.matmul")(wildcard(), wildcard())
 
 @dataclass(frozen=True)
 class RewriteOptions:
-    """What the rewrite produces: table mode, symmetrization, nodes to leave alone, and whether
+    """What the rewrite produces: table mode, half tables, nodes to leave alone, and whether
     the passes after it share tables and fold norms into precomputes (``fuse``)."""
 
     mode: Literal["exact", "fast"] = "fast"
-    symmetric: bool = False
+    half_tables: bool = False
     keep_dequantize: frozenset[str] = frozenset()
     fuse: bool = True
 
@@ -92,7 +92,7 @@ class _Rewriter(PyExprMutator):
         except NotImplementedError as err:
             self.decisions[node] = f"dequantize path: {err}"
             return call
-        self.decisions[node] = f"lut {spec.mode} {spec.fmt.name}{' symmetrized' if spec.symmetric else ''}"
+        self.decisions[node] = f"lut {spec.mode} {spec.fmt.name}{' symmetrized' if spec.half_tables else ''}"
         return self._emit_lut(x, spec, self._packed(spec, attrs, args))
 
     def _skip_reason(self, node: str, attrs, args) -> str:
@@ -120,7 +120,7 @@ class _Rewriter(PyExprMutator):
         rows = _static_rows(shape.values[:-1])
         n, k = (int(d) for d in args[0].ty.shape.values)
         fmt = format_from_attr(attrs[FORMAT_ATTR])
-        return KernelSpec(rows, n, k, fmt, mode=self.options.mode, symmetric=self.options.symmetric)
+        return KernelSpec(rows, n, k, fmt, mode=self.options.mode, half_tables=self.options.half_tables)
 
     def _packed(self, spec: KernelSpec, attrs, args) -> list[relax.Expr]:
         """The packed weight's arrays: constants packed now, or new weight parameters packed at load."""

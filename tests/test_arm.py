@@ -62,11 +62,11 @@ def test_every_format_and_mode_matches_the_reference_on_the_device(device, fmt, 
     _check(spec, *_run_on(device, spec))
 
 
-@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("half_tables", [False, True])
 @pytest.mark.parametrize("mode", ["fast", "exact"])
 @pytest.mark.parametrize("m", [1, 16])
-def test_symmetrization_and_batch_sizes_on_the_device(device, symmetric, mode, m):
-    spec = KernelSpec(m, 40, 512, IntFormat(2, 64, symmetric=False), mode=mode, symmetric=symmetric)
+def test_symmetrization_and_batch_sizes_on_the_device(device, half_tables, mode, m):
+    spec = KernelSpec(m, 40, 512, IntFormat(2, 64, symmetric=False), mode=mode, half_tables=half_tables)
     _check(spec, *_run_on(device, spec))
 
 

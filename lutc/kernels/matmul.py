@@ -15,13 +15,12 @@ from __future__ import annotations
 from tvm import te, tirx
 
 from ..quant.layout import TILE_N, implied_offset
-from .intrin_desc import LookupShape, lookup_term
+from .intrin_desc import lookup_term
 from .names import (
     BYTE_LOOP,
     ENTRY_LOOP,
     HALF_LOOP,
     KERNEL_ATTR,
-    LOOKUP_ATTR,
     LOOKUP_BLOCK,
     MATMUL_KERNEL,
     OUTPUT_BLOCK,
@@ -60,7 +59,7 @@ def _lookup(spec: KernelSpec, m_rows, tables: te.Tensor, data: te.Tensor) -> te.
     def body(m, tile, group, r):  # LOOKUP_LOOPS' spatial loops take these names
         k_byte = group * spec.group_bytes + byte
         byte_value = data[tile, k_byte, 0 if plane is None else plane, r]
-        term = lookup_term(tables[m, k_byte * 2 + half, entry], byte_value, plane, half, entry, LookupShape.of(spec))
+        term = lookup_term(tables[m, k_byte * 2 + half, entry], byte_value, plane, half, entry, spec)
         return te.sum(term, axis=axes)
 
     shape = (m_rows, spec.n_tiles, spec.n_groups, TILE_N)
@@ -112,4 +111,4 @@ def lut_matmul(spec: KernelSpec) -> tirx.PrimFunc:
         out = _crop(spec, m_rows, out, inputs.get("bias"))
     func = te.create_prim_func([*inputs.values(), out]).without_attr("global_symbol")  # named by whoever adds it
     attrs = {KERNEL_ATTR: MATMUL_KERNEL, SPEC_TAG_ATTR: spec.tag, SPEC_ATTR: spec.as_attr()}
-    return func.with_attrs({**attrs, LOOKUP_ATTR: LookupShape.of(spec).as_attr()})
+    return func.with_attrs(attrs)

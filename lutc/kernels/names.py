@@ -20,8 +20,6 @@ SPEC_ATTR = "lutc.kernel_spec"
 """Every :class:`~lutc.kernels.spec.KernelSpec` field, so a pass or a tuner can rebuild a kernel from its PrimFunc."""
 SPEC_TAG_ATTR = "lutc.spec"
 """The spec's stable name (:attr:`~lutc.kernels.spec.KernelSpec.tag`), for reports."""
-LOOKUP_ATTR = "lutc.lookup"
-"""What the lookup micro-kernel of a ``lut_matmul`` must know (:class:`~lutc.kernels.intrin_desc.LookupShape`)."""
 NORM_ATTR = "lutc.fused_norm"
 """Set on precompute kernels that compute their activation's norm first
 (:class:`~lutc.kernels.precompute.FusedNorm`)."""

@@ -105,7 +105,7 @@ def _entry(spec: KernelSpec, xp, m, a, e) -> tirx.PrimExpr:
         bit = tirx.bitwise_and(tirx.shift_right(magnitude, t), 1)
         term = xp(m, a * spec.g + t) * tirx.Cast("float32", bit * 2 - 1)
         value = term if value is None else value + term
-    if spec.symmetric:
+    if spec.half_tables:
         return value
     return tirx.Select(e < 2 ** (spec.g - 1), value, tirx.const(0, "float32") - value)
 

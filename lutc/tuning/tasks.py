@@ -55,7 +55,7 @@ def is_tunable(func) -> bool:
 
 def task_name(spec: KernelSpec) -> str:
     rows = TUNING_ROWS if spec.m is None else spec.m
-    extras = " half-tables" * spec.symmetric + " +bias" * spec.bias
+    extras = " half-tables" * spec.half_tables + " +bias" * spec.bias
     return f"{spec.fmt.name} {spec.mode}{extras} M={rows} {spec.n}x{spec.k}"
 
 

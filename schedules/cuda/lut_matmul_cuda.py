@@ -21,13 +21,11 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 from tvm.target import Target
 
-from ...kernels.intrin_desc import LookupShape
 from ...kernels.names import (
     LOOKUP_BLOCK,
     MATMUL_KERNEL,
     OUTPUT_BLOCK,
     PADDED_OUTPUT_BLOCK,
-    SPEC_ATTR,
     TABLES,
 )
 from ...kernels.spec import KernelSpec
@@ -47,10 +45,6 @@ from .base import (
     CudaRule,
 )
 from .lookup_intrin import cuda_lookup_intrin
-
-
-def _spec(func: tirx.PrimFunc) -> KernelSpec:
-    return KernelSpec.from_attr(func.attrs[SPEC_ATTR])
 
 
 def _divisors(extent: int, candidates: tuple[int, ...]) -> list[int]:
@@ -78,22 +72,22 @@ class LutMatmulCuda(CudaRule):
     def applies(self, func: tirx.PrimFunc, target: Target) -> bool:
         if not super().applies(func, target):
             return False
-        shape = LookupShape.from_func(func)
-        return shape.planes <= DP4A_LANES and bool(_divisors(shape.group_bytes, LOOKUP_CHUNKS))
+        spec = KernelSpec.from_func(func)
+        return spec.planes <= DP4A_LANES and bool(_divisors(spec.group_bytes, LOOKUP_CHUNKS))
 
     def structural_choices(self, func: tirx.PrimFunc, target: Target) -> dict[str, list[int]]:
-        spec = _spec(func)
+        spec = KernelSpec.from_func(func)
         tiles = _divisors(spec.n_tiles, TILES_PER_BLOCK)
         splits = [s for s in _divisors(spec.n_groups, K_SPLITS) if s * WARP <= MAX_THREADS]
         return {"tiles": tiles, "k_split": splits, "chunk": _divisors(spec.group_bytes, LOOKUP_CHUNKS)}
 
     def register_intrinsics(self, func: tirx.PrimFunc, target: Target) -> None:
-        shape = LookupShape.from_func(func)
-        for chunk in _divisors(shape.group_bytes, LOOKUP_CHUNKS):
-            cuda_lookup_intrin(shape, chunk)
+        spec = KernelSpec.from_func(func)
+        for chunk in _divisors(spec.group_bytes, LOOKUP_CHUNKS):
+            cuda_lookup_intrin(spec, chunk)
 
     def schedule(self, sch: s_tir.Schedule, func: tirx.PrimFunc, target: Target, knobs: Knobs) -> None:
-        spec, choices = _spec(func), self.structural_choices(func, target)
+        spec, choices = KernelSpec.from_func(func), self.structural_choices(func, target)
         tiles = choose(sch, "tiles", choices["tiles"], _default(choices["tiles"], DEFAULT_TILES), knobs)
         splits = choices["k_split"]
         k_split = choose(sch, "k_split", splits, _default(splits, DEFAULT_K_SPLIT), knobs)
@@ -178,4 +172,4 @@ def _stage_and_tensorize(
     sch.bind(y, "threadIdx.y")
     sch.bind(x, "threadIdx.x")
     sch.decompose_reduction(lookup, stage)
-    sch.tensorize(body, cuda_lookup_intrin(LookupShape.of(spec), chunk))
+    sch.tensorize(body, cuda_lookup_intrin(spec, chunk))

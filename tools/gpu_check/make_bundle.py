@@ -95,7 +95,7 @@ SWEEP_SPECS = (
 """Timed again with other ``lut_matmul`` knobs (:func:`sweep_knobs`): the defaults are unmeasured."""
 SWEEP_CHECKED = (
     KernelSpec(1, 256, 512, IntFormat(2, 32), mode="fast"),
-    KernelSpec(16, 256, 512, IntFormat(4, 128, symmetric=False), mode="exact", symmetric=True),
+    KernelSpec(16, 256, 512, IntFormat(4, 128, symmetric=False), mode="exact", half_tables=True),
 )
 """Checked with the same knob sets, so that what is timed has also been checked."""
 
@@ -332,12 +332,12 @@ def cuda_source(func: tvm.tirx.PrimFunc, target: Target) -> str:
 def correctness_cases() -> list[Case]:
     n, k = CORRECTNESS_NK
     return [
-        Case("correctness", KernelSpec(m, n, k, fmt, mode=mode, symmetric=symmetric))
+        Case("correctness", KernelSpec(m, n, k, fmt, mode=mode, half_tables=half_tables))
         for fmt in CORRECTNESS_FORMATS
-        for mode, symmetric in TABLE_VARIANTS
+        for mode, half_tables in TABLE_VARIANTS
         for m in CORRECTNESS_ROWS
     ] + [
-        Case("correctness", KernelSpec(m, n, k, IntFormat(4, 32), mode=mode, symmetric=mode == "exact"), norm)
+        Case("correctness", KernelSpec(m, n, k, IntFormat(4, 32), mode=mode, half_tables=mode == "exact"), norm)
         for norm in NORM_VARIANTS
         for mode in ("fast", "exact")
         for m in CORRECTNESS_ROWS
@@ -368,7 +368,7 @@ def dynamic_cases() -> list[Case]:
     """Dynamic-M kernels, the ones models built without ``shapes=`` run, at several M."""
     n, k = CORRECTNESS_NK
     specs = [KernelSpec(None, n, k, IntFormat(2, 32), mode="fast"),
-             KernelSpec(None, n, k, IntFormat(4, 128, symmetric=False), mode="exact", symmetric=True),
+             KernelSpec(None, n, k, IntFormat(4, 128, symmetric=False), mode="exact", half_tables=True),
              KernelSpec(None, n, k, TernaryFormat(64), mode="fast")]  # fmt: skip
     cases = [Case("correctness", spec, rows=rows) for spec in specs for rows in DYNAMIC_ROWS]
     norm_spec = KernelSpec(None, n, k, IntFormat(4, 32), mode="fast")
@@ -390,7 +390,7 @@ def quick_cases() -> list[Case]:
     n, k = CORRECTNESS_NK
     return [
         Case("correctness", KernelSpec(1, n, k, IntFormat(2, 32), mode="fast")),
-        Case("correctness", KernelSpec(16, n, k, IntFormat(4, 128, symmetric=False), mode="exact", symmetric=True)),
+        Case("correctness", KernelSpec(16, n, k, IntFormat(4, 128, symmetric=False), mode="exact", half_tables=True)),
         Case("timing", KernelSpec(1, 4096, 4096, IntFormat(2, 32), mode="fast")),
     ]
 
@@ -413,7 +413,7 @@ def correctness_arrays(spec: KernelSpec, seed: int, norm: FusedNorm | None = Non
         if norm.skip:
             inputs["skip"] = rng.standard_normal((spec.m, spec.k)).astype(np.float32)
         x = norm.reference(x + inputs.get("skip", 0), inputs["weight"])
-    config = LutConfig(mode=spec.mode, symmetric=spec.symmetric)
+    config = LutConfig(mode=spec.mode, half_tables=spec.half_tables)
     rounding = exact_error_bound(x, pw)
     allowed = rounding
     if spec.mode == "fast":
@@ -470,7 +470,7 @@ def case_entry(case: Case, target: Target, out: Path, seed: int) -> dict:
                        for n, b in buffers.items() if b["role"] == "weight" and n != "bias")  # fmt: skip
     entry = {"name": case.name, "kind": case.kind, "spec": spec.as_attr(), "format": spec.fmt.name,
              "m": case.rows or spec.m, "dynamic_m": spec.m is None, "n": spec.n, "k": spec.k, "mode": spec.mode,
-             "symmetric": spec.symmetric,
+             "half_tables": spec.half_tables,
              "norm": case.norm.tag if case.norm else None, "knobs": dict(case.knobs),
              "weight_bytes": int(weight_bytes), "buffers": buffers, "modules": modules}  # fmt: skip
     if case.kind == "correctness":
