@@ -407,3 +407,16 @@ def test_avx512_kernels_prefetch_the_weight_stream_when_rows_run_outside_groups(
     1 KiB ahead. A static M > 1 runs rows inside groups, where the bytes stay in L1."""
     gemm = build_lut_gemm(KernelSpec(m, 64, 512, IntFormat(2, 128)), "x86-avx512")
     assert ("prefetcht0" in gemm.module.inspect_source("asm")) == prefetches
+
+
+@pytest.mark.parametrize("bits", [1, 2])
+def test_lookup_loops_are_named_and_ordered_as_schedules_unpack_them(bits):
+    """Schedules unpack the lookup block's loops in ``LOOKUP_LOOPS``' order (no plane loop at 1 bit)."""
+    from tvm import s_tir
+
+    from lutc.kernels import lut_matmul
+    from lutc.kernels.names import LOOKUP_BLOCK, LOOKUP_LOOPS, PLANE_LOOP
+
+    sch = s_tir.Schedule(lut_matmul(KernelSpec(None, 64, 256, IntFormat(bits, 64))))
+    names = [sch.get(loop).loop_var.name for loop in sch.get_loops(sch.get_sblock(LOOKUP_BLOCK))]
+    assert names == [name for name in LOOKUP_LOOPS if bits > 1 or name != PLANE_LOOP]
