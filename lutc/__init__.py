@@ -23,7 +23,7 @@ _LAZY = {
     "BuildOptions": ".builder",
     "load": ".compiled",
     "CompiledModel": ".compiled",
-    "tune": ".tuning.api",
+    "tune": ".tune_model",
     "generate": ".decode",
     "build_decoder": ".decode",
     "export_decoder": ".decode",

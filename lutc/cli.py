@@ -367,7 +367,7 @@ def _compare_with_ort(args: argparse.Namespace, model, ids: np.ndarray, result) 
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from .tuning import tune
+    from .tune_model import tune
 
     log_dir = Path(args.log_dir)
     if log_dir.exists() and not log_dir.is_dir():
@@ -377,8 +377,7 @@ def _tune(args: argparse.Namespace) -> int:
     build_args = {k: v for k, v in _build_args(args).items() if k != "threads"}  # --threads: timing threads here
     results = tune(
         args.model, args.target, trials=args.trials, log_dir=args.log_dir, rpc=rpc, timeout=args.timeout,
-        threads=args.threads, measure=args.measure, progress=not args.no_progress, other_ops=args.other_ops,
-        **build_args,
+        threads=args.threads, measure=args.measure, progress=not args.no_progress, **build_args,
     )  # fmt: skip
     for result in results:
         best = "no successful trial" if result.best_seconds is None else f"best {result.best_seconds * 1e6:.1f} us"
@@ -464,8 +463,6 @@ def _add_tune_flags(parser: argparse.ArgumentParser) -> None:
                         help="cold: flush CPU caches before each timed run (weights from DRAM, as in a large "
                         "model); hot: weights stay cached (default cold)")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--other-ops", action="store_true", help="also tune the non-LUT kernels (not implemented "
-                        "yet: raises an error)")  # fmt: skip
 
 
 def parser() -> argparse.ArgumentParser:

@@ -23,9 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .builder import build_sharing
+from .compiled import load
 from .errors import InputError, ModelError
 from .frontend.model_info import TensorInfo
 from .frontend.positions import PositionLimit
+from .weights import WeightSet
 
 PAST = re.compile(r"^past(?:_key_values)?[._](\d+)[._](key|value)$")
 PRESENT = re.compile(r"^present(?:_key_values)?[._](\d+)[._](key|value)$")
@@ -251,8 +254,6 @@ def export_decoder(model, step_model, folder) -> Path:
 
 def load_decoder(folder) -> tuple:
     """``(model, step_model)`` from a folder :func:`export_decoder` wrote, their weights read once."""
-    from .compiled import load
-
     folder = Path(folder)
     model = load(folder / DECODER_FILES[0])
     return model, load(folder / DECODER_FILES[1], weights=model.weight_set)
@@ -262,9 +263,6 @@ def build_decoder(path, target="x86", *, batch: int = 1, **options) -> tuple:
     """``(model, step_model)`` for :func:`generate`: the decoder as is (the prompt) and built for one
     token per call (every later token). The two share their weights (one copy in memory; exported
     with the same ``weights=`` file name, one file on disk)."""
-    from .builder import build_sharing
-    from .weights import WeightSet
-
     weights = WeightSet()
     prompt = build_sharing(path, target, weights, **options)
     return prompt, build_sharing(path, target, weights, shapes=step_shapes(batch), **options)

@@ -24,4 +24,5 @@ class LoadError(LutcError, OSError):
 
 
 class TargetError(LutcError, RuntimeError):
-    """A model built for another CPU than this machine's (another architecture, or features it lacks)."""
+    """Code built for a target this machine cannot run: another architecture, CPU features it
+    lacks, or a GPU it does not have (run it on such a device, over TVM's RPC)."""

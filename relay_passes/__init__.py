@@ -1,7 +1,15 @@
-"""Relax graph passes that rewrite quantized matmuls into LUT kernels, one pass per file.
+"""lutc's Relax graph passes, one pass per file.
+
+- the LUT rewrite: :class:`LutcRewriteQuantizedMatmul` turns ``matmul(x, lut_dequantize(W))``
+  into a table precompute and a lookup matmul; :class:`LutcShareTables` shares a precompute
+  between matmuls of one activation; :class:`LutcFuseNormPrecompute` folds an RMSNorm into it;
+- scheduling: :class:`LutcScheduleKernels` applies ``lutc.schedules``' rules to the LUT kernels,
+  :class:`LutcApplyDefaultSchedules` default rules to the rest;
+- the rest of the pipeline: :class:`LutcLiftWeights` (weight stages out of ``main``),
+  :class:`LutcIsolateShapeKernels` (kernels with scalar shape arguments kept out of fusion).
 
 Installed as ``lutc.relay_passes`` (the name follows the original design; Relay itself is
-gone from TVM). ``lutc.pipeline`` lists them in order.
+gone from TVM). ``lutc.pipeline`` and the backends list them in order.
 """
 
 from .default_schedules import LutcApplyDefaultSchedules

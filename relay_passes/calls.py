@@ -5,7 +5,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
-from ..schedules.base import kernel_of
+from ..kernels.names import kernel_of
 
 CALL_TIR = tvm.ir.Op.get("relax.call_tir")
 

@@ -19,8 +19,9 @@ import tvm_ffi
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from ..kernels.precompute import NORM_ATTR, PRECOMPUTE_KERNEL, FusedNorm, lut_precompute
-from ..kernels.spec import SPEC_ATTR, KernelSpec
+from ..kernels.names import NORM_ATTR, PRECOMPUTE_KERNEL, SPEC_ATTR
+from ..kernels.precompute import FusedNorm, lut_precompute
+from ..kernels.spec import KernelSpec
 from .calls import called_kernel
 
 RMS_NORM = tvm.ir.Op.get("relax.nn.rms_norm")

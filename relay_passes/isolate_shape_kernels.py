@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import tvm
 
-OPAQUE_PATTERN = 8
-"""``relax.transform.AnnotateTIROpPattern``'s ``kOpaque``: never fused."""
+from ..kernels.names import OPAQUE as OPAQUE_PATTERN
 
 
 def takes_scalars(func: tvm.tirx.PrimFunc) -> bool:

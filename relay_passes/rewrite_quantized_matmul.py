@@ -22,14 +22,13 @@ from tvm.relax.dpl import is_op, wildcard
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ..frontend.weight_params import LOGICAL_PARTS, split_key, weight_key, weight_var, weights_of, with_weights
-from ..kernels.dequantize import DEQUANTIZE_KERNEL
 from ..kernels.matmul import lut_matmul
+from ..kernels.names import DEQUANTIZE_KERNEL, FORMAT_ATTR, NODE_ATTR, kernel_of
 from ..kernels.precompute import lut_precompute
 from ..kernels.spec import KernelSpec
 from ..quant.formats import format_from_attr
 from ..quant.layout import pack
 from ..quant.weights import QuantizedWeight
-from ..schedules.base import kernel_of
 from .calls import called_kernel
 
 DECISIONS_ATTR = "lutc.decisions"
@@ -38,11 +37,11 @@ MATMUL = is_op("relax.matmul")(wildcard(), wildcard())
 
 @dataclass(frozen=True)
 class RewriteOptions:
-    """What the rewrite produces: table mode, symmetrization, nodes to leave alone, and whether
+    """What the rewrite produces: table mode, half tables, nodes to leave alone, and whether
     the passes after it share tables and fold norms into precomputes (``fuse``)."""
 
     mode: Literal["exact", "fast"] = "fast"
-    symmetric: bool = False
+    half_tables: bool = False
     keep_dequantize: frozenset[str] = frozenset()
     fuse: bool = True
 
@@ -56,7 +55,7 @@ def _dequantize_call(mod: tvm.IRModule, expr: relax.Expr):
 
 def _weight(attrs, args: list[tvm.ir.expr.Constant]) -> QuantizedWeight:
     arrays = [arg.value.numpy() for arg in args]
-    return QuantizedWeight(format_from_attr(attrs["lutc.format"]), arrays[0], arrays[1], *arrays[2:])
+    return QuantizedWeight(format_from_attr(attrs[FORMAT_ATTR]), arrays[0], arrays[1], *arrays[2:])
 
 
 def _packed_constants(attrs, args: list[tvm.ir.expr.Constant]) -> list[relax.Expr]:
@@ -83,7 +82,7 @@ class _Rewriter(PyExprMutator):
         if found is None:
             return call
         attrs, args = found
-        node = str(attrs.get("lutc.node", "?"))
+        node = str(attrs.get(NODE_ATTR, "?"))
         reason = self._skip_reason(node, attrs, args)
         if reason:
             self.decisions[node] = f"dequantize path: {reason}"
@@ -93,13 +92,13 @@ class _Rewriter(PyExprMutator):
         except NotImplementedError as err:
             self.decisions[node] = f"dequantize path: {err}"
             return call
-        self.decisions[node] = f"lut {spec.mode} {spec.fmt.name}{' symmetrized' if spec.symmetric else ''}"
+        self.decisions[node] = f"lut {spec.mode} {spec.fmt.name}{' symmetrized' if spec.half_tables else ''}"
         return self._emit_lut(x, spec, self._packed(spec, attrs, args))
 
     def _skip_reason(self, node: str, attrs, args) -> str:
         if node in self.options.keep_dequantize:
             return "kept by request"
-        if "lutc.format" not in attrs:
+        if FORMAT_ATTR not in attrs:
             return "no LUT kernel for this bit width"
         if not all(isinstance(arg, tvm.ir.expr.Constant) for arg in args) and self._weight_node(args) is None:
             warnings.warn(f"{node}: quantized weight is neither a constant nor a model weight; it stays on the "
@@ -120,8 +119,8 @@ class _Rewriter(PyExprMutator):
             raise NotImplementedError(f"activations are {x.ty.dtype} with shape {shape}; kernels take float32")
         rows = _static_rows(shape.values[:-1])
         n, k = (int(d) for d in args[0].ty.shape.values)
-        fmt = format_from_attr(attrs["lutc.format"])
-        return KernelSpec(rows, n, k, fmt, mode=self.options.mode, symmetric=self.options.symmetric)
+        fmt = format_from_attr(attrs[FORMAT_ATTR])
+        return KernelSpec(rows, n, k, fmt, mode=self.options.mode, half_tables=self.options.half_tables)
 
     def _packed(self, spec: KernelSpec, attrs, args) -> list[relax.Expr]:
         """The packed weight's arrays: constants packed now, or new weight parameters packed at load."""

@@ -15,13 +15,10 @@ from tvm.target import Target
 
 from .. import schedules
 from ..kernels.dequantize import DEQUANTIZE_KERNEL
-from ..schedules.base import kernel_of
+from ..kernels.names import OPAQUE, kernel_of
 
 if TYPE_CHECKING:
     from ..tuning.apply import TunedSchedules
-
-OPAQUE = 8
-"""``relay.op.OpPattern.OPAQUE``: never fused with neighbours."""
 
 
 @tvm.transform.module_pass(opt_level=0, name="LutcScheduleKernels")

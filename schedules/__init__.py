@@ -9,8 +9,9 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 from tvm.target import Target
 
+from ..kernels.names import kernel_of
 from .arm import LutMatmulNEON
-from .base import DEFAULT_KNOBS, Knobs, LutRule, kernel_of
+from .base import DEFAULT_KNOBS, Knobs, LutRule
 from .cpu import LutMatmulPortable, LutPrecompute
 from .cuda import LutMatmulCuda, LutPrecomputeCuda
 from .x86 import LutMatmulAVX2, LutMatmulAVX512

@@ -2,7 +2,8 @@
 
 A rule's ``apply(func, target, knobs)`` returns a schedule, or ``None`` when the rule does
 not apply to that PrimFunc or target. Kernels are recognized by their ``lutc.kernel``
-attribute, never by name. Every tunable choice is a ``sch.sample_*`` decision: with
+attribute (:func:`lutc.kernels.names.kernel_of`), never by name, and their blocks by the
+names in :mod:`lutc.kernels.names`. Every tunable choice is a ``sch.sample_*`` decision: with
 ``Knobs()`` each takes the rule's default, so the untuned schedule is the heuristic.
 
 Choices that change the loop structure or the tensorize intrinsic (``structural_choices``)
@@ -19,15 +20,7 @@ from dataclasses import dataclass
 from tvm import s_tir, tirx
 from tvm.target import Target
 
-KERNEL_ATTR = "lutc.kernel"
-
-
-def kernel_of(func) -> str | None:
-    """The ``lutc.kernel`` tag of a PrimFunc, if any (``None`` for anything else)."""
-    if not isinstance(func, tirx.PrimFunc):
-        return None
-    attrs = func.attrs
-    return str(attrs[KERNEL_ATTR]) if attrs is not None and KERNEL_ATTR in attrs else None
+from ..kernels.names import kernel_of
 
 
 def block_names(sch: s_tir.Schedule) -> set[str]:

@@ -22,7 +22,8 @@ from test_corpus import _check as check_against_ort
 from test_kernels import FORMATS, _check
 
 import lutc
-from lutc.kernels import KernelSpec, build_lut_gemm
+from lutc.gemm import build_lut_gemm
+from lutc.kernels import KernelSpec
 from lutc.quant import IntFormat, TernaryFormat, pack, quantize
 from lutc.remote import RpcTracker
 
@@ -61,11 +62,11 @@ def test_every_format_and_mode_matches_the_reference_on_the_device(device, fmt, 
     _check(spec, *_run_on(device, spec))
 
 
-@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("half_tables", [False, True])
 @pytest.mark.parametrize("mode", ["fast", "exact"])
 @pytest.mark.parametrize("m", [1, 16])
-def test_symmetrization_and_batch_sizes_on_the_device(device, symmetric, mode, m):
-    spec = KernelSpec(m, 40, 512, IntFormat(2, 64, symmetric=False), mode=mode, symmetric=symmetric)
+def test_symmetrization_and_batch_sizes_on_the_device(device, half_tables, mode, m):
+    spec = KernelSpec(m, 40, 512, IntFormat(2, 64, symmetric=False), mode=mode, half_tables=half_tables)
     _check(spec, *_run_on(device, spec))
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lutc.bench import gpu_bundle as make_bundle
 from lutc.targets import resolve_target
 
 TOOLS = Path(__file__).resolve().parent.parent / "tools" / "gpu_check"
@@ -29,6 +30,8 @@ needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc (CUDA
 
 
 def _load(name: str):
+    """A standalone script of ``tools/gpu_check`` (``emulate.py`` and the ``check.py`` it loads run
+    where lutc and TVM are not installed, so they are files there, not package modules)."""
     module_name = f"gpu_check_{name}"
     if module_name not in sys.modules:
         spec = importlib.util.spec_from_file_location(module_name, TOOLS / f"{name}.py")
@@ -38,7 +41,6 @@ def _load(name: str):
     return sys.modules[module_name]
 
 
-make_bundle = _load("make_bundle")
 emulate = _load("emulate")
 CORRECTNESS = [c.name for c in make_bundle.full_cases(resolve_target("cuda-sm90")) if c.kind == "correctness"]
 

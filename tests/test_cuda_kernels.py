@@ -77,13 +77,13 @@ def _ptx(source: str, tmp_path) -> str:
 
 
 @needs_nvcc
-@pytest.mark.parametrize("symmetric", [False, True], ids=["full", "half"])
+@pytest.mark.parametrize("half_tables", [False, True], ids=["full", "half"])
 @pytest.mark.parametrize("fmt", FORMATS.values(), ids=FORMATS.keys())
-def test_fast_lookups_reach_dp4a_as_signed_bytes(fmt, symmetric, tmp_path):
+def test_fast_lookups_reach_dp4a_as_signed_bytes(fmt, half_tables, tmp_path):
     """``__byte_perm`` returns ``unsigned``: uncast, ``__dp4a`` resolves to TVM's mixed
     ``dp4a.u32.s32`` overload and reads the int8 table entries as 0..255 (found by the CPU
     emulator, ``tests/test_cuda_emulated.py``)."""
-    ptx = _ptx(_cuda_source(lut_matmul(KernelSpec(1, 256, 512, fmt, "fast", symmetric=symmetric)), LutMatmulCuda),
+    ptx = _ptx(_cuda_source(lut_matmul(KernelSpec(1, 256, 512, fmt, "fast", half_tables=half_tables)), LutMatmulCuda),
                tmp_path)  # fmt: skip
     assert "dp4a.s32.s32" in ptx
     assert "dp4a.u32" not in ptx and "dp4a.s32.u32" not in ptx
@@ -96,14 +96,14 @@ def test_fast_lookups_reach_dp4a_as_signed_bytes(fmt, symmetric, tmp_path):
         KernelSpec(1, 4096, 4096, IntFormat(2, 128), "fast"),
         KernelSpec(None, 4096, 4096, IntFormat(4, 128, symmetric=False), "exact"),
         KernelSpec(1, 200, 512, IntFormat(2, 32), "fast", bias=True),  # crop of a padded tile
-        KernelSpec(16, 256, 512, IntFormat(2, "channel"), "fast", symmetric=True),  # one group: no K split
-        KernelSpec(None, 256, 512, IntFormat(4, 32), "exact", symmetric=True),
+        KernelSpec(16, 256, 512, IntFormat(2, "channel"), "fast", half_tables=True),  # one group: no K split
+        KernelSpec(None, 256, 512, IntFormat(4, 32), "exact", half_tables=True),
     ],
     ids=lambda spec: spec.tag,
 )
 def test_matmul_shapes_compile_spill_free(spec):
     source = _cuda_source(lut_matmul(spec), LutMatmulCuda)
-    if spec.symmetric and spec.mode == "fast":
+    if spec.half_tables and spec.mode == "fast":
         assert "__vneg4" in source
     _check_resources(source)
 
@@ -115,7 +115,7 @@ def test_matmul_shapes_compile_spill_free(spec):
     [
         KernelSpec(1, 256, 512, IntFormat(2, 32), "fast"),
         KernelSpec(None, 256, 4096, IntFormat(4, 128, symmetric=False), "exact"),
-        KernelSpec(16, 256, 500, IntFormat(2, "channel"), "fast", symmetric=True),  # K padded to 504
+        KernelSpec(16, 256, 500, IntFormat(2, "channel"), "fast", half_tables=True),  # K padded to 504
         KernelSpec(1, 256, 11008, IntFormat(2, 32), "fast"),  # 344 groups: more than a block's threads
     ],
     ids=lambda spec: spec.tag,
@@ -180,14 +180,14 @@ def dp4a(a: np.ndarray, b: int, c: np.ndarray) -> np.ndarray:
     return c + (_bytes_of(a).view(np.int8).astype(np.int32) * weights).sum(-1)
 
 
-def _emulated_sums(tables: np.ndarray, data: np.ndarray, planes: int, symmetric: bool, group_bytes: int):
+def _emulated_sums(tables: np.ndarray, data: np.ndarray, planes: int, half_tables: bool, group_bytes: int):
     """The micro-kernel's int32 sums ``[N_pad, n_groups]`` for one activation row."""
     tiles, k_bytes = data.shape[:2]
     acc = np.zeros((tiles, 32, k_bytes // group_bytes), np.int32)
     for kb in range(k_bytes):
         for half in (0, 1):
             table = tables[2 * kb + half].astype(np.int8)
-            if symmetric:
+            if half_tables:
                 table = np.concatenate([table, -table])  # __vneg4 on the two words
             words = table.view(np.uint32)
             nibbles = (data[:, kb, :planes, :].astype(np.uint32) >> (4 * half)) & 15  # [tile, plane, r]
@@ -199,15 +199,15 @@ def _emulated_sums(tables: np.ndarray, data: np.ndarray, planes: int, symmetric:
     return acc.reshape(tiles * 32, -1)
 
 
-@pytest.mark.parametrize("symmetric", [False, True], ids=["full", "half"])
+@pytest.mark.parametrize("half_tables", [False, True], ids=["full", "half"])
 @pytest.mark.parametrize("fmt", FORMATS.values(), ids=FORMATS.keys())
-def test_prmt_lookup_matches_reference(fmt, symmetric):
+def test_prmt_lookup_matches_reference(fmt, half_tables):
     rng = np.random.default_rng(7)
     n, k = 64, 256
     pw = pack(quantize(rng.standard_normal((n, k)).astype(np.float32), fmt))
     x = rng.standard_normal((2, k)).astype(np.float32)
-    tables = precompute(x, pw.group_len, LutConfig(mode="fast", symmetric=symmetric))
+    tables = precompute(x, pw.group_len, LutConfig(mode="fast", half_tables=half_tables))
     group_bytes = pw.group_len // 8
     for row in range(x.shape[0]):
-        emulated = _emulated_sums(tables.values[row], pw.data, fmt.bits, symmetric, group_bytes)
+        emulated = _emulated_sums(tables.values[row], pw.data, fmt.bits, half_tables, group_bytes)
         np.testing.assert_array_equal(emulated, _plane_sums(tables, pw, row))  # integer sums: exact

@@ -47,14 +47,14 @@ def _run_kernel(spec: KernelSpec, norm: FusedNorm, inputs: list[np.ndarray]) -> 
 @pytest.mark.parametrize(("m", "fmt"), [(1, IntFormat(2, 32)), (3, IntFormat(2, "channel"))])
 def test_fused_norm_precompute_equals_the_reference_of_the_normed_rows(mode, skip, m, fmt):
     k = 256 if fmt.group_size == 32 else 250  # per-channel: K padded
-    spec = KernelSpec(m, 8, k, fmt, mode=mode, symmetric=mode == "exact")
+    spec = KernelSpec(m, 8, k, fmt, mode=mode, half_tables=mode == "exact")
     rng = np.random.default_rng(m)
     x, other = rng.standard_normal((2, m, spec.k)).astype(np.float32) * 3
     weight = rng.standard_normal(spec.k).astype(np.float32)
     inputs = [x, other, weight] if skip else [x, weight]
     tables, lut_scale, xsum, row_scale = _run_kernel(spec, FusedNorm(EPS, skip), inputs)
     normed = FusedNorm(EPS, skip).reference(x + other if skip else x, weight)
-    ref = precompute(normed, spec.group_len, LutConfig(mode=mode, symmetric=spec.symmetric), spec.k_pad)
+    ref = precompute(normed, spec.group_len, LutConfig(mode=mode, half_tables=spec.half_tables), spec.k_pad)
     magnitude = np.abs(normed).sum(-1)[:, None]
     np.testing.assert_array_equal(row_scale, ref.row_scale)
     np.testing.assert_allclose(xsum, ref.xsum, rtol=0, atol=1e-5 * magnitude.max())

@@ -21,6 +21,7 @@ import pytest
 from tvm.script import tirx as T
 
 from lutc.backend.ptxas import ptxas_report
+from lutc.bench import gpu_bundle as make_bundle
 from lutc.targets import resolve_target
 
 TOOLS = Path(__file__).resolve().parent.parent / "tools" / "gpu_check"
@@ -29,14 +30,13 @@ needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc (CUDA
 
 
 def _load(name: str):
+    """A standalone script of ``tools/gpu_check`` (``check.py`` runs on a GPU machine without lutc
+    or TVM, so it is a file there, not a package module)."""
     spec = importlib.util.spec_from_file_location(f"gpu_check_{name}", TOOLS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
-
-
-make_bundle = _load("make_bundle")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ import pytest
 import tvm.testing
 from conftest import random_weights
 
-from lutc.kernels import KernelSpec, LutGemm, build_lut_gemm
+from lutc.gemm import LutGemm, build_lut_gemm
+from lutc.kernels import KernelSpec
 from lutc.quant import (
     IntFormat,
     LutConfig,
@@ -53,7 +54,7 @@ def _check(spec: KernelSpec, y, x, qw, pw, bias) -> None:
     """Both modes: within the documented bound of the real product. Then, tighter: the kernel
     equals the numpy reference of its own mode up to float32 rounding of the epilogue (the
     fast mode's integer sums are exact, so only the float steps can differ)."""
-    config = LutConfig(mode=spec.mode, symmetric=spec.symmetric)
+    config = LutConfig(mode=spec.mode, half_tables=spec.half_tables)
     rounding = exact_error_bound(x, pw) + (0 if bias is None else np.abs(bias) * np.finfo(np.float32).eps)
     assert y.shape == (spec.m, spec.n) and y.dtype == np.float32
     tvm.testing.assert_allclose(y, lut_gemm(x, pw, config, bias), rtol=0, atol=float(rounding.max()))
@@ -73,11 +74,11 @@ def test_every_format_and_mode_matches_the_reference(fmt, mode, target):
 
 
 @pytest.mark.parametrize("target", X86_TARGETS)
-@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("half_tables", [False, True])
 @pytest.mark.parametrize("mode", ["fast", "exact"])
 @pytest.mark.parametrize("m", [1, 3, 16])
-def test_symmetrization_and_batch_sizes(symmetric, mode, m, target):
-    spec = KernelSpec(m, 40, 512, IntFormat(2, 64, symmetric=False), mode=mode, symmetric=symmetric)
+def test_symmetrization_and_batch_sizes(half_tables, mode, m, target):
+    spec = KernelSpec(m, 40, 512, IntFormat(2, 64, symmetric=False), mode=mode, half_tables=half_tables)
     _, y, *rest = _run(spec, target, seed=m)
     _check(spec, y, *rest)
 
@@ -109,12 +110,12 @@ def test_per_channel_with_k_not_a_multiple_of_eight(target):
 
 @needs_avx512
 @pytest.mark.parametrize("fmt", [*FORMATS, IntFormat(3, 16), IntFormat(4, 16), IntFormat(1, 16)], ids=lambda f: f.name)
-@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("half_tables", [False, True])
 @pytest.mark.parametrize("m", [1, 5])
-def test_avx512_fast_sums_equal_avx2_bit_for_bit(fmt, symmetric, m):
+def test_avx512_fast_sums_equal_avx2_bit_for_bit(fmt, half_tables, m):
     """Same integer sums, same float epilogue: the outputs are equal, not just close. Small
     groups (16 elements) leave odd plane counts no AVX-512 chunk; they fall back to AVX2."""
-    spec = KernelSpec(m, 72, 256, fmt, mode="fast", symmetric=symmetric)
+    spec = KernelSpec(m, 72, 256, fmt, mode="fast", half_tables=half_tables)
     _, avx512, *_ = _run(spec, "x86-avx512", seed=m)
     _, avx2, *_ = _run(spec, "x86-avx2", seed=m)
     np.testing.assert_array_equal(avx512, avx2)
@@ -122,12 +123,12 @@ def test_avx512_fast_sums_equal_avx2_bit_for_bit(fmt, symmetric, m):
 
 @pytest.mark.parametrize("mode", ["fast", "exact"])
 def test_precompute_tables_equal_the_reference_bit_for_bit(mode):
-    spec = KernelSpec(2, 32, 256, IntFormat(2, 64), mode=mode, symmetric=mode == "exact")
+    spec = KernelSpec(2, 32, 256, IntFormat(2, 64), mode=mode, half_tables=mode == "exact")
     gemm, _, x, _, pw, _ = _run(spec)
     ws = gemm.workspace()
     ws.x.copyfrom(x)
     gemm.precompute(ws)
-    reference = precompute(x, pw.group_len, LutConfig(mode=mode, symmetric=spec.symmetric))
+    reference = precompute(x, pw.group_len, LutConfig(mode=mode, half_tables=spec.half_tables))
     np.testing.assert_array_equal(ws.tables.numpy(), reference.values)
     np.testing.assert_array_equal(ws.lut_scale.numpy(), reference.lut_scale)
     np.testing.assert_array_equal(ws.row_scale.numpy(), reference.row_scale)
@@ -177,7 +178,7 @@ def test_avx512_kernels_use_vbmi_and_vnni(fmt, mode, instructions, absent):
 
 @pytest.mark.parametrize("mode", ["fast", "exact"])
 def test_portable_target_is_correct_without_avx2(mode):
-    spec = KernelSpec(3, 40, 256, IntFormat(3, 32, symmetric=False), mode=mode, symmetric=True)
+    spec = KernelSpec(3, 40, 256, IntFormat(3, 32, symmetric=False), mode=mode, half_tables=True)
     gemm, y, *rest = _run(spec, target="llvm")
     _check(spec, y, *rest)
     assert "vpshufb" not in gemm.module.inspect_source("asm")
@@ -385,7 +386,7 @@ def _pinned_gemm(spec: KernelSpec, target_name: str, pinned: tuple[tuple[str, in
 def test_avx512_kernels_of_several_rows_equal_one_row_kernels(fmt, m, rows, m_inner):
     """A static M takes 2 or 4 rows per micro-kernel call (one weight load for all): the same
     integer sums, so the same outputs as the one-row kernel, bit for bit, in either loop order."""
-    spec = KernelSpec(m, 72, 256, fmt, mode="fast", symmetric=m_inner == 1)
+    spec = KernelSpec(m, 72, 256, fmt, mode="fast", half_tables=m_inner == 1)
     rng = np.random.default_rng(m)
     pw = pack(quantize(random_weights(rng, spec.n, spec.k), spec.fmt))
     x = rng.standard_normal((m, spec.k)).astype(np.float32)
@@ -394,7 +395,7 @@ def test_avx512_kernels_of_several_rows_equal_one_row_kernels(fmt, m, rows, m_in
     np.testing.assert_array_equal(several(x, several.prepare(pw)), one(x, one.prepare(pw)))
     tvm.testing.assert_allclose(
         several(x, several.prepare(pw)),
-        lut_gemm(x, pw, LutConfig(mode="fast", symmetric=spec.symmetric)),
+        lut_gemm(x, pw, LutConfig(mode="fast", half_tables=spec.half_tables)),
         rtol=0,
         atol=float(exact_error_bound(x, pw).max()),
     )
@@ -406,3 +407,16 @@ def test_avx512_kernels_prefetch_the_weight_stream_when_rows_run_outside_groups(
     1 KiB ahead. A static M > 1 runs rows inside groups, where the bytes stay in L1."""
     gemm = build_lut_gemm(KernelSpec(m, 64, 512, IntFormat(2, 128)), "x86-avx512")
     assert ("prefetcht0" in gemm.module.inspect_source("asm")) == prefetches
+
+
+@pytest.mark.parametrize("bits", [1, 2])
+def test_lookup_loops_are_named_and_ordered_as_schedules_unpack_them(bits):
+    """Schedules unpack the lookup block's loops in ``LOOKUP_LOOPS``' order (no plane loop at 1 bit)."""
+    from tvm import s_tir
+
+    from lutc.kernels import lut_matmul
+    from lutc.kernels.names import LOOKUP_BLOCK, LOOKUP_LOOPS, PLANE_LOOP
+
+    sch = s_tir.Schedule(lut_matmul(KernelSpec(None, 64, 256, IntFormat(bits, 64))))
+    names = [sch.get(loop).loop_var.name for loop in sch.get_loops(sch.get_sblock(LOOKUP_BLOCK))]
+    assert names == [name for name in LOOKUP_LOOPS if bits > 1 or name != PLANE_LOOP]

@@ -41,10 +41,10 @@ def _case(seed: int, m: int, n: int, k: int, fmt, g: int = 4):
     channel_k=st.integers(1, 300),
     fmt=st.sampled_from(FORMATS),
     g=st.sampled_from([1, 2, 4, 8]),
-    symmetric=st.booleans(),
+    half_tables=st.booleans(),
     seed=st.integers(0, 2**16),
 )
-def test_exact_mode_is_dequantize_then_matmul(m, n, groups, channel_k, fmt, g, symmetric, seed):
+def test_exact_mode_is_dequantize_then_matmul(m, n, groups, channel_k, fmt, g, half_tables, seed):
     """Exact mode differs from real arithmetic by float32 rounding only.
 
     The tolerance is ``exact_error_bound``: a gamma_n rounding bound over the longest chain of
@@ -53,7 +53,7 @@ def test_exact_mode_is_dequantize_then_matmul(m, n, groups, channel_k, fmt, g, s
     k = k_for(fmt, groups, channel_k)
     x, qw, pw = _case(seed, m, n, k, fmt, g)
     bias = np.random.default_rng(seed).standard_normal(n).astype(np.float32)
-    y = lut_gemm(x, pw, LutConfig(g, "exact", symmetric), bias)
+    y = lut_gemm(x, pw, LutConfig(g, "exact", half_tables), bias)
     assert y.shape == (m, n) and y.dtype == np.float32
     error = np.abs(y - reference_matmul(x, qw, bias))
     assert np.all(error <= exact_error_bound(x, pw) + np.abs(bias) * np.finfo(np.float32).eps)
@@ -64,13 +64,13 @@ def test_exact_mode_is_dequantize_then_matmul(m, n, groups, channel_k, fmt, g, s
     n=st.integers(1, 64),
     groups=st.integers(1, 3),
     fmt=st.sampled_from(FORMATS),
-    symmetric=st.booleans(),
+    half_tables=st.booleans(),
     seed=st.integers(0, 2**16),
 )
-def test_fast_mode_stays_within_its_documented_bound(m, n, groups, fmt, symmetric, seed):
+def test_fast_mode_stays_within_its_documented_bound(m, n, groups, fmt, half_tables, seed):
     """|fast - exact| <= sum |s| * ls * (2**b - 1) * G / (4g), plus exact mode's own rounding."""
     x, qw, pw = _case(seed, m, n, k_for(fmt, groups, 96), fmt)
-    config = LutConfig(4, "fast", symmetric)
+    config = LutConfig(4, "fast", half_tables)
     tables = precompute(x, pw.group_len, config, k_pad=pw.k_pad)
     fast = lut_matmul(tables, pw)
     error = np.abs(fast - reference_matmul(x, qw))
@@ -98,8 +98,8 @@ def test_fast_mode_error_is_real_and_well_inside_the_bound():
 )
 def test_symmetrized_tables_give_bit_identical_results(mode, fmt):
     x, _, pw = _case(3, 3, 40, 192, fmt)
-    full = lut_gemm(x, pw, LutConfig(4, mode, symmetric=False))
-    half = lut_gemm(x, pw, LutConfig(4, mode, symmetric=True))
+    full = lut_gemm(x, pw, LutConfig(4, mode, half_tables=False))
+    half = lut_gemm(x, pw, LutConfig(4, mode, half_tables=True))
     np.testing.assert_array_equal(full, half)
 
 
@@ -114,7 +114,7 @@ def test_tables_hold_every_signed_sum_in_sign_magnitude_order(g):
     np.testing.assert_allclose(tables.values, by_raw_index[..., raw], rtol=1e-6, atol=1e-6)
     half = 2 ** (g - 1)
     np.testing.assert_array_equal(tables.values[..., half:], -tables.values[..., :half])
-    symmetrized = precompute(x, 16, LutConfig(g, symmetric=True))
+    symmetrized = precompute(x, 16, LutConfig(g, half_tables=True))
     np.testing.assert_array_equal(symmetrized.values, tables.values[..., :half])
 
 

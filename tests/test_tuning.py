@@ -23,7 +23,8 @@ from tvm.s_tir import meta_schedule as ms
 
 import lutc
 from lutc import zoo
-from lutc.kernels import KernelSpec, build_lut_gemm, lut_matmul, scheduled_module
+from lutc.gemm import build_lut_gemm, scheduled_module
+from lutc.kernels import KernelSpec, lut_matmul
 from lutc.quant import FORMATS, LutConfig, exact_error_bound, lut_gemm, pack, quantize
 from lutc.targets import cross_compiler, resolve_target
 from lutc.tuning import TuneOptions, TuningLog, TuningLogWarning, target_tag, tasks_of_specs, tune_kernels
@@ -324,12 +325,6 @@ def test_cli_tunes_a_model_and_compiles_with_its_log(tmp_path, capsys):
     assert main(["compile", str(path), "--tuning-logs", str(logs), "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert "1 kernel(s) tuned, 0 on the default schedule" in out, out
-
-
-def test_tuning_other_ops_is_not_implemented_yet(tmp_path):
-    model = zoo.quantize_matmuls(zoo.float_mlp(64, 128, layers=1), 2, 32)
-    with pytest.raises(NotImplementedError, match="other kernels"):
-        lutc.tune(model, "x86", trials=2, log_dir=tmp_path, other_ops=True)
 
 
 def test_tune_rejects_a_model_without_lut_kernels(tmp_path):

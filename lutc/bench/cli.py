@@ -50,8 +50,8 @@ def _kernels_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--baselines", nargs="*", choices=BASELINES, default=list(BASELINES),
                    help="baselines to run (no value: none)")  # fmt: skip
     p.add_argument("--lutc-modes", nargs="*", choices=LUTC_MODES, default=list(LUTC_MODES),
-                   help="lutc table modes to run (no value: none, e.g. while lutc.kernels is missing)")  # fmt: skip
-    p.add_argument("--lutc-target", default="x86", help="target name given to lutc.kernels.build_lut_gemm "
+                   help="lutc table modes to run (no value: none, e.g. when lutc.gemm cannot import)")  # fmt: skip
+    p.add_argument("--lutc-target", default="x86", help="target name given to lutc.gemm.build_lut_gemm "
                    "(default x86: this machine's CPU, e.g. AVX-512 where it has it)")  # fmt: skip
     p.add_argument("--compare-targets", nargs="*", default=[], metavar="TARGET",
                    help="also run lutc's modes built for these targets, side by side (e.g. x86-avx2 on an "

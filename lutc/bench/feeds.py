@@ -5,13 +5,19 @@ Dims are sized by name: ``batch`` and ``seq`` from ``--shapes``, any other name 
 ints and dim names (``total=past+seq``, ``s53=seq``). Integer inputs are read by name:
 ``*mask*`` -> ones, ``*position*`` -> ``past + arange(seq)``, ``token_type*`` -> zeros, else
 token ids below the vocabulary size of the embedding that gathers them.
+
+A model corpus's ``manifest.json`` (``tests/corpus``) gives each model its inputs as recipes
+instead: :func:`load_manifest` reads it, :func:`manifest_feeds` makes the arrays (numpy only).
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 INT_TYPES = (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
 EMBEDDING_OPS = {"Gather": (1, 0), "EmbedLayerNormalization": (0, 2)}
@@ -101,6 +107,32 @@ def model_feeds(model: onnx.ModelProto, sizes: dict[str, int], seed: int = 0) ->
     return feeds
 
 
-def initializer_array(model: onnx.ModelProto, name: str) -> np.ndarray:
-    """One initializer as numpy (for tests and notes)."""
-    return next(numpy_helper.to_array(t) for t in model.graph.initializer if t.name == name)
+def load_manifest(path: Path | str) -> list[dict[str, Any]]:
+    """The entries of a corpus ``manifest.json`` (one per model file; ``entry["file"]`` is relative to it)."""
+    return json.loads(Path(path).read_text())
+
+
+def manifest_feeds(entry: dict[str, Any], alt: bool = False, seed: int = 0) -> dict[str, np.ndarray]:
+    """Numpy inputs from a manifest entry's ``feeds`` (or ``feeds_alt`` when ``alt``) recipe.
+
+    Recipe kinds: ``ids`` (uniform ints in ``[0, high)``), ``ones``, ``zeros``, ``positions``
+    (``start + arange(seq)`` along the last axis, broadcast over batch) and ``normal`` (float noise).
+    """
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for name, rec in entry["feeds_alt" if alt else "feeds"].items():
+        shape, dtype, kind = tuple(rec["shape"]), np.dtype(rec["dtype"]), rec["kind"]
+        if kind == "ids":
+            arr = rng.integers(0, rec["high"], size=shape)
+        elif kind == "ones":
+            arr = np.ones(shape)
+        elif kind == "zeros":
+            arr = np.zeros(shape)
+        elif kind == "positions":
+            arr = np.broadcast_to(rec.get("start", 0) + np.arange(shape[-1]), shape)
+        elif kind == "normal":
+            arr = rng.standard_normal(shape)
+        else:
+            raise ValueError(f"unknown feed kind {kind!r} for input {name!r}")
+        out[name] = np.ascontiguousarray(arr, dtype=dtype)
+    return out

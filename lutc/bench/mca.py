@@ -318,8 +318,8 @@ def kernel_asm(target: str, bits: int, mode: str) -> str:
     """The assembly of lutc's kernels for ``target`` (M = 1, 4096 x 4096, groups of 128)."""
     import tvm
 
+    from ..gemm import scheduled_module
     from ..kernels import KernelSpec
-    from ..kernels.gemm import scheduled_module
     from ..quant import IntFormat
     from ..targets import resolve_target
 

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from tvm import te, tirx
 
 from ..quant.formats import AnyFormat, format_to_attr
-
-DEQUANTIZE_KERNEL = "lut_dequantize"
+from .names import DEQUANTIZE_KERNEL, FORMAT_ATTR, KERNEL_ATTR, NODE_ATTR
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,7 @@ def lut_dequantize(spec: DequantizeSpec) -> tirx.PrimFunc:
     func = te.create_prim_func([codes, scales, *([zeros] if zeros is not None else []), weight]).without_attr(
         "global_symbol"
     )  # named by whoever adds it
-    attrs = {"lutc.kernel": DEQUANTIZE_KERNEL, "lutc.node": spec.node}
+    attrs = {KERNEL_ATTR: DEQUANTIZE_KERNEL, NODE_ATTR: spec.node}
     if spec.fmt is not None:
-        attrs["lutc.format"] = format_to_attr(spec.fmt)
+        attrs[FORMAT_ATTR] = format_to_attr(spec.fmt)
     return func.with_attrs(attrs)

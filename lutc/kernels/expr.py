@@ -25,7 +25,7 @@ def plane_weight(value: tirx.PrimExpr, plane: tirx.PrimExpr, acc_dtype: str) -> 
 
 
 def one_hot_lookup(
-    table_entry: tirx.PrimExpr, index: tirx.PrimExpr, entry: tirx.PrimExpr, symmetric: bool, acc_dtype: str
+    table_entry: tirx.PrimExpr, index: tirx.PrimExpr, entry: tirx.PrimExpr, half_tables: bool, acc_dtype: str
 ) -> tirx.PrimExpr:
     """``table[index]`` written as one term of ``sum_e [index == e] * table[e]``.
 
@@ -35,7 +35,7 @@ def one_hot_lookup(
     """
     zero = tirx.const(0, acc_dtype)
     value = tirx.Cast(acc_dtype, table_entry)
-    if not symmetric:
+    if not half_tables:
         return tirx.Select(index == entry, value, zero)
     signed = tirx.Select(tirx.bitwise_and(index, 8) == 0, value, zero - value)
     return tirx.Select(tirx.bitwise_and(index, 7) == entry, signed, zero)

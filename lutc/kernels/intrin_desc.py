@@ -1,13 +1,12 @@
 """Tensor-intrinsic descriptions of the ``lookup`` stage, one chunk of K bytes for 32 rows.
 
 A schedule splits the byte loop of ``lookup`` into chunks and tensorizes the chunk with a
-target micro-kernel whose description is :func:`lookup_desc`.
+target micro-kernel whose description is :func:`lookup_desc`. A micro-kernel is described by
+the :class:`~lutc.kernels.spec.KernelSpec` of its ``lut_matmul`` (planes, table entries and
+types, group bytes); its registered name keeps only those.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Literal
 
 from tvm import tirx
 from tvm.s_tir import TensorIntrin
@@ -15,59 +14,16 @@ from tvm.script import tirx as T
 
 from ..quant.layout import TILE_N
 from .expr import nibble, one_hot_lookup, plane_weight
-from .spec import ACC_DTYPE, TABLE_DTYPE, KernelSpec, table_entries
-
-LOOKUP_ATTR = "lutc.lookup"
+from .spec import KernelSpec
 
 
-@dataclass(frozen=True)
-class LookupShape:
-    """What a lookup micro-kernel must know: planes, table layout and mode."""
-
-    planes: int
-    symmetric: bool
-    mode: Literal["exact", "fast"]
-    group_bytes: int
-    m: int
-    """Rows, or -1 when dynamic."""
-
-    @staticmethod
-    def of(spec: KernelSpec) -> LookupShape:
-        return LookupShape(spec.planes, spec.symmetric, spec.mode, spec.group_bytes, -1 if spec.m is None else spec.m)
-
-    @staticmethod
-    def from_func(func: tirx.PrimFunc) -> LookupShape:
-        """Read back the shape a ``lut_matmul`` PrimFunc was tagged with."""
-        attrs = func.attrs[LOOKUP_ATTR]
-        return LookupShape(
-            int(attrs["planes"]), bool(int(attrs["symmetric"])), str(attrs["mode"]),
-            int(attrs["group_bytes"]), int(attrs["m"]),
-        )  # fmt: skip
-
-    def as_attr(self) -> dict:
-        return {"planes": self.planes, "symmetric": int(self.symmetric), "mode": self.mode,
-                "group_bytes": self.group_bytes, "m": self.m}  # fmt: skip
-
-    @property
-    def entries(self) -> int:
-        return table_entries(self.symmetric)
-
-    @property
-    def table_dtype(self) -> str:
-        return TABLE_DTYPE[self.mode]
-
-    @property
-    def acc_dtype(self) -> str:
-        return ACC_DTYPE[self.mode]
-
-
-def lookup_term(entry, byte, plane, half, e, shape: LookupShape) -> tirx.PrimExpr:
+def lookup_term(entry, byte, plane, half, e, spec: KernelSpec) -> tirx.PrimExpr:
     """One term of the lookup sum; ``plane`` is ``None`` for single-plane formats."""
-    term = one_hot_lookup(entry, nibble(byte, half), e, shape.symmetric, shape.acc_dtype)
-    return term if plane is None else plane_weight(term, plane, shape.acc_dtype)
+    term = one_hot_lookup(entry, nibble(byte, half), e, spec.half_tables, spec.acc_dtype)
+    return term if plane is None else plane_weight(term, plane, spec.acc_dtype)
 
 
-def lookup_desc(shape: LookupShape, chunk: int, rows: int = 1) -> tirx.PrimFunc:
+def lookup_desc(spec: KernelSpec, chunk: int, rows: int = 1) -> tirx.PrimFunc:
     """``acc[r] += sum_{byte < chunk, plane, half, e} 2**plane * tab[2*byte + half, e] * [p == e]``.
 
     Loops of extent one vanish during scheduling, so a single-plane format has no plane loop
@@ -77,12 +33,12 @@ def lookup_desc(shape: LookupShape, chunk: int, rows: int = 1) -> tirx.PrimFunc:
     if chunk < 2:
         raise ValueError(f"lookup chunks cover at least 2 bytes; got {chunk}")
     if rows > 1:
-        return _multi_row_desc(shape, chunk, rows)
-    return _multi_plane_desc(shape, chunk) if shape.planes > 1 else _single_plane_desc(shape, chunk)
+        return _multi_row_desc(spec, chunk, rows)
+    return _multi_plane_desc(spec, chunk) if spec.planes > 1 else _single_plane_desc(spec, chunk)
 
 
-def _multi_plane_desc(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
-    planes, entries, table_dtype, acc_dtype = shape.planes, shape.entries, shape.table_dtype, shape.acc_dtype
+def _multi_plane_desc(spec: KernelSpec, chunk: int) -> tirx.PrimFunc:
+    planes, entries, table_dtype, acc_dtype = spec.planes, spec.entries, spec.table_dtype, spec.acc_dtype
 
     @T.prim_func(s_tir=True)
     def desc(
@@ -96,13 +52,13 @@ def _multi_plane_desc(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
             for kb, p, h, e, r in T.grid(chunk, planes, 2, entries, TILE_N):
                 with T.sblock("update"):
                     vr, vkb, vp, vh, ve = T.axis.remap("SRRRR", [r, kb, p, h, e])
-                    acc[vr] = acc[vr] + lookup_term(tab[vkb * 2 + vh, ve], w[vkb, vp, vr], vp, vh, ve, shape)
+                    acc[vr] = acc[vr] + lookup_term(tab[vkb * 2 + vh, ve], w[vkb, vp, vr], vp, vh, ve, spec)
 
     return desc
 
 
-def _single_plane_desc(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
-    entries, table_dtype, acc_dtype = shape.entries, shape.table_dtype, shape.acc_dtype
+def _single_plane_desc(spec: KernelSpec, chunk: int) -> tirx.PrimFunc:
+    entries, table_dtype, acc_dtype = spec.entries, spec.table_dtype, spec.acc_dtype
 
     @T.prim_func(s_tir=True)
     def desc(
@@ -116,13 +72,13 @@ def _single_plane_desc(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
             for kb, h, e, r in T.grid(chunk, 2, entries, TILE_N):
                 with T.sblock("update"):
                     vr, vkb, vh, ve = T.axis.remap("SRRR", [r, kb, h, e])
-                    acc[vr] = acc[vr] + lookup_term(tab[vkb * 2 + vh, ve], w[vkb, 0, vr], None, vh, ve, shape)
+                    acc[vr] = acc[vr] + lookup_term(tab[vkb * 2 + vh, ve], w[vkb, 0, vr], None, vh, ve, spec)
 
     return desc
 
 
-def _multi_row_desc(shape: LookupShape, chunk: int, rows: int) -> tirx.PrimFunc:
-    planes, entries, table_dtype, acc_dtype = shape.planes, shape.entries, shape.table_dtype, shape.acc_dtype
+def _multi_row_desc(spec: KernelSpec, chunk: int, rows: int) -> tirx.PrimFunc:
+    planes, entries, table_dtype, acc_dtype = spec.planes, spec.entries, spec.table_dtype, spec.acc_dtype
 
     @T.prim_func(s_tir=True)
     def multi_plane(tab_handle: T.handle, w_handle: T.handle, acc_handle: T.handle):
@@ -140,7 +96,7 @@ def _multi_row_desc(shape: LookupShape, chunk: int, rows: int) -> tirx.PrimFunc:
                 with T.sblock("update"):
                     vi, vr, vkb, vp, vh, ve = T.axis.remap("SSRRRR", [i, r, kb, p, h, e])
                     acc[vi, 0, 0, vr] = acc[vi, 0, 0, vr] + lookup_term(
-                        tab[vi, vkb * 2 + vh, ve], w[vkb, vp, vr], vp, vh, ve, shape
+                        tab[vi, vkb * 2 + vh, ve], w[vkb, vp, vr], vp, vh, ve, spec
                     )
 
     @T.prim_func(s_tir=True)
@@ -159,24 +115,24 @@ def _multi_row_desc(shape: LookupShape, chunk: int, rows: int) -> tirx.PrimFunc:
                 with T.sblock("update"):
                     vi, vr, vkb, vh, ve = T.axis.remap("SSRRR", [i, r, kb, h, e])
                     acc[vi, 0, 0, vr] = acc[vi, 0, 0, vr] + lookup_term(
-                        tab[vi, vkb * 2 + vh, ve], w[vkb, 0, vr], None, vh, ve, shape
+                        tab[vi, vkb * 2 + vh, ve], w[vkb, 0, vr], None, vh, ve, spec
                     )
 
     return multi_plane if planes > 1 else single_plane
 
 
-def register_lookup_intrin(family: str, shape: LookupShape, chunk: int, impl, **options) -> str:
-    """Register (once) the micro-kernel ``impl(shape, chunk, **options)`` of ``family`` for
+def register_lookup_intrin(family: str, spec: KernelSpec, chunk: int, impl, **options) -> str:
+    """Register (once) the micro-kernel ``impl(spec, chunk, **options)`` of ``family`` for
     tensorize; return its name. Options a family may take: ``rows`` (activation rows per call)
     and ``prefetch`` (prefetch the weight stream ahead); defaults (1, False) are left out of
     the name and the call."""
     defaults = {"rows": 1, "prefetch": False}
     options = {k: v for k, v in options.items() if v != defaults[k]}
-    name = f"lutc_{family}_lookup_{shape.mode}_p{shape.planes}_e{shape.entries}_c{chunk}"
+    name = f"lutc_{family}_lookup_{spec.mode}_p{spec.planes}_e{spec.entries}_c{chunk}"
     name += "".join(f"_r{v}" if k == "rows" else f"_{k}" for k, v in sorted(options.items()))
     rows = options.get("rows", 1)
     try:
         TensorIntrin.get(name)
     except Exception:
-        TensorIntrin.register(name, lookup_desc(shape, chunk, rows), impl(shape, chunk, **options))
+        TensorIntrin.register(name, lookup_desc(spec, chunk, rows), impl(spec, chunk, **options))
     return name

@@ -15,16 +15,28 @@ from __future__ import annotations
 from tvm import te, tirx
 
 from ..quant.layout import TILE_N, implied_offset
-from .intrin_desc import LOOKUP_ATTR, LookupShape, lookup_term
-from .spec import SPEC_ATTR, KernelSpec
-
-MATMUL_KERNEL = "lut_matmul"
+from .intrin_desc import lookup_term
+from .names import (
+    BYTE_LOOP,
+    ENTRY_LOOP,
+    HALF_LOOP,
+    KERNEL_ATTR,
+    LOOKUP_BLOCK,
+    MATMUL_KERNEL,
+    OUTPUT_BLOCK,
+    PADDED_OUTPUT_BLOCK,
+    PLANE_LOOP,
+    SPEC_ATTR,
+    SPEC_TAG_ATTR,
+    TABLES,
+)
+from .spec import KernelSpec
 
 
 def _inputs(spec: KernelSpec, m) -> dict[str, te.Tensor]:
     ng = spec.n_groups
     inputs = {
-        "tables": te.placeholder((m, spec.table_groups, spec.entries), spec.table_dtype, "tables"),
+        TABLES: te.placeholder((m, spec.table_groups, spec.entries), spec.table_dtype, TABLES),
         "lut_scale": te.placeholder((m, ng), "float32", "lut_scale"),
         "xsum": te.placeholder((m, ng), "float32", "xsum"),
         "row_scale": te.placeholder((m,), "float32", "row_scale"),
@@ -37,21 +49,21 @@ def _inputs(spec: KernelSpec, m) -> dict[str, te.Tensor]:
 
 
 def _lookup(spec: KernelSpec, m_rows, tables: te.Tensor, data: te.Tensor) -> te.Tensor:
-    byte = te.reduce_axis((0, spec.group_bytes), "byte")
-    half = te.reduce_axis((0, 2), "half")
-    entry = te.reduce_axis((0, spec.entries), "entry")
+    byte = te.reduce_axis((0, spec.group_bytes), BYTE_LOOP)
+    half = te.reduce_axis((0, 2), HALF_LOOP)
+    entry = te.reduce_axis((0, spec.entries), ENTRY_LOOP)
     # A single plane gets no plane axis: unit loops vanish in scheduling and break tensorize.
-    plane = te.reduce_axis((0, spec.planes), "plane") if spec.planes > 1 else None
+    plane = te.reduce_axis((0, spec.planes), PLANE_LOOP) if spec.planes > 1 else None
     axes = [byte, plane, half, entry] if plane is not None else [byte, half, entry]
 
-    def body(m, tile, group, r):
+    def body(m, tile, group, r):  # LOOKUP_LOOPS' spatial loops take these names
         k_byte = group * spec.group_bytes + byte
         byte_value = data[tile, k_byte, 0 if plane is None else plane, r]
-        term = lookup_term(tables[m, k_byte * 2 + half, entry], byte_value, plane, half, entry, LookupShape.of(spec))
+        term = lookup_term(tables[m, k_byte * 2 + half, entry], byte_value, plane, half, entry, spec)
         return te.sum(term, axis=axes)
 
     shape = (m_rows, spec.n_tiles, spec.n_groups, TILE_N)
-    return te.compute(shape, body, name="lookup")
+    return te.compute(shape, body, name=LOOKUP_BLOCK)
 
 
 def _epilogue(spec: KernelSpec, m_rows, acc: te.Tensor, inputs: dict[str, te.Tensor]) -> te.Tensor:
@@ -72,7 +84,8 @@ def _epilogue(spec: KernelSpec, m_rows, acc: te.Tensor, inputs: dict[str, te.Ten
         term = (scaled + offset * xsum[m, group]) * row_scale[m]
         return te.sum(term, axis=group)
 
-    return te.compute((m_rows, spec.n_tiles * TILE_N), body, name="y_pad" if _cropped(spec) else "y")
+    name = PADDED_OUTPUT_BLOCK if _cropped(spec) else OUTPUT_BLOCK
+    return te.compute((m_rows, spec.n_tiles * TILE_N), body, name=name)
 
 
 def _cropped(spec: KernelSpec) -> bool:
@@ -85,17 +98,17 @@ def _crop(spec: KernelSpec, m_rows, y_pad: te.Tensor, bias: te.Tensor | None) ->
         value = y_pad[m, n]
         return value if bias is None else value + bias[n]
 
-    return te.compute((m_rows, spec.n), body, name="y")
+    return te.compute((m_rows, spec.n), body, name=OUTPUT_BLOCK)
 
 
 def lut_matmul(spec: KernelSpec) -> tirx.PrimFunc:
     """The unscheduled ``lut_matmul`` PrimFunc for ``spec``, tagged ``lutc.kernel``."""
     m_rows = spec.rows()
     inputs = _inputs(spec, m_rows)
-    acc = _lookup(spec, m_rows, inputs["tables"], inputs["data"])
+    acc = _lookup(spec, m_rows, inputs[TABLES], inputs["data"])
     out = _epilogue(spec, m_rows, acc, inputs)
     if _cropped(spec):
         out = _crop(spec, m_rows, out, inputs.get("bias"))
     func = te.create_prim_func([*inputs.values(), out]).without_attr("global_symbol")  # named by whoever adds it
-    attrs = {"lutc.kernel": MATMUL_KERNEL, "lutc.spec": spec.tag, SPEC_ATTR: spec.as_attr()}
-    return func.with_attrs({**attrs, LOOKUP_ATTR: LookupShape.of(spec).as_attr()})
+    attrs = {KERNEL_ATTR: MATMUL_KERNEL, SPEC_TAG_ATTR: spec.tag, SPEC_ATTR: spec.as_attr()}
+    return func.with_attrs(attrs)

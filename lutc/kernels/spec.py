@@ -9,16 +9,15 @@ from tvm import tirx
 
 from ..quant.formats import AnyFormat, format_from_attr, format_to_attr, group_length, n_groups
 from ..quant.layout import K_BYTE, TILE_N, implied_offset, padded_k
+from .names import SPEC_ATTR
 
-SPEC_ATTR = "lutc.kernel_spec"
-"""Every :class:`KernelSpec` field, so a pass or a tuner can rebuild a kernel from its PrimFunc."""
 TABLE_DTYPE = {"fast": "int8", "exact": "float32"}
 ACC_DTYPE = {"fast": "int32", "exact": "float32"}
 
 
-def table_entries(symmetric: bool) -> int:
+def table_entries(half_tables: bool) -> int:
     """Entries stored per 4-element table: 8 symmetrized, else 16."""
-    return 2 ** (KERNEL_G - 1) if symmetric else 2**KERNEL_G
+    return 2 ** (KERNEL_G - 1) if half_tables else 2**KERNEL_G
 
 
 MIN_GROUP = 16
@@ -32,7 +31,7 @@ KERNEL_G = 4
 class KernelSpec:
     """``y[M, N] = x[M, K] @ W[N, K]^T (+ bias)`` with ``W`` in format ``fmt``.
 
-    ``mode`` picks float32 tables (``"exact"``) or int8 tables (``"fast"``); ``symmetric``
+    ``mode`` picks float32 tables (``"exact"``) or int8 tables (``"fast"``); ``half_tables``
     stores half tables and recovers the sign from the index (see :mod:`lutc.quant.lut`).
     """
 
@@ -42,7 +41,7 @@ class KernelSpec:
     k: int
     fmt: AnyFormat
     mode: Literal["exact", "fast"] = "fast"
-    symmetric: bool = False
+    half_tables: bool = False
     bias: bool = False
     g: int = KERNEL_G
 
@@ -97,7 +96,7 @@ class KernelSpec:
 
     @property
     def entries(self) -> int:
-        return table_entries(self.symmetric)
+        return table_entries(self.half_tables)
 
     @property
     def table_dtype(self) -> str:
@@ -114,7 +113,7 @@ class KernelSpec:
     @property
     def tag(self) -> str:
         """A name for kernels of this spec, stable across runs."""
-        table = "half" if self.symmetric else "full"
+        table = "half" if self.half_tables else "full"
         bias = "_bias" if self.bias else ""
         rows = "dyn" if self.m is None else self.m
         return f"m{rows}_n{self.n}_k{self.k}_{self.fmt.name}_{self.mode}_{table}{bias}"
@@ -123,7 +122,7 @@ class KernelSpec:
     def precompute_tag(self) -> str:
         """What the precompute depends on: matmuls with equal tags can share tables."""
         rows = "dyn" if self.m is None else self.m
-        table = "half" if self.symmetric else "full"
+        table = "half" if self.half_tables else "full"
         return f"m{rows}_k{self.k}_kp{self.k_pad}_gl{self.group_len}_{self.mode}_{table}"
 
     def weight_types(self) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -141,16 +140,24 @@ class KernelSpec:
     def as_attr(self) -> dict:
         """Every field as a plain dict (``m`` -1 when dynamic), for IR attributes and JSON."""
         return {"m": -1 if self.m is None else self.m, "n": self.n, "k": self.k, "fmt": format_to_attr(self.fmt),
-                "mode": self.mode, "symmetric": int(self.symmetric), "bias": int(self.bias), "g": self.g}  # fmt: skip
+                "mode": self.mode, "half_tables": int(self.half_tables), "bias": int(self.bias),
+                "g": self.g}  # fmt: skip
 
     @staticmethod
     def from_attr(attr) -> KernelSpec:
-        """Inverse of :meth:`as_attr`; also accepts TVM attribute maps."""
+        """Inverse of :meth:`as_attr`; also accepts TVM attribute maps, and the ``symmetric`` key
+        that kernels tuned before the field was named ``half_tables`` carry (old tuning logs)."""
         m = int(attr["m"])
+        half = attr["half_tables"] if "half_tables" in attr else attr["symmetric"]
         return KernelSpec(
             None if m < 0 else m, int(attr["n"]), int(attr["k"]), format_from_attr(attr["fmt"]), str(attr["mode"]),
-            bool(int(attr["symmetric"])), bool(int(attr["bias"])), int(attr["g"]),
+            bool(int(half)), bool(int(attr["bias"])), int(attr["g"]),
         )  # fmt: skip
+
+    @staticmethod
+    def from_func(func: tirx.PrimFunc) -> KernelSpec:
+        """The spec a ``lut_matmul`` or ``lut_precompute`` PrimFunc was built from."""
+        return KernelSpec.from_attr(func.attrs[SPEC_ATTR])
 
     def rows(self) -> tirx.PrimExpr | int:
         """The row extent for a new PrimFunc: ``m``, or a fresh int64 variable when dynamic."""

@@ -67,11 +67,12 @@ GROUP_FLOOR = 2.0**-120
 
 @dataclass(frozen=True)
 class LutConfig:
-    """How activations become tables: group width ``g``, mode, symmetrization."""
+    """How activations become tables: group width ``g``, mode, and ``half_tables`` (table
+    symmetrization: store ``2**(g-1)`` entries and take the sign from the index)."""
 
     g: int = 4
     mode: Mode = "exact"
-    symmetric: bool = False
+    half_tables: bool = False
 
     def __post_init__(self) -> None:
         check_g(self.g)
@@ -81,7 +82,7 @@ class LutConfig:
     @property
     def entries(self) -> int:
         """Stored entries per table."""
-        return 2 ** (self.g - 1) if self.symmetric else 2**self.g
+        return 2 ** (self.g - 1) if self.half_tables else 2**self.g
 
 
 @dataclass(frozen=True, eq=False)
@@ -122,7 +123,7 @@ def _table_values(groups: np.ndarray, config: LutConfig) -> np.ndarray:
     for t in range(1, config.g):
         values = values + groups[..., None, t] * signs[:, t]
     values = values.astype(np.float32)
-    return values if config.symmetric else np.concatenate([values, -values], axis=-1)
+    return values if config.half_tables else np.concatenate([values, -values], axis=-1)
 
 
 def _pad_activations(x: np.ndarray, k_pad: int) -> np.ndarray:
@@ -178,7 +179,7 @@ def _lookup(tables: Tables, indices: np.ndarray, row: int) -> np.ndarray:
     g = tables.config.g
     table = tables.values[row]
     groups = np.arange(table.shape[0])
-    if not tables.config.symmetric:
+    if not tables.config.half_tables:
         return table[groups, indices]
     magnitude = table[groups, indices & ((1 << (g - 1)) - 1)]
     return np.where(indices >> (g - 1) == 1, -magnitude, magnitude)

@@ -1,6 +1,10 @@
-"""Auto-tuning of the LUT kernels with meta_schedule, into reusable per-target logs."""
+"""Auto-tuning of the LUT kernels with meta_schedule, into reusable per-target logs.
 
-from .api import tune, tune_kernels
+Kernel-level: tasks come from kernel specs or from a module after lutc's LUT passes. Tuning a
+model (:func:`lutc.tune`, :mod:`lutc.tune_model`) builds that module first.
+"""
+
+from .api import tune_kernels
 from .log import TuningLog, TuningLogWarning
 from .measure import RpcTracker
 from .tag import target_tag
@@ -17,7 +21,6 @@ __all__ = [
     "target_tag",
     "tasks_of_module",
     "tasks_of_specs",
-    "tune",
     "tune_kernels",
     "tune_tasks",
 ]

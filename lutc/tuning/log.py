@@ -30,8 +30,8 @@ import tvm_ffi
 from tvm.s_tir import meta_schedule as ms
 from tvm.target import Target
 
+from ..kernels.names import kernel_of
 from ..schedules import rule_for
-from ..schedules.base import kernel_of
 from .tag import target_tag
 
 WORKLOADS = "database_workload.json"

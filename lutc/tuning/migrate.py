@@ -25,6 +25,7 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.target import Target
 
 from ..schedules import rule_for
+from ..targets import resolve_target
 from .log import LogContents, TuningLog, workload_hash
 from .tasks import is_tunable, kernel_spec, task_name, workload_of
 
@@ -73,8 +74,6 @@ def _migrated(record: ms.database.TuningRecord, target: Target, report: Migratio
 
 def migrate_log(log_dir: str | Path, target: str | Target = "x86") -> Migration:
     """Rewrite the log of ``target`` under ``log_dir`` for the current kernels (module docstring)."""
-    from ..targets import resolve_target
-
     target = resolve_target(target) if isinstance(target, str) else target
     log = TuningLog(log_dir, target)
     contents, report = log.read(), Migration()

@@ -17,10 +17,10 @@ import tvm
 import tvm_ffi
 from tvm import relax, tirx
 
-from ..kernels.matmul import MATMUL_KERNEL, lut_matmul
-from ..kernels.spec import SPEC_ATTR, KernelSpec
+from ..kernels.matmul import lut_matmul
+from ..kernels.names import MATMUL_KERNEL, SPEC_ATTR, kernel_of
+from ..kernels.spec import KernelSpec
 from ..relay_passes.calls import CALL_TIR
-from ..schedules.base import kernel_of
 
 TUNING_ROWS = 1
 """Rows a dynamic-row kernel is tuned for: one token, the decode step that dominates LLM serving."""
@@ -55,7 +55,7 @@ def is_tunable(func) -> bool:
 
 def task_name(spec: KernelSpec) -> str:
     rows = TUNING_ROWS if spec.m is None else spec.m
-    extras = " half-tables" * spec.symmetric + " +bias" * spec.bias
+    extras = " half-tables" * spec.half_tables + " +bias" * spec.bias
     return f"{spec.fmt.name} {spec.mode}{extras} M={rows} {spec.n}x{spec.k}"
 
 
@@ -93,5 +93,5 @@ def tasks_of_module(mod: tvm.IRModule) -> list[TuneTask]:
 
 
 def tasks_of_specs(specs: Iterable[KernelSpec]) -> list[TuneTask]:
-    """The tasks of kernel specs, as :func:`lutc.kernels.build_lut_gemm` compiles them."""
+    """The tasks of kernel specs, as :func:`lutc.gemm.build_lut_gemm` compiles them."""
     return dedup_tasks((lut_matmul(spec), 1) for spec in specs)

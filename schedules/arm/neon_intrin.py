@@ -26,7 +26,8 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.script import tirx as T
 
-from ...kernels.intrin_desc import LookupShape, register_lookup_intrin
+from ...kernels.intrin_desc import register_lookup_intrin
+from ...kernels.spec import KernelSpec
 from ...quant.layout import TILE_N
 from ..cpu.vector_expr import chunk_sum, ramp
 
@@ -44,9 +45,9 @@ def _u8(value: int, lanes: int = Q_BYTES) -> tirx.PrimExpr:
     return tirx.Broadcast(tirx.const(value, "uint8"), lanes)
 
 
-def _int8_table(tab: tirx.Buffer, row, symmetric: bool) -> tirx.PrimExpr:
+def _int8_table(tab: tirx.Buffer, row, half_tables: bool) -> tirx.PrimExpr:
     """The 16-entry int8 table of ``row``; a symmetrized (8-entry) one as ``[T, -T]``."""
-    if not symmetric:
+    if not half_tables:
         return tab[row, ramp(0, ENTRIES)]
     half = tab[row, ramp(0, ENTRIES // 2)]
     negated = tirx.Broadcast(tirx.const(0, "int8"), ENTRIES // 2) - half
@@ -59,10 +60,10 @@ def _tbl(tables: list[tirx.PrimExpr], index: tirx.PrimExpr) -> tirx.PrimExpr:
     return T.call_llvm_pure_intrin("int8x16", name, *tables, T.reinterpret("int8x16", index))
 
 
-def _pair_sums(tab: tirx.Buffer, w: tirx.Buffer, kb: int, p: int, symmetric: bool) -> tirx.PrimExpr:
+def _pair_sums(tab: tirx.Buffer, w: tirx.Buffer, kb: int, p: int, half_tables: bool) -> tirx.PrimExpr:
     """``T_low[lo] + T_high[hi]`` of byte ``kb``, plane ``p``, for the 32 rows, as int16x32:
     both 16-row segments share the two table registers."""
-    low_table, high_table = _int8_table(tab, kb * 2, symmetric), _int8_table(tab, kb * 2 + 1, symmetric)
+    low_table, high_table = _int8_table(tab, kb * 2, half_tables), _int8_table(tab, kb * 2 + 1, half_tables)
     sums = []
     for segment in range(SEGMENTS):
         byte = w[kb, p, ramp(segment * Q_BYTES, Q_BYTES)]
@@ -72,13 +73,13 @@ def _pair_sums(tab: tirx.Buffer, w: tirx.Buffer, kb: int, p: int, symmetric: boo
     return tirx.Shuffle(sums, list(range(TILE_N)))
 
 
-def _fast_chunk(tab: tirx.Buffer, w: tirx.Buffer, shape: LookupShape, chunk: int) -> tirx.PrimExpr:
+def _fast_chunk(tab: tirx.Buffer, w: tirx.Buffer, spec: KernelSpec, chunk: int) -> tirx.PrimExpr:
     """The chunk's int32 sums of 32 rows: one int16 sum per plane, weighted once by ``2**p``."""
     total = None
-    for p in range(shape.planes):
+    for p in range(spec.planes):
         plane_sum = None
         for kb in range(chunk):
-            term = _pair_sums(tab, w, kb, p, shape.symmetric)
+            term = _pair_sums(tab, w, kb, p, spec.half_tables)
             plane_sum = term if plane_sum is None else plane_sum + term
         if p:
             plane_sum = tirx.shift_left(plane_sum, tirx.Broadcast(tirx.const(p, "int16"), TILE_N))
@@ -86,8 +87,8 @@ def _fast_chunk(tab: tirx.Buffer, w: tirx.Buffer, shape: LookupShape, chunk: int
     return T.Cast("int32x32", total)
 
 
-def fast_impl(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
-    planes, entries = shape.planes, shape.entries
+def fast_impl(spec: KernelSpec, chunk: int) -> tirx.PrimFunc:
+    planes, entries = spec.planes, spec.entries
 
     @T.prim_func(s_tir=True)
     def impl(
@@ -98,15 +99,17 @@ def fast_impl(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
         with T.sblock("root"):
             T.reads(acc[0:TILE_N], w[0:chunk, 0:planes, 0:TILE_N], tab[0 : chunk * 2, 0:entries])
             T.writes(acc[0:TILE_N])
-            acc[0:TILE_N] = acc[ramp(0, TILE_N)] + _fast_chunk(tab, w, shape, chunk)
+            acc[0:TILE_N] = acc[ramp(0, TILE_N)] + _fast_chunk(tab, w, spec, chunk)
 
     return impl
 
 
-def _float_table(tab: tirx.Buffer, row, symmetric: bool) -> list[tirx.PrimExpr]:
+def _float_table(tab: tirx.Buffer, row, half_tables: bool) -> list[tirx.PrimExpr]:
     """The 16-entry float table of ``row`` as four 16-byte registers; ``[T, -T]`` when symmetrized."""
-    quarters = [tab[row, ramp(FLOAT_LANES * i, FLOAT_LANES)] for i in range(ENTRIES // FLOAT_LANES // (1 + symmetric))]
-    if symmetric:
+    quarters = [
+        tab[row, ramp(FLOAT_LANES * i, FLOAT_LANES)] for i in range(ENTRIES // FLOAT_LANES // (1 + half_tables))
+    ]
+    if half_tables:
         sign = tirx.Broadcast(tirx.const(SIGN_BIT, "int32"), FLOAT_LANES)
         quarters += [T.reinterpret("float32x4", tirx.bitwise_xor(T.reinterpret("int32x4", q), sign)) for q in quarters]
     return [T.reinterpret("int8x16", q) for q in quarters]
@@ -123,24 +126,24 @@ def _float_lookups(table: list[tirx.PrimExpr], offsets: tirx.PrimExpr, quad: int
     return T.reinterpret("float32x4", _tbl(table, index))
 
 
-def _exact_rows(tab: tirx.Buffer, w: tirx.Buffer, kb: int, p: int, quad: int, symmetric: bool) -> tirx.PrimExpr:
+def _exact_rows(tab: tirx.Buffer, w: tirx.Buffer, kb: int, p: int, quad: int, half_tables: bool) -> tirx.PrimExpr:
     """``2**p * (T_low[lo] + T_high[hi])`` for rows ``4*quad .. 4*quad + 3`` of the tile."""
     segment, local = divmod(quad, Q_BYTES // FLOAT_LANES)
     byte = w[kb, p, ramp(segment * Q_BYTES, Q_BYTES)]
     low = tirx.shift_left(tirx.bitwise_and(byte, _u8(15)), _u8(2))
     high = tirx.bitwise_and(tirx.shift_right(byte, _u8(2)), _u8(0x3C))
-    both = _float_lookups(_float_table(tab, kb * 2, symmetric), low, local) + _float_lookups(
-        _float_table(tab, kb * 2 + 1, symmetric), high, local
+    both = _float_lookups(_float_table(tab, kb * 2, half_tables), low, local) + _float_lookups(
+        _float_table(tab, kb * 2 + 1, half_tables), high, local
     )
     return both * tirx.Broadcast(tirx.Cast("float32", tirx.shift_left(1, p)), FLOAT_LANES)
 
 
-def _exact_quad(tab: tirx.Buffer, w: tirx.Buffer, shape: LookupShape, chunk: int, quad: int) -> tirx.PrimExpr:
-    return chunk_sum(chunk, shape.planes, lambda kb, p: _exact_rows(tab, w, kb, p, quad, shape.symmetric))
+def _exact_quad(tab: tirx.Buffer, w: tirx.Buffer, spec: KernelSpec, chunk: int, quad: int) -> tirx.PrimExpr:
+    return chunk_sum(chunk, spec.planes, lambda kb, p: _exact_rows(tab, w, kb, p, quad, spec.half_tables))
 
 
-def exact_impl(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
-    planes, entries = shape.planes, shape.entries
+def exact_impl(spec: KernelSpec, chunk: int) -> tirx.PrimFunc:
+    planes, entries = spec.planes, spec.entries
 
     @T.prim_func(s_tir=True)
     def impl(
@@ -151,12 +154,12 @@ def exact_impl(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
         with T.sblock("root"):
             T.reads(acc[0:TILE_N], w[0:chunk, 0:planes, 0:TILE_N], tab[0 : chunk * 2, 0:entries])
             T.writes(acc[0:TILE_N])
-            sums = [_exact_quad(tab, w, shape, chunk, q) for q in range(TILE_N // FLOAT_LANES)]
+            sums = [_exact_quad(tab, w, spec, chunk, q) for q in range(TILE_N // FLOAT_LANES)]
             acc[0:TILE_N] = acc[ramp(0, TILE_N)] + tirx.Shuffle(sums, list(range(TILE_N)))
 
     return impl
 
 
-def neon_intrin(shape: LookupShape, chunk: int) -> str:
-    """Register (once) and name the NEON micro-kernel for ``shape`` and ``chunk``."""
-    return register_lookup_intrin("neon", shape, chunk, fast_impl if shape.mode == "fast" else exact_impl)
+def neon_intrin(spec: KernelSpec, chunk: int) -> str:
+    """Register (once) and name the NEON micro-kernel for ``spec`` and ``chunk``."""
+    return register_lookup_intrin("neon", spec, chunk, fast_impl if spec.mode == "fast" else exact_impl)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...kernels.intrin_desc import LookupShape
+from ...kernels.spec import KernelSpec
 from ..hw import CHUNK_CANDIDATES
 from .base import is_llvm_cpu
 from .lut_matmul_rule import CpuLutMatmulRule
@@ -17,11 +17,11 @@ class LutMatmulPortable(CpuLutMatmulRule):
     def is_target_available(self, target) -> bool:
         return is_llvm_cpu(target)
 
-    def intrin(self, shape: LookupShape, chunk: int) -> str:
-        return portable_intrin(shape, chunk)
+    def intrin(self, spec: KernelSpec, chunk: int) -> str:
+        return portable_intrin(spec, chunk)
 
-    def max_chunk(self, shape: LookupShape) -> int:
+    def max_chunk(self, spec: KernelSpec) -> int:
         return max(CHUNK_CANDIDATES)
 
-    def defaults(self, shape: LookupShape) -> tuple[int, int]:
+    def defaults(self, spec: KernelSpec) -> tuple[int, int]:
         return PREFERRED_CHUNK, 16

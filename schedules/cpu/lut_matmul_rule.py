@@ -13,8 +13,8 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 from tvm.target import Target
 
-from ...kernels.intrin_desc import LookupShape
 from ...kernels.matmul import MATMUL_KERNEL
+from ...kernels.spec import KernelSpec
 from ..base import Knobs
 from .base import CpuRule
 from .matmul_loops import (
@@ -33,54 +33,54 @@ class CpuLutMatmulRule(CpuRule):
     prefetches = False
     """Whether :meth:`intrin` takes ``prefetch=True`` (prefetch the weight stream ahead)."""
 
-    def intrin(self, shape: LookupShape, chunk: int) -> str:
-        """Register (once) and name the micro-kernel covering ``chunk`` K bytes of ``shape``
+    def intrin(self, spec: KernelSpec, chunk: int) -> str:
+        """Register (once) and name the micro-kernel covering ``chunk`` K bytes of ``spec``
         (a rule with :meth:`row_counts` takes ``rows`` too)."""
         raise NotImplementedError
 
-    def max_chunk(self, shape: LookupShape) -> int:
+    def max_chunk(self, spec: KernelSpec) -> int:
         """The most K bytes one micro-kernel call may cover (accumulator range, registers)."""
         raise NotImplementedError
 
-    def chunk_fits(self, shape: LookupShape, chunk: int) -> bool:
-        """Whether the micro-kernel takes ``chunk`` bytes of ``shape`` (all sizes by default)."""
+    def chunk_fits(self, spec: KernelSpec, chunk: int) -> bool:
+        """Whether the micro-kernel takes ``chunk`` bytes of ``spec`` (all sizes by default)."""
         return True
 
-    def defaults(self, shape: LookupShape) -> tuple[int, int]:
+    def defaults(self, spec: KernelSpec) -> tuple[int, int]:
         """``(chunk, unroll)`` of the untuned schedule: the measured best for this ISA."""
         raise NotImplementedError
 
-    def row_counts(self, shape: LookupShape) -> tuple[int, ...]:
-        """Activation rows one micro-kernel call may take (several: ``intrin(shape, chunk, rows)``)."""
+    def row_counts(self, spec: KernelSpec) -> tuple[int, ...]:
+        """Activation rows one micro-kernel call may take (several: ``intrin(spec, chunk, rows)``)."""
         return (1,)
 
-    def preferred_rows(self, shape: LookupShape) -> int:
+    def preferred_rows(self, spec: KernelSpec) -> int:
         """The untuned row count (one of :meth:`row_counts`)."""
         return 1
 
-    def default_m_inner(self, shape: LookupShape) -> int:
+    def default_m_inner(self, spec: KernelSpec) -> int:
         """The untuned loop order for M > 1: 0 rows outside groups, 1 rows inside."""
         return DEFAULT_M_INNER
 
-    def chunks(self, shape: LookupShape) -> list[int]:
-        """The chunk sizes a schedule of ``shape`` may use."""
-        return [c for c in chunk_candidates(shape, self.max_chunk(shape)) if self.chunk_fits(shape, c)]
+    def chunks(self, spec: KernelSpec) -> list[int]:
+        """The chunk sizes a schedule of ``spec`` may use."""
+        return [c for c in chunk_candidates(spec, self.max_chunk(spec)) if self.chunk_fits(spec, c)]
 
     def applies(self, func: tirx.PrimFunc, target: Target) -> bool:
-        return super().applies(func, target) and bool(self.chunks(LookupShape.from_func(func)))
+        return super().applies(func, target) and bool(self.chunks(KernelSpec.from_func(func)))
 
     def schedule(self, sch: s_tir.Schedule, func: tirx.PrimFunc, target: Target, knobs: Knobs) -> None:
-        shape = LookupShape.from_func(func)
-        chunk, unroll = self.defaults(shape)
+        spec = KernelSpec.from_func(func)
+        chunk, unroll = self.defaults(spec)
         schedule_lut_matmul(
-            sch, shape, self.chunks(shape), chunk, self.intrin, knobs, unroll,
-            self.row_counts(shape), self.preferred_rows(shape), self.default_m_inner(shape), self.prefetches,
+            sch, spec, self.chunks(spec), chunk, self.intrin, knobs, unroll,
+            self.row_counts(spec), self.preferred_rows(spec), self.default_m_inner(spec), self.prefetches,
         )  # fmt: skip
 
     def structural_choices(self, func: tirx.PrimFunc, target: Target) -> dict[str, list[int]]:
-        shape = LookupShape.from_func(func)
-        return structural_choices(shape, self.chunks(shape), self.row_counts(shape))
+        spec = KernelSpec.from_func(func)
+        return structural_choices(spec, self.chunks(spec), self.row_counts(spec))
 
     def register_intrinsics(self, func: tirx.PrimFunc, target: Target) -> None:
-        shape = LookupShape.from_func(func)
-        register_chunk_intrinsics(shape, self.chunks(shape), self.intrin, self.row_counts(shape), self.prefetches)
+        spec = KernelSpec.from_func(func)
+        register_chunk_intrinsics(spec, self.chunks(spec), self.intrin, self.row_counts(spec), self.prefetches)

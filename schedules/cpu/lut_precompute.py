@@ -13,7 +13,17 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 from tvm.target import Target
 
-from ...kernels.precompute import PRECOMPUTE_KERNEL
+from ...kernels.names import (
+    FLOAT_TABLE_BLOCK,
+    MAXABS_BLOCK,
+    NORMED_BLOCK,
+    PRECOMPUTE_KERNEL,
+    ROWMAX_BLOCK,
+    SKIP_SUM_BLOCK,
+    SUMSQ_BLOCK,
+    TABLES,
+    XSUM_BLOCK,
+)
 from ..base import Knobs, block_names
 from .base import CpuRule
 
@@ -40,15 +50,15 @@ class LutPrecompute(CpuRule):
 
     def schedule(self, sch: s_tir.Schedule, func: tirx.PrimFunc, target: Target, knobs: Knobs) -> None:
         names = block_names(sch)
-        if "skip_sum" in names:
-            sch.compute_inline(sch.get_sblock("skip_sum"))
-        if "normed" in names:
-            sch.vectorize(sch.get_loops(sch.get_sblock("normed"))[-1])
-            _vectorize_reduction(sch, "sumsq", VECTOR_LANES)
-        for name in ("table", "tables"):
+        if SKIP_SUM_BLOCK in names:
+            sch.compute_inline(sch.get_sblock(SKIP_SUM_BLOCK))
+        if NORMED_BLOCK in names:
+            sch.vectorize(sch.get_loops(sch.get_sblock(NORMED_BLOCK))[-1])
+            _vectorize_reduction(sch, SUMSQ_BLOCK, VECTOR_LANES)
+        for name in (FLOAT_TABLE_BLOCK, TABLES):
             if name in names:
                 sch.vectorize(sch.get_loops(sch.get_sblock(name))[-1])
-        _vectorize_reduction(sch, "xsum", VECTOR_LANES)
-        _vectorize_reduction(sch, "rowmax", VECTOR_LANES)
-        if "maxabs" in names:
-            _vectorize_reduction(sch, "maxabs", VECTOR_LANES)
+        _vectorize_reduction(sch, XSUM_BLOCK, VECTOR_LANES)
+        _vectorize_reduction(sch, ROWMAX_BLOCK, VECTOR_LANES)
+        if MAXABS_BLOCK in names:
+            _vectorize_reduction(sch, MAXABS_BLOCK, VECTOR_LANES)

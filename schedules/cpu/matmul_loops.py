@@ -23,7 +23,8 @@ from collections.abc import Callable
 
 from tvm import s_tir
 
-from ...kernels.intrin_desc import LookupShape
+from ...kernels.names import LOOKUP_BLOCK, OUTPUT_BLOCK, PADDED_OUTPUT_BLOCK
+from ...kernels.spec import KernelSpec
 from ..base import Knobs, block_names, choose
 from ..hw import CHUNK_CANDIDATES
 
@@ -32,9 +33,9 @@ DEFAULT_M_INNER = 0
 """Rows outside groups: measured 45 vs 58 us for a dynamic-row 2048x2048 GEMV, even at M = 16."""
 
 
-def chunk_candidates(shape: LookupShape, max_chunk: int) -> list[int]:
+def chunk_candidates(spec: KernelSpec, max_chunk: int) -> list[int]:
     """Chunks of at least 2 bytes (unit loops break tensorize) that divide a group."""
-    return [c for c in CHUNK_CANDIDATES if 2 <= c <= max_chunk and shape.group_bytes % c == 0]
+    return [c for c in CHUNK_CANDIDATES if 2 <= c <= max_chunk and spec.group_bytes % c == 0]
 
 
 def default_chunk(candidates: list[int], preferred: int) -> int:
@@ -43,25 +44,25 @@ def default_chunk(candidates: list[int], preferred: int) -> int:
     return max(fitting) if fitting else min(candidates)
 
 
-def structural_choices(shape: LookupShape, chunks: list[int], rows: tuple[int, ...] = (1,)) -> dict[str, list[int]]:
+def structural_choices(spec: KernelSpec, chunks: list[int], rows: tuple[int, ...] = (1,)) -> dict[str, list[int]]:
     """The concretized decisions: chunk size (of the micro-kernel's ``chunks``), row/group order
     when M may exceed 1, and activation rows per micro-kernel call where it takes several."""
     choices = {"chunk": list(chunks)}
-    if shape.m != 1:
+    if spec.m != 1:
         choices["m_inner"] = [0, 1]
     if len(rows) > 1:
         choices["rows"] = list(rows)
     return choices
 
 
-def _intrin(intrin_for: Callable[..., str], shape: LookupShape, chunk: int, rows: int, prefetch: bool) -> str:
+def _intrin(intrin_for: Callable[..., str], spec: KernelSpec, chunk: int, rows: int, prefetch: bool) -> str:
     """The micro-kernel's name; options at their defaults are not passed (rules without them)."""
     options = {"rows": rows} if rows > 1 else {}
-    return intrin_for(shape, chunk, **options, **({"prefetch": True} if prefetch else {}))
+    return intrin_for(spec, chunk, **options, **({"prefetch": True} if prefetch else {}))
 
 
 def register_chunk_intrinsics(
-    shape: LookupShape,
+    spec: KernelSpec,
     chunks: list[int],
     intrin_for: Callable[..., str],
     rows: tuple[int, ...] = (1,),
@@ -71,12 +72,12 @@ def register_chunk_intrinsics(
     for chunk in chunks:
         for count in rows:
             for prefetch in (False, True) if prefetches else (False,):
-                _intrin(intrin_for, shape, chunk, count, prefetch)
+                _intrin(intrin_for, spec, chunk, count, prefetch)
 
 
 def schedule_lut_matmul(
     sch: s_tir.Schedule,
-    shape: LookupShape,
+    spec: KernelSpec,
     chunks: list[int],
     preferred_chunk: int,
     intrin_for: Callable[..., str],
@@ -89,22 +90,22 @@ def schedule_lut_matmul(
 ) -> None:
     """Tile, order, parallelize and tensorize ``lut_matmul`` (see the module docstring).
 
-    ``rows``: activation rows one micro-kernel call may take (``intrin_for(shape, chunk, rows)``;
+    ``rows``: activation rows one micro-kernel call may take (``intrin_for(spec, chunk, rows)``;
     each must divide a static M); several rows split M and share each weight load.
     ``prefetches``: the micro-kernel can prefetch the weight stream; it does when rows run outside
     groups (each weight byte streams once per row), not inside (the group's bytes stay in L1,
     and prefetching them again for every row made M = 16 1.65x slower).
     """
-    choices = structural_choices(shape, chunks, rows)
+    choices = structural_choices(spec, chunks, rows)
     candidates = choices["chunk"]
     if not candidates:
-        raise NotImplementedError(f"no lookup chunk of the micro-kernel divides a group of {shape.group_bytes} bytes")
+        raise NotImplementedError(f"no lookup chunk of the micro-kernel divides a group of {spec.group_bytes} bytes")
     chunk = choose(sch, "chunk", candidates, default_chunk(candidates, preferred_chunk), knobs)
     m_inner = choose(sch, "m_inner", choices["m_inner"], default_m_inner, knobs) if "m_inner" in choices else 0
     count = choose(sch, "rows", choices["rows"], preferred_rows, knobs) if "rows" in choices else 1
 
-    lookup, epilogue = sch.get_sblock("lookup"), _epilogue_block(sch)
-    m, tile, group, r, byte, *plane, half, entry = sch.get_loops(lookup)  # no plane loop at 1 bit
+    lookup, epilogue = sch.get_sblock(LOOKUP_BLOCK), _epilogue_block(sch)
+    m, tile, group, r, byte, *plane, half, entry = sch.get_loops(lookup)  # LOOKUP_LOOPS; no plane loop at 1 bit
     outer, inner = sch.split(byte, [None, chunk])
     row_loops = list(sch.split(m, [None, count])) if count > 1 else [m]
     middle = (group, row_loops[0]) if m_inner else (row_loops[0], group)
@@ -117,7 +118,7 @@ def schedule_lut_matmul(
     sch.vectorize(sch.get_loops(init)[-1])
     _annotate_unroll(sch, outer, default_unroll, knobs.tunable)
     prefetch = prefetches and not m_inner
-    sch.tensorize(row_loops[1] if count > 1 else inner, _intrin(intrin_for, shape, chunk, count, prefetch))  # last
+    sch.tensorize(row_loops[1] if count > 1 else inner, _intrin(intrin_for, spec, chunk, count, prefetch))  # last
 
 
 def _annotate_unroll(sch: s_tir.Schedule, loop: s_tir.LoopRV, default: int, tunable: bool) -> None:
@@ -143,10 +144,10 @@ def _parallel_tiles(sch: s_tir.Schedule, tile: s_tir.LoopRV, tunable: bool) -> s
 
 def _epilogue_block(sch: s_tir.Schedule) -> s_tir.SBlockRV:
     """``y_pad`` when N is not a multiple of 32 or there is a bias (a block ``y`` follows), else ``y``."""
-    return sch.get_sblock("y_pad" if "y_pad" in block_names(sch) else "y")
+    return sch.get_sblock(PADDED_OUTPUT_BLOCK if PADDED_OUTPUT_BLOCK in block_names(sch) else OUTPUT_BLOCK)
 
 
 def _crop_at(sch: s_tir.Schedule, tile: s_tir.LoopRV) -> None:
     """Move the crop (and bias) block into the tile loop, so each tile writes its own rows."""
-    if "y_pad" in block_names(sch):
-        sch.reverse_compute_at(sch.get_sblock("y"), tile)
+    if PADDED_OUTPUT_BLOCK in block_names(sch):
+        sch.reverse_compute_at(sch.get_sblock(OUTPUT_BLOCK), tile)

@@ -22,7 +22,8 @@ from tvm import s_tir, tirx
 from tvm.script import tirx as T
 
 from ...kernels.expr import NIBBLE
-from ...kernels.intrin_desc import LookupShape, lookup_term
+from ...kernels.intrin_desc import lookup_term
+from ...kernels.spec import KernelSpec
 
 HALF_ENTRIES = 8
 SELECT_HIGH = 0x8888
@@ -30,21 +31,21 @@ SELECT_HIGH = 0x8888
 IDENTITY_SELECTOR = 0x3210
 
 
-def _buffers(shape: LookupShape, chunk: int):
+def _buffers(spec: KernelSpec, chunk: int):
     """``(tab, w, acc)`` parameter declarations shared by description and implementation."""
-    planes = max(shape.planes, 1)
+    planes = max(spec.planes, 1)
     return (
-        ((chunk * 2, shape.entries), shape.table_dtype, "shared"),
+        ((chunk * 2, spec.entries), spec.table_dtype, "shared"),
         ((chunk, planes, 1), "uint8", "global"),
-        ((1,), shape.acc_dtype, "local"),
+        ((1,), spec.acc_dtype, "local"),
     )
 
 
-def row_lookup_desc(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
+def row_lookup_desc(spec: KernelSpec, chunk: int) -> tirx.PrimFunc:
     """``acc[0] += sum_{kb < chunk, plane, half, e} 2**plane * tab[2*kb + half, e] * [p == e]``."""
-    (tab_shape, tab_dtype, _), (w_shape, _, _), (_, acc_dtype, _) = _buffers(shape, chunk)
-    multi = shape.planes > 1
-    planes = shape.planes
+    (tab_shape, tab_dtype, _), (w_shape, _, _), (_, acc_dtype, _) = _buffers(spec, chunk)
+    multi = spec.planes > 1
+    planes = spec.planes
 
     @T.prim_func(s_tir=True)
     def desc(tab_handle: T.handle, w_handle: T.handle, acc_handle: T.handle):
@@ -59,15 +60,15 @@ def row_lookup_desc(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
                 with T.sblock("update"):
                     vkb, vp, vh, ve = T.axis.remap("RRRR", [kb, p, h, e])
                     acc[0] = acc[0] + lookup_term(
-                        tab[vkb * 2 + vh, ve], w[vkb, vp, 0], vp if multi else None, vh, ve, shape
+                        tab[vkb * 2 + vh, ve], w[vkb, vp, 0], vp if multi else None, vh, ve, spec
                     )
 
     return desc
 
 
-def _single_plane_desc(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
+def _single_plane_desc(spec: KernelSpec, chunk: int) -> tirx.PrimFunc:
     """The one-plane variant: no plane loop (unit loops vanish in scheduling)."""
-    (tab_shape, tab_dtype, _), (w_shape, _, _), (_, acc_dtype, _) = _buffers(shape, chunk)
+    (tab_shape, tab_dtype, _), (w_shape, _, _), (_, acc_dtype, _) = _buffers(spec, chunk)
 
     @T.prim_func(s_tir=True)
     def desc(tab_handle: T.handle, w_handle: T.handle, acc_handle: T.handle):
@@ -81,7 +82,7 @@ def _single_plane_desc(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
             for kb, h, e in T.grid(chunk, 2, tab_shape[1]):
                 with T.sblock("update"):
                     vkb, vh, ve = T.axis.remap("RRR", [kb, h, e])
-                    acc[0] = acc[0] + lookup_term(tab[vkb * 2 + vh, ve], w[vkb, 0, 0], None, vh, ve, shape)
+                    acc[0] = acc[0] + lookup_term(tab[vkb * 2 + vh, ve], w[vkb, 0, 0], None, vh, ve, spec)
 
     return desc
 
@@ -104,10 +105,10 @@ def _table_word(tab: tirx.Buffer, row, word: int) -> tirx.PrimExpr:
     return T.reinterpret("int32", tab[row, tirx.Ramp(word * 4, 1, 4)])
 
 
-def _table_words(tab: tirx.Buffer, row, symmetric: bool) -> list[tirx.PrimExpr]:
+def _table_words(tab: tirx.Buffer, row, half_tables: bool) -> list[tirx.PrimExpr]:
     """The 16-entry table ``[T0..T15]`` in four words; a half table becomes ``[T, -T]``."""
-    words = [_table_word(tab, row, i) for i in range(2 if symmetric else 4)]
-    if symmetric:
+    words = [_table_word(tab, row, i) for i in range(2 if half_tables else 4)]
+    if half_tables:
         words += [T.call_pure_extern("int32", "__vneg4", word) for word in words]
     return words
 
@@ -138,21 +139,21 @@ def plane_weights(planes: int) -> int:
     return sum((1 << p) << (8 * p) for p in range(planes))
 
 
-def _fast_sum(tab: tirx.Buffer, w: tirx.Buffer, acc, shape: LookupShape, chunk: int) -> tirx.PrimExpr:
-    planes = max(shape.planes, 1)
+def _fast_sum(tab: tirx.Buffer, w: tirx.Buffer, acc, spec: KernelSpec, chunk: int) -> tirx.PrimExpr:
+    planes = max(spec.planes, 1)
     total = acc
     for kb in range(chunk):
         for half in (0, 1):
-            looked_up = lookup16(_table_words(tab, kb * 2 + half, shape.symmetric), selector(w, kb, planes, half))
+            looked_up = lookup16(_table_words(tab, kb * 2 + half, spec.half_tables), selector(w, kb, planes, half))
             total = T.call_pure_extern("int32", "__dp4a", looked_up, _i32(plane_weights(planes)), total)
     return total
 
 
-def _exact_term(tab: tirx.Buffer, w: tirx.Buffer, kb: int, p: int, half: int, symmetric: bool) -> tirx.PrimExpr:
+def _exact_term(tab: tirx.Buffer, w: tirx.Buffer, kb: int, p: int, half: int, half_tables: bool) -> tirx.PrimExpr:
     byte = tirx.Cast("int32", w[kb, p, 0])
     index = tirx.bitwise_and(tirx.shift_right(byte, half * NIBBLE) if half else byte, _i32(15))
     row = kb * 2 + half
-    if not symmetric:
+    if not half_tables:
         value = tab[row, index]
     else:
         magnitude = tab[row, tirx.bitwise_and(index, _i32(HALF_ENTRIES - 1))]
@@ -160,19 +161,19 @@ def _exact_term(tab: tirx.Buffer, w: tirx.Buffer, kb: int, p: int, half: int, sy
     return value * tirx.const(float(1 << p), "float32") if p else value
 
 
-def _exact_sum(tab: tirx.Buffer, w: tirx.Buffer, acc, shape: LookupShape, chunk: int) -> tirx.PrimExpr:
+def _exact_sum(tab: tirx.Buffer, w: tirx.Buffer, acc, spec: KernelSpec, chunk: int) -> tirx.PrimExpr:
     total = acc
     for kb in range(chunk):
-        for p in range(max(shape.planes, 1)):
+        for p in range(max(spec.planes, 1)):
             for half in (0, 1):
-                total = total + _exact_term(tab, w, kb, p, half, shape.symmetric)
+                total = total + _exact_term(tab, w, kb, p, half, spec.half_tables)
     return total
 
 
-def row_lookup_impl(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
+def row_lookup_impl(spec: KernelSpec, chunk: int) -> tirx.PrimFunc:
     """The micro-kernel for one row and ``chunk`` bytes (see the module docstring)."""
-    (tab_shape, tab_dtype, _), (w_shape, _, _), (_, acc_dtype, _) = _buffers(shape, chunk)
-    body = _fast_sum if shape.mode == "fast" else _exact_sum
+    (tab_shape, tab_dtype, _), (w_shape, _, _), (_, acc_dtype, _) = _buffers(spec, chunk)
+    body = _fast_sum if spec.mode == "fast" else _exact_sum
     planes = w_shape[1]
 
     @T.prim_func(s_tir=True)
@@ -184,17 +185,17 @@ def row_lookup_impl(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
         with T.sblock("root"):
             T.reads(acc[0], w[0:chunk, 0:planes, 0], tab[0 : chunk * 2, 0 : tab_shape[1]])
             T.writes(acc[0])
-            acc[0] = body(tab, w, acc[0], shape, chunk)
+            acc[0] = body(tab, w, acc[0], spec, chunk)
 
     return impl
 
 
-def cuda_lookup_intrin(shape: LookupShape, chunk: int) -> str:
-    """Register (once) and name the CUDA micro-kernel for ``shape`` and ``chunk``."""
-    name = f"lutc_cuda_lookup_{shape.mode}_p{shape.planes}_e{shape.entries}_c{chunk}"
+def cuda_lookup_intrin(spec: KernelSpec, chunk: int) -> str:
+    """Register (once) and name the CUDA micro-kernel for ``spec`` and ``chunk``."""
+    name = f"lutc_cuda_lookup_{spec.mode}_p{spec.planes}_e{spec.entries}_c{chunk}"
     try:
         s_tir.TensorIntrin.get(name)
     except Exception:
-        desc = row_lookup_desc(shape, chunk) if shape.planes > 1 else _single_plane_desc(shape, chunk)
-        s_tir.TensorIntrin.register(name, desc, row_lookup_impl(shape, chunk))
+        desc = row_lookup_desc(spec, chunk) if spec.planes > 1 else _single_plane_desc(spec, chunk)
+        s_tir.TensorIntrin.register(name, desc, row_lookup_impl(spec, chunk))
     return name

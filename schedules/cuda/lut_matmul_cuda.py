@@ -21,9 +21,14 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 from tvm.target import Target
 
-from ...kernels.intrin_desc import LookupShape
-from ...kernels.matmul import MATMUL_KERNEL
-from ...kernels.spec import SPEC_ATTR, KernelSpec
+from ...kernels.names import (
+    LOOKUP_BLOCK,
+    MATMUL_KERNEL,
+    OUTPUT_BLOCK,
+    PADDED_OUTPUT_BLOCK,
+    TABLES,
+)
+from ...kernels.spec import KernelSpec
 from ...quant.layout import TILE_N
 from ..base import Knobs, block_names, choose
 from .base import (
@@ -40,10 +45,6 @@ from .base import (
     CudaRule,
 )
 from .lookup_intrin import cuda_lookup_intrin
-
-
-def _spec(func: tirx.PrimFunc) -> KernelSpec:
-    return KernelSpec.from_attr(func.attrs[SPEC_ATTR])
 
 
 def _divisors(extent: int, candidates: tuple[int, ...]) -> list[int]:
@@ -71,22 +72,22 @@ class LutMatmulCuda(CudaRule):
     def applies(self, func: tirx.PrimFunc, target: Target) -> bool:
         if not super().applies(func, target):
             return False
-        shape = LookupShape.from_func(func)
-        return shape.planes <= DP4A_LANES and bool(_divisors(shape.group_bytes, LOOKUP_CHUNKS))
+        spec = KernelSpec.from_func(func)
+        return spec.planes <= DP4A_LANES and bool(_divisors(spec.group_bytes, LOOKUP_CHUNKS))
 
     def structural_choices(self, func: tirx.PrimFunc, target: Target) -> dict[str, list[int]]:
-        spec = _spec(func)
+        spec = KernelSpec.from_func(func)
         tiles = _divisors(spec.n_tiles, TILES_PER_BLOCK)
         splits = [s for s in _divisors(spec.n_groups, K_SPLITS) if s * WARP <= MAX_THREADS]
         return {"tiles": tiles, "k_split": splits, "chunk": _divisors(spec.group_bytes, LOOKUP_CHUNKS)}
 
     def register_intrinsics(self, func: tirx.PrimFunc, target: Target) -> None:
-        shape = LookupShape.from_func(func)
-        for chunk in _divisors(shape.group_bytes, LOOKUP_CHUNKS):
-            cuda_lookup_intrin(shape, chunk)
+        spec = KernelSpec.from_func(func)
+        for chunk in _divisors(spec.group_bytes, LOOKUP_CHUNKS):
+            cuda_lookup_intrin(spec, chunk)
 
     def schedule(self, sch: s_tir.Schedule, func: tirx.PrimFunc, target: Target, knobs: Knobs) -> None:
-        spec, choices = _spec(func), self.structural_choices(func, target)
+        spec, choices = KernelSpec.from_func(func), self.structural_choices(func, target)
         tiles = choose(sch, "tiles", choices["tiles"], _default(choices["tiles"], DEFAULT_TILES), knobs)
         splits = choices["k_split"]
         k_split = choose(sch, "k_split", splits, _default(splits, DEFAULT_K_SPLIT), knobs)
@@ -96,7 +97,7 @@ class LutMatmulCuda(CudaRule):
 
 
 def _epilogue_block(sch: s_tir.Schedule) -> s_tir.SBlockRV:
-    return sch.get_sblock("y_pad" if "y_pad" in block_names(sch) else "y")
+    return sch.get_sblock(PADDED_OUTPUT_BLOCK if PADDED_OUTPUT_BLOCK in block_names(sch) else OUTPUT_BLOCK)
 
 
 def schedule_lut_matmul_cuda(sch: s_tir.Schedule, spec: KernelSpec, tiles: int, k_split: int, chunk: int) -> None:
@@ -120,7 +121,7 @@ def schedule_lut_matmul_cuda(sch: s_tir.Schedule, spec: KernelSpec, tiles: int, 
     if k_split > 1:
         _final_reduction(sch, epilogue, bx, tiles)
     _crop(sch, epilogue, bx)
-    lookup = sch.get_sblock("lookup")
+    lookup = sch.get_sblock(LOOKUP_BLOCK)
     sch.set_scope(lookup, 0, "local")
     sch.compute_at(lookup, go)
     _stage_and_tensorize(sch, spec, lookup, tiles, k_split, chunk)
@@ -142,10 +143,10 @@ def _final_reduction(sch: s_tir.Schedule, epilogue: s_tir.SBlockRV, bx: s_tir.Lo
 
 def _crop(sch: s_tir.Schedule, epilogue: s_tir.SBlockRV, bx: s_tir.LoopRV) -> None:
     """With ``y_pad``: keep the block's padded outputs in shared memory, crop them into ``y``."""
-    if sch.get(epilogue).name_hint != "y_pad":
+    if sch.get(epilogue).name_hint != PADDED_OUTPUT_BLOCK:
         return
     sch.set_scope(epilogue, 0, "shared")
-    crop = sch.get_sblock("y")
+    crop = sch.get_sblock(OUTPUT_BLOCK)
     sch.reverse_compute_at(crop, bx)
     n = sch.get_loops(crop)[-1]
     ty, tx = sch.split(n, [None, TILE_N])
@@ -158,11 +159,11 @@ def _stage_and_tensorize(
 ) -> None:
     """Copy each stage's tables to shared memory with all threads; tensorize the lookup chunks."""
     loops = sch.get_loops(lookup)
-    byte_index = len(loops) - (4 if spec.planes > 1 else 3)
+    byte_index = len(loops) - (4 if spec.planes > 1 else 3)  # LOOKUP_LOOPS end with byte, (plane), half, entry
     byte = loops[byte_index]
     stage, inner = sch.split(byte, [None, _stage_bytes(spec, k_split, chunk)])
     _, body = sch.split(inner, [None, chunk])
-    shared = sch.cache_read(lookup, "tables", "shared")
+    shared = sch.cache_read(lookup, TABLES, "shared")
     sch.compute_at(shared, stage)
     depth = len(sch.get_loops(lookup)) - len(sch.get_loops(lookup)[byte_index:])
     fused = sch.fuse(*sch.get_loops(shared)[depth + 1 :])
@@ -171,4 +172,4 @@ def _stage_and_tensorize(
     sch.bind(y, "threadIdx.y")
     sch.bind(x, "threadIdx.x")
     sch.decompose_reduction(lookup, stage)
-    sch.tensorize(body, cuda_lookup_intrin(LookupShape.of(spec), chunk))
+    sch.tensorize(body, cuda_lookup_intrin(spec, chunk))

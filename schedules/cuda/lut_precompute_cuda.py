@@ -22,16 +22,30 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 from tvm.target import Target
 
-from ...kernels.precompute import PRECOMPUTE_KERNEL
+from ...kernels.names import (
+    FLOAT_TABLE_BLOCK,
+    INVERSE_BLOCK,
+    LUT_SCALE_BLOCK,
+    MAXABS_BLOCK,
+    NORMED_BLOCK,
+    PRECOMPUTE_KERNEL,
+    ROW_SCALE_BLOCK,
+    ROW_UP_BLOCK,
+    ROWMAX_BLOCK,
+    SKIP_SUM_BLOCK,
+    SUMSQ_BLOCK,
+    TABLES,
+    XSUM_BLOCK,
+)
 from ..base import Knobs, block_names, choose
 from .base import CudaRule
 
-INLINED = ("skip_sum", "normed", "row_up", "inverse")
-STAGES = ("sumsq", "rowmax", "maxabs", "row_scale", "xsum", "lut_scale", "tables")
+INLINED = (SKIP_SUM_BLOCK, NORMED_BLOCK, ROW_UP_BLOCK, INVERSE_BLOCK)
+STAGES = (SUMSQ_BLOCK, ROWMAX_BLOCK, MAXABS_BLOCK, ROW_SCALE_BLOCK, XSUM_BLOCK, LUT_SCALE_BLOCK, TABLES)
 """The kernel's stages in dependency order; the first present one roots the row loop."""
-SHARED = ("sumsq", "rowmax", "maxabs")
+SHARED = (SUMSQ_BLOCK, ROWMAX_BLOCK, MAXABS_BLOCK)
 """Per-row intermediates read by later stages of the same block."""
-ACCUMULATED_LOCALLY = ("maxabs",)
+ACCUMULATED_LOCALLY = (MAXABS_BLOCK,)
 """Shared stages whose reduction one thread runs serially: it accumulates in a register and
 stores once (a read-modify-write loop on shared memory makes TVM put a barrier inside the
 thread's bounds check, which it refuses)."""
@@ -85,8 +99,8 @@ class LutPrecomputeCuda(CudaRule):
     def schedule(self, sch: s_tir.Schedule, func: tirx.PrimFunc, target: Target, knobs: Knobs) -> None:
         threads = choose(sch, "block_threads", list(BLOCK_THREADS), DEFAULT_BLOCK_THREADS, knobs)
         names = block_names(sch)
-        if "table" in names:  # fast mode: the float table feeds maxabs and the quantized tables
-            sch.compute_inline(sch.get_sblock("table"))
+        if FLOAT_TABLE_BLOCK in names:  # fast mode: the float table feeds maxabs and the quantized tables
+            sch.compute_inline(sch.get_sblock(FLOAT_TABLE_BLOCK))
         for name in INLINED:
             if name in names:
                 sch.compute_inline(sch.get_sblock(name))

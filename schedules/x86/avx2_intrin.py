@@ -18,7 +18,8 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.script import tirx as T
 
-from ...kernels.intrin_desc import LookupShape, register_lookup_intrin
+from ...kernels.intrin_desc import register_lookup_intrin
+from ...kernels.spec import KernelSpec
 from ...quant.layout import TILE_N
 from ..cpu.vector_expr import chunk_sum, ramp
 
@@ -30,9 +31,9 @@ def _u8(value: int, lanes: int = TILE_N) -> tirx.PrimExpr:
     return tirx.Broadcast(tirx.const(value, "uint8"), lanes)
 
 
-def _table32(tab: tirx.Buffer, row: tirx.PrimExpr, symmetric: bool) -> tirx.PrimExpr:
+def _table32(tab: tirx.Buffer, row: tirx.PrimExpr, half_tables: bool) -> tirx.PrimExpr:
     """The 16-entry int8 table of ``row`` in both lanes; a half table becomes ``[T, -T]``."""
-    if not symmetric:
+    if not half_tables:
         table = tab[row, ramp(0, LANE)]
         return tirx.Shuffle([table, table], list(range(TILE_N)))
     half = tab[row, ramp(0, HALF_ROWS)]
@@ -44,11 +45,11 @@ def _pshufb(table: tirx.PrimExpr, index: tirx.PrimExpr) -> tirx.PrimExpr:
     return T.call_llvm_pure_intrin("int8x32", "llvm.x86.avx2.pshuf.b", table, T.reinterpret("int8x32", index))
 
 
-def _lookups(tab: tirx.Buffer, w: tirx.Buffer, kb, p, symmetric: bool) -> tuple[tirx.PrimExpr, tirx.PrimExpr]:
+def _lookups(tab: tirx.Buffer, w: tirx.Buffer, kb, p, half_tables: bool) -> tuple[tirx.PrimExpr, tirx.PrimExpr]:
     """Lookups of the low and high nibbles of ``w[kb, p, 0:32]``."""
     byte = w[kb, p, ramp(0, TILE_N)]
-    low = _pshufb(_table32(tab, kb * 2, symmetric), tirx.bitwise_and(byte, _u8(15)))
-    high = _pshufb(_table32(tab, kb * 2 + 1, symmetric), tirx.shift_right(byte, _u8(4)))
+    low = _pshufb(_table32(tab, kb * 2, half_tables), tirx.bitwise_and(byte, _u8(15)))
+    high = _pshufb(_table32(tab, kb * 2 + 1, half_tables), tirx.shift_right(byte, _u8(4)))
     return low, high
 
 
@@ -60,10 +61,10 @@ def _paired_sum(low: tirx.PrimExpr, high: tirx.PrimExpr, plane, upper: int) -> t
     return T.call_llvm_pure_intrin("int16x16", "llvm.x86.avx2.pmadd.ub.sw", weight, pairs)
 
 
-def _int16_terms(tab: tirx.Buffer, w: tirx.Buffer, kb: int, p: int, symmetric: bool) -> tirx.PrimExpr:
+def _int16_terms(tab: tirx.Buffer, w: tirx.Buffer, kb: int, p: int, half_tables: bool) -> tirx.PrimExpr:
     """Both paired sums of one byte and plane as int16x32: element ``16u + 8*lane + j`` is row
     ``16*lane + 8u + j``."""
-    low, high = _lookups(tab, w, kb, p, symmetric)
+    low, high = _lookups(tab, w, kb, p, half_tables)
     return tirx.Shuffle([_paired_sum(low, high, p, 0), _paired_sum(low, high, p, 1)], list(range(TILE_N)))
 
 
@@ -71,14 +72,14 @@ ROW_ORDER = [16 * u + 8 * lane + j for lane in (0, 1) for u in (0, 1) for j in r
 """``ROW_ORDER[row]`` is the element of :func:`_int16_terms` that holds ``row``."""
 
 
-def _fast_chunk(tab: tirx.Buffer, w: tirx.Buffer, shape: LookupShape, chunk: int) -> tirx.PrimExpr:
+def _fast_chunk(tab: tirx.Buffer, w: tirx.Buffer, spec: KernelSpec, chunk: int) -> tirx.PrimExpr:
     """The chunk's int32 sums of 32 rows, in row order: one int16 chain, widened once."""
-    total = chunk_sum(chunk, shape.planes, lambda kb, p: _int16_terms(tab, w, kb, p, shape.symmetric))
+    total = chunk_sum(chunk, spec.planes, lambda kb, p: _int16_terms(tab, w, kb, p, spec.half_tables))
     return tirx.Shuffle([T.Cast("int32x32", total)], ROW_ORDER)
 
 
-def fast_impl(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
-    planes, entries = shape.planes, shape.entries
+def fast_impl(spec: KernelSpec, chunk: int) -> tirx.PrimFunc:
+    planes, entries = spec.planes, spec.entries
 
     @T.prim_func(s_tir=True)
     def impl(
@@ -89,16 +90,16 @@ def fast_impl(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
         with T.sblock("root"):
             T.reads(acc[0:TILE_N], w[0:chunk, 0:planes, 0:TILE_N], tab[0 : chunk * 2, 0:entries])
             T.writes(acc[0:TILE_N])
-            acc[0:TILE_N] = acc[ramp(0, TILE_N)] + _fast_chunk(tab, w, shape, chunk)
+            acc[0:TILE_N] = acc[ramp(0, TILE_N)] + _fast_chunk(tab, w, spec, chunk)
 
     return impl
 
 
-def _float_lookup(tab: tirx.Buffer, row, index: tirx.PrimExpr, symmetric: bool) -> tirx.PrimExpr:
+def _float_lookup(tab: tirx.Buffer, row, index: tirx.PrimExpr, half_tables: bool) -> tirx.PrimExpr:
     """``vpermps`` lookup of eight int32 indices into the float table of ``row``."""
     sign_bit = tirx.shift_left(index, tirx.Broadcast(tirx.const(28, "int32"), HALF_ROWS))
     low = T.call_llvm_pure_intrin("float32x8", "llvm.x86.avx2.permps", tab[row, ramp(0, HALF_ROWS)], index)
-    if symmetric:
+    if half_tables:
         mask = tirx.bitwise_and(sign_bit, tirx.Broadcast(tirx.const(-(2**31), "int32"), HALF_ROWS))
         return T.reinterpret("float32x8", tirx.bitwise_xor(T.reinterpret("int32x8", low), mask))
     high = T.call_llvm_pure_intrin("float32x8", "llvm.x86.avx2.permps", tab[row, ramp(HALF_ROWS, HALF_ROWS)], index)
@@ -107,20 +108,20 @@ def _float_lookup(tab: tirx.Buffer, row, index: tirx.PrimExpr, symmetric: bool) 
     )
 
 
-def _exact_rows(tab: tirx.Buffer, w: tirx.Buffer, kb, p, q, symmetric: bool) -> tirx.PrimExpr:
+def _exact_rows(tab: tirx.Buffer, w: tirx.Buffer, kb, p, q, half_tables: bool) -> tirx.PrimExpr:
     """``2**p * (T_low[lo] + T_high[hi])`` for rows ``8q .. 8q+7``."""
     index = T.Cast("int32x8", w[kb, p, ramp(0, HALF_ROWS) + q * HALF_ROWS])
     high_index = tirx.shift_right(index, tirx.Broadcast(tirx.const(4, "int32"), HALF_ROWS))
-    both = _float_lookup(tab, kb * 2, index, symmetric) + _float_lookup(tab, kb * 2 + 1, high_index, symmetric)
+    both = _float_lookup(tab, kb * 2, index, half_tables) + _float_lookup(tab, kb * 2 + 1, high_index, half_tables)
     return both * tirx.Broadcast(tirx.Cast("float32", tirx.shift_left(1, p)), HALF_ROWS)
 
 
-def _exact_chunk(tab: tirx.Buffer, w: tirx.Buffer, shape: LookupShape, chunk: int, q: int) -> tirx.PrimExpr:
-    return chunk_sum(chunk, shape.planes, lambda kb, p: _exact_rows(tab, w, kb, p, q, shape.symmetric))
+def _exact_chunk(tab: tirx.Buffer, w: tirx.Buffer, spec: KernelSpec, chunk: int, q: int) -> tirx.PrimExpr:
+    return chunk_sum(chunk, spec.planes, lambda kb, p: _exact_rows(tab, w, kb, p, q, spec.half_tables))
 
 
-def exact_impl(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
-    planes, entries = shape.planes, shape.entries
+def exact_impl(spec: KernelSpec, chunk: int) -> tirx.PrimFunc:
+    planes, entries = spec.planes, spec.entries
 
     @T.prim_func(s_tir=True)
     def impl(
@@ -131,14 +132,14 @@ def exact_impl(shape: LookupShape, chunk: int) -> tirx.PrimFunc:
         with T.sblock("root"):
             T.reads(acc[0:TILE_N], w[0:chunk, 0:planes, 0:TILE_N], tab[0 : chunk * 2, 0:entries])
             T.writes(acc[0:TILE_N])
-            acc[0:8] = acc[ramp(0, 8)] + _exact_chunk(tab, w, shape, chunk, 0)
-            acc[8:16] = acc[ramp(8, 8)] + _exact_chunk(tab, w, shape, chunk, 1)
-            acc[16:24] = acc[ramp(16, 8)] + _exact_chunk(tab, w, shape, chunk, 2)
-            acc[24:32] = acc[ramp(24, 8)] + _exact_chunk(tab, w, shape, chunk, 3)
+            acc[0:8] = acc[ramp(0, 8)] + _exact_chunk(tab, w, spec, chunk, 0)
+            acc[8:16] = acc[ramp(8, 8)] + _exact_chunk(tab, w, spec, chunk, 1)
+            acc[16:24] = acc[ramp(16, 8)] + _exact_chunk(tab, w, spec, chunk, 2)
+            acc[24:32] = acc[ramp(24, 8)] + _exact_chunk(tab, w, spec, chunk, 3)
 
     return impl
 
 
-def avx2_intrin(shape: LookupShape, chunk: int) -> str:
-    """Register (once) and name the AVX2 micro-kernel for ``shape`` and ``chunk``."""
-    return register_lookup_intrin("avx2", shape, chunk, fast_impl if shape.mode == "fast" else exact_impl)
+def avx2_intrin(spec: KernelSpec, chunk: int) -> str:
+    """Register (once) and name the AVX2 micro-kernel for ``spec`` and ``chunk``."""
+    return register_lookup_intrin("avx2", spec, chunk, fast_impl if spec.mode == "fast" else exact_impl)

@@ -33,7 +33,8 @@ from collections.abc import Callable
 from tvm import tirx
 from tvm.script import tirx as T
 
-from ...kernels.intrin_desc import LookupShape, register_lookup_intrin
+from ...kernels.intrin_desc import register_lookup_intrin
+from ...kernels.spec import KernelSpec
 from ...quant.layout import TILE_N
 from ..cpu.prefetch import prefetch_line, prefetch_lines
 from ..cpu.vector_expr import chunk_sum, ramp
@@ -48,9 +49,9 @@ BLOCK_BYTES = 4
 ENTRIES = 16
 
 
-def fits(shape: LookupShape, chunk: int) -> bool:
-    """Whether the fast micro-kernel takes ``chunk`` K bytes of ``shape`` (whole quads in blocks)."""
-    return shape.mode == "exact" or chunk % _span(shape) == 0
+def fits(spec: KernelSpec, chunk: int) -> bool:
+    """Whether the fast micro-kernel takes ``chunk`` K bytes of ``spec`` (whole quads in blocks)."""
+    return spec.mode == "exact" or chunk % _span(spec) == 0
 
 
 def _bytes_constant(values: list[int], dtype: str = "uint8") -> tirx.PrimExpr:
@@ -74,10 +75,10 @@ def _row_tables(tab: tirx.Buffer, row: int | None) -> TableLoad:
     return lambda group, lanes: tab[row, group, ramp(0, lanes)]
 
 
-def _full_tables(load: TableLoad, first: int, count: int, symmetric: bool) -> tirx.PrimExpr:
+def _full_tables(load: TableLoad, first: int, count: int, half_tables: bool) -> tirx.PrimExpr:
     """The ``count`` 16-entry int8 tables from group ``first`` as one vector of ``16 * count``
     bytes; a symmetrized (8-entry) table ``T`` becomes ``[T, -T]``."""
-    if not symmetric:
+    if not half_tables:
         return _concat([load(first + t, ENTRIES) for t in range(count)], ENTRIES)
     half = ENTRIES // 2
     halves = _concat([load(first + t, half) for t in range(count)], half)
@@ -86,16 +87,16 @@ def _full_tables(load: TableLoad, first: int, count: int, symmetric: bool) -> ti
     return tirx.Shuffle([halves, negated], order)
 
 
-def _span(shape: LookupShape) -> int:
+def _span(spec: KernelSpec) -> int:
     """K bytes one table register set covers: 2 (four tables, one register) when every quad
     stays within an aligned pair of K bytes (an even plane count), else 4 (a register pair)."""
-    return 2 if shape.planes % 2 == 0 else BLOCK_BYTES
+    return 2 if spec.planes % 2 == 0 else BLOCK_BYTES
 
 
-def _tables(load: TableLoad, block: int, shape: LookupShape) -> tuple[tirx.PrimExpr, ...]:
+def _tables(load: TableLoad, block: int, spec: KernelSpec) -> tuple[tirx.PrimExpr, ...]:
     """The table registers of the ``block``-th span of K bytes: four 16-entry tables each."""
-    first = block * _span(shape) * 2
-    return tuple(_full_tables(load, first + 4 * i, 4, shape.symmetric) for i in range(_span(shape) // 2))
+    first = block * _span(spec) * 2
+    return tuple(_full_tables(load, first + 4 * i, 4, spec.half_tables) for i in range(_span(spec) // 2))
 
 
 def _quad_items(quad: int, planes: int) -> list[tuple[int, int]]:
@@ -124,10 +125,10 @@ def _dot(acc: tirx.PrimExpr, weights: tirx.PrimExpr, lookups: tirx.PrimExpr) -> 
     return T.call_llvm_pure_intrin("int32x16", "llvm.x86.avx512.vpdpbusd.512", acc, weights, lookups)
 
 
-def _quad_lookups(shape: LookupShape, w: tirx.Buffer, quad: int, half: int):
+def _quad_lookups(spec: KernelSpec, w: tirx.Buffer, quad: int, half: int):
     """What every row shares for one quad and 16 rows: ``(block, weights, low index, high index)``."""
-    items = _quad_items(quad, shape.planes)
-    span = _span(shape)
+    items = _quad_items(quad, spec.planes)
+    span = _span(spec)
     groups = [2 * (kb % span) for kb, _ in items]
     data = _transposed(w, items, half)
     nibble = tirx.bitwise_and(data, _bytes_constant([15] * QUAD))
@@ -139,27 +140,27 @@ def _quad_lookups(shape: LookupShape, w: tirx.Buffer, quad: int, half: int):
     return items[0][0] // span, _bytes_constant([1 << p for _, p in items], "int8"), low, high
 
 
-def _fast_half(load: TableLoad, w: tirx.Buffer, shape: LookupShape, chunk: int, half: int, acc: tirx.PrimExpr):
+def _fast_half(load: TableLoad, w: tirx.Buffer, spec: KernelSpec, chunk: int, half: int, acc: tirx.PrimExpr):
     """``acc`` plus the chunk's sums of rows ``16*half ..``: low and high nibbles in two chains."""
     low_chain, high_chain = acc, tirx.Broadcast(tirx.const(0, "int32"), ROWS)
     registers: dict[int, tuple[tirx.PrimExpr, ...]] = {}
-    for quad in range(chunk * shape.planes // QUAD):
-        block, weights, low, high = _quad_lookups(shape, w, quad, half)
+    for quad in range(chunk * spec.planes // QUAD):
+        block, weights, low, high = _quad_lookups(spec, w, quad, half)
         if block not in registers:
-            registers[block] = _tables(load, block, shape)
+            registers[block] = _tables(load, block, spec)
         low_chain = _dot(low_chain, weights, _lookup(registers[block], low))
         high_chain = _dot(high_chain, weights, _lookup(registers[block], high))
     return low_chain + high_chain
 
 
-def _check_fits(shape: LookupShape, chunk: int) -> None:
-    if not fits(shape, chunk):
-        raise ValueError(f"the AVX-512 fast micro-kernel takes no {chunk}-byte chunk of {shape.planes} planes")
+def _check_fits(spec: KernelSpec, chunk: int) -> None:
+    if not fits(spec, chunk):
+        raise ValueError(f"the AVX-512 fast micro-kernel takes no {chunk}-byte chunk of {spec.planes} planes")
 
 
-def fast_impl(shape: LookupShape, chunk: int, prefetch: bool = False) -> tirx.PrimFunc:
-    planes, entries = shape.planes, shape.entries
-    _check_fits(shape, chunk)
+def fast_impl(spec: KernelSpec, chunk: int, prefetch: bool = False) -> tirx.PrimFunc:
+    planes, entries = spec.planes, spec.entries
+    _check_fits(spec, chunk)
     lines = prefetch_lines(chunk, planes) if prefetch else 0
 
     @T.prim_func(s_tir=True)
@@ -173,18 +174,18 @@ def fast_impl(shape: LookupShape, chunk: int, prefetch: bool = False) -> tirx.Pr
             T.writes(acc[0:TILE_N])
             for line in T.unroll(lines):
                 T.evaluate(prefetch_line(w, line, planes))
-            acc[0:16] = _fast_half(_row_tables(tab, None), w, shape, chunk, 0, acc[ramp(0, ROWS)])
-            acc[16:32] = _fast_half(_row_tables(tab, None), w, shape, chunk, 1, acc[ramp(ROWS, ROWS)])
+            acc[0:16] = _fast_half(_row_tables(tab, None), w, spec, chunk, 0, acc[ramp(0, ROWS)])
+            acc[16:32] = _fast_half(_row_tables(tab, None), w, spec, chunk, 1, acc[ramp(ROWS, ROWS)])
 
     return impl
 
 
-def fast_rows_impl(shape: LookupShape, chunk: int, rows: int, prefetch: bool = False) -> tirx.PrimFunc:
+def fast_rows_impl(spec: KernelSpec, chunk: int, rows: int, prefetch: bool = False) -> tirx.PrimFunc:
     """The fast micro-kernel for ``rows`` activation rows: the loop over rows is unrolled, and
     LLVM shares each quad's loads, transposes and indices between the rows (only the lookups
     and ``vpdpbusd`` are per row)."""
-    planes, entries = shape.planes, shape.entries
-    _check_fits(shape, chunk)
+    planes, entries = spec.planes, spec.entries
+    _check_fits(spec, chunk)
     lines = prefetch_lines(chunk, planes) if prefetch else 0
 
     @T.prim_func(s_tir=True)
@@ -202,10 +203,8 @@ def fast_rows_impl(shape: LookupShape, chunk: int, rows: int, prefetch: bool = F
             for line in T.unroll(lines):
                 T.evaluate(prefetch_line(w, line, planes))
             for i in T.unroll(rows):
-                acc[i, 0, 0, 0:16] = _fast_half(_row_tables(tab, i), w, shape, chunk, 0, acc[i, 0, 0, ramp(0, ROWS)])
-                acc[i, 0, 0, 16:32] = _fast_half(
-                    _row_tables(tab, i), w, shape, chunk, 1, acc[i, 0, 0, ramp(ROWS, ROWS)]
-                )
+                acc[i, 0, 0, 0:16] = _fast_half(_row_tables(tab, i), w, spec, chunk, 0, acc[i, 0, 0, ramp(0, ROWS)])
+                acc[i, 0, 0, 16:32] = _fast_half(_row_tables(tab, i), w, spec, chunk, 1, acc[i, 0, 0, ramp(ROWS, ROWS)])
 
     return impl
 
@@ -213,9 +212,9 @@ def fast_rows_impl(shape: LookupShape, chunk: int, rows: int, prefetch: bool = F
 SIGN_BIT = -(2**31)
 
 
-def _float_table(tab: tirx.Buffer, row, symmetric: bool) -> tirx.PrimExpr:
+def _float_table(tab: tirx.Buffer, row, half_tables: bool) -> tirx.PrimExpr:
     """The 16-entry float table of ``row``; a symmetrized one as ``[T, -T]`` (sign bits flipped)."""
-    if not symmetric:
+    if not half_tables:
         return tab[row, ramp(0, ENTRIES)]
     half = tab[row, ramp(0, ENTRIES // 2)]
     flipped = tirx.bitwise_xor(T.reinterpret("int32x8", half), tirx.Broadcast(tirx.const(SIGN_BIT, "int32"), 8))
@@ -226,21 +225,21 @@ def _permps(table: tirx.PrimExpr, index: tirx.PrimExpr) -> tirx.PrimExpr:
     return T.call_llvm_pure_intrin("float32x16", "llvm.x86.avx512.permvar.sf.512", table, index)
 
 
-def _exact_rows(tab: tirx.Buffer, w: tirx.Buffer, kb, p, half: int, symmetric: bool) -> tirx.PrimExpr:
+def _exact_rows(tab: tirx.Buffer, w: tirx.Buffer, kb, p, half: int, half_tables: bool) -> tirx.PrimExpr:
     """``2**p * (T_low[lo] + T_high[hi])`` for rows ``16*half .. 16*half + 15``."""
     index = T.Cast("int32x16", w[kb, p, ramp(half * ROWS, ROWS)])
     high_index = tirx.shift_right(index, tirx.Broadcast(tirx.const(4, "int32"), ROWS))
-    low = _permps(_float_table(tab, kb * 2, symmetric), index)
-    both = low + _permps(_float_table(tab, kb * 2 + 1, symmetric), high_index)
+    low = _permps(_float_table(tab, kb * 2, half_tables), index)
+    both = low + _permps(_float_table(tab, kb * 2 + 1, half_tables), high_index)
     return both * tirx.Broadcast(tirx.Cast("float32", tirx.shift_left(1, p)), ROWS)
 
 
-def _exact_chunk(tab: tirx.Buffer, w: tirx.Buffer, shape: LookupShape, chunk: int, half: int) -> tirx.PrimExpr:
-    return chunk_sum(chunk, shape.planes, lambda kb, p: _exact_rows(tab, w, kb, p, half, shape.symmetric))
+def _exact_chunk(tab: tirx.Buffer, w: tirx.Buffer, spec: KernelSpec, chunk: int, half: int) -> tirx.PrimExpr:
+    return chunk_sum(chunk, spec.planes, lambda kb, p: _exact_rows(tab, w, kb, p, half, spec.half_tables))
 
 
-def exact_impl(shape: LookupShape, chunk: int, prefetch: bool = False) -> tirx.PrimFunc:
-    planes, entries = shape.planes, shape.entries
+def exact_impl(spec: KernelSpec, chunk: int, prefetch: bool = False) -> tirx.PrimFunc:
+    planes, entries = spec.planes, spec.entries
     lines = prefetch_lines(chunk, planes) if prefetch else 0
 
     @T.prim_func(s_tir=True)
@@ -254,16 +253,16 @@ def exact_impl(shape: LookupShape, chunk: int, prefetch: bool = False) -> tirx.P
             T.writes(acc[0:TILE_N])
             for line in T.unroll(lines):
                 T.evaluate(prefetch_line(w, line, planes))
-            acc[0:16] = acc[ramp(0, ROWS)] + _exact_chunk(tab, w, shape, chunk, 0)
-            acc[16:32] = acc[ramp(ROWS, ROWS)] + _exact_chunk(tab, w, shape, chunk, 1)
+            acc[0:16] = acc[ramp(0, ROWS)] + _exact_chunk(tab, w, spec, chunk, 0)
+            acc[16:32] = acc[ramp(ROWS, ROWS)] + _exact_chunk(tab, w, spec, chunk, 1)
 
     return impl
 
 
-def avx512_intrin(shape: LookupShape, chunk: int, rows: int = 1, prefetch: bool = False) -> str:
-    """Register (once) and name the AVX-512 micro-kernel for ``shape``, ``chunk`` and ``rows``
+def avx512_intrin(spec: KernelSpec, chunk: int, rows: int = 1, prefetch: bool = False) -> str:
+    """Register (once) and name the AVX-512 micro-kernel for ``spec``, ``chunk`` and ``rows``
     (several rows: fast mode only), prefetching the weight stream when ``prefetch``."""
     if rows > 1:
-        return register_lookup_intrin("avx512", shape, chunk, fast_rows_impl, rows=rows, prefetch=prefetch)
-    impl = fast_impl if shape.mode == "fast" else exact_impl
-    return register_lookup_intrin("avx512", shape, chunk, impl, prefetch=prefetch)
+        return register_lookup_intrin("avx512", spec, chunk, fast_rows_impl, rows=rows, prefetch=prefetch)
+    impl = fast_impl if spec.mode == "fast" else exact_impl
+    return register_lookup_intrin("avx512", spec, chunk, impl, prefetch=prefetch)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...kernels.intrin_desc import LookupShape
+from ...kernels.spec import KernelSpec
 from ..cpu.lut_matmul_rule import CpuLutMatmulRule
 from ..hw import AVX2_MAX_EXACT_CHUNK, max_int16_chunk
 from .avx2_intrin import avx2_intrin
@@ -15,14 +15,14 @@ class LutMatmulAVX2(CpuLutMatmulRule):
     def is_target_available(self, target) -> bool:
         return has_avx2(target)
 
-    def intrin(self, shape: LookupShape, chunk: int) -> str:
-        return avx2_intrin(shape, chunk)
+    def intrin(self, spec: KernelSpec, chunk: int) -> str:
+        return avx2_intrin(spec, chunk)
 
-    def max_chunk(self, shape: LookupShape) -> int:
+    def max_chunk(self, spec: KernelSpec) -> int:
         """Fast mode: the int16 budget of the planes; exact mode: a register-pressure cap."""
-        return max_int16_chunk(shape.planes) if shape.mode == "fast" else AVX2_MAX_EXACT_CHUNK
+        return max_int16_chunk(spec.planes) if spec.mode == "fast" else AVX2_MAX_EXACT_CHUNK
 
-    def defaults(self, shape: LookupShape) -> tuple[int, int]:
+    def defaults(self, spec: KernelSpec) -> tuple[int, int]:
         """Measured on a 2-core EPYC (M = 1, 4096 x 4096, hot and cold weights).
 
         Fast mode: 1-2 planes run best with 8-byte chunks and an unrolled chunk loop; 3 planes
@@ -30,6 +30,6 @@ class LutMatmulAVX2(CpuLutMatmulRule):
         streamed cold weights at a quarter of the bandwidth). Exact mode spills registers beyond
         2 bytes.
         """
-        if shape.mode == "exact":
+        if spec.mode == "exact":
             return 2, 16
-        return {1: (8, 16), 2: (8, 16), 3: (2, 0)}.get(shape.planes, (4, 0))
+        return {1: (8, 16), 2: (8, 16), 3: (2, 0)}.get(spec.planes, (4, 0))

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from ...kernels.intrin_desc import LookupShape
+from ...kernels.spec import KernelSpec
 from ..cpu.lut_matmul_rule import CpuLutMatmulRule
 from ..hw import AVX512_MAX_EXACT_CHUNK, AVX512_MAX_FAST_CHUNK
 from .avx512_intrin import avx512_intrin, fits
@@ -25,35 +25,35 @@ class LutMatmulAVX512(CpuLutMatmulRule):
 
     prefetches = True
 
-    def intrin(self, shape: LookupShape, chunk: int, rows: int = 1, prefetch: bool = False) -> str:
-        return avx512_intrin(shape, chunk, rows, prefetch)
+    def intrin(self, spec: KernelSpec, chunk: int, rows: int = 1, prefetch: bool = False) -> str:
+        return avx512_intrin(spec, chunk, rows, prefetch)
 
-    def row_counts(self, shape: LookupShape) -> tuple[int, ...]:
+    def row_counts(self, spec: KernelSpec) -> tuple[int, ...]:
         """Fast mode with a static M: 1, 2 or 4 rows per call (each must divide M)."""
-        if shape.mode != "fast" or shape.m <= 1:
+        if spec.mode != "fast" or spec.m is None or spec.m <= 1:
             return (1,)
-        return tuple(r for r in ROW_COUNTS if shape.m % r == 0)
+        return tuple(r for r in ROW_COUNTS if spec.m % r == 0)
 
-    def preferred_rows(self, shape: LookupShape) -> int:
-        return max(r for r in self.row_counts(shape) if r <= PREFERRED_ROWS)
+    def preferred_rows(self, spec: KernelSpec) -> int:
+        return max(r for r in self.row_counts(spec) if r <= PREFERRED_ROWS)
 
-    def default_m_inner(self, shape: LookupShape) -> int:
+    def default_m_inner(self, spec: KernelSpec) -> int:
         """Fast mode with a static M > 1 runs its rows inside groups (each group's weights stay
         in L1 for all rows): M = 16, 4096 x 4096 2-bit 1313 against 2263 µs. Dynamic M keeps rows
         outside (one row, the decode case, is 10 % faster so: 222 against 246 µs), and so does
         exact mode, compute-bound (M = 16 2-bit 4221 against 4657 µs)."""
-        return 1 if shape.m > 1 and shape.mode == "fast" else 0
+        return 1 if spec.m is not None and spec.m > 1 and spec.mode == "fast" else 0
 
-    def max_chunk(self, shape: LookupShape) -> int:
-        return AVX512_MAX_FAST_CHUNK if shape.mode == "fast" else AVX512_MAX_EXACT_CHUNK
+    def max_chunk(self, spec: KernelSpec) -> int:
+        return AVX512_MAX_FAST_CHUNK if spec.mode == "fast" else AVX512_MAX_EXACT_CHUNK
 
-    def chunk_fits(self, shape: LookupShape, chunk: int) -> bool:
-        return fits(shape, chunk)
+    def chunk_fits(self, spec: KernelSpec, chunk: int) -> bool:
+        return fits(spec, chunk)
 
-    def defaults(self, shape: LookupShape) -> tuple[int, int]:
+    def defaults(self, spec: KernelSpec) -> tuple[int, int]:
         """Measured on a 2-core Intel Xeon (AVX-512 VBMI/VNNI; M = 1, 2048 x 2048 in L2, 1 thread):
         fast mode is flat within 10 % from 4 to 32 bytes, best at 8 (4 at 3 planes), unrolled;
         exact mode is best at 2 bytes (16 float tables in registers), 15-25 % slower at 8."""
-        if shape.mode == "exact":
+        if spec.mode == "exact":
             return 2, 16
-        return (4, 16) if shape.planes == 3 else (8, 16)
+        return (4, 16) if spec.planes == 3 else (8, 16)

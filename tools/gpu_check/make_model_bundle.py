@@ -52,12 +52,12 @@ import onnx
 
 import lutc
 from lutc import zoo
+from lutc.bench.feeds import load_manifest, manifest_feeds
 from lutc.bench.model import ort_session, with_accuracy_level
 from lutc.library import read_sidecar
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests"))
-from corpus.feeds import CORPUS_DIR, load_manifest, make_feeds  # noqa: E402
+CORPUS_DIR = ROOT / "tests" / "corpus"
 
 MANIFEST_VERSION = 2
 """2: weights in a weight file beside each library (sidecar format 2), passed to ``main`` as one tuple."""
@@ -100,10 +100,10 @@ class ModelSpec:
 
 
 def _corpus_spec(file: str, name: str, mode: str, fuse: bool = True, timing: bool = False) -> ModelSpec:
-    entry = next(e for e in load_manifest() if e["file"] == file)
+    entry = next(e for e in load_manifest(CORPUS_DIR / "manifest.json") if e["file"] == file)
 
     def feeds(_model: onnx.ModelProto) -> dict[str, dict[str, np.ndarray]]:
-        return {"primary": make_feeds(entry), "alt": make_feeds(entry, alt=True)}
+        return {"primary": manifest_feeds(entry), "alt": manifest_feeds(entry, alt=True)}
 
     case = Case(name, f"tests/corpus/{file}", mode, fuse=fuse, timing=timing)
     return ModelSpec(case, lambda: onnx.load(str(CORPUS_DIR / file)), feeds)

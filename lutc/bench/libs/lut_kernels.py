@@ -1,4 +1,4 @@
-"""lutc's compiled LUT GEMM kernels (``lutc.kernels``), fast or exact mode."""
+"""lutc's compiled LUT GEMM kernels (``lutc.gemm``), fast or exact mode."""
 
 from __future__ import annotations
 
@@ -21,12 +21,12 @@ LUT GEMM, 1.53 %); 2 % bounds it while a wrong index or scale layout gives far m
 
 
 def load_kernels() -> ModuleType:
-    """``lutc.kernels``, with a clear message when it is not there."""
+    """``lutc.gemm`` (``KernelSpec``, ``build_lut_gemm``), with a clear message when it cannot be imported."""
     try:
-        return importlib.import_module("lutc.kernels")
+        return importlib.import_module("lutc.gemm")
     except ImportError as err:
         raise RuntimeError(
-            f"lutc.kernels cannot be imported ({err}); run the baselines alone with --lutc-modes (no value)"
+            f"lutc.gemm cannot be imported ({err}); run the baselines alone with --lutc-modes (no value)"
         ) from err
 
 

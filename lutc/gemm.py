@@ -1,4 +1,10 @@
-"""Compile the LUT kernels of one :class:`KernelSpec` and call them from numpy."""
+"""Compile the LUT kernels of one :class:`~lutc.kernels.KernelSpec` and call them from numpy.
+
+The kernel-level API (:func:`build_lut_gemm`, :class:`LutGemm`) beside :func:`lutc.build`'s
+model-level one: it schedules ``lutc.kernels``' PrimFuncs with ``lutc.schedules`` (or a tuning
+log's records), compiles them for a target and runs them on this machine or over TVM's RPC.
+It sits in the build-and-run layer, above the kernels, schedules, backends and tuning it uses.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +15,17 @@ import numpy as np
 import tvm
 from tvm.target import Target
 
-from .. import (
-    backend,  # its phases import this module: looked up at call time
-    schedules,
-)
-from ..errors import TargetError
-from ..quant.layout import PackedWeight
-from ..remote import is_local
-from ..runtime import copy_into, huge_page_tensors, set_threads, to_numpy
-from ..targets import resolve_target
-from .matmul import MATMUL_KERNEL, lut_matmul
-from .precompute import PRECOMPUTE_KERNEL, lut_precompute
-from .spec import KernelSpec
+from . import backend, schedules
+from .errors import TargetError
+from .kernels.matmul import lut_matmul
+from .kernels.names import MATMUL_KERNEL, PRECOMPUTE_KERNEL
+from .kernels.precompute import lut_precompute
+from .kernels.spec import KernelSpec
+from .quant.layout import PackedWeight
+from .remote import is_local, upload
+from .runtime import copy_into, huge_page_tensors, set_threads, to_numpy
+from .targets import resolve_target
+from .tuning.apply import TunedSchedules
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,10 +50,10 @@ class Workspace:
     y: tvm.runtime.Tensor
 
 
-def scheduled_module(spec: KernelSpec, target: Target, tuned=None) -> tvm.IRModule:
+def scheduled_module(spec: KernelSpec, target: Target, tuned: TunedSchedules | None = None) -> tvm.IRModule:
     """The precompute and matmul PrimFuncs of ``spec``, scheduled for ``target``.
 
-    ``tuned``: a :class:`lutc.tuning.apply.TunedSchedules`; its record schedules the matmul.
+    ``tuned``: a tuning log's schedules; its record schedules the matmul.
     """
     funcs = {PRECOMPUTE_KERNEL: lut_precompute(spec), MATMUL_KERNEL: lut_matmul(spec)}
     try:
@@ -83,8 +88,6 @@ class LutGemm:
     def on(self, session) -> LutGemm:
         """The same kernels on the device of a TVM RPC ``session`` (linked with the target's
         cross compiler and uploaded, :func:`lutc.remote.upload`); call it as this one."""
-        from ..remote import upload
-
         gemm = LutGemm(
             self.spec,
             self.target,
@@ -185,8 +188,6 @@ def build_lut_gemm(
         set_threads(threads)
     tuned = None
     if tuning_logs is not None:
-        from ..tuning.apply import TunedSchedules
-
         tuned = TunedSchedules(Path(tuning_logs), tvm_target)
     module = tvm.tirx.build(scheduled_module(spec, tvm_target, tuned), target=tvm_target)
     gemm = LutGemm(spec, tvm_target, module)
