@@ -20,7 +20,7 @@ from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 from tvm.target import Target
 
-from .. import relay_passes as passes  # they import lutc.kernels, which imports this: looked up when called
+from .. import relay_passes as passes  # cycle: kernels.gemm -> backend (moves in issue 25)
 from ..targets import isa_level
 from ..targets import missing_on_host as missing_cpu_features
 from .legalize import legalize_and_fuse

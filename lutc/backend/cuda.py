@@ -20,7 +20,7 @@ import tvm
 from tvm.relax.backend.cuda import pipeline as cuda_pipeline
 from tvm.target import Target
 
-from .. import relay_passes as passes  # they import lutc.kernels, which imports this: looked up when called
+from .. import relay_passes as passes  # cycle: kernels.gemm -> backend (moves in issue 25)
 from ..targets import compute_capability
 from .legalize import legalize_and_fuse
 
