@@ -19,6 +19,8 @@ import warnings
 import tvm
 from tvm.s_tir.dlight.base import ScheduleRule
 
+from .module_update import with_functions
+
 DLIGHT_RULES = ("GEMV",)
 
 
@@ -69,6 +71,4 @@ class LutcApplyDefaultSchedules:
                 new = _first_schedule(gvar, func, appliers)
                 if new is not None:
                     updates[gvar] = new
-        for gvar, func in updates.items():
-            mod[gvar] = func
-        return mod
+        return with_functions(mod, updates)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import tvm
 
+from .module_update import with_functions
+
 OPAQUE_PATTERN = 8
 """``relax.transform.AnnotateTIROpPattern``'s ``kOpaque``: never fused."""
 
@@ -25,11 +27,11 @@ class LutcIsolateShapeKernels:
     """Set ``op_pattern`` to opaque on every PrimFunc with a scalar parameter."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        updates = {
-            gvar: func.with_attr("op_pattern", OPAQUE_PATTERN)
-            for gvar, func in mod.functions_items()
-            if isinstance(func, tvm.tirx.PrimFunc) and takes_scalars(func)
-        }
-        for gvar, func in updates.items():
-            mod[gvar] = func
-        return mod
+        return with_functions(
+            mod,
+            {
+                gvar: func.with_attr("op_pattern", OPAQUE_PATTERN)
+                for gvar, func in mod.functions_items()
+                if isinstance(func, tvm.tirx.PrimFunc) and takes_scalars(func)
+            },
+        )

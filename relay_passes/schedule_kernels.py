@@ -16,6 +16,7 @@ from tvm.target import Target
 from .. import schedules
 from ..kernels.dequantize import DEQUANTIZE_KERNEL
 from ..schedules.base import kernel_of
+from .module_update import with_functions
 
 if TYPE_CHECKING:
     from ..tuning.apply import TunedSchedules
@@ -40,6 +41,4 @@ class LutcScheduleKernels:
             sch = schedules.schedule(func, self.target, tuned=self.tuned)
             scheduled = sch.mod["main"].without_attr("global_symbol")
             updates[gvar] = scheduled.with_attrs({"tirx.is_scheduled": True, "op_pattern": OPAQUE})
-        for gvar, func in updates.items():
-            mod[gvar] = func
-        return mod
+        return with_functions(mod, updates)

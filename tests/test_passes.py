@@ -260,3 +260,52 @@ def test_default_schedules_leave_a_kernel_unscheduled_when_dlight_fails(monkeypa
     with resolve_target("x86"), pytest.warns(UserWarning, match="lut_dequantize: dlight failed"):
         after = LutcApplyDefaultSchedules()(before)
     tvm.ir.assert_structural_equal(after["lut_dequantize"], before["lut_dequantize"])
+
+
+# ---- passes return new modules: the module given stays as it was ------------------------------
+
+
+def _scalar_kernel():
+    @T.prim_func(s_tir=True)
+    def shape_kernel(n: T.int64, out: T.Buffer((1,), "int64")):
+        out[0] = n
+
+    return shape_kernel
+
+
+def _schedule_kernels_case():
+    from lutc.relay_passes import LutcScheduleKernels
+
+    from lutc.targets import resolve_target
+
+    target = resolve_target("x86")
+    return LutcScheduleKernels(target), tvm.IRModule({"lut_matmul": lut_matmul(KernelSpec(1, N, K, FMT))}), target
+
+
+def _default_schedules_case():
+    from lutc.relay_passes import LutcApplyDefaultSchedules
+
+    from lutc.targets import resolve_target
+
+    return LutcApplyDefaultSchedules(), tvm.IRModule({"lut_dequantize": _dequantize_func()}), resolve_target("x86")
+
+
+def _isolate_shape_kernels_case():
+    from lutc.relay_passes import LutcIsolateShapeKernels
+
+    from lutc.targets import resolve_target
+
+    return LutcIsolateShapeKernels(), tvm.IRModule({"shape_kernel": _scalar_kernel()}), resolve_target("x86")
+
+
+@pytest.mark.parametrize("case", [_schedule_kernels_case, _default_schedules_case, _isolate_shape_kernels_case])
+def test_passes_leave_the_module_given_unchanged(case):
+    transform, before, target = case()
+    before = before.with_attr("lutc.test", "kept")
+    kept, script = before.clone(), before.script()
+    with target:
+        after = transform(before)
+    assert not after.same_as(before) and after.script() != script  # the pass did change something
+    tvm.ir.assert_structural_equal(before, kept)
+    assert before.script() == script
+    assert str(after.attrs["lutc.test"]) == "kept"  # a new module keeps the module's attributes

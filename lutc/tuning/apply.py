@@ -6,7 +6,6 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import tvm
 from tvm import s_tir, tirx
 from tvm.target import Target
 
@@ -54,9 +53,13 @@ class TunedSchedules:
         return sch
 
     def _replay(self, func: tirx.PrimFunc, trace) -> s_tir.Schedule:
-        """Replay ``trace`` on ``func`` itself (dynamic rows included), intrinsics registered first."""
+        """Replay ``trace`` on ``func`` itself (dynamic rows included), intrinsics registered first.
+
+        The schedule takes ``func`` as it is: a copy of it made here (``func.with_attr``) would be held by
+        the schedule alone, which TVM then rewrites in place, body included, and that body is ``func``'s.
+        """
         rule_for(func, self.target).register_intrinsics(func, self.target)
-        sch = s_tir.Schedule(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}))
+        sch = s_tir.Schedule(func)
         trace.apply_to_schedule(sch, remove_postproc=False)
         return sch
 
