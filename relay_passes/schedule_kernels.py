@@ -23,6 +23,11 @@ if TYPE_CHECKING:
 
 OPAQUE = 8
 """``relay.op.OpPattern.OPAQUE``: never fused with neighbours."""
+SCHEDULED_ATTR = "tirx.is_scheduled"
+
+
+def is_scheduled(func: tvm.tirx.PrimFunc) -> bool:
+    return bool(func.attrs) and SCHEDULED_ATTR in func.attrs
 
 
 @tvm.transform.module_pass(opt_level=0, name="LutcScheduleKernels")
@@ -40,5 +45,5 @@ class LutcScheduleKernels:
                 continue
             sch = schedules.schedule(func, self.target, tuned=self.tuned)
             scheduled = sch.mod["main"].without_attr("global_symbol")
-            updates[gvar] = scheduled.with_attrs({"tirx.is_scheduled": True, "op_pattern": OPAQUE})
+            updates[gvar] = scheduled.with_attrs({SCHEDULED_ATTR: True, "op_pattern": OPAQUE})
         return with_functions(mod, updates)

@@ -243,23 +243,55 @@ def test_default_schedules_skip_scheduled_kernels():
     tvm.ir.assert_structural_equal(after["scheduled"], scheduled)
 
 
+def _row_sum():
+    """A reduction none of lutc's CPU rules takes: it reaches dlight's GEMV rule."""
+
+    @T.prim_func(s_tir=True)
+    def row_sum(a: T.Buffer((4, 8), "float32"), b: T.Buffer((4,), "float32")):
+        for i, k in T.grid(4, 8):
+            with T.sblock("sum"):
+                vi, vk = T.axis.remap("SR", [i, k])
+                with T.init():
+                    b[vi] = T.float32(0)
+                b[vi] = b[vi] + a[vi, vk]
+
+    return row_sum
+
+
 def test_default_schedules_leave_a_kernel_unscheduled_when_dlight_fails(monkeypatch):
     from lutc.relay_passes import LutcApplyDefaultSchedules
     from tvm.s_tir import dlight
 
     from lutc.targets import resolve_target
 
-    def failing_rule(*_rules):
-        def apply(_mod):
-            raise AssertionError("dlight rule failed")
+    def failing_rule(self, func, target, tunable):
+        raise AssertionError("dlight rule failed")  # dlight's analysis asserts (``assert s_loops``)
 
-        return apply
-
-    monkeypatch.setattr(dlight, "ApplyDefaultSchedule", failing_rule)
-    before = tvm.IRModule({"lut_dequantize": _dequantize_func()})
-    with resolve_target("x86"), pytest.warns(UserWarning, match="lut_dequantize: dlight failed"):
+    monkeypatch.setattr(dlight.cpu.GEMV, "apply", failing_rule)
+    before = tvm.IRModule({"row_sum": _row_sum()})
+    with resolve_target("x86"), pytest.warns(UserWarning, match=r"row_sum: dlight failed \(GEMV: AssertionError\)"):
         after = LutcApplyDefaultSchedules()(before)
-    tvm.ir.assert_structural_equal(after["lut_dequantize"], before["lut_dequantize"])
+    tvm.ir.assert_structural_equal(after["row_sum"], before["row_sum"])
+
+
+@pytest.mark.parametrize("error", [RuntimeError, AssertionError])
+def test_default_schedules_let_an_error_in_a_lutc_rule_surface(monkeypatch, error):
+    """lutc's own rules are not guarded like dlight's: their error is a bug, never a "dlight failed"."""
+    from lutc.relay_passes import LutcApplyDefaultSchedules
+    from lutc.schedules.cpu import Elementwise
+
+    from lutc.targets import resolve_target
+
+    def broken(self, func, target, tunable):
+        raise error("a bug in lutc's Elementwise rule")
+
+    monkeypatch.setattr(Elementwise, "apply", broken)
+    before = tvm.IRModule({"lut_dequantize": _dequantize_func()})  # an injective kernel: Elementwise's
+    with resolve_target("x86"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(error, match="a bug in lutc's Elementwise rule"):
+            LutcApplyDefaultSchedules()(before)
+    assert not [w for w in caught if "dlight failed" in str(w.message)]
 
 
 # ---- passes return new modules: the module given stays as it was ------------------------------
