@@ -23,6 +23,8 @@ from .quant.formats import get_format
 from .relay_passes import DECISIONS_ATTR, RewriteOptions
 from .runtime import set_threads
 from .targets import resolve_target
+from .tuning.apply import warn_untuned
+from .tuning.apply_tuning_log import tuning_summary
 from .weights import WeightLayout, WeightSet, compute_weights
 
 
@@ -100,17 +102,14 @@ def build_sharing(
     backend_of(tvm_target)  # an unsupported kind fails before the import
     if opts.threads is not None:
         set_threads(opts.threads)
-    mod, info = lut_module(model, opts, base_dir=base_dir)
-    outputs = _static_output_dims(mod, info.outputs)
-    tuned = _tuned_schedules(tuning_logs, tvm_target)
-    lowered = _lower(mod, tvm_target, tuned)
+    mod, info = _imported(model, opts, base_dir=base_dir)
+    lowered = _lower(mod, tvm_target, opts.rewrite_options(), tuning_logs)
+    outputs = _static_output_dims(lowered, info.outputs)
     layout = WeightLayout.of(lowered)
     executable = _compile(lowered, tvm_target)
     _compute_weights(layout, WeightReader(info.weights, info.quantized), tvm_target, weights)
-    if tuned is not None:
-        tuned.warn_fallbacks()
-    summary = tuned.summary() if tuned is not None else None
-    description = ModelDescription.of_build(info, outputs, _decisions(mod), tvm_target, opts, layout, summary)
+    decisions, tuning = _decisions(lowered), _tuning(lowered)
+    description = ModelDescription.of_build(info, outputs, decisions, tvm_target, opts, layout, tuning)
     return CompiledModel(executable, description, weights)
 
 
@@ -121,11 +120,13 @@ def _compute_weights(layout: WeightLayout, reader: WeightReader, target: Target,
     compute_weights(layout, reader, weights, device=device, huge_pages=backend_of(target).HUGE_PAGES)
 
 
-def _lower(mod: tvm.IRModule, target: Target, tuned) -> tvm.IRModule:
-    """The module after lutc's pipeline for ``target`` (TVM's internal errors become a :class:`CompileError`)."""
+def _lower(mod: tvm.IRModule, target: Target, options: RewriteOptions, tuning_logs: str | Path | None) -> tvm.IRModule:
+    """The imported module after lutc's whole pipeline for ``target`` (:func:`lutc.pipeline.phases`;
+    TVM's internal errors become a :class:`CompileError`)."""
     try:
+        pipeline = get_pipeline(target, options, tuning_logs)  # reads the tuning log
         with target:
-            return get_pipeline(target, None, tuned)(mod)
+            return pipeline(mod)
     except LutcError:
         raise
     except Exception as err:
@@ -151,7 +152,16 @@ def _compile_error(err: Exception) -> CompileError:
 def lut_module(
     model: ModelSource, opts: BuildOptions, *, base_dir: str | Path | None = None
 ) -> tuple[tvm.IRModule, ModelInfo]:
-    """The model's Relax module after lutc's LUT passes (kernels not yet scheduled), and its I/O."""
+    """The model's Relax module after the pipeline's LUT phase (kernels not yet scheduled), and its
+    I/O: the kernels :func:`lutc.tune` tunes."""
+    mod, info = _imported(model, opts, base_dir=base_dir)
+    return tvm.transform.Sequential(lut_passes(opts.rewrite_options()))(mod), info
+
+
+def _imported(
+    model: ModelSource, opts: BuildOptions, *, base_dir: str | Path | None = None
+) -> tuple[tvm.IRModule, ModelInfo]:
+    """The model as TVM's importer (with lutc's converters) gives it, and its I/O."""
     if opts.quantize is not None:
         model = quantize_float_matmuls(model, get_format(opts.quantize))
     mod, info = import_onnx(model, opts.shapes, base_dir=base_dir)
@@ -159,16 +169,16 @@ def lut_module(
     if unknown:
         raise ModelError(f"keep_dequantize names {unknown}, which are not quantized matmuls; "
                          f"those are {sorted(info.quantized)}")  # fmt: skip
-    return tvm.transform.Sequential(lut_passes(opts.rewrite_options()))(mod), info
+    return mod, info
 
 
-def _tuned_schedules(tuning_logs: str | Path | None, target: Target):
-    """The log's records for ``target``; ``None`` without a log (default schedules)."""
-    if tuning_logs is None:
-        return None
-    from .tuning.apply import TunedSchedules
-
-    return TunedSchedules(Path(tuning_logs), target)
+def _tuning(lowered: tvm.IRModule) -> dict | None:
+    """What the pipeline's tuning phase recorded (``metadata["tuning"]``), its fallbacks warned
+    about; ``None`` for a build without a tuning log."""
+    summary = tuning_summary(lowered)
+    if summary is not None:
+        warn_untuned(summary["log"], summary["default"], stacklevel=3)
+    return summary
 
 
 def _static_output_dims(mod: tvm.IRModule, outputs: tuple[TensorInfo, ...]) -> tuple[TensorInfo, ...]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import tvm
 
 from ..kernels.names import OPAQUE as OPAQUE_PATTERN
+from .module_update import with_functions
 
 
 def takes_scalars(func: tvm.tirx.PrimFunc) -> bool:
@@ -24,11 +25,11 @@ class LutcIsolateShapeKernels:
     """Set ``op_pattern`` to opaque on every PrimFunc with a scalar parameter."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        updates = {
-            gvar: func.with_attr("op_pattern", OPAQUE_PATTERN)
-            for gvar, func in mod.functions_items()
-            if isinstance(func, tvm.tirx.PrimFunc) and takes_scalars(func)
-        }
-        for gvar, func in updates.items():
-            mod[gvar] = func
-        return mod
+        return with_functions(
+            mod,
+            {
+                gvar: func.with_attr("op_pattern", OPAQUE_PATTERN)
+                for gvar, func in mod.functions_items()
+                if isinstance(func, tvm.tirx.PrimFunc) and takes_scalars(func)
+            },
+        )

@@ -243,20 +243,101 @@ def test_default_schedules_skip_scheduled_kernels():
     tvm.ir.assert_structural_equal(after["scheduled"], scheduled)
 
 
+def _row_sum():
+    """A reduction none of lutc's CPU rules takes: it reaches dlight's GEMV rule."""
+
+    @T.prim_func(s_tir=True)
+    def row_sum(a: T.Buffer((4, 8), "float32"), b: T.Buffer((4,), "float32")):
+        for i, k in T.grid(4, 8):
+            with T.sblock("sum"):
+                vi, vk = T.axis.remap("SR", [i, k])
+                with T.init():
+                    b[vi] = T.float32(0)
+                b[vi] = b[vi] + a[vi, vk]
+
+    return row_sum
+
+
 def test_default_schedules_leave_a_kernel_unscheduled_when_dlight_fails(monkeypatch):
     from lutc.relay_passes import LutcApplyDefaultSchedules
     from tvm.s_tir import dlight
 
     from lutc.targets import resolve_target
 
-    def failing_rule(*_rules):
-        def apply(_mod):
-            raise AssertionError("dlight rule failed")
+    def failing_rule(self, func, target, tunable):
+        raise AssertionError("dlight rule failed")  # dlight's analysis asserts (``assert s_loops``)
 
-        return apply
-
-    monkeypatch.setattr(dlight, "ApplyDefaultSchedule", failing_rule)
-    before = tvm.IRModule({"lut_dequantize": _dequantize_func()})
-    with resolve_target("x86"), pytest.warns(UserWarning, match="lut_dequantize: dlight failed"):
+    monkeypatch.setattr(dlight.cpu.GEMV, "apply", failing_rule)
+    before = tvm.IRModule({"row_sum": _row_sum()})
+    with resolve_target("x86"), pytest.warns(UserWarning, match=r"row_sum: dlight failed \(GEMV: AssertionError\)"):
         after = LutcApplyDefaultSchedules()(before)
-    tvm.ir.assert_structural_equal(after["lut_dequantize"], before["lut_dequantize"])
+    tvm.ir.assert_structural_equal(after["row_sum"], before["row_sum"])
+
+
+@pytest.mark.parametrize("error", [RuntimeError, AssertionError])
+def test_default_schedules_let_an_error_in_a_lutc_rule_surface(monkeypatch, error):
+    """lutc's own rules are not guarded like dlight's: their error is a bug, never a "dlight failed"."""
+    from lutc.relay_passes import LutcApplyDefaultSchedules
+    from lutc.schedules.cpu import Elementwise
+
+    from lutc.targets import resolve_target
+
+    def broken(self, func, target, tunable):
+        raise error("a bug in lutc's Elementwise rule")
+
+    monkeypatch.setattr(Elementwise, "apply", broken)
+    before = tvm.IRModule({"lut_dequantize": _dequantize_func()})  # an injective kernel: Elementwise's
+    with resolve_target("x86"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(error, match="a bug in lutc's Elementwise rule"):
+            LutcApplyDefaultSchedules()(before)
+    assert not [w for w in caught if "dlight failed" in str(w.message)]
+
+
+# ---- passes return new modules: the module given stays as it was ------------------------------
+
+
+def _scalar_kernel():
+    @T.prim_func(s_tir=True)
+    def shape_kernel(n: T.int64, out: T.Buffer((1,), "int64")):
+        out[0] = n
+
+    return shape_kernel
+
+
+def _schedule_kernels_case():
+    from lutc.relay_passes import LutcScheduleKernels
+
+    from lutc.targets import resolve_target
+
+    target = resolve_target("x86")
+    return LutcScheduleKernels(target), tvm.IRModule({"lut_matmul": lut_matmul(KernelSpec(1, N, K, FMT))}), target
+
+
+def _default_schedules_case():
+    from lutc.relay_passes import LutcApplyDefaultSchedules
+
+    from lutc.targets import resolve_target
+
+    return LutcApplyDefaultSchedules(), tvm.IRModule({"lut_dequantize": _dequantize_func()}), resolve_target("x86")
+
+
+def _isolate_shape_kernels_case():
+    from lutc.relay_passes import LutcIsolateShapeKernels
+
+    from lutc.targets import resolve_target
+
+    return LutcIsolateShapeKernels(), tvm.IRModule({"shape_kernel": _scalar_kernel()}), resolve_target("x86")
+
+
+@pytest.mark.parametrize("case", [_schedule_kernels_case, _default_schedules_case, _isolate_shape_kernels_case])
+def test_passes_leave_the_module_given_unchanged(case):
+    transform, before, target = case()
+    before = before.with_attr("lutc.test", "kept")
+    kept, script = before.clone(), before.script()
+    with target:
+        after = transform(before)
+    assert not after.same_as(before) and after.script() != script  # the pass did change something
+    tvm.ir.assert_structural_equal(before, kept)
+    assert before.script() == script
+    assert str(after.attrs["lutc.test"]) == "kept"  # a new module keeps the module's attributes

@@ -1,8 +1,9 @@
 """lutc's backends: one module per target family, in the shape of TVM's
 ``relax/backend/<target>/pipeline.py``.
 
-Each family module (:mod:`.cpu`, :mod:`.cuda`) gives the phases after the LUT rewrite
-(``phases``), the device its code runs on (``device``), the directory name of its tuning logs
+Each family module (:mod:`.cpu`, :mod:`.cuda`) gives the phases after the LUT rewrite and the
+tuning log (``phases``: name -> passes, in order; :func:`lutc.pipeline.phases` puts them after its
+own), the device its code runs on (``device``), the directory name of its tuning logs
 (``tuning_tag``), what its code needs in words (``level``) and what a machine lacks to run
 its code (``missing_on_host``).
 :func:`backend_of` picks the module by the target's kind; nothing above this layer asks which

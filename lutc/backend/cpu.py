@@ -1,13 +1,15 @@
-"""The CPU backend (LLVM targets: x86, AArch64): its phases after the LUT rewrite, its device,
-its tuning tag and what a machine needs to run its code.
+"""The CPU backend (LLVM targets: x86, AArch64): its phases after the LUT rewrite and the tuning
+log (``phases``, by name, in the order they run), its device, its tuning tag and what a machine
+needs to run its code.
 
-1. ``schedule_passes``: LUT kernels scheduled with ``lutc.schedules`` (the target's ISA rule);
+1. ``schedule_passes``: LUT kernels the tuning log did not schedule, scheduled with
+   ``lutc.schedules`` (the target's ISA rule);
 2. ``legalize_passes``: TVM's CPU legalization and fusion for everything else;
 3. ``default_schedule_passes``: lutc's float matmul rule and dlight's CPU rules for the
    remaining kernels; constant weights those rules repack are repacked once, at compile time;
 4. ``lift_passes`` (before legalization) and ``weight_passes``: work on model weights alone (a
    transpose, a reshape, the rules' repacking) lifted into weight stages run once when the weights
-   are made (:class:`~lutc.relay_passes.LutcLiftWeights`);
+   are made (:class:`~lutc.relay_LutcLiftWeights`);
 5. ``lower_passes``: TVM's dataflow lowering and VM finalization.
 
 The model's weights are loaded onto transparent huge pages (``HUGE_PAGES``, :mod:`lutc.weights`).
@@ -20,7 +22,7 @@ from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 from tvm.target import Target
 
-from .. import relay_passes as passes  # they import lutc.kernels, which imports this: looked up when called
+from ..relay_passes import LutcApplyDefaultSchedules, LutcLiftWeights, LutcScheduleKernels
 from ..targets import isa_level
 from ..targets import missing_on_host as missing_cpu_features
 from .legalize import legalize_and_fuse
@@ -34,16 +36,17 @@ HUGE_PAGES = True
 
 def lift_passes() -> list[tvm.transform.Pass]:
     """Weight preprocessing lifted out of ``main`` before legalization (a transposed weight stays a weight)."""
-    return [passes.LutcLiftWeights()]
+    return [LutcLiftWeights()]
 
 
 def weight_passes() -> list[tvm.transform.Pass]:
     """The default schedules' weight rewrites lifted out of ``main``."""
-    return [passes.LutcLiftWeights()]
+    return [LutcLiftWeights()]
 
 
-def schedule_passes(target: Target, tuned=None) -> list[tvm.transform.Pass]:
-    return [passes.LutcScheduleKernels(target, tuned)]
+def schedule_passes(target: Target) -> list[tvm.transform.Pass]:
+    """LUT kernels the tuning phase left unscheduled get their rule's default schedule."""
+    return [LutcScheduleKernels(target)]
 
 
 def legalize_passes(target: Target) -> list[tvm.transform.Pass]:
@@ -55,7 +58,7 @@ def default_schedule_passes(target: Target) -> list[tvm.transform.Pass]:
     """Mark constant weights layout-free, schedule, then fold the weight repacking the rules asked for."""
     return [
         relax.transform.AttachAttrLayoutFreeBuffers(),
-        passes.LutcApplyDefaultSchedules(),
+        LutcApplyDefaultSchedules(),
         relax.transform.SplitLayoutRewritePreproc(),
         relax.transform.FoldConstant(),
     ]
@@ -65,16 +68,16 @@ def lower_passes(target: Target) -> list[tvm.transform.Pass]:
     return cpu_pipeline.dataflow_lower_passes(target) + cpu_pipeline.finalize_passes(target)
 
 
-def phases(target: Target, tuned=None) -> list[tvm.transform.Pass]:
-    """Every phase after the LUT rewrite, in order."""
-    return (
-        schedule_passes(target, tuned)
-        + lift_passes()
-        + legalize_passes(target)
-        + default_schedule_passes(target)
-        + weight_passes()
-        + lower_passes(target)
-    )
+def phases(target: Target) -> dict[str, list[tvm.transform.Pass]]:
+    """Every phase after the LUT rewrite and the tuning log (:func:`lutc.pipeline.phases`), by name, in order."""
+    return {
+        "schedule": schedule_passes(target),
+        "lift": lift_passes(),
+        "legalize": legalize_passes(target),
+        "default_schedule": default_schedule_passes(target),
+        "weights": weight_passes(),
+        "lower": lower_passes(target),
+    }
 
 
 def device(_target: Target, session=None) -> tvm.runtime.Device:

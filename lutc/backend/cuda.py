@@ -1,8 +1,8 @@
-"""The CUDA backend: its phases after the LUT rewrite, its device, its tuning tag and what a
-machine needs to run its code.
+"""The CUDA backend: its phases after the LUT rewrite and the tuning log (``phases``, by name,
+in the order they run), its device, its tuning tag and what a machine needs to run its code.
 
-1. ``schedule_passes``: LUT kernels scheduled with ``lutc.schedules`` (the rules of
-   ``schedules/cuda``);
+1. ``schedule_passes``: LUT kernels the tuning log did not schedule, scheduled with
+   ``lutc.schedules`` (the rules of ``schedules/cuda``);
 2. ``legalize_passes``: TVM's CUDA library dispatch, legalization and fusion, with shape
    kernels kept out of fused groups (as on the CPU);
 3. ``default_schedule_passes``: dlight's GPU rules for every other kernel (a kernel no rule
@@ -20,7 +20,7 @@ import tvm
 from tvm.relax.backend.cuda import pipeline as cuda_pipeline
 from tvm.target import Target
 
-from .. import relay_passes as passes  # they import lutc.kernels, which imports this: looked up when called
+from ..relay_passes import LutcApplyDefaultSchedules, LutcLiftWeights, LutcScheduleKernels
 from ..targets import compute_capability
 from .legalize import legalize_and_fuse
 
@@ -30,8 +30,9 @@ CAN_TUNE = False
 HUGE_PAGES = False
 
 
-def schedule_passes(target: Target, tuned=None) -> list[tvm.transform.Pass]:
-    return [passes.LutcScheduleKernels(target, tuned)]
+def schedule_passes(target: Target) -> list[tvm.transform.Pass]:
+    """LUT kernels the tuning phase left unscheduled get their rule's default schedule."""
+    return [LutcScheduleKernels(target)]
 
 
 def legalize_passes(target: Target) -> list[tvm.transform.Pass]:
@@ -47,33 +48,33 @@ def gpu_rules() -> tuple:
 
 
 def default_schedule_passes(target: Target) -> list[tvm.transform.Pass]:
-    return [passes.LutcApplyDefaultSchedules(gpu_rules())]
+    return [LutcApplyDefaultSchedules(gpu_rules())]
 
 
 def lift_passes() -> list[tvm.transform.Pass]:
     """Weight preprocessing lifted out of ``main`` before legalization (a transposed weight stays a weight)."""
-    return [passes.LutcLiftWeights()]
+    return [LutcLiftWeights()]
 
 
 def weight_passes() -> list[tvm.transform.Pass]:
     """The default schedules' weight rewrites lifted out of ``main``."""
-    return [passes.LutcLiftWeights()]
+    return [LutcLiftWeights()]
 
 
 def lower_passes(target: Target) -> list[tvm.transform.Pass]:
     return cuda_pipeline.dataflow_lower_passes(target) + cuda_pipeline.finalize_passes(target)
 
 
-def phases(target: Target, tuned=None) -> list[tvm.transform.Pass]:
-    """Every phase after the LUT rewrite, in order."""
-    return (
-        schedule_passes(target, tuned)
-        + lift_passes()
-        + legalize_passes(target)
-        + default_schedule_passes(target)
-        + weight_passes()
-        + lower_passes(target)
-    )
+def phases(target: Target) -> dict[str, list[tvm.transform.Pass]]:
+    """Every phase after the LUT rewrite and the tuning log (:func:`lutc.pipeline.phases`), by name, in order."""
+    return {
+        "schedule": schedule_passes(target),
+        "lift": lift_passes(),
+        "legalize": legalize_passes(target),
+        "default_schedule": default_schedule_passes(target),
+        "weights": weight_passes(),
+        "lower": lower_passes(target),
+    }
 
 
 def device(_target: Target, session=None) -> tvm.runtime.Device:

@@ -5,17 +5,17 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
-from .. import relay_passes as passes  # they import lutc.kernels, which imports lutc.backend
+from ..relay_passes import LutcIsolateShapeKernels
 
 
 def legalize_and_fuse(library_dispatch: list[tvm.transform.Pass]) -> list[tvm.transform.Pass]:
     """``library_dispatch``, TVM's legalization and fusion, with shape kernels kept out of fused
-    groups (``LutcIsolateShapeKernels``, see Graph preparation in the README)."""
+    groups (``LutcIsolateShapeKernels``, see docs/architecture.md, the frontend)."""
     return [
         *library_dispatch,
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
-        passes.LutcIsolateShapeKernels(),
+        LutcIsolateShapeKernels(),
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
