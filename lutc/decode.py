@@ -46,11 +46,13 @@ class CacheLayout:
     takes_positions: bool
     window_rows: Mapping[str, int] = field(default_factory=dict)
     """Past inputs of window-sized caches -> their rows (the window; zeros before the prompt)."""
+    dtypes: Mapping[str, str] = field(default_factory=dict)
+    """Past inputs -> their element type (``float32`` where absent; ``float16`` in fp16 graphs)."""
 
     def empty_past(self, batch: int) -> dict[str, np.ndarray]:
         """The past tensors for the prompt step: zero-length, or a window-sized cache's rows of zeros."""
         return {
-            name: np.zeros((batch, heads, self.window_rows.get(name, 0), size), np.float32)
+            name: np.zeros((batch, heads, self.window_rows.get(name, 0), size), self.dtypes.get(name, "float32"))
             for name, (heads, size) in self.head_shapes.items()
         }
 
@@ -86,7 +88,8 @@ def cache_layout(inputs: tuple[TensorInfo, ...], outputs: tuple[TensorInfo, ...]
         raise ModelError(f"generate does not know what to feed the inputs {sorted(other)}")
     pairs = tuple((past[key].name, present[key].name) for key in sorted(past))
     windows = {info.name: info.window_rows for info in past.values() if info.window_rows}
-    return CacheLayout(pairs, head_shapes, logits, "attention_mask" in names, "position_ids" in names, windows)
+    dtypes = {info.name: info.dtype for info in past.values()}
+    return CacheLayout(pairs, head_shapes, logits, "attention_mask" in names, "position_ids" in names, windows, dtypes)
 
 
 @dataclass(frozen=True)

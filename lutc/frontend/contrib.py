@@ -9,10 +9,12 @@ symbolic batch and sequence dims. Each converter takes ``(bb, inputs, attrs)``.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
 from tvm import relax
+from tvm.relax.frontend.onnx import onnx_frontend
 
 from ..errors import ModelError
 from .attention import DEFAULT_MASK_FILTER, group_query_attention, key_mask_bias, multi_head_attention
@@ -164,20 +166,57 @@ def gather_block_quantized(bb: relax.BlockBuilder, inputs: list, attrs: dict) ->
     return bb.normalize(relax.op.reshape(values, shape))
 
 
+def in_float32(converter: ContribConverter) -> ContribConverter:
+    """``converter`` computing in float32 for a model whose activations are float16 or bfloat16
+    (onnxruntime-genai's ``-e cuda`` graphs): such tensor inputs are cast up, float32 outputs are
+    cast back to the first one's type. The converters' arithmetic (softmax, norms, rotations) and
+    constants stay float32, and the results carry less rounding than the narrow type would."""
+
+    @functools.wraps(converter)
+    def converted(bb: relax.BlockBuilder, inputs: list, attrs: dict) -> relax.Expr:
+        narrow = next((t for t in map(narrow_float, inputs) if t is not None), None)
+        if narrow is None:
+            return converter(bb, inputs, attrs)
+        wide = [bb.normalize(relax.op.astype(x, "float32")) if narrow_float(x) else x for x in inputs]
+        return _cast_floats(bb, converter(bb, onnx_frontend.onnx_input(wide), attrs), narrow)
+
+    return converted
+
+
+def narrow_float(x) -> str | None:
+    """``"float16"``/``"bfloat16"`` for a tensor of that type, else ``None``."""
+    ty = getattr(x, "ty", None) if isinstance(x, relax.Expr) else None
+    return ty.dtype if isinstance(ty, relax.TensorType) and ty.dtype in NARROW_FLOATS else None
+
+
+def _cast_floats(bb: relax.BlockBuilder, out: relax.Expr, dtype: str) -> relax.Expr:
+    if isinstance(out, relax.Tuple):
+        return relax.Tuple([_cast_floats(bb, field, dtype) for field in out.fields])
+    ty = out.ty if isinstance(out, relax.Expr) else None
+    if isinstance(ty, relax.TensorType) and ty.dtype == "float32":
+        return bb.normalize(relax.op.astype(out, dtype))
+    return out
+
+
+NARROW_FLOATS = ("float16", "bfloat16")
+
 CONTRIB_CONVERTERS: dict[str, ContribConverter] = {
-    "Attention": attention,
-    "EmbedLayerNormalization": embed_layer_normalization,
-    "GatherBlockQuantized": gather_block_quantized,
-    "GroupQueryAttention": group_query_attention,
-    "MultiHeadAttention": multi_head_attention,
-    "RotaryEmbedding": rotary_embedding,
-    "SkipLayerNormalization": skip_layer_normalization,
-    "SkipSimplifiedLayerNormalization": skip_simplified_layer_normalization,
+    op: in_float32(converter)
+    for op, converter in {
+        "Attention": attention,
+        "EmbedLayerNormalization": embed_layer_normalization,
+        "GatherBlockQuantized": gather_block_quantized,
+        "GroupQueryAttention": group_query_attention,
+        "MultiHeadAttention": multi_head_attention,
+        "RotaryEmbedding": rotary_embedding,
+        "SkipLayerNormalization": skip_layer_normalization,
+        "SkipSimplifiedLayerNormalization": skip_simplified_layer_normalization,
+    }.items()
 }
-"""``com.microsoft`` ops lutc converts itself (besides ``MatMulNBits``)."""
+"""``com.microsoft`` ops lutc converts itself (besides ``MatMulNBits``), in float32 (:func:`in_float32`)."""
 
 ORT_DEFAULT_DOMAIN_CONVERTERS: dict[str, ContribConverter] = {
-    "SimplifiedLayerNormalization": simplified_layer_normalization,
+    "SimplifiedLayerNormalization": in_float32(simplified_layer_normalization),
 }
 """Ops ONNX Runtime registers in the default domain that are not ONNX ops (onnxruntime-genai's
 builder writes ``SimplifiedLayerNormalization`` there)."""

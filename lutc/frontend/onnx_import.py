@@ -37,7 +37,7 @@ from ..quant.onnx_convert import (
     wide_matmul_nbits_node_layout,
 )
 from .attention import INPUT_RULES
-from .contrib import CONTRIB_CONVERTERS, CONTRIB_DOMAIN, ORT_DEFAULT_DOMAIN_CONVERTERS
+from .contrib import CONTRIB_CONVERTERS, CONTRIB_DOMAIN, ORT_DEFAULT_DOMAIN_CONVERTERS, narrow_float
 from .converters import SHAPE_CONVERTERS, TVM_SHAPE_AWARE
 from .index_checks import checked_indices
 from .model_info import ModelInfo, QuantizedNode, TensorInfo
@@ -339,8 +339,11 @@ class _Importer(onnx_frontend.ONNXGraphImporter):
         weight = self._emit_dequantize(node)
         if op_name == "DequantizeLinear":
             return weight
-        out = self.bb.emit(relax.op.matmul(inputs[0], weight))
-        return out if node.bias is None else relax.op.add(out, relax.const(node.bias))
+        narrow = narrow_float(inputs[0])  # float16 activations: the LUT kernels take float32
+        x = self.bb.normalize(relax.op.astype(inputs[0], "float32")) if narrow else inputs[0]
+        out = self.bb.emit(relax.op.matmul(x, weight))
+        out = out if node.bias is None else relax.op.add(out, relax.const(node.bias.astype(np.float32)))
+        return self.bb.normalize(relax.op.astype(out, narrow)) if narrow else out
 
     def _convert_default(self, op_name, inputs, attrs, opset):
         """lutc's converter where the inputs are shape values, else TVM's (on the form it takes)."""
