@@ -81,7 +81,7 @@ class ModelDescription:
             "position_limit": asdict(self.position_limit) if self.position_limit is not None else None,
             "preparation": self.preparation.as_dict() if self.preparation is not None else None,
             "input_rules": list(self.input_rules),
-            "tuning": dict(self.tuning) if self.tuning else None,
+            **({"tuning": dict(self.tuning)} if self.tuning else {}),  # only a build with a tuning log has one
         }
 
     @classmethod
