@@ -412,6 +412,9 @@ def make_family(stem: str, family: str, precision: str, ep: str, extra: tuple[st
         entry["build_error"] = builder_error(done.stderr, checkpoint)
         return entry
     model = onnx.load(str(tmp / stem / "model.onnx"))
+    # The builder appends the `git rev-parse HEAD` of a repository holding its package (a venv inside this
+    # checkout: this repository's HEAD): left out, so that the graphs do not change with every commit.
+    model.producer_version = model.producer_version.split("+")[0]
     folder = out_dir / stem
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "model.onnx"
