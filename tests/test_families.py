@@ -106,10 +106,19 @@ def _check(got: list[np.ndarray], want: list[np.ndarray], names: list[str], mode
             assert error <= FAST_RTOL and cosine >= FAST_MIN_COSINE, f"{name}: error {error:.2e}, cosine {cosine:.5f}"
 
 
+def _lut_matmuls(stem: str) -> int:
+    """The graph's MatMulNBits of at most 4 bits: the ones lutc runs as LUT kernels (8-bit ones take
+    TVM's dequantize path)."""
+    graph = onnx.load(str(FAMILY_DIR / stem / "model.onnx")).graph
+    bits = [next((a.i for a in n.attribute if a.name == "bits"), 4) for n in graph.node if n.op_type == "MatMulNBits"]
+    return sum(b <= 4 for b in bits)
+
+
 @pytest.mark.parametrize("mode", ["exact", "fast"])
 @pytest.mark.parametrize("entry", _params(ENTRIES))
 def test_prompt_and_step_match_onnxruntime(entry, mode):
     model = _build(entry["stem"], mode)
+    assert sum(how.startswith("lut") for how in model.decisions.values()) == _lut_matmuls(entry["stem"])
     session = _reference(entry["stem"])
     names = [o.name for o in session.get_outputs()]
     for alt in (False, True):  # a 24-token prompt; one token after 20 cached
