@@ -194,8 +194,10 @@ FAMILIES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "qwen3": ("qwen3", "Qwen3-0.6B: q/k RMSNorm per head, theta 1e6, tied embeddings", {
         "tie_word_embeddings": True, "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0}}),
     "phi3mini": ("phi3", f"Phi-3-mini-4k: MHA (4/4), fused qkv/gate_up, sliding_window {WINDOW} (2047 in the "
-                 "real model), original = max positions (no LongRoPE)", {
-        "num_key_value_heads": 4, "sliding_window": WINDOW, "original_max_position_embeddings": 128,
+                 "real model), original = max positions (no LongRoPE); intermediate 384: a 512-wide gate_up would be "
+                 "taken for the LM head", {
+        "num_key_value_heads": 4, "intermediate_size": 384, "sliding_window": WINDOW,
+        "original_max_position_embeddings": 128,
         "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}}),
     "phi4mini": ("phi3", "Phi-4-mini: GQA 3/1 (24/8 in the real model) with head size 64 (hidden 192; Phi3Config "
                  "takes hidden / heads), partial_rotary_factor 0.75 (48 rotary dims: ORT's GQA wants half of them a "
@@ -415,6 +417,9 @@ def make_family(stem: str, family: str, precision: str, ep: str, extra: tuple[st
     # The builder appends the `git rev-parse HEAD` of a repository holding its package (a venv inside this
     # checkout: this repository's HEAD): left out, so that the graphs do not change with every commit.
     model.producer_version = model.producer_version.split("+")[0]
+    head = next(n for n in model.graph.node if n.name.startswith("/lm_head/MatMul"))
+    if "final_norm" not in head.input[0]:  # the builder takes a Linear as wide as the vocabulary for the head
+        raise ValueError(f"{stem}: the builder's LM head reads {head.input[0]}, not the final norm")
     folder = out_dir / stem
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "model.onnx"
