@@ -33,6 +33,10 @@ FAMILY_DIR = CORPUS_DIR / "families"
 BUILDS = load_manifest(FAMILY_DIR / "manifest.json")
 ENTRIES = [e for e in BUILDS if "file" in e]  # the others did not build (their build_error) or run in ORT
 EXACT_RTOL = 5e-5
+FLOAT16_EXACT_RTOL = 2e-2
+"""Exact mode on a float16 graph: ORT rounds every op's result to float16 (2**-11 relative) and lutc
+computes its contrib ops in float32, so two layers of about ten roundings each separate them by
+a few float16 ulps of the logits' magnitude (measured 8.9e-3 of max |logits| = 4.7)."""
 FAST_RTOL = 6e-2
 FAST_MIN_COSINE = 0.999
 NEW_TOKENS = 32
@@ -48,17 +52,8 @@ REFUSED: dict[str, tuple[type[Exception], str]] = {
     # LongRoPE: cos_cache/sin_cache are the outputs of an If (total length > 32: the long caches [128, 24],
     # else the short ones [32, 24]), whose shape the converter cannot read
     "phi4mini": (ModelError, f"cannot convert {GQA0}: AttributeError: 'NoneType' object has no attribute 'values'"),
-    # the local layer's cache is a ring buffer of the window's length
-    "gemma2": (ModelError, f"{GQA0}: GroupQueryAttention with sliding_window_cache=1 is not supported "
-                           "(only sliding_window_cache=0 is)"),
-    "gptoss": (ModelError, QMOE),  # (and sliding_window_cache=1 on layer 0, as gemma2)
+    "gptoss": (ModelError, QMOE),  # (also sliding_window_cache=1 and head_sink on layer 0, which lutc takes)
     "gptoss_full_cache": (ModelError, QMOE),
-    # float16 inputs, caches and weights (plain MatMul): the converter types the cache float32
-    "llama32_cuda_fp16": (ModelError, f"cannot convert {GQA0}: InternalError: Check failed: (TypeBaseCheck(GetType("
-                          "value), ty) != BaseCheckResult::kFailL0) is false: It is impossible to match cast any value "
-                          "into the target ty. But got value type: R.Tensor((batch_size, 2, past_sequence_length, "
-                          'kv_cache_dim), dtype="float16"), given type: R.Tensor((batch_size, 2, '
-                          'past_sequence_length, 32), dtype="float32")'),
 }  # fmt: skip
 """stem -> (the error lutc raises at build, its message): what lutc does not support yet."""
 
@@ -96,11 +91,12 @@ def _params(entries: list[dict]) -> list:
 def _check(got: list[np.ndarray], want: list[np.ndarray], names: list[str], mode: str) -> None:
     assert [g.shape for g in got] == [w.shape for w in want]
     for name, g, w in zip(names, got, want, strict=True):
+        bound = FLOAT16_EXACT_RTOL if w.dtype == np.float16 else EXACT_RTOL
         g, w = g.astype(np.float64), w.astype(np.float64)
         scale = float(np.abs(w).max())
         error = float(np.abs(g - w).max()) / scale
         if mode == "exact":
-            assert error <= EXACT_RTOL, f"{name}: max error {error:.2e} of max |ref| {scale:.3g}"
+            assert error <= bound, f"{name}: max error {error:.2e} of max |ref| {scale:.3g}"
         else:
             cosine = float((g * w).sum() / np.linalg.norm(g) / np.linalg.norm(w))
             assert error <= FAST_RTOL and cosine >= FAST_MIN_COSINE, f"{name}: error {error:.2e}, cosine {cosine:.5f}"
