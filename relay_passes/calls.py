@@ -15,3 +15,11 @@ def called_kernel(mod: tvm.IRModule, expr: relax.Expr) -> str | None:
     if not isinstance(expr, relax.Call) or expr.op != CALL_TIR:
         return None
     return kernel_of(mod[expr.args[0]])
+
+
+def rebound(builder: relax.BlockBuilder, var: relax.Var, value: relax.Expr) -> relax.Var:
+    """``value`` emitted in place of ``var``'s binding, as that binding was: a dataflow var, an
+    output of a dataflow block, or a plain binding outside one (a graph with an ``If``)."""
+    if isinstance(var, relax.DataflowVar) or not builder.current_block_is_dataflow():
+        return builder.emit(value, name_hint=var.name)
+    return builder.emit_output(value, name_hint=var.name)

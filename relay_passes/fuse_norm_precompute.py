@@ -22,7 +22,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from ..kernels.names import NORM_ATTR, PRECOMPUTE_KERNEL, SPEC_ATTR
 from ..kernels.precompute import FusedNorm, lut_precompute
 from ..kernels.spec import KernelSpec
-from .calls import called_kernel
+from .calls import called_kernel, rebound
 
 RMS_NORM = tvm.ir.Op.get("relax.nn.rms_norm")
 RESHAPE = tvm.ir.Op.get("relax.reshape")
@@ -116,8 +116,7 @@ class _Fuser(PyExprMutator):
         flat = [self.builder_.emit(relax.op.reshape(self.visit_expr(p), shape)) for p in fusion.parts]
         gvar = self.builder_.add_func(lut_precompute(spec, fusion.norm), "lut_precompute")
         value = relax.call_tir(gvar, [*flat, self.visit_expr(fusion.weight)], list(call.ty.fields))
-        emit = self.builder_.emit if isinstance(binding.var, relax.DataflowVar) else self.builder_.emit_output
-        self.set_var_remap(binding.var, emit(value, name_hint=binding.var.name))
+        self.set_var_remap(binding.var, rebound(self.builder_, binding.var, value))
 
 
 @tvm.transform.module_pass(opt_level=0, name="LutcFuseNormPrecompute")

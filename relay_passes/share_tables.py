@@ -13,7 +13,7 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ..kernels.precompute import PRECOMPUTE_KERNEL
-from .calls import called_kernel
+from .calls import called_kernel, rebound
 
 
 @mutator
@@ -39,8 +39,7 @@ class _Sharer(PyExprMutator):
         if key is not None and key in self.first:
             self.set_var_remap(binding.var, self.first[key])
             return
-        emit = self.builder_.emit if isinstance(binding.var, relax.DataflowVar) else self.builder_.emit_output
-        new_var = emit(value, name_hint=binding.var.name)
+        new_var = rebound(self.builder_, binding.var, value)
         self.set_var_remap(binding.var, new_var)
         if key is not None:
             self.first[key] = new_var

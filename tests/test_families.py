@@ -43,15 +43,11 @@ NEW_TOKENS = 32
 
 pytestmark = pytest.mark.slow
 
-GQA0 = "GroupQueryAttention node '/model/layers.0/attn/GroupQueryAttention'"
 QMOE = (
     "unsupported operators: com.microsoft::QMoE (/model/layers.0/moe/QMoE: ONNX Runtime contrib op without a "
     "converter), com.microsoft::QMoE (/model/layers.1/moe/QMoE: ONNX Runtime contrib op without a converter)"
 )
 REFUSED: dict[str, tuple[type[Exception], str]] = {
-    # LongRoPE: cos_cache/sin_cache are the outputs of an If (total length > 32: the long caches [128, 24],
-    # else the short ones [32, 24]), whose shape the converter cannot read
-    "phi4mini": (ModelError, f"cannot convert {GQA0}: AttributeError: 'NoneType' object has no attribute 'values'"),
     "gptoss": (ModelError, QMOE),  # (also sliding_window_cache=1 and head_sink on layer 0, which lutc takes)
     "gptoss_full_cache": (ModelError, QMOE),
 }  # fmt: skip

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from tvm import relax
+from tvm import relax, tirx
 
 from ..errors import ModelError
 from .relax_util import arange, dims, heads_first, heads_last, item, shared
@@ -200,7 +200,7 @@ def _gqa_rotation(bb: relax.BlockBuilder, inputs: list, attrs: dict, batch, seq,
     once per graph, behind a check that the positions are rows of the caches (ORT: "cos_cache
     dimension 0 shall not be less than total_sequence_length"; the error names the first node
     that reads them)."""
-    cos_cache, sin_cache = inputs[7], inputs[8]
+    cos_cache, sin_cache = (_with_known_width(bb, cache) for cache in inputs[7:9])
     position_ids, dim = inputs[9] if len(inputs) > 9 else None, 2 * int(dims(cos_cache)[1])
     name, span = attrs["tvm_custom"]["name"], None
     reader = PositionReader("GroupQueryAttention", name)  # position_ids: their values are checked
@@ -212,6 +212,32 @@ def _gqa_rotation(bb: relax.BlockBuilder, inputs: list, attrs: dict, batch, seq,
     positions = lambda: _rotary_positions(bb, position_ids, start, batch, seq, past)  # noqa: E731
     rows = shared(bb, key, lambda: rotary_rows(bb, positions(), (cos_cache, sin_cache), dim, reader, span))
     return Rotation(*rows, dim, bool(attrs.get("rotary_interleaved", 0)))
+
+
+def _branch_type(bb: relax.BlockBuilder, expr: relax.Expr) -> relax.TensorType | None:
+    """The type ``expr`` has in the first branch of the ``If`` it comes from (an output of an ONNX
+    ``If``: the builder's LongRoPE picks long or short rotary caches by the sequence length)."""
+    bound = bb.lookup_binding(expr) if isinstance(expr, relax.Var) else None
+    if isinstance(bound, relax.TupleGetItem):
+        chosen = bb.lookup_binding(bound.tuple_value) if isinstance(bound.tuple_value, relax.Var) else None
+        if isinstance(chosen, relax.If) and isinstance(chosen.true_branch.body.ty, relax.TupleType):
+            return chosen.true_branch.body.ty.fields[bound.index]
+    if isinstance(bound, relax.If):
+        return bound.true_branch.body.ty
+    return None
+
+
+def _with_known_width(bb: relax.BlockBuilder, cache: relax.Expr) -> relax.Expr:
+    """A cos/sin cache whose width (rotary dims / 2) is static: as given, or cast to ``[rows,
+    width]`` with the width of its ``If`` branch (the rows, which differ between branches, stay
+    symbolic and are checked at run time like any cache's)."""
+    if cache.ty.shape is not None:
+        return cache
+    branch = _branch_type(bb, cache)
+    if branch is None or branch.shape is None or len(branch.shape.values) != 2:
+        raise ModelError("GroupQueryAttention's cos_cache/sin_cache have no static width (rotary dims / 2)")
+    width = int(branch.shape.values[1])
+    return bb.match_cast(cache, relax.TensorType([tirx.Var("cache_rows", "int64"), width], branch.dtype))
 
 
 def _rotary_positions(bb: relax.BlockBuilder, position_ids, start, batch, seq, past) -> relax.Expr:
