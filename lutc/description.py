@@ -5,7 +5,7 @@ is built, written as the sidecar by :meth:`ModelDescription.as_json` and read ba
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -62,9 +62,6 @@ class ModelDescription:
     @property
     def tvm_target(self) -> tvm.target.Target:
         return tvm.target.Target(json.loads(self.target))
-
-    def with_tuning(self, tuning: dict | None) -> ModelDescription:
-        return replace(self, tuning=_frozen(tuning) if tuning else None)
 
     def as_json(self) -> dict[str, Any]:
         """The JSON-ready dict stored as the sidecar (the weight file's name and digests are added

@@ -259,20 +259,29 @@ def _windowed_refusals(inputs: list, attrs: dict) -> None:
                          "supported")  # fmt: skip
 
 
-def _windowed_gqa(bb: relax.BlockBuilder, inputs: list, attrs: dict, q, k, v) -> relax.Expr:
-    """:func:`group_query_attention` over a window-sized cache (:mod:`.windowed_cache`)."""
-    _windowed_refusals(inputs, attrs)
+def _attention(bb: relax.BlockBuilder, inputs: list, attrs: dict, qkv: tuple, past, mask, bias=None, start=None):
+    """What both caches share: rotary (``do_rotary``; at ``start + s`` where ``start`` is given),
+    ``concat(past, new)``, and the attention under ``mask`` with the scale, softcap and sinks.
+    Returns ``(out [B, N, S, H], keys, values)``, the last two over every row of the concatenation."""
+    q, k, v = qkv
     batch, _, seq, head_size = dims(q)
-    window = int(attrs["local_window_size"])
-    rows = windowed_rows(bb, inputs[6], inputs[3], seq, window)
     if int(attrs.get("do_rotary", 0)):
-        rotation = _gqa_rotation(bb, inputs, attrs, batch, seq, dims(inputs[3])[2], rows.start)
+        rotation = _gqa_rotation(bb, inputs, attrs, batch, seq, past, start)
         q, k = rotate_heads(bb, q, rotation), rotate_heads(bb, k, rotation)
     keys, values = _with_past(bb, inputs[3], k), _with_past(bb, inputs[4], v)
     scale = float(attrs.get("scale", 0.0)) or 1.0 / math.sqrt(int(head_size))
     sink = inputs[11] if len(inputs) > 11 else None
-    out = _attend(bb, q, keys, values, scale, None, masked_by(bb, rows, MASKED), float(attrs.get("softcap", 0.0)),
-                  sink)  # fmt: skip
+    out = _attend(bb, q, keys, values, scale, bias, mask, float(attrs.get("softcap", 0.0)), sink)
+    return out, keys, values
+
+
+def _windowed_gqa(bb: relax.BlockBuilder, inputs: list, attrs: dict, qkv: tuple) -> relax.Expr:
+    """:func:`group_query_attention` over a window-sized cache (:mod:`.windowed_cache`)."""
+    _windowed_refusals(inputs, attrs)
+    seq = dims(qkv[0])[2]
+    rows = windowed_rows(bb, inputs[6], inputs[3], seq, int(attrs["local_window_size"]))
+    mask = masked_by(bb, rows, MASKED)
+    out, keys, values = _attention(bb, inputs, attrs, qkv, dims(inputs[3])[2], mask, start=rows.start)
     shared(bb, ("windowed check", seq), lambda: check_uniform_rows(bb, inputs[5], inputs[6]))
     return relax.Tuple([heads_last(bb, out), present_of(bb, rows, keys), present_of(bb, rows, values)])
 
@@ -282,21 +291,15 @@ def group_query_attention(bb: relax.BlockBuilder, inputs: list, attrs: dict) -> 
     a local window (``local_window_size``: each query sees its last ``window`` keys), a logit
     softcap and attention sinks (``head_sink``) optional."""
     _gqa_refusals(inputs, attrs)
-    q, k, v = _gqa_projections(bb, inputs, int(attrs["num_heads"]), int(attrs["kv_num_heads"]))
+    qkv = _gqa_projections(bb, inputs, int(attrs["num_heads"]), int(attrs["kv_num_heads"]))
     if int(attrs.get("sliding_window_cache", 0)):
-        return _windowed_gqa(bb, inputs, attrs, q, k, v)
-    batch, _, seq, head_size = dims(q)
+        return _windowed_gqa(bb, inputs, attrs, qkv)
+    seq = dims(qkv[0])[2]
     past = dims(inputs[3])[2] if inputs[3] is not None else 0
-    if int(attrs.get("do_rotary", 0)):
-        rotation = _gqa_rotation(bb, inputs, attrs, batch, seq, past)
-        q, k = rotate_heads(bb, q, rotation), rotate_heads(bb, k, rotation)
-    present_key, present_value = _with_past(bb, inputs[3], k), _with_past(bb, inputs[4], v)
-    scale = float(attrs.get("scale", 0.0)) or 1.0 / math.sqrt(int(head_size))
-    bias = inputs[10] if len(inputs) > 10 else None
     window = int(attrs.get("local_window_size", -1))
     mask = lambda s: _causal(bb, s, seq, past, window if window > 0 else None)  # noqa: E731
-    sink = inputs[11] if len(inputs) > 11 else None
-    out = _attend(bb, q, present_key, present_value, scale, bias, mask, float(attrs.get("softcap", 0.0)), sink)
+    bias = inputs[10] if len(inputs) > 10 else None
+    out, present_key, present_value = _attention(bb, inputs, attrs, qkv, past, mask, bias)
     # once per graph: every layer reads the same seqlens_k and total_sequence_length (the importer
     # hands each node its own copy of a shape-derived input, so they cannot key the sharing)
     shared(bb, ("cache check", past, seq), lambda: _check_cache_lengths(bb, inputs[5], inputs[6], past, seq))
