@@ -407,8 +407,7 @@ def _inspect(args: argparse.Namespace) -> int:
     print("outputs: " + ", ".join(o.describe() for o in info.outputs))
     print(f"quantized matmuls: {len(info.quantized)}")
     for name, node in info.quantized.items():
-        kind = node.fmt.name if node.fmt is not None else f"{node.bits}-bit (dequantize path)"
-        print(f"  {name}: {node.op_type} N={node.n} K={node.k} {kind}")
+        print(f"  {name}: {node.op_type} N={node.n} K={node.k} {node.fmt.name}")
     return 0
 
 

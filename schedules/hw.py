@@ -17,12 +17,24 @@ CHUNK_CANDIDATES = (1, 2, 4, 8, 16, 32, 64, 128)
 """K bytes one lookup micro-kernel call covers (8 K elements each)."""
 
 
-def max_int16_chunk(planes: int) -> int:
-    """Most K bytes an int16 accumulator of all planes can take before it may overflow.
+INT16_PLANE_GROUP = 4
+"""Planes one int16 chain adds, weighted ``2**(p - first)`` within the chain (at most 15 per
+byte). Wider codes (5-8 bits) take one chain per group of planes, each widened to int32 and
+shifted by its first plane: ``2**7 * 254`` alone would fill an int16."""
 
-    Per byte and row the planes add at most ``(2 * 127) * (2**planes - 1)``.
+
+def plane_groups(planes: int, size: int = INT16_PLANE_GROUP) -> tuple[range, ...]:
+    """Consecutive planes in groups of ``size``, one per int16 chain by default:
+    ``(range(0, 4), range(4, 8))`` for 8 planes."""
+    return tuple(range(first, min(first + size, planes)) for first in range(0, planes, size))
+
+
+def max_int16_chunk(planes: int) -> int:
+    """Most K bytes an int16 chain of planes (:func:`plane_groups`) can take before it may overflow.
+
+    Per byte and row a chain of ``c`` planes adds at most ``(2 * 127) * (2**c - 1)``.
     """
-    per_byte = PAIR_LOOKUP_MAX * (2**planes - 1)
+    per_byte = PAIR_LOOKUP_MAX * (2 ** min(planes, INT16_PLANE_GROUP) - 1)
     return max(c for c in CHUNK_CANDIDATES if c * per_byte <= INT16_MAX)
 
 

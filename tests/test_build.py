@@ -13,7 +13,7 @@ import lutc
 from lutc import zoo
 from lutc.errors import InputError, LutcError, ModelError
 from lutc.quant import IntFormat, quantize
-from lutc.quant.onnx_convert import pack_matmul_nbits_codes, to_matmul_nbits
+from lutc.quant.onnx_convert import to_matmul_nbits
 
 K, N = 256, 72
 
@@ -22,15 +22,9 @@ def _nbits_model(bits: int, block: int, symmetric: bool = True, bias: bool = Fal
     """One MatMulNBits node, A[batch, seq, K] -> Y, and its float32 [N, K] weight."""
     rng = np.random.default_rng(seed)
     w = random_weights(rng, N, K)
-    if bits <= 4:
-        qw = quantize(w, IntFormat(bits, block, symmetric=symmetric))
-        arrays = to_matmul_nbits(qw)
-        dequantized = lutc.quant.dequantize(qw)
-    else:  # 8-bit: ORT's own range, codes around 128
-        codes = rng.integers(0, 256, (N, K)).astype(np.uint8)
-        scales = (rng.random((N, K // block)) * 0.01 + 0.001).astype(np.float32)
-        arrays = {"b": pack_matmul_nbits_codes(codes, 8, block), "scales": scales, "zero_points": None}
-        dequantized = np.repeat(scales, block, 1) * (codes.astype(np.float32) - 128)
+    qw = quantize(w, IntFormat(bits, block, symmetric=symmetric))
+    arrays = to_matmul_nbits(qw)
+    dequantized = lutc.quant.dequantize(qw)
     inits = [numpy_helper.from_array(arrays["b"], "B"), numpy_helper.from_array(arrays["scales"], "scales")]
     inputs = ["A", "B", "scales"]
     if arrays["zero_points"] is not None:
@@ -65,7 +59,8 @@ TOLERANCE = {"fast": 2e-2, "exact": 1e-5}
 
 @pytest.mark.parametrize("mode", ["fast", "exact"])
 @pytest.mark.parametrize(
-    ("bits", "block", "symmetric"), [(2, 32, True), (2, 128, False), (4, 32, False), (4, 128, True)]
+    ("bits", "block", "symmetric"),
+    [(2, 32, True), (2, 128, False), (4, 32, False), (4, 128, True), (8, 32, True), (8, 128, False)],
 )
 def test_matmul_nbits_runs_as_lut_kernel_and_matches_ort(bits, block, symmetric, mode):
     model, _ = _nbits_model(bits, block, symmetric, bias=True)
@@ -76,16 +71,6 @@ def test_matmul_nbits_runs_as_lut_kernel_and_matches_ort(bits, block, symmetric,
     y = compiled(A=x)
     assert y.shape == (2, 5, N)
     assert _relative_error(y, ref) < TOLERANCE[mode]
-
-
-def test_eight_bit_stays_on_the_dequantize_path_and_is_correct():
-    model, _ = _nbits_model(8, 32)
-    compiled = lutc.build(model, "x86")
-    assert compiled.decisions["proj"].startswith("dequantize path")
-    assert "dequantize path" in compiled.summary()
-    x = np.random.default_rng(1).standard_normal((1, 3, K)).astype(np.float32)
-    (ref,) = _ort(model, {"A": x})
-    np.testing.assert_allclose(compiled(x), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 
 
 def test_dynamic_sequence_length_and_positional_inputs():
@@ -279,12 +264,12 @@ def test_mlp_quantized_by_onnxruntime():
 
 
 def test_mixed_precision_model_compiles_whole(decoder):
-    """8-bit projections stay on the dequantize path; the rest runs as LUT kernels."""
+    """8-bit projections run as LUT kernels of eight planes, like the 1-4 bit ones."""
     from lutc import zoo
 
     quantized = zoo.quantize_matmuls(decoder, 8, 32)
     compiled = _check_model(quantized, "fast", seqs=((1, 3),))
-    assert all(d.startswith("dequantize path") for d in compiled.decisions.values())
+    assert all(d == "lut fast w8g32" for d in compiled.decisions.values()), compiled.decisions
 
 
 @pytest.mark.parametrize("target", ["llvm", "x86-avx2", {"kind": "llvm", "mcpu": "x86-64-v3"}])

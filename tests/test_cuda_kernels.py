@@ -36,6 +36,7 @@ FORMATS = {
     "w4g128a": IntFormat(4, 128, symmetric=False),
     "w3g64": IntFormat(3, 64),
     "t2g64": TernaryFormat(64),
+    "w8g32a": IntFormat(8, 32, symmetric=False),
 }
 needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc (CUDA toolkit) not on PATH")
 
@@ -190,12 +191,14 @@ def _emulated_sums(tables: np.ndarray, data: np.ndarray, planes: int, half_table
             if half_tables:
                 table = np.concatenate([table, -table])  # __vneg4 on the two words
             words = table.view(np.uint32)
-            nibbles = (data[:, kb, :planes, :].astype(np.uint32) >> (4 * half)) & 15  # [tile, plane, r]
-            selector = sum(nibbles[:, p] << (4 * p) for p in range(planes))
-            low = byte_perm(np.full_like(selector, words[0]), np.full_like(selector, words[1]), selector)
-            high = byte_perm(np.full_like(selector, words[2]), np.full_like(selector, words[3]), selector)
-            looked_up = byte_perm(low, high, IDENTITY_SELECTOR | ((selector & SELECT_HIGH) >> 1))
-            acc[:, :, kb // group_bytes] = dp4a(looked_up, plane_weights(planes), acc[:, :, kb // group_bytes])
+            for first in range(0, planes, 4):  # one __dp4a per group of four planes
+                group = range(first, min(first + 4, planes))
+                nibbles = (data[:, kb, group.start : group.stop, :].astype(np.uint32) >> (4 * half)) & 15
+                selector = sum(nibbles[:, i] << (4 * i) for i in range(len(group)))
+                low = byte_perm(np.full_like(selector, words[0]), np.full_like(selector, words[1]), selector)
+                high = byte_perm(np.full_like(selector, words[2]), np.full_like(selector, words[3]), selector)
+                looked_up = byte_perm(low, high, IDENTITY_SELECTOR | ((selector & SELECT_HIGH) >> 1))
+                acc[:, :, kb // group_bytes] += dp4a(looked_up, plane_weights(len(group)), 0) << first
     return acc.reshape(tiles * 32, -1)
 
 

@@ -35,6 +35,9 @@ FORMATS = [
     IntFormat(3, 64, symmetric=False),
     IntFormat(4, 128, symmetric=False, zero_dtype="float", scale_dtype="float16"),
     IntFormat(4, "channel"),
+    IntFormat(5, 32, symmetric=False),
+    IntFormat(8, 32),
+    IntFormat(8, 128, symmetric=False),
     TernaryFormat("tensor"),
     TernaryFormat(64),
 ]
@@ -176,9 +179,10 @@ def test_avx512_kernels_use_vbmi_and_vnni(fmt, mode, instructions, absent):
     assert "zmm" in "\n".join(lines)
 
 
+@pytest.mark.parametrize("bits", [3, 8])
 @pytest.mark.parametrize("mode", ["fast", "exact"])
-def test_portable_target_is_correct_without_avx2(mode):
-    spec = KernelSpec(3, 40, 256, IntFormat(3, 32, symmetric=False), mode=mode, half_tables=True)
+def test_portable_target_is_correct_without_avx2(mode, bits):
+    spec = KernelSpec(3, 40, 256, IntFormat(bits, 32, symmetric=False), mode=mode, half_tables=True)
     gemm, y, *rest = _run(spec, target="llvm")
     _check(spec, y, *rest)
     assert "vpshufb" not in gemm.module.inspect_source("asm")

@@ -99,8 +99,10 @@ def _sz_terms(qw: QuantizedWeight) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("zero", ["sym", "int", "float"])
 @pytest.mark.parametrize("block", [32, 128])
-@pytest.mark.parametrize("bits", [2, 4])
+@pytest.mark.parametrize("bits", [2, 4, 8])
 def test_matmul_nbits_runs_in_ort(bits: int, block: int, zero: str) -> None:
+    if bits == 8 and zero == "float":
+        pytest.skip("ORT refuses 8-bit weights with float zero points")
     rng = np.random.default_rng(bits * 1000 + block)
     m, k, n = 5, 384, 40  # K = 3 * 128 and N = 40: neither a power of two
     qw = quantize(_weights(rng, n, k), IntFormat(bits, block, **ZERO_KINDS[zero]))
@@ -119,8 +121,10 @@ def test_matmul_nbits_runs_in_ort(bits: int, block: int, zero: str) -> None:
 
 
 @pytest.mark.parametrize("zero", ["sym", "int", "float"])
-@pytest.mark.parametrize("bits", [2, 4])
+@pytest.mark.parametrize("bits", [2, 4, 8])
 def test_ort_dequantization_semantics(bits: int, zero: str) -> None:
+    if bits == 8 and zero == "float":
+        pytest.skip("ORT refuses 8-bit weights with float zero points")
     """With A = I, ORT returns its dequantized weight: bit-identical to ``dequantize`` for symmetric
     and int zero points; for float zero points exactly ``fl(fl(s*q) - fl(s*z))``."""
     rng = np.random.default_rng(bits)
@@ -283,8 +287,8 @@ def _nbits_arrays() -> dict:
 @pytest.mark.parametrize(
     "change, pattern",
     [
-        ({"bits": 8}, r"unsupported bit width 8"),
-        ({"bits": 5}, r"unsupported bit width 5"),
+        ({"bits": 9}, r"unsupported bit width 9"),
+        ({"bits": 0}, r"unsupported bit width 0"),
         ({"block_size": 48}, r"block_size=48 is not a power of two"),
         ({"k": 80, "block_size": 16}, r"B has shape \(8, 2, 16\).*K=80"),
         ({"k": 72}, r"K=72.*multiple of block_size=32"),

@@ -35,7 +35,9 @@ def _kernels_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("--m", nargs="+", type=int, default=[1, 16], help="activation rows M (1 = decode GEMV)")
     p.add_argument("--shapes", nargs="+", default=["4096x4096", "4096x11008", "11008x4096"], help="weight shapes KxN")
-    p.add_argument("--bits", nargs="+", type=int, choices=[1, 2, 3, 4], default=[2, 4], help="weight bits (ORT: 2, 4)")
+    p.add_argument(
+        "--bits", nargs="+", type=int, choices=range(1, 9), default=[2, 4], help="weight bits 1-8 (ORT: 2, 4, 8)"
+    )
     p.add_argument("--blocks", nargs="+", type=int, default=[32, 128], help="quantization block (group) sizes along K")
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="thread counts, used by every library")
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="hot: same weights every call; "

@@ -77,6 +77,7 @@ CORRECTNESS_FORMATS = (
     IntFormat(3, 64, symmetric=False),
     IntFormat(4, 32),
     IntFormat(4, 128, symmetric=False),
+    IntFormat(8, 32, symmetric=False),
     TernaryFormat(64),
 )
 TABLE_VARIANTS = (("fast", False), ("exact", True), ("exact", False), ("fast", True))

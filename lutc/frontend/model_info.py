@@ -9,7 +9,7 @@ import onnx
 
 from ..errors import ModelError
 from ..quant.formats import AnyFormat
-from ..quant.onnx_convert import dequantize_linear_from_node, matmul_nbits_from_node, wide_matmul_nbits_from_node
+from ..quant.onnx_convert import dequantize_linear_from_node, matmul_nbits_from_node
 from ..quant.weights import QuantizedWeight, dequantize
 from .positions import PositionLimit
 from .prepare import PrepareReport
@@ -45,8 +45,8 @@ class QuantizedNode:
     it before reading its bytes (shapes, format), and how to read it (:meth:`arrays`, :meth:`weight`)
     from the model's tensors (a :class:`lutc.frontend.weights.WeightStore`).
 
-    ``fmt`` is set for lutc formats (1-4 bits, ternary); wider codes (5-8 bits) have none and run
-    on the dequantize path. ``zero`` is ``"implied"``, ``"int"`` (uint8 codes) or ``"float"``.
+    ``fmt`` is its lutc format (1-8 bits, ternary). ``zero`` is ``"implied"``, ``"int"`` (uint8
+    codes) or ``"float"``.
     """
 
     node: onnx.NodeProto
@@ -57,7 +57,7 @@ class QuantizedNode:
     zero: str
     implied_zero: float
     scale_dtype: str
-    fmt: AnyFormat | None = None
+    fmt: AnyFormat
     bias: np.ndarray | None = None
 
     @property
@@ -69,9 +69,7 @@ class QuantizedNode:
         return self.node.op_type
 
     def weight(self, tensors) -> QuantizedWeight:
-        """The logical weight (1-4 bits), read and checked; a :class:`ModelError` names the node."""
-        if self.fmt is None:
-            raise ValueError(f"node {self.name!r} holds {self.bits}-bit codes, which have no lutc format")
+        """The logical weight, read and checked; a :class:`ModelError` names the node."""
         try:
             if self.op_type == "DequantizeLinear":
                 return dequantize_linear_from_node(self.node, tensors)
@@ -81,22 +79,12 @@ class QuantizedNode:
 
     def arrays(self, tensors) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """``(codes [N, K] uint8, scales [N, groups], zeros or None)``, what ``lut_dequantize`` reads."""
-        if self.fmt is not None:
-            weight = self.weight(tensors)
-            return weight.codes, weight.scales, weight.zeros
-        try:
-            return wide_matmul_nbits_from_node(self.node, tensors)[:3]
-        except ValueError as err:
-            raise ModelError(str(err)) from None
+        weight = self.weight(tensors)
+        return weight.codes, weight.scales, weight.zeros
 
     def dequantized(self, tensors) -> np.ndarray:
         """float32 ``[N, K]`` weights, for references and fallbacks."""
-        if self.fmt is not None:
-            return dequantize(self.weight(tensors))
-        codes, scales, zeros = self.arrays(tensors)
-        repeat = self.k // scales.shape[1]
-        zeros = self.implied_zero if zeros is None else np.repeat(zeros.astype(np.float32), repeat, 1)
-        return np.repeat(scales.astype(np.float32), repeat, 1) * (codes.astype(np.float32) - zeros)
+        return dequantize(self.weight(tensors))
 
 
 @dataclass(frozen=True, eq=False)

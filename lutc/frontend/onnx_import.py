@@ -34,7 +34,6 @@ from ..quant.formats import group_length
 from ..quant.onnx_convert import (
     dequantize_linear_node_format,
     matmul_nbits_node_format,
-    wide_matmul_nbits_node_layout,
 )
 from .attention import INPUT_RULES
 from .contrib import CONTRIB_CONVERTERS, CONTRIB_DOMAIN, ORT_DEFAULT_DOMAIN_CONVERTERS, narrow_float
@@ -148,12 +147,6 @@ def _bias(node: onnx.NodeProto, store: WeightStore) -> np.ndarray | None:
 
 
 def _nbits_node(node: onnx.NodeProto, store: WeightStore) -> QuantizedNode:
-    bits = next((a.i for a in node.attribute if a.name == "bits"), 4)
-    if bits > 4:
-        wide = wide_matmul_nbits_node_layout(node, _Shapes(store))
-        zero = 2.0 ** (bits - 1)
-        return QuantizedNode(node, bits, wide.block_size, wide.n, wide.k, wide.zero, zero, wide.scale_dtype,
-                             None, _bias(node, store))  # fmt: skip
     fmt = matmul_nbits_node_format(node, _Shapes(store))
     n, k = (next(a.i for a in node.attribute if a.name == key) for key in ("N", "K"))
     return _lutc_node(node, fmt, n, k, _bias(node, store))

@@ -28,7 +28,7 @@ class DequantizeSpec:
     scale_dtype: str = "float32"
     out_dtype: str = "float32"
     fmt: AnyFormat | None = None
-    """The lutc format when the weight has one (bits 1-4); ``None`` for 5-8 bits."""
+    """The lutc format of the weight (``None`` only for hand-made specs: then the rewrite leaves it)."""
     node: str = ""
     """The ONNX node the weight came from, for reports."""
 

@@ -16,7 +16,7 @@ import numpy as np
 GroupSize = int | Literal["channel", "tensor"]
 ScaleDType = Literal["float32", "float16"]
 
-SUPPORTED_BITS = (1, 2, 3, 4)
+SUPPORTED_BITS = (1, 2, 3, 4, 5, 6, 7, 8)
 SCALE_DTYPES = ("float32", "float16")
 
 
@@ -82,7 +82,7 @@ class IntFormat:
       (``zero_point="int"``) or as a float (``zero_point="float"``).
     """
 
-    bits: Literal[1, 2, 3, 4]
+    bits: Literal[1, 2, 3, 4, 5, 6, 7, 8]
     group_size: GroupSize = 128
     symmetric: bool = True
     zero_dtype: Literal["int", "float"] = "int"

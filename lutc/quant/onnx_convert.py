@@ -39,7 +39,7 @@ from .bitpack import pack_bits, unpack_bits
 from .formats import IntFormat
 from .weights import QuantizedWeight, describe
 
-MATMUL_NBITS_BITS = (1, 2, 3, 4)
+MATMUL_NBITS_BITS = (1, 2, 3, 4, 5, 6, 7, 8)
 """Bit widths :func:`from_matmul_nbits` converts (ORT's CPU kernel itself runs only 2, 4 and 8)."""
 
 _NARROW_INT_TYPES = {  # ml_dtypes dtype name -> (bits, signed, ONNX data type)
@@ -544,65 +544,6 @@ def dequantize_linear_from_node(node: onnx.NodeProto, initializers: dict[str, np
         return from_dequantize_linear(np.asarray(x), np.asarray(scale), zero_point, **options)
     except ValueError as err:
         raise ValueError(f"{_node_desc(node)}: {err}") from err
-
-
-@dataclass(frozen=True)
-class WideNbitsLayout:
-    """What a 5-8 bit ``MatMulNBits`` node holds: ``[N, K]`` codes of ``bits`` in blocks of ``block_size``
-    along K, scales of ``scale_dtype`` and zero points that are ``"implied"``, ``"int"`` or ``"float"``."""
-
-    n: int
-    k: int
-    bits: int
-    block_size: int
-    scale_dtype: str
-    zero: str
-
-
-def wide_matmul_nbits_node_layout(node: onnx.NodeProto, tensors) -> WideNbitsLayout:
-    """The layout of a 5-8 bit ``MatMulNBits`` node, checked from its tensors' shapes and dtypes
-    (arrays or :class:`TensorMeta`); these widths have no lutc format (the dequantize path runs them)."""
-    desc = _node_desc(node)
-    attrs = _nbits_attrs(node)
-    k, n, bits, block_size = attrs["k"], attrs["n"], attrs["bits"], attrs["block_size"]
-    try:
-        _check_block_size(block_size)
-    except ValueError as err:
-        raise ValueError(f"{desc}: {err}") from None
-    if not 5 <= bits <= 8 or k % block_size:
-        raise ValueError(f"{desc}: bits={bits}, K={k}, block_size={block_size} is not a whole-block 5-8 bit weight")
-    if len(node.input) > 4 and node.input[4]:
-        raise ValueError(f"{desc}: g_idx input {node.input[4]!r} (act-order group index) is not supported")
-    b, scales = _require(node, tensors, 1, "B"), _require(node, tensors, 2, "scales")
-    zero_points = _node_input(node, tensors, 3, "zero_points")
-    try:
-        scale_dtype, zero = _nbits_tensors(b, scales, zero_points, k, n, bits, block_size)
-    except ValueError as err:
-        raise ValueError(f"{desc}: {err}") from err
-    return WideNbitsLayout(n, k, bits, block_size, scale_dtype, zero)
-
-
-def wide_matmul_nbits_from_node(
-    node: onnx.NodeProto, initializers: dict[str, np.ndarray]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """A 5-8 bit ``MatMulNBits`` node -> ``(codes [N, K], scales [N, blocks], zeros | None, bias)``.
-
-    These widths have no lutc format; the caller runs them on the dequantize path.
-    """
-    layout = wide_matmul_nbits_node_layout(node, initializers)
-    blocks = layout.k // layout.block_size
-    codes = unpack_matmul_nbits_codes(np.asarray(_require(node, initializers, 1, "B")), layout.bits, layout.k)
-    scales = np.asarray(_require(node, initializers, 2, "scales")).reshape(layout.n, blocks)
-    zero_points = _node_input(node, initializers, 3, "zero_points")
-    try:
-        zeros = (
-            None
-            if zero_points is None
-            else _nbits_zeros(zero_points, layout.n, blocks, layout.bits, layout.scale_dtype)
-        )
-    except ValueError as err:
-        raise ValueError(f"{_node_desc(node)}: {err}") from err
-    return codes, np.ascontiguousarray(scales), zeros, _node_input(node, initializers, 5, "bias")
 
 
 def matmul_nbits_node(

@@ -30,6 +30,7 @@ from ...kernels.intrin_desc import register_lookup_intrin
 from ...kernels.spec import KernelSpec
 from ...quant.layout import TILE_N
 from ..cpu.vector_expr import chunk_sum, ramp
+from ..hw import plane_groups
 
 Q_BYTES = 16
 """One NEON q register: 16 int8 lookups per ``tbl``."""
@@ -74,17 +75,25 @@ def _pair_sums(tab: tirx.Buffer, w: tirx.Buffer, kb: int, p: int, half_tables: b
 
 
 def _fast_chunk(tab: tirx.Buffer, w: tirx.Buffer, spec: KernelSpec, chunk: int) -> tirx.PrimExpr:
-    """The chunk's int32 sums of 32 rows: one int16 sum per plane, weighted once by ``2**p``."""
+    """The chunk's int32 sums of 32 rows: one int16 sum per plane, weighted once by ``2**p``
+    (within its plane group, :func:`~lutc.schedules.hw.plane_groups`; a group past the first is
+    widened, then shifted by its first plane)."""
     total = None
-    for p in range(spec.planes):
-        plane_sum = None
-        for kb in range(chunk):
-            term = _pair_sums(tab, w, kb, p, spec.half_tables)
-            plane_sum = term if plane_sum is None else plane_sum + term
-        if p:
-            plane_sum = tirx.shift_left(plane_sum, tirx.Broadcast(tirx.const(p, "int16"), TILE_N))
-        total = plane_sum if total is None else total + plane_sum
-    return T.Cast("int32x32", total)
+    for group in plane_groups(spec.planes):
+        group_sum = None
+        for p in group:
+            plane_sum = None
+            for kb in range(chunk):
+                term = _pair_sums(tab, w, kb, p, spec.half_tables)
+                plane_sum = term if plane_sum is None else plane_sum + term
+            if p > group.start:
+                plane_sum = tirx.shift_left(plane_sum, tirx.Broadcast(tirx.const(p - group.start, "int16"), TILE_N))
+            group_sum = plane_sum if group_sum is None else group_sum + plane_sum
+        widened = T.Cast("int32x32", group_sum)
+        if group.start:
+            widened = tirx.shift_left(widened, tirx.Broadcast(tirx.const(group.start, "int32"), TILE_N))
+        total = widened if total is None else total + widened
+    return total
 
 
 def fast_impl(spec: KernelSpec, chunk: int) -> tirx.PrimFunc:

@@ -10,11 +10,11 @@ def ramp(start, lanes: int) -> tirx.PrimExpr:
     return tirx.Ramp(start, 1, lanes)
 
 
-def chunk_sum(chunk: int, planes: int, term) -> tirx.PrimExpr:
-    """``sum_{kb < chunk, p < planes} term(kb, p)`` as one expression (K byte outer, plane inner):
-    no buffer, no store."""
+def chunk_sum(chunk: int, planes: int | range, term) -> tirx.PrimExpr:
+    """``sum_{kb < chunk, p in planes} term(kb, p)`` as one expression (K byte outer, plane inner):
+    no buffer, no store. ``planes``: a count (all planes from 0) or a range of them."""
     total = None
     for kb in range(chunk):
-        for p in range(planes):
+        for p in range(planes) if isinstance(planes, int) else planes:
             total = term(kb, p) if total is None else total + term(kb, p)
     return total

@@ -37,7 +37,7 @@ LOOKUP_CHUNKS = (2, 4, 8)
 DEFAULT_CHUNK = 4
 
 DP4A_LANES = 4
-"""int8 products ``__dp4a`` sums: one byte lane per bit plane (at most 4 planes)."""
+"""int8 products ``__dp4a`` sums: one byte lane per bit plane (a group of at most 4 planes)."""
 
 
 def is_cuda(target: Target) -> bool:

@@ -1,7 +1,8 @@
 """CUDA lookup micro-kernels: one thread, one output row, ``chunk`` K bytes of every plane.
 
 **Fast mode** (int8 tables in shared memory). For one K byte and one half (low or high
-nibble), the nibbles of all planes (at most 4) index the *same* 16-entry table. The four
+nibble), the nibbles of up to four planes index the *same* 16-entry table (5-8 bit codes
+take a second group of planes, its ``__dp4a`` sum shifted by 4). The four
 table words are looked up together: ``prmt`` (``__byte_perm``) picks bytes by the low three
 bits of each selector nibble, so one ``prmt`` on words 0-1 and one on words 2-3 give the
 candidates from entries 0-7 and 8-15, and a third ``prmt`` picks between them on bit 3 (the
@@ -24,6 +25,8 @@ from tvm.script import tirx as T
 from ...kernels.expr import NIBBLE
 from ...kernels.intrin_desc import lookup_term
 from ...kernels.spec import KernelSpec
+from ..hw import plane_groups
+from .base import DP4A_LANES
 
 HALF_ENTRIES = 8
 SELECT_HIGH = 0x8888
@@ -123,13 +126,14 @@ def lookup16(words: list[tirx.PrimExpr], selector: tirx.PrimExpr) -> tirx.PrimEx
     return tirx.Cast("int32", _byte_perm(low, high, pick))
 
 
-def selector(w: tirx.Buffer, kb, planes: int, half: int) -> tirx.PrimExpr:
-    """Nibble ``half`` of byte ``kb`` of each plane, plane ``p`` at selector nibble ``p``."""
+def selector(w: tirx.Buffer, kb, planes: range, half: int) -> tirx.PrimExpr:
+    """Nibble ``half`` of byte ``kb`` of each plane, plane ``p`` at selector nibble ``p - planes.start``."""
     out = None
-    for p in range(planes):
+    for p in planes:
         byte = tirx.Cast("int32", w[kb, p, 0])
         index = tirx.bitwise_and(tirx.shift_right(byte, half * NIBBLE) if half else byte, _i32(15))
-        term = tirx.shift_left(index, _i32(NIBBLE * p)) if p else index
+        slot = p - planes.start
+        term = tirx.shift_left(index, _i32(NIBBLE * slot)) if slot else index
         out = term if out is None else tirx.bitwise_or(out, term)
     return out
 
@@ -140,12 +144,20 @@ def plane_weights(planes: int) -> int:
 
 
 def _fast_sum(tab: tirx.Buffer, w: tirx.Buffer, acc, spec: KernelSpec, chunk: int) -> tirx.PrimExpr:
-    planes = max(spec.planes, 1)
+    """``acc`` plus the chunk's sums: one ``__dp4a`` per (K byte, nibble) and group of four planes;
+    a group past the first (5-8 bit codes) is shifted by its first plane."""
     total = acc
     for kb in range(chunk):
         for half in (0, 1):
-            looked_up = lookup16(_table_words(tab, kb * 2 + half, spec.half_tables), selector(w, kb, planes, half))
-            total = T.call_pure_extern("int32", "__dp4a", looked_up, _i32(plane_weights(planes)), total)
+            words = _table_words(tab, kb * 2 + half, spec.half_tables)
+            for group in plane_groups(max(spec.planes, 1), DP4A_LANES):
+                looked_up = lookup16(words, selector(w, kb, group, half))
+                weights = _i32(plane_weights(len(group)))
+                if not group.start:
+                    total = T.call_pure_extern("int32", "__dp4a", looked_up, weights, total)
+                    continue
+                group_sum = T.call_pure_extern("int32", "__dp4a", looked_up, weights, _i32(0))
+                total = total + tirx.shift_left(group_sum, _i32(group.start))
     return total
 
 

@@ -35,7 +35,6 @@ from .base import (
     DEFAULT_CHUNK,
     DEFAULT_K_SPLIT,
     DEFAULT_TILES,
-    DP4A_LANES,
     K_SPLITS,
     LOOKUP_CHUNKS,
     MAX_THREADS,
@@ -73,7 +72,7 @@ class LutMatmulCuda(CudaRule):
         if not super().applies(func, target):
             return False
         spec = KernelSpec.from_func(func)
-        return spec.planes <= DP4A_LANES and bool(_divisors(spec.group_bytes, LOOKUP_CHUNKS))
+        return bool(_divisors(spec.group_bytes, LOOKUP_CHUNKS))
 
     def structural_choices(self, func: tirx.PrimFunc, target: Target) -> dict[str, list[int]]:
         spec = KernelSpec.from_func(func)

@@ -6,7 +6,9 @@ looked up with one ``vpshufb`` (32 lookups). ``vpunpck{l,h}bw`` pairs the two lo
 row and ``vpmaddubsw`` adds them, times ``2**plane``, into int16: 32 rows sit in two int16
 registers, rows ``{0-7, 16-23}`` and ``{8-15, 24-31}``. After a chunk of at most
 :func:`~lutc.schedules.hw.max_int16_chunk` bytes, the int16 sums are widened into the
-int32 accumulator in row order.
+int32 accumulator in row order. Codes of 5-8 bits keep one int16 chain per group of four
+planes (:func:`~lutc.schedules.hw.plane_groups`), weighted within the group and shifted by
+its first plane once widened.
 
 **Exact mode** (float32 tables). Indices are widened to int32 eight rows at a time and looked
 up with ``vpermps`` (8 entries per register): full tables blend the lookups of both halves on
@@ -22,6 +24,7 @@ from ...kernels.intrin_desc import register_lookup_intrin
 from ...kernels.spec import KernelSpec
 from ...quant.layout import TILE_N
 from ..cpu.vector_expr import chunk_sum, ramp
+from ..hw import plane_groups
 
 LANE = 16
 HALF_ROWS = 8
@@ -53,19 +56,21 @@ def _lookups(tab: tirx.Buffer, w: tirx.Buffer, kb, p, half_tables: bool) -> tupl
     return low, high
 
 
-def _paired_sum(low: tirx.PrimExpr, high: tirx.PrimExpr, plane, upper: int) -> tirx.PrimExpr:
-    """``2**plane * (low + high)`` for rows ``{8u..8u+7, 16+8u..16+8u+7}`` as int16x16."""
+def _paired_sum(low: tirx.PrimExpr, high: tirx.PrimExpr, plane: int, upper: int) -> tirx.PrimExpr:
+    """``2**plane * (low + high)`` for rows ``{8u..8u+7, 16+8u..16+8u+7}`` as int16x16 (``plane``
+    counted from its chain's first)."""
     order = [lane * LANE + upper * HALF_ROWS + j for lane in (0, 1) for j in range(HALF_ROWS)]
     pairs = tirx.Shuffle([low, high], [x for i in order for x in (i, TILE_N + i)])
     weight = tirx.Broadcast(tirx.Cast("uint8", tirx.shift_left(1, plane)), TILE_N)
     return T.call_llvm_pure_intrin("int16x16", "llvm.x86.avx2.pmadd.ub.sw", weight, pairs)
 
 
-def _int16_terms(tab: tirx.Buffer, w: tirx.Buffer, kb: int, p: int, half_tables: bool) -> tirx.PrimExpr:
-    """Both paired sums of one byte and plane as int16x32: element ``16u + 8*lane + j`` is row
-    ``16*lane + 8u + j``."""
+def _int16_terms(tab: tirx.Buffer, w: tirx.Buffer, kb: int, p: int, first: int, half_tables: bool) -> tirx.PrimExpr:
+    """Both paired sums of one byte and plane (weighted ``2**(p - first)``) as int16x32:
+    element ``16u + 8*lane + j`` is row ``16*lane + 8u + j``."""
     low, high = _lookups(tab, w, kb, p, half_tables)
-    return tirx.Shuffle([_paired_sum(low, high, p, 0), _paired_sum(low, high, p, 1)], list(range(TILE_N)))
+    weight = p - first
+    return tirx.Shuffle([_paired_sum(low, high, weight, 0), _paired_sum(low, high, weight, 1)], list(range(TILE_N)))
 
 
 ROW_ORDER = [16 * u + 8 * lane + j for lane in (0, 1) for u in (0, 1) for j in range(HALF_ROWS)]
@@ -73,9 +78,15 @@ ROW_ORDER = [16 * u + 8 * lane + j for lane in (0, 1) for u in (0, 1) for j in r
 
 
 def _fast_chunk(tab: tirx.Buffer, w: tirx.Buffer, spec: KernelSpec, chunk: int) -> tirx.PrimExpr:
-    """The chunk's int32 sums of 32 rows, in row order: one int16 chain, widened once."""
-    total = chunk_sum(chunk, spec.planes, lambda kb, p: _int16_terms(tab, w, kb, p, spec.half_tables))
-    return tirx.Shuffle([T.Cast("int32x32", total)], ROW_ORDER)
+    """The chunk's int32 sums of 32 rows, in row order: one int16 chain per plane group, widened once."""
+    total = None
+    for group in plane_groups(spec.planes):
+        chain = chunk_sum(chunk, group, lambda kb, p, g=group: _int16_terms(tab, w, kb, p, g.start, spec.half_tables))
+        widened = tirx.Shuffle([T.Cast("int32x32", chain)], ROW_ORDER)
+        if group.start:
+            widened = tirx.shift_left(widened, tirx.Broadcast(tirx.const(group.start, "int32"), TILE_N))
+        total = widened if total is None else total + widened
+    return total
 
 
 def fast_impl(spec: KernelSpec, chunk: int) -> tirx.PrimFunc:
