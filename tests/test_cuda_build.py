@@ -72,15 +72,18 @@ def test_cuda_model_refuses_to_run_without_a_gpu_and_exports_its_cuda_source(tmp
 
 NVCC = shutil.which("nvcc") is not None
 CORPUS = Path(__file__).parent / "corpus"
+FP16_INT4 = "families/llama32_cuda_int4/model.onnx"
+"""onnxruntime-genai's builder, ``-p int4 -e cuda``: float16 activations, caches and logits."""
 LUT_LIMITS = {"registers": 64, "stack_frame": 0, "shared_bytes": 48 * 1024}
 """What every LUT kernel of a model must fit, per ptxas (issue 14): no spills or local memory,
 registers for at least 1024 threads per SM, shared memory within the static limit."""
 
 
 @pytest.mark.skipif(not NVCC, reason="nvcc is not installed")
-@pytest.mark.parametrize("name", ["llama_genai_int4", "llama_ts_prefill_q2b32s"])
+@pytest.mark.parametrize("name", ["llama_genai_int4.onnx", "llama_ts_prefill_q2b32s.onnx", FP16_INT4])
 def test_corpus_models_build_for_cuda_with_lut_kernels_that_fit(name):
-    compiled = lutc.build(CORPUS / f"{name}.onnx", "cuda")
+    """The last: the builder's ``-p int4 -e cuda`` graph, float16 activations into LUT kernels."""
+    compiled = lutc.build(CORPUS / name, "cuda")
     assert all(d.startswith("lut fast") for d in compiled.decisions.values())
     source = compiled.source("cuda")
     assert "__byte_perm" in source and "__dp4a" in source

@@ -247,6 +247,7 @@ FAMILIES: dict[str, tuple[str, str, dict[str, Any]]] = {
 FAMILY_BUILDS: list[tuple[str, str, str, str, tuple[str, ...]]] = [
     *((family, family, "int4", "cpu", ()) for family in FAMILIES),
     ("llama32_cuda_fp16", "llama32", "fp16", "cuda", ()),
+    ("llama32_cuda_int4", "llama32", "int4", "cuda", ()),
     ("qwen25_k_quant_mixed", "qwen25", "int4", "cpu", ("algo_config=k_quant_mixed",)),
     ("qwen25_int8_mixed", "qwen25", "int4", "cpu", ("matmul_mixed_precision=last_matmul:int8,mixed_layers:int8",)),
     ("gemma2_full_cache", "gemma2", "int4", "cpu", ("windowed_kv_cache=false",)),
