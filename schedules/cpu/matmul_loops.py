@@ -44,14 +44,20 @@ def default_chunk(candidates: list[int], preferred: int) -> int:
     return max(fitting) if fitting else min(candidates)
 
 
-def structural_choices(spec: KernelSpec, chunks: list[int], rows: tuple[int, ...] = (1,)) -> dict[str, list[int]]:
+def structural_choices(
+    spec: KernelSpec, chunks: list[int], rows: tuple[int, ...] = (1,), prefetches: bool = False
+) -> dict[str, list[int]]:
     """The concretized decisions: chunk size (of the micro-kernel's ``chunks``), row/group order
-    when M may exceed 1, and activation rows per micro-kernel call where it takes several."""
+    when M may exceed 1, activation rows per micro-kernel call where it takes several, and, for
+    M = 1, whether it prefetches the weight stream where it can (for M > 1 it does by its default
+    when rows run outside groups)."""
     choices = {"chunk": list(chunks)}
     if spec.m != 1:
         choices["m_inner"] = [0, 1]
     if len(rows) > 1:
         choices["rows"] = list(rows)
+    if prefetches and spec.m == 1:
+        choices["prefetch"] = [0, 1]
     return choices
 
 
@@ -86,17 +92,18 @@ def schedule_lut_matmul(
     rows: tuple[int, ...] = (1,),
     preferred_rows: int = 1,
     default_m_inner: int = DEFAULT_M_INNER,
-    prefetches: bool = False,
+    default_prefetch: int | None = None,
 ) -> None:
     """Tile, order, parallelize and tensorize ``lut_matmul`` (see the module docstring).
 
     ``rows``: activation rows one micro-kernel call may take (``intrin_for(spec, chunk, rows)``;
     each must divide a static M); several rows split M and share each weight load.
-    ``prefetches``: the micro-kernel can prefetch the weight stream; it does when rows run outside
-    groups (each weight byte streams once per row), not inside (the group's bytes stay in L1,
-    and prefetching them again for every row made M = 16 1.65x slower).
+    ``default_prefetch``: ``None`` where the micro-kernel cannot prefetch the weight stream, else
+    the untuned choice (1: prefetch). It may when rows run outside groups (each weight byte streams
+    once per row), not inside (the group's bytes stay in L1, and prefetching them again for every
+    row made M = 16 1.65x slower).
     """
-    choices = structural_choices(spec, chunks, rows)
+    choices = structural_choices(spec, chunks, rows, default_prefetch is not None)
     candidates = choices["chunk"]
     if not candidates:
         raise NotImplementedError(f"no lookup chunk of the micro-kernel divides a group of {spec.group_bytes} bytes")
@@ -117,8 +124,15 @@ def schedule_lut_matmul(
     init = sch.decompose_reduction(lookup, outer)
     sch.vectorize(sch.get_loops(init)[-1])
     _annotate_unroll(sch, outer, default_unroll, knobs.tunable)
-    prefetch = prefetches and not m_inner
+    prefetch = (
+        default_prefetch is not None and not m_inner and bool(choose_prefetch(sch, choices, default_prefetch, knobs))
+    )
     sch.tensorize(row_loops[1] if count > 1 else inner, _intrin(intrin_for, spec, chunk, count, prefetch))  # last
+
+
+def choose_prefetch(sch: s_tir.Schedule, choices: dict, default: int, knobs: Knobs) -> int:
+    """The prefetch decision: a structural choice for M = 1, else the rule's default."""
+    return choose(sch, "prefetch", [0, 1], default, knobs) if "prefetch" in choices else default
 
 
 def _annotate_unroll(sch: s_tir.Schedule, loop: s_tir.LoopRV, default: int, tunable: bool) -> None:

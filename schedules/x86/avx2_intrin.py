@@ -23,6 +23,7 @@ from tvm.script import tirx as T
 from ...kernels.intrin_desc import register_lookup_intrin
 from ...kernels.spec import KernelSpec
 from ...quant.layout import TILE_N
+from ..cpu.prefetch import prefetch_line, prefetch_lines
 from ..cpu.vector_expr import chunk_sum, ramp
 from ..hw import plane_groups
 
@@ -89,8 +90,9 @@ def _fast_chunk(tab: tirx.Buffer, w: tirx.Buffer, spec: KernelSpec, chunk: int) 
     return total
 
 
-def fast_impl(spec: KernelSpec, chunk: int) -> tirx.PrimFunc:
+def fast_impl(spec: KernelSpec, chunk: int, prefetch: bool = False) -> tirx.PrimFunc:
     planes, entries = spec.planes, spec.entries
+    lines = prefetch_lines(chunk, planes) if prefetch else 0
 
     @T.prim_func(s_tir=True)
     def impl(
@@ -101,6 +103,8 @@ def fast_impl(spec: KernelSpec, chunk: int) -> tirx.PrimFunc:
         with T.sblock("root"):
             T.reads(acc[0:TILE_N], w[0:chunk, 0:planes, 0:TILE_N], tab[0 : chunk * 2, 0:entries])
             T.writes(acc[0:TILE_N])
+            for line in T.unroll(lines):
+                T.evaluate(prefetch_line(w, line, planes))
             acc[0:TILE_N] = acc[ramp(0, TILE_N)] + _fast_chunk(tab, w, spec, chunk)
 
     return impl
@@ -131,8 +135,9 @@ def _exact_chunk(tab: tirx.Buffer, w: tirx.Buffer, spec: KernelSpec, chunk: int,
     return chunk_sum(chunk, spec.planes, lambda kb, p: _exact_rows(tab, w, kb, p, q, spec.half_tables))
 
 
-def exact_impl(spec: KernelSpec, chunk: int) -> tirx.PrimFunc:
+def exact_impl(spec: KernelSpec, chunk: int, prefetch: bool = False) -> tirx.PrimFunc:
     planes, entries = spec.planes, spec.entries
+    lines = prefetch_lines(chunk, planes) if prefetch else 0
 
     @T.prim_func(s_tir=True)
     def impl(
@@ -143,6 +148,8 @@ def exact_impl(spec: KernelSpec, chunk: int) -> tirx.PrimFunc:
         with T.sblock("root"):
             T.reads(acc[0:TILE_N], w[0:chunk, 0:planes, 0:TILE_N], tab[0 : chunk * 2, 0:entries])
             T.writes(acc[0:TILE_N])
+            for line in T.unroll(lines):
+                T.evaluate(prefetch_line(w, line, planes))
             acc[0:8] = acc[ramp(0, 8)] + _exact_chunk(tab, w, spec, chunk, 0)
             acc[8:16] = acc[ramp(8, 8)] + _exact_chunk(tab, w, spec, chunk, 1)
             acc[16:24] = acc[ramp(16, 8)] + _exact_chunk(tab, w, spec, chunk, 2)
@@ -151,6 +158,8 @@ def exact_impl(spec: KernelSpec, chunk: int) -> tirx.PrimFunc:
     return impl
 
 
-def avx2_intrin(spec: KernelSpec, chunk: int) -> str:
-    """Register (once) and name the AVX2 micro-kernel for ``spec`` and ``chunk``."""
-    return register_lookup_intrin("avx2", spec, chunk, fast_impl if spec.mode == "fast" else exact_impl)
+def avx2_intrin(spec: KernelSpec, chunk: int, prefetch: bool = False) -> str:
+    """Register (once) and name the AVX2 micro-kernel for ``spec`` and ``chunk``, prefetching the
+    weight stream when ``prefetch``."""
+    impl = fast_impl if spec.mode == "fast" else exact_impl
+    return register_lookup_intrin("avx2", spec, chunk, impl, prefetch=prefetch)

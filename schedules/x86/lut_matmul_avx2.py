@@ -12,11 +12,13 @@ from .base import has_avx2
 class LutMatmulAVX2(CpuLutMatmulRule):
     """Fast mode: ``vpshufb`` + ``vpmaddubsw`` into int16; exact mode: ``vpermps`` float lookups."""
 
+    prefetches = True
+
     def is_target_available(self, target) -> bool:
         return has_avx2(target)
 
-    def intrin(self, spec: KernelSpec, chunk: int) -> str:
-        return avx2_intrin(spec, chunk)
+    def intrin(self, spec: KernelSpec, chunk: int, prefetch: bool = False) -> str:
+        return avx2_intrin(spec, chunk, prefetch)
 
     def max_chunk(self, spec: KernelSpec) -> int:
         """Fast mode: the int16 budget of the planes; exact mode: a register-pressure cap."""
@@ -33,3 +35,8 @@ class LutMatmulAVX2(CpuLutMatmulRule):
         if spec.mode == "exact":
             return 2, 16
         return {1: (8, 16), 2: (8, 16), 3: (2, 0)}.get(spec.planes, (4, 0))
+
+    def default_prefetch(self, spec: KernelSpec) -> int:
+        """Measured on a 2-core EPYC (Zen 3; M = 1, cold weights, 1 thread): prefetching 1 KiB ahead
+        made 2-bit GEMVs 3-19 % faster (576x1536 to 8192x2048) and 4-bit ones no faster (0.88-1.02x)."""
+        return int(spec.planes <= 2)
