@@ -65,7 +65,7 @@ GEMMA2_SMOL = {
     "sliding_window": 128, "layer_types": ["sliding_attention", "full_attention"] * 15,
     "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0, "query_pre_attn_scalar": 64,
 }  # fmt: skip
-"""Gemma-2 layers at SmolLM2-135M's scale (154 M parameters with the 28 M tied embedding)."""
+"""Gemma-2 layers at SmolLM2-135M's scale (134.5 M parameters, 28.3 M of them the tied embedding)."""
 WINDOWED = {"gemma2s_window": (), "gemma2s_full_cache": ("windowed_kv_cache=false",)}
 """The windowed pair: builder ``--extra_options`` per name, one checkpoint (``OUT/gemma2s-hf``)."""
 
