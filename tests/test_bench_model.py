@@ -5,6 +5,7 @@ Nothing here asserts a speed: the machines are noisy and the model is tiny (hidd
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -86,3 +87,27 @@ def test_generate_benchmark_smoke(tmp_path: Path) -> None:
     share = report["kernel_share"]["1"]
     assert share["lut_ms"] > 0 and 0 <= share["outside_lut"] < 1
     assert "| lutc exact | 1 |" in (out / "generate.md").read_text()
+
+
+FAMILIES = Path(__file__).parent / "corpus" / "families"
+
+
+def test_generate_benchmark_on_a_ring_buffer_family(tmp_path: Path) -> None:
+    """The gemma2 family graph (layer 0: a window-sized ring-buffer cache of 16 rows) through a prompt of 20
+    and 6 tokens: every engine runs it (onnxruntime-genai where installed) and lutc exact's tokens are ORT's."""
+    out, folder = tmp_path / "out", FAMILIES / "gemma2"
+    genai = ["--genai-dir", str(folder)] if importlib.util.find_spec("onnxruntime_genai") else []
+    argv = ["generate", str(folder / "model.onnx"), "--prompt", "20", "--tokens", "6", "--rounds", "1", *genai]
+    assert main([*argv, "--out", str(out)]) == 0
+    report = json.loads((out / "generate.json").read_text())
+    engines = {row["engine"]: row["tokens"] for row in report["rows"]}
+    expected = {"lutc fast", "lutc exact", "ORT acc0", "ORT acc4"} | ({"onnxruntime-genai"} if genai else set())
+    assert set(engines) == expected
+    assert engines["lutc exact"] == engines["ORT acc0"] and len(set(engines["ORT acc0"])) > 2
+    assert report["kernel_share"]["1"]["lut_ms"] > 0
+
+
+def test_generate_benchmark_reports_a_refused_model(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    """gpt-oss's QMoE: lutc's ModelError as one line and exit status 2, not a traceback."""
+    assert main(["generate", str(FAMILIES / "gptoss" / "model.onnx"), "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("error: unsupported operators: com.microsoft::QMoE")

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..errors import LutcError
 from .cases import MODES, parse_shape
 from .feeds import parse_dims
 from .libs import BASELINES, LUTC_MODES
@@ -282,9 +283,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run a benchmark: ``kernels`` writes ``kernels.{json,md,png}``, ``model`` writes ``model.{json,md}``,
     ``float`` writes ``float.{json,md}`` under ``--out``; each prints its table.
 
-    Returns 1 when a check failed or a library raised, else 0.
+    Returns 1 when a check failed or a library raised, 2 when lutc refused the model (its error
+    printed), else 0.
     """
     args = parse_args(argv)
+    try:
+        return _run(args, argv)
+    except LutcError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     if args.command == "model":
         from .model import run_model
 

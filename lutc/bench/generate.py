@@ -56,10 +56,12 @@ def ort_generate(model: onnx.ModelProto, layout: CacheLayout, ids: np.ndarray, t
 
 def genai_generate(model_dir: Path, ids: np.ndarray, tokens: int, threads: int | None = None) -> Generation:
     """onnxruntime-genai's own generator on its model folder (``genai_config.json``), greedy, on
-    ``threads`` intra-op threads (the config's setting where ``None``)."""
+    ``threads`` intra-op threads (the config's setting where ``None``), on the CPU whatever the config's
+    providers (a ``-e cuda`` build names CUDA; ORT's CPU EP runs it)."""
     import onnxruntime_genai as og
 
     config = og.Config(str(model_dir))
+    config.clear_providers()
     if threads is not None:
         config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
     model = og.Model(config)
@@ -79,14 +81,12 @@ def genai_generate(model_dir: Path, ids: np.ndarray, tokens: int, threads: int |
 
 def kernel_share(model, layout: CacheLayout, past: int, repeat: int = 20) -> dict[str, float]:
     """One decode step at ``past`` cached positions (the best of ``repeat`` VM calls) and the time
-    in its LUT kernels (each timed between the VM's before/after instrument callbacks)."""
+    in its LUT kernels (each timed between the VM's before/after instrument callbacks). A
+    window-sized cache holds its window's rows whatever ``past``."""
     import tvm
     from tvm import relax
 
-    rng = np.random.default_rng(0)
-    cache = {name: rng.standard_normal((1, heads, past, size)).astype(np.float32)
-             for name, (heads, size) in layout.head_shapes.items()}  # fmt: skip
-    feeds = step_feeds(layout, np.ones((1, 1), np.int64), cache, past + 1)
+    feeds = step_feeds(layout, np.ones((1, 1), np.int64), _random_cache(layout, past), past + 1)
     vm = relax.VirtualMachine(model._executable, tvm.cpu())
     args = [tvm.runtime.tensor(feeds[i.name]) for i in model.inputs]
     args += model.weight_arguments
@@ -106,6 +106,15 @@ def kernel_share(model, layout: CacheLayout, past: int, repeat: int = 20) -> dic
         vm["main"](*args)
     lut = sum(t for name, t in spent.items() if name.startswith(LUT_KERNELS)) / repeat
     return {"step_ms": step * 1e3, "lut_ms": lut * 1e3, "outside_lut": max(0.0, 1 - lut / step)}
+
+
+def _random_cache(layout: CacheLayout, past: int) -> dict[str, np.ndarray]:
+    """Batch-1 past tensors of ``past`` rows (a window-sized cache: its window's), in the cache's dtype."""
+    rng = np.random.default_rng(0)
+    shapes = {name: (1, heads, layout.window_rows.get(name, past), size)
+              for name, (heads, size) in layout.head_shapes.items()}  # fmt: skip
+    dtype = layout.dtypes.get
+    return {name: rng.standard_normal(shape).astype(dtype(name, "float32")) for name, shape in shapes.items()}
 
 
 def _timed(call) -> float:

@@ -264,11 +264,12 @@ PROMPT_LENGTH, STEP_PAST = 24, 20
 both longer than :data:`WINDOW`."""
 
 
-def save_family(family: str, out: Path) -> None:
-    """A random-init checkpoint of ``family`` (:data:`FAMILIES`) with a word-level tokenizer."""
-    model_type, _, settings = FAMILIES[family]
+def save_family(family: str, out: Path, settings: dict[str, Any] | None = None) -> None:
+    """A random-init checkpoint of ``family`` (:data:`FAMILIES`) with a word-level tokenizer; ``settings``:
+    the config's fields (default: :data:`FAMILY_BASE` with the family's own)."""
+    model_type, _, family_settings = FAMILIES[family]
     torch.manual_seed(SEED)
-    config = transformers.AutoConfig.for_model(model_type, **{**FAMILY_BASE, **settings})
+    config = transformers.AutoConfig.for_model(model_type, **(settings or {**FAMILY_BASE, **family_settings}))
     model = transformers.AutoModelForCausalLM.from_config(config).eval()
     # Where the model scales its embeddings up (Gemma by sqrt(hidden), Granite's embedding_multiplier) or its
     # residual branches down (residual_multiplier), the random weights are drawn the other way, as training
@@ -291,7 +292,7 @@ def save_family(family: str, out: Path) -> None:
     if experts:  # the builder reads gpt-oss experts from the checkpoint's MXFP4 tensors only
         weights = out / "model.safetensors"
         safetensors.torch.save_file({**safetensors.torch.load_file(weights), **experts}, weights, {"format": "pt"})
-    words = Tokenizer(models.WordLevel({f"t{i}": i for i in range(VOCAB)}, unk_token="t0"))
+    words = Tokenizer(models.WordLevel({f"t{i}": i for i in range(config.vocab_size)}, unk_token="t0"))
     words.pre_tokenizer = pre_tokenizers.Whitespace()
     fast = transformers.PreTrainedTokenizerFast(tokenizer_object=words, unk_token="t0", bos_token="t1", eos_token="t2")
     fast.save_pretrained(out)
