@@ -6,13 +6,15 @@
 - scheduling: :class:`LutcScheduleKernels` applies ``lutc.schedules``' rules to the LUT kernels,
   :class:`LutcApplyDefaultSchedules` default rules to the rest;
 - the rest of the pipeline: :class:`LutcLiftWeights` (weight stages out of ``main``),
-  :class:`LutcIsolateShapeKernels` (kernels with scalar shape arguments kept out of fusion).
+  :class:`LutcIsolateShapeKernels` (kernels with scalar shape arguments kept out of fusion),
+  :class:`LutcFastMath` (exp, tanh, erf, sigmoid, softmax, GELU as vectorizable polynomials on CPUs).
 
 Installed as ``lutc.relay_passes`` (the name follows the original design; Relay itself is
 gone from TVM). ``lutc.pipeline`` and the backends list them in order.
 """
 
 from .default_schedules import LutcApplyDefaultSchedules
+from .fast_math import LutcFastMath
 from .fuse_norm_precompute import LutcFuseNormPrecompute
 from .isolate_shape_kernels import LutcIsolateShapeKernels
 from .lift_weights import LutcLiftWeights
@@ -23,6 +25,7 @@ from .share_tables import LutcShareTables
 __all__ = [
     "DECISIONS_ATTR",
     "LutcApplyDefaultSchedules",
+    "LutcFastMath",
     "LutcFuseNormPrecompute",
     "LutcIsolateShapeKernels",
     "LutcLiftWeights",

@@ -46,6 +46,13 @@ class RewriteOptions:
     fuse: bool = True
 
 
+EXACT_MAX_BITS = 4
+"""Widest codes exact mode runs as LUT kernels. The bit-serial sum weights plane ``i`` by
+``2**(i - 1)``, so its float rounding grows with the width: on the builder's Qwen2.5 graph with an
+8-bit LM head, exact-mode logits were 1e-4 (of max |logit|) from ORT's float GEMM, against 1e-6
+for 4-bit layers. Fast mode's int8 tables sum exactly in integers and take any width."""
+
+
 def _dequantize_call(mod: tvm.IRModule, expr: relax.Expr):
     """``(callee attrs, args)`` when ``expr`` calls ``lut_dequantize``, else ``None``."""
     if called_kernel(mod, expr) != DEQUANTIZE_KERNEL:
@@ -100,6 +107,8 @@ class _Rewriter(PyExprMutator):
             return "kept by request"
         if FORMAT_ATTR not in attrs:
             return "no LUT kernel for this bit width"
+        if self.options.mode == "exact" and format_from_attr(attrs[FORMAT_ATTR]).bits > EXACT_MAX_BITS:
+            return f"exact mode runs codes of more than {EXACT_MAX_BITS} bits as a float matmul"
         if not all(isinstance(arg, tvm.ir.expr.Constant) for arg in args) and self._weight_node(args) is None:
             warnings.warn(f"{node}: quantized weight is neither a constant nor a model weight; it stays on the "
                           "dequantize path", stacklevel=2)  # fmt: skip

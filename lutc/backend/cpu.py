@@ -4,7 +4,8 @@ needs to run its code.
 
 1. ``schedule_passes``: LUT kernels the tuning log did not schedule, scheduled with
    ``lutc.schedules`` (the target's ISA rule);
-2. ``legalize_passes``: TVM's CPU legalization and fusion for everything else;
+2. ``legalize_passes``: exp, tanh, erf, sigmoid, softmax and GELU as polynomials that vectorize
+   (:class:`~lutc.relay_passes.LutcFastMath`), then TVM's CPU legalization and fusion;
 3. ``default_schedule_passes``: lutc's float matmul rule and dlight's CPU rules for the
    remaining kernels; constant weights those rules repack are repacked once, at compile time;
 4. ``lift_passes`` (before legalization) and ``weight_passes``: work on model weights alone (a
@@ -22,7 +23,7 @@ from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 from tvm.target import Target
 
-from ..relay_passes import LutcApplyDefaultSchedules, LutcLiftWeights, LutcScheduleKernels
+from ..relay_passes import LutcApplyDefaultSchedules, LutcFastMath, LutcLiftWeights, LutcScheduleKernels
 from ..targets import isa_level
 from ..targets import missing_on_host as missing_cpu_features
 from .legalize import legalize_and_fuse
@@ -50,8 +51,9 @@ def schedule_passes(target: Target) -> list[tvm.transform.Pass]:
 
 
 def legalize_passes(target: Target) -> list[tvm.transform.Pass]:
-    """TVM's CPU legalization and fusion, with shape kernels kept out of fused groups."""
-    return legalize_and_fuse(cpu_pipeline.library_dispatch_passes(target))
+    """Fast transcendental ops, then TVM's CPU legalization and fusion, with shape kernels kept out
+    of fused groups."""
+    return [LutcFastMath(), *legalize_and_fuse(cpu_pipeline.library_dispatch_passes(target))]
 
 
 def default_schedule_passes(target: Target) -> list[tvm.transform.Pass]:
