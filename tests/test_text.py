@@ -239,6 +239,14 @@ def test_a_stop_string_or_an_eos_token_ends_the_answer(generator):
     assert ended.ids == full.ids[: full.ids.index(full.ids[2]) + 1] and ended.finish == "eos"
 
 
+def test_the_position_limit_ends_the_answer(generator):
+    """128 positions (the rotary cache): a prompt of 125 leaves room for 4 tokens (the last is never fed back)."""
+    prompt = [1, *range(3, 127)]
+    with pytest.warns(UserWarning, match="at most 4 of the 10 tokens"):
+        done = generator.generate(prompt, 10, eos_token_ids=[])
+    assert len(done.ids) == 4 and done.finish == "limit"
+
+
 def test_a_seed_fixes_a_sampled_answer(generator):
     sampled = [generator.generate(PROMPT, 8, Sampling(temperature=1.0, top_k=50, seed=s)).ids for s in (1, 1, 2)]
     assert sampled[0] == sampled[1] != sampled[2]
