@@ -14,8 +14,8 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
 __all__ = [
-    "BuildOptions", "CompiledModel", "__version__", "build", "build_decoder", "export_decoder", "generate", "load",
-    "load_decoder", "quant", "tune",
+    "BuildOptions", "CompiledModel", "Generator", "Sampling", "__version__", "build", "build_decoder", "export_decoder",
+    "generate", "load", "load_decoder", "quant", "tune",
 ]  # fmt: skip
 
 _LAZY = {
@@ -28,6 +28,8 @@ _LAZY = {
     "build_decoder": ".decode",
     "export_decoder": ".decode",
     "load_decoder": ".decode",
+    "Generator": ".generator",
+    "Sampling": ".sampling",
 }
 
 

@@ -65,20 +65,22 @@ def _rpc(args: argparse.Namespace):
     return RpcTracker.parse(args.rpc_tracker or "", args.rpc_key or "")
 
 
-def _load_or_build(args: argparse.Namespace):
+def _load_or_build(args: argparse.Namespace, model: str | None = None):
+    """The compiled ``model`` (default ``args.model``): built from an ``.onnx`` file, or loaded."""
     from .builder import build
     from .compiled import load
 
+    model = model or args.model
     device = _rpc(args)
     session = device.connect() if device is not None else None
-    if Path(args.model).suffix == ".onnx":
-        with console.status(f"compiling {args.model}..."):
-            model = build(args.model, args.target, tuning_logs=args.tuning_logs, **_build_args(args))
-        return model if session is None else model.on(session)
-    if Path(args.model).is_dir():
-        raise LutcError(f"{args.model} is a folder: 'lutc generate' runs a decoder folder written by "
+    if Path(model).suffix == ".onnx":
+        with console.status(f"compiling {model}..."):
+            built = build(model, args.target, tuning_logs=args.tuning_logs, **_build_args(args))
+        return built if session is None else built.on(session)
+    if Path(model).is_dir():
+        raise LutcError(f"{model} is a folder: 'lutc generate' runs a model folder or a decoder folder written by "
                         "'lutc compile --decoder -o'; 'lutc run' takes one library")  # fmt: skip
-    return load(args.model, session)
+    return load(model, session)
 
 
 def _feeds(model, specs: list[str], seed: int) -> dict[str, np.ndarray]:
@@ -138,6 +140,26 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0; got {value}")
     return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be >= 0; got {value}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1]; got {value}")
+    return value
+
+
+def _pair(text: str) -> str:
+    if text.count("=") != 1 or text.startswith("=") or text.endswith("="):
+        raise argparse.ArgumentTypeError(f"must be PAST=PRESENT (past_key.0=present.0.key); got {text!r}")
+    return text
 
 
 OUTPUT_NAME_LIMIT = 200
@@ -316,49 +338,101 @@ def _token_ids(text: str) -> list[int]:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    from .generator import encode_prompt, model_path
+    from .sampling import Sampling
+    from .tokenizer import load_tokenizer
+
+    _check_generate_flags(args)
+    path = model_path(args.model)
+    sampling = Sampling(args.temperature, args.top_k, args.top_p, args.repetition_penalty, args.seed)
+    if args.prompt is None:
+        return _generate_ids(args, path, sampling, *_decoder_models(args, path))
+    tokenizer = load_tokenizer(args.tokenizer or (path if path.is_dir() else path.parent))
+    ids = encode_prompt(tokenizer, args.prompt, args.chat, args.system)  # before compiling: fails fast
+    return _generate_text(args, ids, tokenizer, sampling, _decoder_models(args, path))
+
+
+def _check_generate_flags(args: argparse.Namespace) -> None:
+    text = [flag for flag, given in (("--chat", args.chat), ("--system", args.system is not None),
+                                     ("--stop", args.stop)) if given]  # fmt: skip
+    if text and args.prompt is None:
+        raise LutcError(f"{', '.join(text)} need a text prompt: give it with --prompt")
+    if args.compare_ort and (args.prompt is not None or args.temperature or args.repetition_penalty != 1):
+        raise LutcError("--compare-ort compares greedy token ids: use it with --prompt-ids and no sampling")
+
+
+def _decoder_models(args: argparse.Namespace, path: Path) -> tuple:
+    """``(model, step_model)``: a decoder folder's, or the model built or loaded (and, for an ``.onnx``
+    model without ``--one-model``, its one-token step build; else ``None``)."""
+    if path.is_dir():
+        from .decode import load_decoder
+
+        with console.status(f"loading {path}..."):
+            return load_decoder(path)
+    model = _load_or_build(args, str(path))
+    if path.suffix != ".onnx" or args.one_model:
+        return model, None
+    from .builder import build_sharing
+    from .decode import step_shapes
+
+    with console.status("compiling the one-token decode step..."):
+        step_model = build_sharing(path, args.target, model.weight_set, tuning_logs=args.tuning_logs,
+                                   shapes=step_shapes(1), **_build_args(args))  # fmt: skip
+    return model, step_model if model.session is None else step_model.on(model.session)
+
+
+def _cache_names(args: argparse.Namespace) -> dict[str, str] | None:
+    return dict(spec.split("=", 1) for spec in args.cache_name) or None
+
+
+def _generate_ids(args: argparse.Namespace, path: Path, sampling, model, step_model) -> int:
+    """``--prompt-ids``: the token ids generated, and the timings."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from .decode import generate
+    from .sampling import chooser
 
     ids = np.array([args.prompt_ids], np.int64)
-    if Path(args.model).is_dir():
-        from .decode import load_decoder
-
-        with console.status(f"loading {args.model}..."):
-            model, step_model = load_decoder(args.model)
-    else:
-        model, step_model = _load_or_build(args), None
-    if Path(args.model).suffix == ".onnx" and not args.one_model:
-        from .builder import build_sharing
-        from .decode import step_shapes
-
-        with console.status("compiling the one-token decode step..."):
-            step_model = build_sharing(args.model, args.target, model.weight_set, tuning_logs=args.tuning_logs,
-                                       shapes=step_shapes(ids.shape[0]), **_build_args(args))  # fmt: skip
-        step_model = step_model if model.session is None else step_model.on(model.session)
     with Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(), console=console, transient=True) as bar:
         task = bar.add_task("generate", total=args.max_new_tokens)
         result = generate(model, ids, args.max_new_tokens, step_model=step_model, eos_token_id=args.eos_token_id,
-                          progress=lambda step: bar.update(task, completed=step))  # fmt: skip
+                          progress=lambda step: bar.update(task, completed=step), cache_names=_cache_names(args),
+                          choose=chooser(sampling, ids))  # fmt: skip
     print("tokens:", ",".join(str(t) for t in result.tokens[0]))
     print("lutc:", result.describe())
     if args.compare_ort:
-        return _compare_with_ort(args, model, ids, result)
+        return _compare_with_ort(args, path, model, ids, result)
     return 0
 
 
-def _compare_with_ort(args: argparse.Namespace, model, ids: np.ndarray, result) -> int:
+def _generate_text(args: argparse.Namespace, ids: list[int], tokenizer, sampling, models: tuple) -> int:
+    """``--prompt``: the answer's text on stdout as it comes; the speeds on stderr."""
+    from .generator import Completion, Generator
+
+    generator = Generator(models, tokenizer=tokenizer, cache_names=_cache_names(args))
+    eos = None if args.eos_token_id is None else [args.eos_token_id]
+    tokens = []
+    for token in generator.stream(ids, args.max_new_tokens, sampling, stop=args.stop, eos_token_ids=eos):
+        sys.stdout.write(token.text)
+        sys.stdout.flush()
+        tokens.append(token)
+    sys.stdout.write("\n")
+    console.print(Completion.of(ids, tokens).describe())
+    return 0
+
+
+def _compare_with_ort(args: argparse.Namespace, path: Path, model, ids: np.ndarray, result) -> int:
     """The same greedy loop on ONNX Runtime (MatMulNBits at accuracy_level 0): tokens and speed."""
     import onnx
 
     from .bench.generate import ort_generate
     from .decode import cache_layout
 
-    if Path(args.model).suffix != ".onnx":
+    if path.suffix != ".onnx":
         raise LutcError("--compare-ort needs the .onnx model (ONNX Runtime runs it)")
-    layout = cache_layout(model.inputs, model.outputs)
+    layout = cache_layout(model.inputs, model.outputs, _cache_names(args))
     threads = args.threads or 1
-    theirs = ort_generate(onnx.load(args.model), layout, ids, result.tokens.shape[1], threads, 0)
+    theirs = ort_generate(onnx.load(path), layout, ids, result.tokens.shape[1], threads, 0)
     same = np.array_equal(theirs.tokens, result.tokens)
     print(f"ORT (accuracy_level 0, {threads} thread(s)):", theirs.describe())
     verdict = "identical to ORT's" if same else "differ from ORT's: " + ",".join(map(str, theirs.tokens[0]))
@@ -486,14 +560,35 @@ def parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_run)
     for command in (comp, run):
         command.add_argument("--tuning-logs", metavar="DIR", help="apply the tuning log written by 'lutc tune' here")
-    gen = sub.add_parser("generate", help="greedy decoding with a KV cache on a decoder model, with tokens/s",
-                         description="Greedy decoding over a decoder with past/present KV inputs and outputs "
-                         "(torch.onnx.export with past_key_values, or onnxruntime-genai's model builder): the prompt "
-                         "in one call, then one token per call, the cache kept in TVM memory.")  # fmt: skip
-    gen.add_argument("model", help="a decoder .onnx model, a folder written by 'lutc compile --decoder -o', or a "
-                     "library written by 'lutc compile -o'")  # fmt: skip
-    gen.add_argument("--prompt-ids", type=_token_ids, default=[1, 2, 3, 4, 5, 6, 7, 8], metavar="IDS",
-                     help="comma-separated prompt token ids (default 1,...,8)")  # fmt: skip
+    gen = sub.add_parser("generate", help="text or token generation with a KV cache on a decoder model, with tokens/s",
+                         description="Decoding over a decoder with past/present KV inputs and outputs (torch.onnx."
+                         "export with past_key_values, or onnxruntime-genai's model builder): the prompt in one call, "
+                         "then one token per call, the cache kept in TVM memory. With --prompt, the text streams to "
+                         "stdout (the tokenizer.json next to the model) and the speeds go to stderr.")  # fmt: skip
+    gen.add_argument("model", help="a model folder (model.onnx, genai_config.json, tokenizer.json), a decoder .onnx "
+                     "model, a folder written by 'lutc compile --decoder -o', or a library written by 'lutc compile "
+                     "-o'")  # fmt: skip
+    prompt = gen.add_mutually_exclusive_group()
+    prompt.add_argument("--prompt", help="the prompt as text (needs the model's tokenizer.json); prints the answer's "
+                        "text")  # fmt: skip
+    prompt.add_argument("--prompt-ids", type=_token_ids, default=[1, 2, 3, 4, 5, 6, 7, 8], metavar="IDS",
+                        help="comma-separated prompt token ids (default 1,...,8); prints the token ids")  # fmt: skip
+    gen.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template as a user turn")
+    gen.add_argument("--system", help="a system message before the prompt (implies --chat)")
+    gen.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop once the text holds TEXT, "
+                     "which is left out (repeat the flag for more)")  # fmt: skip
+    gen.add_argument("--tokenizer", metavar="DIR", help="the folder of tokenizer.json (default: the model's folder)")
+    gen.add_argument("--temperature", type=_non_negative_float, default=0.0, help="sampling temperature (default 0: "
+                     "greedy)")  # fmt: skip
+    gen.add_argument("--top-k", type=_count, default=0, help="sample from the K likeliest tokens (default 0: all)")
+    gen.add_argument("--top-p", type=_probability, default=1.0, help="sample from the likeliest tokens whose "
+                     "probability reaches P, in (0, 1] (default 1: all)")  # fmt: skip
+    gen.add_argument("--repetition-penalty", type=_positive_float, default=1.0, help="divide positive logits (multiply "
+                     "negative ones) of tokens seen in the prompt or output by this (default 1: none)")  # fmt: skip
+    gen.add_argument("--seed", type=int, default=None, help="seed of the sampling (default: a fresh one each run)")
+    gen.add_argument("--cache-name", action="append", default=[], type=_pair, metavar="PAST=PRESENT",
+                     help="pair a past cache input with its present output where lutc cannot tell from the graph "
+                     "(repeat for each past input)")  # fmt: skip
     gen.add_argument("--max-new-tokens", type=_positive_int, default=32, help="tokens to generate (default 32)")
     gen.add_argument("--eos-token-id", type=int, default=None, help="stop once this token is generated")
     gen.add_argument("--compare-ort", action="store_true", help="run the same loop on ONNX Runtime (accuracy_level 0) "

@@ -19,6 +19,7 @@ from lutc.bench.generate import ort_generate
 from lutc.cli import main as cli_main
 from lutc.decode import build_decoder, cache_layout, step_feeds
 from lutc.errors import InputError, ModelError
+from lutc.frontend.model_info import TensorInfo
 
 DECODERS = ["llama_genai_int4", "qwen2_genai_int4", "llama_genai_fp32_q2b32s", "llama_ts_decode_q4b128a"]
 PROMPT = np.array([[1, 5, 17, 33, 2, 8, 100, 77]], np.int64)
@@ -189,3 +190,66 @@ def test_an_exported_decoder_shares_one_weight_file_and_loads_once(tmp_path):
         lutc.generate(loaded, PROMPT, 8, step_model=loaded_step).tokens,
         lutc.generate(prompt, PROMPT, 8, step_model=step).tokens,
     )
+
+
+def _cache(name: str, head_size: int = 64, dtype: str = "float32") -> TensorInfo:
+    return TensorInfo(name, ("batch", 2, "past", head_size), dtype)
+
+
+IDS = TensorInfo("input_ids", ("batch", "seq"), "int64")
+LOGITS = TensorInfo("logits", ("batch", "seq", 512), "float32")
+TORCH_PAST = [_cache(f"past_{kind}.{layer}") for layer in (0, 1) for kind in ("key", "value")]
+PRESENT = [_cache(f"present.{layer}.{kind}") for layer in (0, 1) for kind in ("key", "value")]
+
+
+def test_cache_pairs_follow_the_names_where_they_say_layer_and_half():
+    """torch's ``past_key.N`` inputs, ``present.N.key`` outputs; the builder's inputs list every key
+    first while its outputs interleave, which pairing by position alone would get wrong."""
+    layout = cache_layout((IDS, *TORCH_PAST), (LOGITS, *PRESENT))
+    assert layout.pairs == (("past_key.0", "present.0.key"), ("past_value.0", "present.0.value"),
+                            ("past_key.1", "present.1.key"), ("past_value.1", "present.1.value"))  # fmt: skip
+    builder = [_cache(f"past_key_values.{layer}.{kind}") for kind in ("key", "value") for layer in (0, 1)]
+    layout = cache_layout((IDS, *builder), (LOGITS, *PRESENT))
+    assert dict(layout.pairs)["past_key_values.1.key"] == "present.1.key"
+
+
+def test_cache_pairs_fall_back_to_position_and_shape():
+    past = [_cache("cache_in_a", 64), _cache("cache_in_b", 32)]
+    present = [_cache("cache_out_a", 64), _cache("cache_out_b", 32)]
+    assert cache_layout((IDS, *past), (LOGITS, *present)).pairs == (("cache_in_a", "cache_out_a"),
+                                                                    ("cache_in_b", "cache_out_b"))  # fmt: skip
+    with pytest.raises(ModelError, match=r"cannot pair.*Past inputs: cache_in_a: float32\[batch, 2, past, 64\].*"
+                       r"outputs: cache_out_b: float32\[batch, 2, past, 32\], cache_out_a"):  # fmt: skip
+        cache_layout((IDS, *past), (LOGITS, *present[::-1]))  # head sizes differ: not by position either
+
+
+def test_cache_names_override_the_pairing_and_are_checked():
+    names = {p.name: q.name for p, q in zip(TORCH_PAST, PRESENT[::-1], strict=True)}
+    assert dict(cache_layout((IDS, *TORCH_PAST), (LOGITS, *PRESENT), names).pairs) == names
+    with pytest.raises(ModelError, match=r"names no past input or output: \['present.9.key'\]"):
+        cache_layout((IDS, *TORCH_PAST), (LOGITS, *PRESENT), {**names, "past_key.0": "present.9.key"})
+    with pytest.raises(ModelError, match=r"leaves out the past inputs \['past_value.1'\]"):
+        cache_layout((IDS, *TORCH_PAST), (LOGITS, *PRESENT), {k: v for k, v in names.items() if k != "past_value.1"})
+    half = (IDS, *TORCH_PAST[:2], _cache("past_key.1", dtype="float16"), TORCH_PAST[3])
+    with pytest.raises(ModelError, match="different dtype"):
+        cache_layout(half, (LOGITS, *PRESENT), {p.name: q.name for p, q in zip(half[1:], PRESENT, strict=True)})
+
+
+def _torch_cache_names(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with its past inputs named as torch's exporter names a ``DynamicCache``'s:
+    ``past_key_values.N.key`` -> ``past_key.N``."""
+    renamed = {f"past_key_values.{n}.{kind}": f"past_{kind}.{n}" for n in (0, 1) for kind in ("key", "value")}
+    for value in model.graph.input:
+        value.name = renamed.get(value.name, value.name)
+    for node in model.graph.node:
+        node.input[:] = [renamed.get(name, name) for name in node.input]
+    return model
+
+
+def test_a_decoder_with_torch_cache_names_generates_as_onnxruntime_does():
+    renamed = _torch_cache_names(onnx.load(str(CORPUS_DIR / "llama_ts_decode_q4b128a.onnx")))
+    model = lutc.build(renamed, target="x86", mode="exact")
+    layout = cache_layout(model.inputs, model.outputs)
+    assert ("past_value.1", "present.1.value") in layout.pairs
+    theirs = ort_generate(renamed, layout, PROMPT, 16, 1, 0)
+    np.testing.assert_array_equal(lutc.generate(model, PROMPT, 16).tokens, theirs.tokens)
