@@ -10,7 +10,7 @@ Accuracy, measured against float64 on a million float32 inputs (Zen 3): ``exp`` 
 lowering loses up to 4192 ulp near 0), ``erf`` within 5.6 ulp on ``[-5, 5]``: float rounding,
 as ONNX Runtime's own MLAS approximations are. Below ``-88.38`` ``exp`` returns ``exp(-88.38)``
 (about 4e-39) instead of a smaller number, which no sum of probabilities can see. Only float32
-calls change.
+calls on tensors whose dims are constants or single variables change (see :func:`_takes`).
 """
 
 from __future__ import annotations
@@ -18,12 +18,18 @@ from __future__ import annotations
 import math
 
 import tvm
-from tvm import relax, te, topi
+from tvm import relax, te, tirx, topi
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 
 def _sigmoid(x: te.Tensor) -> te.Tensor:
     return topi.divide(1.0, topi.add(1.0, topi.fast_exp(topi.negative(x))))
+
+
+def _softmax(x: te.Tensor, axis: int) -> te.Tensor:
+    shifted = topi.subtract(x, topi.max(x, axis=axis, keepdims=True))
+    exp = topi.fast_exp(shifted)
+    return topi.divide(exp, topi.sum(exp, axis=axis, keepdims=True))
 
 
 def _gelu(x: te.Tensor) -> te.Tensor:
@@ -50,19 +56,25 @@ FAST = {
 """Elementwise ops and their fast TE forms."""
 
 
-def _float32(expr: relax.Expr) -> bool:
-    return isinstance(expr.ty, relax.TensorType) and expr.ty.dtype == "float32"
+def _takes(expr: relax.Expr) -> bool:
+    """A float32 tensor whose dims are constants or single variables. A dim that is an expression
+    (``past + seq``) is left alone: the TE function's buffer spells it differently from the
+    legalized producer's, and ``FuseTIR`` refuses the pair (seen on a windowed cache's softcap)."""
+    ty = expr.ty
+    if not isinstance(ty, relax.TensorType) or ty.dtype != "float32" or not isinstance(ty.shape, relax.ShapeExpr):
+        return False
+    return all(isinstance(d, (tirx.IntImm, tirx.Var)) for d in ty.shape.values)
 
 
 @mutator
 class _FastMath(PyExprMutator):
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
-        if not isinstance(call.op, tvm.ir.Op) or not call.args or not _float32(call.args[0]):
+        if not isinstance(call.op, tvm.ir.Op) or not call.args or not _takes(call.args[0]):
             return call
         name = call.op.name
         if name == "relax.nn.softmax":
-            return self.builder_.call_te(topi.nn.fast_softmax, call.args[0], int(call.attrs.axis))
+            return self.builder_.call_te(_softmax, call.args[0], int(call.attrs.axis), primfunc_name_hint="softmax")
         if name in FAST:
             return self.builder_.call_te(FAST[name], call.args[0], primfunc_name_hint=name.split(".")[-1])
         return call

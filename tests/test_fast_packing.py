@@ -54,7 +54,19 @@ def _ref_tile(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr.reshape(-1, 32, arr.shape[1]).transpose(0, 2, 1))
 
 
+def ref_silenced(qw: QuantizedWeight) -> QuantizedWeight:
+    """Zero scales where a group's codes all equal its zero point (layout.without_silent_groups)."""
+    if qw.fmt.group_size == "tensor":
+        return qw
+    n, k = qw.shape
+    groups = qw.scales.shape[1]
+    codes = qw.codes.reshape(n, groups, k // groups).astype(np.float32)
+    silent = (codes == qw.zero_points()[..., None]).all(-1)
+    return QuantizedWeight(qw.fmt, qw.codes, np.where(silent, 0, qw.scales).astype(qw.scales.dtype), qw.zeros)
+
+
 def ref_pack(qw: QuantizedWeight, g: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    qw = ref_silenced(qw)
     fmt, (n, k) = qw.fmt, qw.shape
     k_pad, n_pad = layout.padded_k(fmt, k), -(-n // 32) * 32
     codes = _ref_pad_to(qw.codes, n_pad, k_pad)

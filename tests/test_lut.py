@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 from lutc.quant import (
     IntFormat,
     LutConfig,
+    QuantizedWeight,
     TernaryFormat,
+    dequantize,
     exact_error_bound,
     fast_error_bound,
     lut_gemm,
@@ -197,3 +199,25 @@ def test_power_of_two_scaled_rows_give_exactly_scaled_outputs(exponent, mode, se
     y_scaled = lut_gemm(x * scale, pw, config).astype(np.float64)
     normal = np.abs(y) >= np.finfo(np.float32).tiny
     np.testing.assert_array_equal(y_scaled[normal], y[normal])
+
+
+@pytest.mark.parametrize(
+    "fmt", [IntFormat(8, 32, symmetric=False), IntFormat(4, 32, symmetric=False), IntFormat(8, 32)]
+)
+def test_an_all_zero_group_adds_nothing_in_fast_mode(fmt):
+    """onnxruntime-genai's k-quant writes an all-zero block as codes equal to the zero point with
+    scale 1.0. Its bit-serial terms cancel only up to the int8 tables' rounding, times that scale:
+    packing gives such a group scale 0, so the fast result is as close as without it."""
+    rng = np.random.default_rng(3)
+    qw = quantize(rng.standard_normal((64, 128)).astype(np.float32) * 0.01, fmt)
+    zeros = qw.zero_points()
+    codes = qw.codes.copy()
+    codes[5, 32:64] = zeros[5, 1]  # group 1 of row 5: every weight 0
+    scales = qw.scales.copy()
+    scales[5, 1] = 1.0
+    silent = QuantizedWeight(fmt, codes, scales, qw.zeros)
+    assert np.all(dequantize(silent)[5, 32:64] == 0)
+    x = rng.standard_normal((2, 128)).astype(np.float32)
+    y = lut_gemm(x, pack(silent), LutConfig(mode="fast"))
+    ref = reference_matmul(x, silent)
+    assert np.abs(y - ref).max() <= 0.03 * np.abs(ref).max()

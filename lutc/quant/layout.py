@@ -251,6 +251,7 @@ def pack(qw: QuantizedWeight, g: int = 4) -> PackedWeight:
         rows = min(step, n_pad - start)
         tiles = data[start // TILE_N : (start + rows) // TILE_N]
         _pack_rows(_code_rows(qw.codes, start, rows, k_pad), g, tiles)
+    qw = without_silent_groups(qw)
     scales = _tile(_pad_to(qw.scales, n_pad, qw.scales.shape[1]))
     offsets = None
     if implied_offset(fmt) is None:
@@ -258,8 +259,38 @@ def pack(qw: QuantizedWeight, g: int = 4) -> PackedWeight:
     return PackedWeight(fmt, n, k, g, data, scales, offsets, qw.zeros)
 
 
+def silent_groups(qw: QuantizedWeight) -> np.ndarray:
+    """``[N, n_groups]``: the groups whose codes all equal their zero point (every weight exactly 0)."""
+    n, k = qw.shape
+    if qw.fmt.group_size == "tensor":
+        return np.zeros(qw.scales.shape, bool)
+    groups, length = qw.scales.shape[1], group_length(qw.fmt, k)
+    zeros = qw.zero_points().astype(np.float32)
+    silent = np.empty((n, groups), bool)
+    step = max(1, _chunk_rows(k))
+    for start in range(0, n, step):
+        codes = qw.codes[start : start + step].reshape(-1, groups, length).astype(np.float32)
+        silent[start : start + step] = (codes == zeros[start : start + step, :, None]).all(-1)
+    return silent
+
+
+def without_silent_groups(qw: QuantizedWeight) -> QuantizedWeight:
+    """``qw`` with a zero scale on its :func:`silent_groups`: the same weights, but the lookup sum
+    of such a group is ``0 * (...)`` exactly. A bit-serial sum represents ``q - z = 0`` as
+    ``sum_i 2**(i-1) t_i + (2**b - 1)/2 - z``, terms that cancel only up to the fast mode's table
+    rounding times the scale: onnxruntime-genai's k-quant writes all-zero blocks (an embedding row
+    of zeros) with scale 1.0 and 8-bit codes, and their rounding swamped the real blocks (logits
+    2.9x off)."""
+    silent = silent_groups(qw)
+    if not silent.any():
+        return qw
+    scales = np.where(silent, np.zeros((), qw.scales.dtype), qw.scales)
+    return QuantizedWeight(qw.fmt, qw.codes, scales, qw.zeros)
+
+
 def unpack(pw: PackedWeight) -> QuantizedWeight:
-    """Recover the logical weight from the packed layout (inverse of :func:`pack`)."""
+    """Recover the logical weight from the packed layout (inverse of :func:`pack`, except that the
+    scales of :func:`silent_groups` come back as 0: the same weights)."""
     raw = decode_indices(pw.indices(), pw.g)
     planes, n_pad, groups = raw.shape
     bits = (raw[..., None] >> np.arange(pw.g, dtype=np.uint8)) & 1
