@@ -65,12 +65,15 @@ def row(case: Case, out: Path) -> str:
     if not report.exists():
         lines = (out / case.stem / "log.txt").read_text().strip().splitlines() or ["(no output)"]
         return f"| {case.stem} | {case.prompt} + {case.tokens} | {lines[-1]} |" + " |" * (len(HEADER) - 3)
-    rows = {r["engine"]: r for r in json.loads(report.read_text())["rows"]}
+    data = json.loads(report.read_text())
+    rows = {r["engine"]: r for r in data["rows"]}
     ms = {name: r["decode_median_ms"] for name, r in rows.items()}
     best = min(("ORT acc0", "ORT acc4"), key=ms.__getitem__)
     tokens = {name: r["tokens"] for name, r in rows.items()}
     same = lambda a, b: "-" if b not in tokens else ("yes" if tokens[a] == tokens[b] else "no")  # noqa: E731
     genai = f"{ms['onnxruntime-genai']:.2f}" if "onnxruntime-genai" in ms else "-"
+    if "onnxruntime-genai" in data.get("failed", {}):
+        genai = "failed (see generate.md)"
     cells = [case.stem, f"{case.prompt} + {case.tokens}", f"{ms['lutc fast']:.2f}", f"{ms['lutc exact']:.2f}",
              f"{ms[best]:.2f} ({best[4:]})", genai, same("lutc exact", "ORT acc0"),
              same("ORT acc4", "onnxruntime-genai")]  # fmt: skip

@@ -139,6 +139,7 @@ def _markdown(report: dict) -> str:
         same = "yes" if r["tokens"] == exact.get(r["threads"]) else "no"
         lines.append(f"| {r['engine']} | {r['threads']} | {r['prefill_ms']:.2f} | {r['decode_median_ms']:.2f} | "
                      f"{r['decode_min_ms']:.2f} | {r['tokens_per_second']:.1f} | {ratio:.2f} | {same} |")  # fmt: skip
+    lines += [f"\n{name} failed: {message}" for name, message in report.get("failed", {}).items()]
     past = report["prompt"] + report["tokens"] // 2
     for threads, share in report["kernel_share"].items():
         lines.append(
@@ -164,25 +165,39 @@ def _engines(args: argparse.Namespace, model: onnx.ModelProto, ids: np.ndarray, 
     return built, engines
 
 
+def _run_engine(name: str, engine, runs: dict, failed: dict) -> None:
+    """One run of ``engine`` into ``runs``; onnxruntime-genai's own errors (its cache buffer sized by
+    the config's window, for one) are recorded in ``failed`` and it runs no more."""
+    try:
+        result = engine()
+    except RuntimeError as err:
+        if name != "onnxruntime-genai":
+            raise
+        failed[name] = str(err).splitlines()[0][:400]
+        return
+    runs[name].append(result)
+
+
 def run_generate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """Build lutc fast and exact, run every engine ``args.rounds`` times interleaved; write
     ``generate.json``/``generate.md``; 1 when exact-mode tokens differ from ORT accuracy_level 0."""
     model = onnx.load(str(args.model))
     ids = np.random.default_rng(0).integers(3, 200, (1, args.prompt), dtype=np.int64)
-    rows, shares = [], {}
+    rows, shares, failed = [], {}, {}
     for threads in args.threads:
         built, engines = _engines(args, model, ids, threads)
         runs: dict[str, list[Generation]] = defaultdict(list)
         for _ in range(args.rounds):
             for name, engine in engines.items():
-                runs[name].append(engine())
+                if name not in failed:
+                    _run_engine(name, engine, runs, failed)
         for name, results in runs.items():
             rows.append(_row(name, threads, min(results, key=lambda r: statistics.median(r.step_seconds))))
         step = built["fast"][1]
         shares[threads] = kernel_share(step, cache_layout(step.inputs, step.outputs), args.prompt + args.tokens // 2)
     report = {"command": "python -m lutc.bench " + shlex.join(argv), "machine": machine_info(),
               "model": str(args.model), "prompt": args.prompt, "tokens": args.tokens,
-              "rows": [asdict(r) for r in rows], "kernel_share": shares}  # fmt: skip
+              "rows": [asdict(r) for r in rows], "kernel_share": shares, "failed": failed}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "generate.json").write_text(json.dumps(report, indent=1))
     text = _markdown(report)
