@@ -10,7 +10,8 @@ Accuracy, measured against float64 on a million float32 inputs (Zen 3): ``exp`` 
 lowering loses up to 4192 ulp near 0), ``erf`` within 5.6 ulp on ``[-5, 5]``: float rounding,
 as ONNX Runtime's own MLAS approximations are. Below ``-88.38`` ``exp`` returns ``exp(-88.38)``
 (about 4e-39) instead of a smaller number, which no sum of probabilities can see. Only float32
-calls on tensors whose dims are constants or single variables change (see :func:`_takes`).
+calls change; on a tensor with an expression dim the fast function stays unfused (see
+:func:`_simple_dims`).
 """
 
 from __future__ import annotations
@@ -56,28 +57,39 @@ FAST = {
 """Elementwise ops and their fast TE forms."""
 
 
-def _takes(expr: relax.Expr) -> bool:
-    """A float32 tensor whose dims are constants or single variables. A dim that is an expression
-    (``past + seq``) is left alone: the TE function's buffer spells it differently from the
-    legalized producer's, and ``FuseTIR`` refuses the pair (seen on a windowed cache's softcap)."""
+OPAQUE = 8
+"""TVM's ``OpPatternKind.kOpaque``: ``FuseOps`` leaves a function with it unfused."""
+
+
+def _float32(expr: relax.Expr) -> bool:
     ty = expr.ty
-    if not isinstance(ty, relax.TensorType) or ty.dtype != "float32" or not isinstance(ty.shape, relax.ShapeExpr):
-        return False
-    return all(isinstance(d, (tirx.IntImm, tirx.Var)) for d in ty.shape.values)
+    return isinstance(ty, relax.TensorType) and ty.dtype == "float32" and isinstance(ty.shape, relax.ShapeExpr)
+
+
+def _simple_dims(expr: relax.Expr) -> bool:
+    """Whether every dim is a constant or a single variable. A dim that is an expression
+    (``past + seq``) is spelled differently by the TE function's buffer and by a legalized producer,
+    and ``FuseTIR`` refuses the pair (seen on a windowed cache's softcap): such a call stays unfused."""
+    return all(isinstance(d, (tirx.IntImm, tirx.Var)) for d in expr.ty.shape.values)
 
 
 @mutator
 class _FastMath(PyExprMutator):
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
-        if not isinstance(call.op, tvm.ir.Op) or not call.args or not _takes(call.args[0]):
+        if not isinstance(call.op, tvm.ir.Op) or not call.args or not _float32(call.args[0]):
             return call
         name = call.op.name
         if name == "relax.nn.softmax":
-            return self.builder_.call_te(_softmax, call.args[0], int(call.attrs.axis), primfunc_name_hint="softmax")
-        if name in FAST:
-            return self.builder_.call_te(FAST[name], call.args[0], primfunc_name_hint=name.split(".")[-1])
-        return call
+            fast = self.builder_.call_te(_softmax, call.args[0], int(call.attrs.axis), primfunc_name_hint="softmax")
+        elif name in FAST:
+            fast = self.builder_.call_te(FAST[name], call.args[0], primfunc_name_hint=name.split(".")[-1])
+        else:
+            return call
+        if not _simple_dims(call.args[0]):
+            gvar = fast.args[0]
+            self.builder_.update_func(gvar, self.builder_.get()[gvar].with_attr("op_pattern", OPAQUE))
+        return fast
 
 
 @tvm.transform.module_pass(opt_level=0, name="LutcFastMath")
