@@ -33,10 +33,6 @@ class CpuLutMatmulRule(CpuRule):
     prefetches = False
     """Whether :meth:`intrin` takes ``prefetch=True`` (prefetch the weight stream ahead)."""
 
-    def default_prefetch(self, spec: KernelSpec) -> int:
-        """Whether the untuned schedule prefetches (where the micro-kernel can): 1 by default."""
-        return 1
-
     def intrin(self, spec: KernelSpec, chunk: int) -> str:
         """Register (once) and name the micro-kernel covering ``chunk`` K bytes of ``spec``
         (a rule with :meth:`row_counts` takes ``rows`` too)."""
@@ -78,8 +74,7 @@ class CpuLutMatmulRule(CpuRule):
         chunk, unroll = self.defaults(spec)
         schedule_lut_matmul(
             sch, spec, self.chunks(spec), chunk, self.intrin, knobs, unroll,
-            self.row_counts(spec), self.preferred_rows(spec), self.default_m_inner(spec),
-            self.default_prefetch(spec) if self.prefetches else None,
+            self.row_counts(spec), self.preferred_rows(spec), self.default_m_inner(spec), self.prefetches,
         )  # fmt: skip
 
     def structural_choices(self, func: tirx.PrimFunc, target: Target) -> dict[str, list[int]]:

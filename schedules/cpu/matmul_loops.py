@@ -31,6 +31,9 @@ from ..hw import CHUNK_CANDIDATES
 UNROLL_CANDIDATES = (0, 16, 64)
 DEFAULT_M_INNER = 0
 """Rows outside groups: measured 45 vs 58 us for a dynamic-row 2048x2048 GEMV, even at M = 16."""
+DEFAULT_PREFETCH = 1
+"""Prefetch the weight stream where the micro-kernel can: AVX2 cold GEMVs were 0.99-1.10x as fast
+with it (1-8 bits, Zen 3), AVX-512 ones 545 -> 390 us."""
 
 
 def chunk_candidates(spec: KernelSpec, max_chunk: int) -> list[int]:
@@ -92,18 +95,17 @@ def schedule_lut_matmul(
     rows: tuple[int, ...] = (1,),
     preferred_rows: int = 1,
     default_m_inner: int = DEFAULT_M_INNER,
-    default_prefetch: int | None = None,
+    prefetches: bool = False,
 ) -> None:
     """Tile, order, parallelize and tensorize ``lut_matmul`` (see the module docstring).
 
     ``rows``: activation rows one micro-kernel call may take (``intrin_for(spec, chunk, rows)``;
     each must divide a static M); several rows split M and share each weight load.
-    ``default_prefetch``: ``None`` where the micro-kernel cannot prefetch the weight stream, else
-    the untuned choice (1: prefetch). It may when rows run outside groups (each weight byte streams
-    once per row), not inside (the group's bytes stay in L1, and prefetching them again for every
-    row made M = 16 1.65x slower).
+    ``prefetches``: the micro-kernel can prefetch the weight stream (untuned: :data:`DEFAULT_PREFETCH`).
+    It may when rows run outside groups (each weight byte streams once per row), not inside (the
+    group's bytes stay in L1, and prefetching them again for every row made M = 16 1.65x slower).
     """
-    choices = structural_choices(spec, chunks, rows, default_prefetch is not None)
+    choices = structural_choices(spec, chunks, rows, prefetches)
     candidates = choices["chunk"]
     if not candidates:
         raise NotImplementedError(f"no lookup chunk of the micro-kernel divides a group of {spec.group_bytes} bytes")
@@ -124,15 +126,13 @@ def schedule_lut_matmul(
     init = sch.decompose_reduction(lookup, outer)
     sch.vectorize(sch.get_loops(init)[-1])
     _annotate_unroll(sch, outer, default_unroll, knobs.tunable)
-    prefetch = (
-        default_prefetch is not None and not m_inner and bool(choose_prefetch(sch, choices, default_prefetch, knobs))
-    )
+    prefetch = prefetches and not m_inner and bool(_prefetch(sch, choices, knobs))
     sch.tensorize(row_loops[1] if count > 1 else inner, _intrin(intrin_for, spec, chunk, count, prefetch))  # last
 
 
-def choose_prefetch(sch: s_tir.Schedule, choices: dict, default: int, knobs: Knobs) -> int:
-    """The prefetch decision: a structural choice for M = 1, else the rule's default."""
-    return choose(sch, "prefetch", [0, 1], default, knobs) if "prefetch" in choices else default
+def _prefetch(sch: s_tir.Schedule, choices: dict, knobs: Knobs) -> int:
+    """The prefetch decision: a structural choice for M = 1, else :data:`DEFAULT_PREFETCH`."""
+    return choose(sch, "prefetch", [0, 1], DEFAULT_PREFETCH, knobs) if "prefetch" in choices else DEFAULT_PREFETCH
 
 
 def _annotate_unroll(sch: s_tir.Schedule, loop: s_tir.LoopRV, default: int, tunable: bool) -> None:
