@@ -39,6 +39,7 @@ class BuildOptions:
     quantize: str | None = None
     shapes: dict[str, list[int]] | None = field(default=None, hash=False)
     fuse: bool = True
+    last_logits: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in ("fast", "exact"):
@@ -49,8 +50,9 @@ class BuildOptions:
             get_format(self.quantize)
         if isinstance(self.keep_dequantize, str) or not all(isinstance(n, str) for n in self.keep_dequantize):
             raise ValueError(f"keep_dequantize takes a tuple of node names; got {self.keep_dequantize!r}")
-        if not isinstance(self.fuse, bool):
-            raise ValueError(f"fuse must be True or False; got {self.fuse!r}")
+        for name in ("fuse", "last_logits"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False; got {getattr(self, name)!r}")
 
     def rewrite_options(self) -> RewriteOptions:
         """``auto`` symmetrizes exact-mode tables (faster float lookups), not int8 ones."""
@@ -78,7 +80,9 @@ def build(
     (node names left on TVM's dequantize path), ``quantize`` (a preset such as ``"w2g128"``
     to quantize float MatMul/Gemm weights at build time), ``shapes`` (static input shapes) and
     ``fuse`` (default ``True``; ``False``: one table per matmul and every norm its own kernel,
-    to measure what the fusion passes buy or to rule them out when debugging).
+    to measure what the fusion passes buy or to rule them out when debugging) and ``last_logits``
+    (default ``False``; ``True``: a decoder's ``logits`` for the last position only,
+    ``[batch, 1, vocab]``, as a generation's prompt needs: the LM head reads one row).
 
     ``tuning_logs``: a directory written by :func:`lutc.tune`; kernels with a record in its
     ``<target-tag>/`` log use the tuned schedule, the others the default (with a warning).
@@ -164,7 +168,7 @@ def _imported(
     """The model as TVM's importer (with lutc's converters) gives it, and its I/O."""
     if opts.quantize is not None:
         model = quantize_float_matmuls(model, get_format(opts.quantize))
-    mod, info = import_onnx(model, opts.shapes, base_dir=base_dir)
+    mod, info = import_onnx(model, opts.shapes, base_dir=base_dir, last_logits=opts.last_logits)
     unknown = sorted(set(opts.keep_dequantize) - set(info.quantized))
     if unknown:
         raise ModelError(f"keep_dequantize names {unknown}, which are not quantized matmuls; "

@@ -381,5 +381,5 @@ def build_decoder(path, target="x86", *, batch: int = 1, **options) -> tuple:
     token per call (every later token). The two share their weights (one copy in memory; exported
     with the same ``weights=`` file name, one file on disk)."""
     weights = WeightSet()
-    prompt = build_sharing(path, target, weights, **options)
+    prompt = build_sharing(path, target, weights, last_logits=True, **options)
     return prompt, build_sharing(path, target, weights, shapes=step_shapes(batch), **options)

@@ -413,6 +413,22 @@ def test_avx512_kernels_prefetch_the_weight_stream_when_rows_run_outside_groups(
     assert ("prefetcht0" in gemm.module.inspect_source("asm")) == prefetches
 
 
+@pytest.mark.parametrize(("m", "rows_inside"), [(1, False), (None, True), (16, True)])
+@pytest.mark.parametrize("mode", ["fast", "exact"])
+def test_avx2_kernels_run_rows_inside_groups_unless_m_is_one(m, rows_inside, mode):
+    """The AVX2 loop order by M: the decode step (M = 1) streams each group once, prefetched;
+    prompts (dynamic M) and static M > 1 run every row over a group while it sits in L1."""
+    from lutc.schedules import rule_for
+
+    from lutc.kernels import lut_matmul
+
+    spec = KernelSpec(m, 64, 512, IntFormat(2, 128), mode=mode)
+    target = resolve_target("x86-avx2")
+    assert rule_for(lut_matmul(spec), target).default_m_inner(spec) == int(rows_inside)
+    gemm = build_lut_gemm(spec, "x86-avx2")
+    assert ("prefetcht0" in gemm.module.inspect_source("asm")) == (not rows_inside)
+
+
 @pytest.mark.parametrize("bits", [1, 2])
 def test_lookup_loops_are_named_and_ordered_as_schedules_unpack_them(bits):
     """Schedules unpack the lookup block's loops in ``LOOKUP_LOOPS``' order (no plane loop at 1 bit)."""

@@ -90,6 +90,9 @@ def test_matches_onnxruntime(decoder, reference, seq, past):
     expected = reference.run(None, feeds)
     got = model(**feeds)
     for name, ours, theirs in zip([o.name for o in reference.get_outputs()], got, expected, strict=True):
+        if name == "logits":  # the prompt model computes the last position's only
+            assert ours.shape[1] == 1
+            theirs = theirs[:, -1:]
         scale = np.abs(theirs).max()
         assert np.abs(ours - theirs).max() <= EXACT_RTOL * scale, name
 

@@ -224,12 +224,14 @@ def inspect_onnx(
     *,
     fold: bool = True,
     base_dir: str | Path | None = None,
+    last_logits: bool = False,
 ) -> tuple[onnx.ModelProto, ModelInfo]:
     """Read (without weight bytes), check and prepare a model; return the prepared graph and what
     lutc found in it (``info.weights`` reads the tensors).
 
     ``base_dir``: where a ``ModelProto``'s external data files are (a path's folder by default).
     ``fold=False`` applies ``shapes`` but skips inference and folding (tests reach the converters so).
+    ``last_logits``: compute the logits of the last position only (:mod:`.last_position`).
     """
     folder = Path(base_dir) if base_dir is not None else None
     if folder is None and isinstance(model, str | os.PathLike):
@@ -238,7 +240,7 @@ def inspect_onnx(
     _name_nodes(model)
     opset = _check_opset(model)
     _check_ops(model)
-    model, report = prepare_graph(model, shapes, fold=fold)
+    model, report = prepare_graph(model, shapes, fold=fold, last_logits=last_logits)
     store = store.for_graph(model.graph)
     quantized = {}
     for node in model.graph.node:
@@ -434,10 +436,11 @@ def import_onnx(
     *,
     fold: bool = True,
     base_dir: str | Path | None = None,
+    last_logits: bool = False,
 ) -> tuple[IRModule, ModelInfo]:
     """A Relax module for ``model`` and what lutc found in it (inputs, outputs, quantized nodes,
     ``info.weights``). ``main`` takes the inputs, then the weights it reads (:mod:`.weight_params`)."""
-    model, info = inspect_onnx(model, shape_dict, fold=fold, base_dir=base_dir)
+    model, info = inspect_onnx(model, shape_dict, fold=fold, base_dir=base_dir, last_logits=last_logits)
     domains = {node.name: node.domain for node in model.graph.node}
     importer = _Importer(info, domains)
     token = _IMPORTING.set(True)

@@ -28,6 +28,7 @@ import onnx_ir.passes.common as common_passes
 from onnxscript.optimizer import _constant_folding
 
 from ..errors import ModelError
+from .last_position import slice_logits_to_last_position
 
 FOLD_OUTPUT_LIMIT = 1 << 20
 """Largest folded tensor (elements): a 1024 x 1024 causal mask, not a weight matrix."""
@@ -51,6 +52,8 @@ class PrepareReport:
     nodes_after: int
     static_inputs: dict[str, tuple[int, ...]] = field(default_factory=dict)
     removed_ops: dict[str, int] = field(default_factory=dict)
+    last_position: str | None = None
+    """The LM head's output where only the last position's logits are computed."""
 
     def describe(self) -> str:
         lines = [f"graph preparation: {self.nodes_before} -> {self.nodes_after} nodes"]
@@ -58,12 +61,15 @@ class PrepareReport:
             removed = ", ".join(f"{op} x{n}" for op, n in sorted(self.removed_ops.items(), key=lambda kv: -kv[1]))
             lines.append(f"  folded or removed: {removed}")
         lines += [f"  input {name} fixed to {list(shape)}" for name, shape in self.static_inputs.items()]
+        if self.last_position:
+            lines.append(f"  logits of the last position only (the LM head {self.last_position} reads one row)")
         return "\n".join(lines)
 
     @classmethod
     def from_dict(cls, data: dict) -> PrepareReport:
         static = {k: tuple(v) for k, v in data.get("static_inputs", {}).items()}
-        return cls(data["nodes_before"], data["nodes_after"], static, dict(data.get("removed_ops", {})))
+        removed = dict(data.get("removed_ops", {}))
+        return cls(data["nodes_before"], data["nodes_after"], static, removed, data.get("last_position"))
 
     def as_dict(self) -> dict:
         return {
@@ -71,6 +77,7 @@ class PrepareReport:
             "nodes_after": self.nodes_after,
             "static_inputs": {k: list(v) for k, v in self.static_inputs.items()},
             "removed_ops": dict(self.removed_ops),
+            "last_position": self.last_position,
         }
 
 
@@ -299,20 +306,26 @@ def bind_weight_dims(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def prepare_graph(
-    model: onnx.ModelProto, shapes: dict[str, list[int]] | None = None, *, fold: bool = True
+    model: onnx.ModelProto,
+    shapes: dict[str, list[int]] | None = None,
+    *,
+    fold: bool = True,
+    last_logits: bool = False,
 ) -> tuple[onnx.ModelProto, PrepareReport]:
-    """A prepared copy of ``model`` (static where ``shapes`` says, shape subgraphs folded unless not ``fold``)."""
+    """A prepared copy of ``model`` (static where ``shapes`` says, shape subgraphs folded unless not
+    ``fold``; with ``last_logits``, logits of the last position only where the graph allows it)."""
     prepared = onnx.ModelProto()
     prepared.CopyFrom(model)
     static = apply_input_shapes(prepared, shapes)
+    head = slice_logits_to_last_position(prepared) if last_logits else None
     bind_weight_dims(prepared)
     if not fold:
-        return prepared, PrepareReport(len(model.graph.node), len(model.graph.node), static)
+        return prepared, PrepareReport(len(model.graph.node), len(prepared.graph.node), static, last_position=head)
     try:
         folded = _fold(_infer_shapes(prepared))
     except Exception as err:
         raise ModelError(f"graph preparation failed: {type(err).__name__}: {err}") from None
     before, after = _op_counts(model), _op_counts(folded)
     removed = {op: n for op, n in (before - after).items() if op != "Constant"}
-    report = PrepareReport(len(model.graph.node), len(folded.graph.node), static, removed)
+    report = PrepareReport(len(model.graph.node), len(folded.graph.node), static, removed, head)
     return folded, report
