@@ -305,6 +305,21 @@ def test_dynamic_row_count_kernels():
         )
 
 
+@pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: f.name)
+@pytest.mark.parametrize("mode", ["fast", "exact"])
+def test_rows_inside_groups_match_the_reference_for_every_row_count(fmt, mode):
+    """The AVX2 loop order of every M but 1 (rows inside groups): a dynamic M run with 1, 2 and 33
+    rows and a static M = 33, every format and mode, within the float32 rounding of the reference."""
+    rng = np.random.default_rng(33)
+    pw = pack(quantize(random_weights(rng, 72, 256), fmt))
+    dynamic, static = (build_lut_gemm(KernelSpec(m, 72, 256, fmt, mode=mode), "x86-avx2") for m in (None, 33))
+    config = LutConfig(mode=mode)
+    for gemm, rows in [(dynamic, 1), (dynamic, 2), (dynamic, 33), (static, 33)]:
+        x = rng.standard_normal((rows, 256)).astype(np.float32)
+        bound = float(exact_error_bound(x, pw).max())
+        tvm.testing.assert_allclose(gemm(x, gemm.prepare(pw)), lut_gemm(x, pw, config), rtol=0, atol=bound)
+
+
 def _extreme_rows(rng: np.random.Generator, k: int) -> np.ndarray:
     """One row ``v`` (max ``|v|`` = 1) scaled to 1e-42, 1e-38, 1 and 1e30; then ``v`` with one
     group at 1e-40, and a sparse row at 3e38 (two entries, so ``x @ W.T`` stays finite, as
