@@ -182,10 +182,26 @@ def _scale_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--long", type=int, default=4096, help="tokens of the memory run (capped by the model's "
                    "position limit; 0: skip it)")  # fmt: skip
     p.add_argument("--no-genai", action="store_true", help="skip onnxruntime-genai")
-    p.add_argument("--gguf", type=Path, default=None, help="a GGUF of the same checkpoint for llama.cpp")
-    p.add_argument("--llama-bench", type=Path, default=None, metavar="PATH", help="llama.cpp's llama-bench binary")
+    _llama_cpp_arguments(p)
     p.add_argument("--out", type=Path, default=Path("bench_results"), help="output directory (scale.json/.md)")
     return p
+
+
+def _llama_cpp_arguments(p: argparse.ArgumentParser) -> None:
+    """``--llama-bench PATH`` (alias ``--llamacpp-bench``) and ``--gguf FILE``, given together."""
+    p.add_argument("--llama-bench", "--llamacpp-bench", dest="llama_bench", type=Path, default=None, metavar="PATH",
+                   help="llama.cpp's llama-bench binary: with --gguf, add llama.cpp's rows (llama-bench -p PROMPT "
+                   "-n TOKENS -t THREADS -r ROUNDS -o json at each thread count, after the other engines); its "
+                   "failure is noted in the report, not fatal")  # fmt: skip
+    p.add_argument("--gguf", type=Path, default=None, metavar="FILE",
+                   help="a GGUF of the same checkpoint for --llama-bench (llama.cpp's quantization)")  # fmt: skip
+
+
+def _check_llama_cpp(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if (args.llama_bench is None) != (args.gguf is None):
+        parser.error("--llama-bench and --gguf go together")
+    if args.gguf is not None and not args.gguf.is_file():
+        parser.error(f"no such GGUF file: {args.gguf}")
 
 
 def _mca_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -212,11 +228,15 @@ def _mca_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def _generate_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "generate",
-        help="greedy decoding tokens/s: lutc (fast, exact) beside ORT (accuracy_level 0 and 4) and onnxruntime-genai",
+        help="greedy decoding tokens/s: lutc (fast, exact) beside ORT (accuracy_level 0 and 4), onnxruntime-genai "
+        "and llama.cpp, with each step's fraction of the DRAM roofline",
         description="Build a decoder with past/present KV (torch-exported or onnxruntime-genai-built), run the same "
-        "greedy loop on each engine (rounds interleaved; the best round's median step is reported), measure lutc's "
-        "decode step inside and outside its LUT kernels, and check that lutc exact and ORT accuracy_level=0 pick the "
-        "same tokens. Writes generate.json and generate.md under --out.",
+        "greedy loop on each engine (rounds interleaved; the best round's median step is reported), then llama.cpp's "
+        "llama-bench on a GGUF of the same checkpoint where given; measure lutc's decode step inside and outside its "
+        "LUT kernels, and check that lutc exact and ORT accuracy_level=0 pick the same tokens. Every row gets GB/s "
+        "(the weight bytes a lutc step streams: its LUT weights plus any float matmul weights, over the median step) "
+        "and its fraction of the DRAM roofline (those bytes over the best read bandwidth of 256 MiB runs before and "
+        "after the timings). Writes generate.json and generate.md under --out.",
     )
     p.add_argument("model", type=Path, help="the decoder .onnx (past_key_values.N.* inputs, present.N.* outputs)")
     p.add_argument("--threads", nargs="+", type=int, default=[1], help="thread counts (default 1)")
@@ -226,6 +246,7 @@ def _generate_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     p.add_argument("--genai-dir", type=Path, default=None, metavar="DIR",
                    help="the builder's output folder (genai_config.json): add onnxruntime-genai's generator "
                    "(on the same threads)")  # fmt: skip
+    _llama_cpp_arguments(p)
     p.add_argument("--out", type=Path, default=Path("bench_results"), help="output folder (default bench_results)")
     return p
 
@@ -257,12 +278,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             parser.error("--threads, --prompt and --rounds must be >= 1, --tokens >= 2 and --long >= 0")
         if not (args.model_dir / "model.onnx").is_file():
             parser.error(f"{args.model_dir} holds no model.onnx (an onnxruntime-genai model folder)")
+        _check_llama_cpp(parser, args)
         return args
     if args.command == "generate":
         if min([*args.threads, args.prompt, args.tokens - 1, args.rounds]) < 1:
             parser.error("--threads, --prompt and --rounds must be >= 1 and --tokens >= 2")
         if not args.model.is_file():
             parser.error(f"no such model file: {args.model}")
+        _check_llama_cpp(parser, args)
         return args
     if args.quick:
         kernels.set_defaults(**QUICK)

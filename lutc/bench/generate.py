@@ -1,9 +1,13 @@
 """``python -m lutc.bench generate``: greedy decoding tokens/s of lutc beside ONNX Runtime (and
-onnxruntime-genai's generator where it is installed), with the share of lutc's decode step spent
-outside its LUT kernels and whether the greedy tokens agree.
+onnxruntime-genai's generator where it is installed, llama.cpp's ``llama-bench`` on a GGUF where
+given), with the share of lutc's decode step spent outside its LUT kernels, the fraction of the
+DRAM roofline each engine's step reaches and whether the greedy tokens agree.
 
-Every engine runs the same loop (:func:`lutc.decode.greedy_loop`: argmax of the last logits, the
-step's present tensors fed back as the next past), interleaved round by round.
+Every ONNX engine runs the same loop (:func:`lutc.decode.greedy_loop`: argmax of the last logits,
+the step's present tensors fed back as the next past), interleaved round by round; llama-bench
+times its own prefill and generation after them. The roofline is lutc's step's weight bytes
+(:func:`lutc.bench.roofline.streamed_bytes`) over the best DRAM read bandwidth measured before and
+after the timings.
 """
 
 from __future__ import annotations
@@ -23,8 +27,11 @@ import numpy as np
 import onnx
 
 from ..decode import CacheLayout, Generation, build_decoder, cache_layout, greedy_loop, step_feeds
+from .llamacpp import ENGINE as LLAMA_CPP
+from .llamacpp import run_llama_bench
 from .machine import machine_info
 from .model import ort_session, with_accuracy_level
+from .roofline import DRAM_MIB, StepRoofline, best_cold, dram_bandwidths, float_matmul_bytes, streamed_bytes
 
 LUT_KERNELS = ("lut_matmul", "lut_precompute")
 """Names of the PrimFuncs lutc's LUT rewrite makes (the table precompute and the lookup GEMM)."""
@@ -32,19 +39,27 @@ LUT_KERNELS = ("lut_matmul", "lut_precompute")
 
 @dataclass(frozen=True)
 class GenerateRow:
+    """One engine at one thread count; llama.cpp's row has no min step and no tokens (``None``)."""
+
     engine: str
     threads: int
     prefill_ms: float
     decode_median_ms: float
-    decode_min_ms: float
+    decode_min_ms: float | None
     tokens_per_second: float
-    tokens: list[int]
+    tokens: list[int] | None
 
 
 def _row(engine: str, threads: int, run: Generation) -> GenerateRow:
     steps = run.step_seconds
     return GenerateRow(engine, threads, run.prefill_seconds * 1e3, statistics.median(steps) * 1e3, min(steps) * 1e3,
                        run.decode_tokens_per_second, run.tokens[0].tolist())  # fmt: skip
+
+
+def _llama_row(result: dict, threads: int) -> GenerateRow:
+    """The row of a :func:`~lutc.bench.llamacpp.run_llama_bench` result (its mean decode step as the median)."""
+    step = result["decode_median_ms"]
+    return GenerateRow(LLAMA_CPP, threads, result["prefill_ms"], step, None, 1e3 / step, None)
 
 
 def ort_generate(model: onnx.ModelProto, layout: CacheLayout, ids: np.ndarray, tokens: int, threads: int, level: int):
@@ -123,8 +138,8 @@ def _timed(call) -> float:
     return time.perf_counter() - start
 
 
-HEADER = ["engine", "threads", "prefill ms", "decode median ms", "min ms", "tokens/s", "vs lutc fast",
-          "tokens = lutc exact"]  # fmt: skip
+HEADER = ["engine", "threads", "prefill ms", "decode median ms", "min ms", "tokens/s", "vs lutc fast", "GB/s",
+          "roofline", "tokens = lutc exact"]  # fmt: skip
 
 
 def _markdown(report: dict) -> str:
@@ -136,10 +151,26 @@ def _markdown(report: dict) -> str:
     exact = {r["threads"]: r["tokens"] for r in report["rows"] if r["engine"] == "lutc exact"}
     for r in report["rows"]:
         ratio = r["tokens_per_second"] / fast[r["threads"]]["tokens_per_second"]
-        same = "yes" if r["tokens"] == exact.get(r["threads"]) else "no"
+        same = "-" if r["tokens"] is None else "yes" if r["tokens"] == exact.get(r["threads"]) else "no"
+        least = "-" if r["decode_min_ms"] is None else f"{r['decode_min_ms']:.2f}"
         lines.append(f"| {r['engine']} | {r['threads']} | {r['prefill_ms']:.2f} | {r['decode_median_ms']:.2f} | "
-                     f"{r['decode_min_ms']:.2f} | {r['tokens_per_second']:.1f} | {ratio:.2f} | {same} |")  # fmt: skip
-    lines += [f"\n{name} failed: {message}" for name, message in report.get("failed", {}).items()]
+                     f"{least} | {r['tokens_per_second']:.1f} | {ratio:.2f} | {r['gbps']:.1f} | {r['roofline']:.2f} | "
+                     f"{same} |")  # fmt: skip
+    return "\n".join(lines + _notes(report)) + "\n"
+
+
+def _notes(report: dict) -> list[str]:
+    """The lines under the table: failures, llama.cpp's weights, the bandwidths and lutc's kernel share."""
+    lines = [f"\n{name} failed: {message}" for name, message in report.get("failed", {}).items()]
+    llama = report.get("llama_cpp")
+    if llama is not None:
+        lines.append(f"\n{LLAMA_CPP}: llama-bench; its weights are the GGUF given, {llama['gguf']} "
+                     f"({llama['gguf_bytes'] / 1e6:.1f} MB: the same checkpoint in llama.cpp's own quantization); "
+                     "prefill of the prompt and generation of the tokens from an empty cache, timed separately by "
+                     "llama-bench (means of --rounds runs: no min step, no tokens to compare)")  # fmt: skip
+    roofline = report["roofline"]
+    lines += ["\n" + StepRoofline(roofline["streamed_bytes"], gbps).note(threads)
+              for threads, gbps in roofline["bandwidth_gbps"].items()]  # fmt: skip
     past = report["prompt"] + report["tokens"] // 2
     for threads, share in report["kernel_share"].items():
         lines.append(
@@ -147,7 +178,7 @@ def _markdown(report: dict) -> str:
             f"{share['step_ms']:.2f} ms, of which LUT kernels {share['lut_ms']:.2f} ms: {share['outside_lut']:.0%} "
             "outside them (attention, norms, the VM's shape and allocation work)"
         )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _engines(args: argparse.Namespace, model: onnx.ModelProto, ids: np.ndarray, threads: int) -> tuple[dict, dict]:
@@ -178,26 +209,64 @@ def _run_engine(name: str, engine, runs: dict, failed: dict) -> None:
     runs[name].append(result)
 
 
-def run_generate(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    """Build lutc fast and exact, run every engine ``args.rounds`` times interleaved; write
-    ``generate.json``/``generate.md``; 1 when exact-mode tokens differ from ORT accuracy_level 0."""
-    model = onnx.load(str(args.model))
-    ids = np.random.default_rng(0).integers(3, 200, (1, args.prompt), dtype=np.int64)
-    rows, shares, failed = [], {}, {}
-    for threads in args.threads:
-        built, engines = _engines(args, model, ids, threads)
-        runs: dict[str, list[Generation]] = defaultdict(list)
-        for _ in range(args.rounds):
-            for name, engine in engines.items():
-                if name not in failed:
-                    _run_engine(name, engine, runs, failed)
-        for name, results in runs.items():
-            rows.append(_row(name, threads, min(results, key=lambda r: statistics.median(r.step_seconds))))
-        step = built["fast"][1]
-        shares[threads] = kernel_share(step, cache_layout(step.inputs, step.outputs), args.prompt + args.tokens // 2)
+def _timed_rows(engines: dict, rounds: int, threads: int, failed: dict) -> list[GenerateRow]:
+    """``rounds`` interleaved rounds of every engine not in ``failed``; each engine's best round."""
+    runs: dict[str, list[Generation]] = defaultdict(list)
+    for _ in range(rounds):
+        for name, engine in engines.items():
+            if name not in failed:
+                _run_engine(name, engine, runs, failed)
+    return [_row(name, threads, min(results, key=lambda r: statistics.median(r.step_seconds)))
+            for name, results in runs.items()]  # fmt: skip
+
+
+def _llama_rows(args: argparse.Namespace, threads: int, failed: dict) -> list[GenerateRow]:
+    """llama.cpp's row at ``threads`` where ``--llama-bench`` and ``--gguf`` are given; its failure
+    goes to ``failed`` and it runs no more."""
+    result = None if LLAMA_CPP in failed else run_llama_bench(args, threads)
+    if result is None:
+        return []
+    if "error" in result:
+        failed[LLAMA_CPP] = f"{threads} thread(s): {result['error']}"
+        return []
+    return [_llama_row(result, threads)]
+
+
+def _row_json(row: GenerateRow, roof: StepRoofline) -> dict:
+    return {**asdict(row), "gbps": roof.gbps(row.decode_median_ms), "roofline": roof.fraction(row.decode_median_ms)}
+
+
+def _report(args: argparse.Namespace, argv: Sequence[str], rows: list[GenerateRow],
+            roofs: dict[int, StepRoofline], graph: onnx.GraphProto) -> dict:  # fmt: skip
+    """The JSON report, less the kernel shares and failures; ``roofs``: the step's roofline per thread count."""
+    roofline = {"streamed_bytes": next(iter(roofs.values())).streamed_bytes,
+                "float_matmul_bytes": float_matmul_bytes(graph), "dram_mib": DRAM_MIB,
+                "bandwidth_gbps": {t: roof.bandwidth_gbps for t, roof in roofs.items()}}  # fmt: skip
     report = {"command": "python -m lutc.bench " + shlex.join(argv), "machine": machine_info(),
               "model": str(args.model), "prompt": args.prompt, "tokens": args.tokens,
-              "rows": [asdict(r) for r in rows], "kernel_share": shares, "failed": failed}  # fmt: skip
+              "rows": [_row_json(r, roofs[r.threads]) for r in rows], "roofline": roofline}  # fmt: skip
+    if args.llama_bench is not None and args.gguf is not None:
+        size = args.gguf.stat().st_size if args.gguf.is_file() else 0
+        report["llama_cpp"] = {"llama_bench": str(args.llama_bench), "gguf": str(args.gguf), "gguf_bytes": size}
+    return report
+
+
+def run_generate(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Build lutc fast and exact, run every engine ``args.rounds`` times interleaved (then llama-bench);
+    write ``generate.json``/``generate.md``; 1 when exact-mode tokens differ from ORT accuracy_level 0."""
+    model = onnx.load(str(args.model))
+    ids = np.random.default_rng(0).integers(3, 200, (1, args.prompt), dtype=np.int64)
+    rows, shares, failed, measured = [], {}, {}, []
+    for threads in args.threads:
+        built, engines = _engines(args, model, ids, threads)
+        measured = measured or dram_bandwidths(args.threads)  # before the timings and after them: the best of both
+        rows += _timed_rows(engines, args.rounds, threads, failed) + _llama_rows(args, threads, failed)
+        step = built["fast"][1]
+        shares[threads] = kernel_share(step, cache_layout(step.inputs, step.outputs), args.prompt + args.tokens // 2)
+        streamed = streamed_bytes(step.layout, model.graph)  # the same at every thread count
+    bandwidth = best_cold(measured + dram_bandwidths(args.threads), args.threads)
+    roofs = {t: StepRoofline(streamed, gbps) for t, gbps in bandwidth.items()}
+    report = _report(args, argv, rows, roofs, model.graph) | {"kernel_share": shares, "failed": failed}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "generate.json").write_text(json.dumps(report, indent=1))
     text = _markdown(report)

@@ -5,6 +5,9 @@ A TVM TIR kernel sums an int32 buffer: 64 parallel tasks (split over TVM's pool)
 load, far below what a core can issue, so its time is the time to read the buffer. A 256 MiB
 buffer gives DRAM bandwidth ("cold"); a 4 MiB one, read again and again, stays in the L3
 ("hot"). GB/s = bytes / per-call time, from the same timing loop as the libraries.
+
+A decode step's floor is the weight bytes it streams (:func:`streamed_bytes`) over the DRAM
+bandwidth (:func:`dram_bandwidths`, :func:`best_cold`); :class:`StepRoofline` holds both.
 """
 
 from __future__ import annotations
@@ -13,10 +16,13 @@ from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
+import onnx
 import tvm
 from tvm.script import tirx as T
 
+from ..frontend.weight_params import PACKED_PARTS
 from ..runtime import set_threads
+from ..weights import WeightLayout
 from .cases import MIB
 from .libs.tvm_default import host_target
 from .timing import TimingPolicy, time_calls
@@ -26,6 +32,13 @@ METHOD = (
     f"TVM TIR int32 sum: {TASKS} parallel tasks x {STREAMS} interleaved streams of {LANES * 4}-byte vector "
     "loads; GB/s = buffer bytes / per-call time (best = min time, median = median batch)"
 )
+DRAM_MIB, L3_MIB = 256.0, 4.0
+"""Buffer sizes of the whole-model benchmarks' bandwidth runs (``scale``, ``generate``): cold, hot."""
+FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE)
+FLOAT_MATMULS = ("MatMul", "Gemm")
+"""ONNX operators that read a float weight whole on every call (a ``Gather`` reads rows)."""
+LAYOUT_ONLY = ("Transpose", "Cast", "Identity")
+"""Operators between a float weight and its matmul that leave it a weight (a tied head's transpose)."""
 
 
 @dataclass(frozen=True)
@@ -80,3 +93,86 @@ def best(bandwidths: list[Bandwidth], kind: str, threads: int) -> Bandwidth | No
     """The highest of the measurements of ``kind`` at ``threads`` (runs at start and end)."""
     found = [b for b in bandwidths if b.kind == kind and b.threads == threads]
     return max(found, key=lambda b: b.best_gbps, default=None)
+
+
+def dram_bandwidths(threads: list[int]) -> list[Bandwidth]:
+    """One run of the cold (``DRAM_MIB``) and hot (``L3_MIB``) read kernels at each thread count;
+    the whole-model benchmarks run it before and after their timings."""
+    return measure_bandwidth(threads, DRAM_MIB, L3_MIB, TimingPolicy(repeat=10, min_time=0.5))
+
+
+def best_cold(measured: list[Bandwidth], threads: list[int]) -> dict[int, float]:
+    """The best cold GB/s of ``measured`` at each thread count."""
+    return {t: best(measured, "cold", t).best_gbps for t in threads}
+
+
+def float_matmul_bytes(graph: onnx.GraphProto) -> int:
+    """Bytes (as stored) of the float initializers a ``MatMul`` or ``Gemm`` reads, directly or
+    through ``LAYOUT_ONLY`` operators: the unquantized weights a decode step streams."""
+    floats = {t.name: t for t in graph.initializer if t.data_type in FLOAT_TYPES}
+    layout = {n.output[0]: n.input[0] for n in graph.node if n.op_type in LAYOUT_ONLY and n.input and n.output}
+    read = set()
+    for node in graph.node:
+        if node.op_type in FLOAT_MATMULS:
+            for name in node.input:
+                while name in layout and name not in floats:
+                    name = layout[name]
+                read.add(name)
+    return sum(_stored_bytes(floats[name]) for name in read & floats.keys())
+
+
+def _stored_bytes(tensor: onnx.TensorProto) -> int:
+    itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    return int(np.prod(tensor.dims, dtype=np.int64)) * itemsize
+
+
+def packed_bytes(layout: WeightLayout) -> int:
+    """Bytes of a compiled model's LUT weights (the ``packed.*`` parameters its kernels read)."""
+    return sum(w.nbytes for w in layout.weights if w.key.startswith(PACKED_PARTS))
+
+
+def streamed_bytes(layout: WeightLayout, graph: onnx.GraphProto) -> int:
+    """The weight bytes one decode step reads: the step's LUT weights (``layout``) plus the float
+    matmul weights of its ONNX ``graph``."""
+    return packed_bytes(layout) + float_matmul_bytes(graph)
+
+
+@dataclass(frozen=True)
+class StepRoofline:
+    """A decode step's memory floor: ``streamed_bytes`` read once at ``bandwidth_gbps``.
+
+    floor_ms = streamed_bytes / bandwidth; a step of ``step_ms`` moves streamed_bytes / step_ms
+    and reaches floor_ms / step_ms of the roofline (above 1 where it outruns the read kernel).
+    """
+
+    streamed_bytes: int
+    bandwidth_gbps: float
+
+    def __post_init__(self) -> None:
+        if self.streamed_bytes < 0 or self.bandwidth_gbps <= 0:
+            raise ValueError(f"need bytes >= 0 and GB/s > 0; got {self.streamed_bytes}, {self.bandwidth_gbps}")
+
+    @property
+    def floor_ms(self) -> float:
+        return self.streamed_bytes / self.bandwidth_gbps / 1e6
+
+    def gbps(self, step_ms: float) -> float:
+        """The streamed bytes over a step of ``step_ms``, in GB/s."""
+        return self.streamed_bytes / step_ms / 1e6
+
+    def fraction(self, step_ms: float) -> float:
+        """The roofline fraction of a step of ``step_ms``."""
+        return self.floor_ms / step_ms
+
+    def cells(self, step_ms: float) -> str:
+        """The markdown cells ``GB/s | roofline`` of a step of ``step_ms``."""
+        return f"{self.gbps(step_ms):.1f} | {self.fraction(step_ms):.2f}"
+
+    def note(self, threads: int) -> str:
+        """The bandwidth at ``threads`` and what the GB/s and roofline cells mean."""
+        return (f"DRAM read bandwidth (lutc.bench's read kernel, {DRAM_MIB:.0f} MiB, best of the runs before and "
+                f"after the timings), {threads} thread(s): {self.bandwidth_gbps:.1f} GB/s; the "
+                f"{self.streamed_bytes / 1e9:.3f} GB of weights a lutc decode step streams (its LUT weights and any "
+                f"float matmul weights) take {self.floor_ms:.2f} ms at it (GB/s column: those bytes over the median "
+                "step, for every engine; roofline: that over the read bandwidth, above 1 where the step outruns the "
+                "read kernel)")  # fmt: skip

@@ -8,9 +8,9 @@ For an onnxruntime-genai model folder (``model.onnx``, its external data, ``gena
 3. **speed** in that process, per thread count, rounds interleaved with onnxruntime-genai's own
    generator on the same folder (each engine's model loaded once): prefill of ``--prompt`` tokens
    and the decode step (median and min), with the fraction of the DRAM roofline a step reaches
-   (the LUT weights a step streams, ``packed.*``, over the best read bandwidth measured before and
-   after the timings); where ``--llama-bench`` and ``--gguf`` are
-   given, llama.cpp's ``llama-bench`` on that GGUF (prompt processing and generation tok/s);
+   (the weights a step streams, :func:`lutc.bench.roofline.streamed_bytes`, over the best read
+   bandwidth measured before and after the timings); where ``--llama-bench`` and ``--gguf`` are
+   given, llama.cpp's ``llama-bench`` on that GGUF (:mod:`lutc.bench.llamacpp`);
 4. **memory over a long generation**, in a fresh process loading the exported decoder: the largest
    RSS growth over ``--long`` tokens (capped by the model's position limit) and the growth after
    it, beside the KV cache's bytes.
@@ -33,16 +33,20 @@ from pathlib import Path
 
 import numpy as np
 
+from .llamacpp import ENGINE, run_llama_bench
+
 BUILD = textwrap.dedent(
     """
     import json, resource, sys, time
     start = time.perf_counter()
+    import onnx
     import lutc
+    from lutc.bench.roofline import streamed_bytes
     model, step = lutc.build_decoder(sys.argv[1])
     built = time.perf_counter()
     folder = lutc.export_decoder(model, step, sys.argv[2])
     exported = time.perf_counter()
-    streamed = sum(w.nbytes for w in step.layout.weights if w.key.startswith("packed."))
+    streamed = streamed_bytes(step.layout, onnx.load(sys.argv[1], load_external_data=False).graph)
     print(json.dumps({"build_s": built - start, "export_s": exported - built, "weight_bytes": model.weight_bytes,
                       "streamed_bytes": streamed, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                       "files": {p.name: p.stat().st_size for p in folder.iterdir()}}))
@@ -160,38 +164,11 @@ def run_long(folder: Path, tokens: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def run_llama_bench(args, threads: int) -> dict | None:
-    """llama.cpp's llama-bench on ``args.gguf``: prompt processing and generation tokens/s."""
-    if args.llama_bench is None or args.gguf is None:
-        return None
-    command = [str(args.llama_bench), "-m", str(args.gguf), "-p", str(args.prompt), "-n", str(args.tokens),
-               "-t", str(threads), "-r", str(args.rounds), "-o", "json"]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode:
-        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"}
-    rows = json.loads(done.stdout)
-    speed = {("prefill" if r["n_prompt"] else "decode"): r["avg_ts"] for r in rows}
-    return {"prefill_ms": args.prompt / speed["prefill"] * 1e3, "decode_median_ms": 1e3 / speed["decode"],
-            "decode_min_ms": None, "gguf_bytes": Path(args.gguf).stat().st_size}  # fmt: skip
-
-
-def _bandwidths(threads: list[int]) -> list:
-    from .roofline import measure_bandwidth
-    from .timing import TimingPolicy
-
-    return measure_bandwidth(threads, 256.0, 4.0, TimingPolicy(repeat=10, min_time=0.5))
-
-
-def _best_cold(measured: list, threads: list[int]) -> dict[int, float]:
-    from .roofline import best
-
-    return {t: best(measured, "cold", t).best_gbps for t in threads}
-
-
 def run_scale(args, argv: Sequence[str]) -> int:
     import lutc
 
     from .machine import machine_info
+    from .roofline import best_cold, dram_bandwidths
 
     report = {"command": "python -m lutc.bench " + shlex.join(argv), "machine": machine_info(),
               "model_dir": str(args.model_dir), "prompt": args.prompt, "tokens": args.tokens}  # fmt: skip
@@ -204,16 +181,16 @@ def run_scale(args, argv: Sequence[str]) -> int:
         start = time.perf_counter()
         model, step = lutc.load_decoder(decoder)
         report["load"] = {"load_s": time.perf_counter() - start, "rss_growth": _rss() - before}
-        measured = _bandwidths(args.threads)  # before and after the timings: the best of both
+        measured = dram_bandwidths(args.threads)  # before and after the timings: the best of both
         report["speed"] = {}
         for threads in args.threads:
             print(f"timing at {threads} thread(s)...", flush=True)
             rows = run_speed(args, model, step, threads)
             llama = run_llama_bench(args, threads)
             if llama is not None:
-                rows["llama.cpp"] = llama
+                rows[ENGINE] = llama
             report["speed"][threads] = rows
-        report["bandwidth_gbps"] = _best_cold(measured + _bandwidths(args.threads), args.threads)
+        report["bandwidth_gbps"] = best_cold(measured + dram_bandwidths(args.threads), args.threads)
         if args.long:
             print(f"generating {args.long} tokens for the memory check (a fresh process)...", flush=True)
             report["long"] = run_long(decoder, args.long)
@@ -226,6 +203,8 @@ def run_scale(args, argv: Sequence[str]) -> int:
 
 
 def markdown(report: dict) -> str:
+    from .roofline import StepRoofline
+
     build, load, machine = report["build"], report["load"], report["machine"]
     weights = build["weight_bytes"]
     flags = ", ".join(f for f, on in machine["simd_flags"].items() if on)
@@ -241,24 +220,17 @@ def markdown(report: dict) -> str:
         "| engine | threads | prefill ms | prefill tok/s | decode median ms | min ms | tok/s | GB/s | roofline |",
         "|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
-    streamed = build["streamed_bytes"]
+    roofs = {t: StepRoofline(build["streamed_bytes"], gbps) for t, gbps in report["bandwidth_gbps"].items()}
     for threads, rows in report["speed"].items():
-        floor_ms = streamed / (report["bandwidth_gbps"][threads] * 1e9) * 1e3
         for name, row in rows.items():
             if "error" in row:
                 lines.append(f"| {name} | {threads} | {row['error']} | | | | | | |")
                 continue
             minimum = f"{row['decode_min_ms']:.1f}" if row.get("decode_min_ms") else "-"
             prefill, step = row["prefill_ms"], row["decode_median_ms"]
-            speeds = f"{1e3 / step:.1f} | {streamed / step / 1e6:.1f} | {floor_ms / step:.2f}"
             lines.append(f"| {name} | {threads} | {prefill:.0f} | {report['prompt'] / prefill * 1e3:.1f} | {step:.1f} "
-                         f"| {minimum} | {speeds} |")  # fmt: skip
-    lines.append("")
-    bandwidths = report["bandwidth_gbps"].items()
-    lines += [f"DRAM read bandwidth (lutc.bench's read kernel, 256 MiB), {t} thread(s): {gbps:.1f} GB/s; the "
-              f"{streamed / 1e9:.2f} GB of LUT weights a decode step streams take {streamed / gbps / 1e6:.1f} ms at it "
-              "(GB/s column: those bytes over the median step, for every engine; roofline: that over the read "
-              "bandwidth, above 1 where the step outruns the read kernel)" for t, gbps in bandwidths]  # fmt: skip
+                         f"| {minimum} | {1e3 / step:.1f} | {roofs[threads].cells(step)} |")  # fmt: skip
+    lines += ["", *(roof.note(threads) for threads, roof in roofs.items())]
     long = report.get("long")
     if long:
         most, end, kv = long["max_growth"] / 1e6, long["end_growth"] / 1e6, long["kv_bytes"] / 1e6
