@@ -7,19 +7,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import LutcError, ModelError
+from ..errors import LutcError
 from .graph import write_model
 from .read import GgufFile, open_gguf
-from .tokenizer import specials, tokenizer_config, tokenizer_json
+from .tokenizer import rebuilt, specials, tokenizer_config, tokenizer_json
 
 MODEL_FILE = "model.onnx"
 CACHE_ENV = "LUTC_CACHE"
 """Environment variable naming lutc's cache folder (default ``~/.cache/lutc``)."""
+CONVERTER_VERSION = 1
+"""Bumped when the converter's output changes, so that cached conversions are made again."""
 
 
 @dataclass(frozen=True)
@@ -48,14 +51,17 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "lutc")
 
 
-def convert(path: str | Path, out: str | Path, *, tokenizer: bool = True) -> Conversion:
+def convert(path: str | Path, out: str | Path, *, tokenizer: bool | None = True) -> Conversion:
     """Convert the GGUF decoder ``path`` into the folder ``out`` (created; files there are replaced).
-    ``tokenizer``: also write its tokenizer files (a :class:`ModelError` for a vocabulary lutc does not
-    rebuild). Tensors that ``MatMulNBits`` cannot hold exactly are requantized, with a warning naming them."""
+    ``tokenizer``: also write its tokenizer files (True: a :class:`ModelError` for a vocabulary lutc
+    does not rebuild; None: where lutc rebuilds it). Tensors that ``MatMulNBits`` cannot hold exactly
+    are requantized, with a warning naming them."""
     start = time.perf_counter()
     model = open_gguf(path)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if tokenizer is None:
+        tokenizer = rebuilt(model)
     if tokenizer:
         _write_json(out / "tokenizer.json", tokenizer_json(model))
         _write_json(out / "tokenizer_config.json", tokenizer_config(model))
@@ -96,7 +102,8 @@ def genai_config(model: GgufFile) -> dict:
 
 def converted(path: str | Path) -> Path:
     """The model folder of the GGUF ``path`` in :func:`cache_dir` (``gguf/<stem>-<key>``), converted
-    on first use; the key follows the file's size and modification time and lutc's converter."""
+    on first use (its tokenizer where lutc rebuilds it); the key follows the file's path, size and
+    modification time and :data:`CONVERTER_VERSION`."""
     path = Path(path)
     try:
         stat = path.stat()
@@ -108,30 +115,12 @@ def converted(path: str | Path) -> Path:
         return folder
     partial = folder.with_name(folder.name + f".partial-{os.getpid()}")
     try:
-        convert(path, partial, tokenizer=_has_tokenizer(path))
+        convert(path, partial, tokenizer=None)
     except BaseException:
-        _remove(partial)
+        shutil.rmtree(partial, ignore_errors=True)
         raise
-    partial.rename(folder) if not folder.exists() else _remove(partial)
+    if folder.exists():  # another process converted it meanwhile
+        shutil.rmtree(partial, ignore_errors=True)
+    else:
+        partial.rename(folder)
     return folder
-
-
-CONVERTER_VERSION = 1
-"""Bumped when the converter's output changes, so that cached conversions are made again."""
-
-
-def _has_tokenizer(path: Path) -> bool:
-    """Whether lutc rebuilds the GGUF's tokenizer (a model without one still converts)."""
-    from .tokenizer import _pre
-
-    try:
-        _pre(open_gguf(path))
-    except ModelError:
-        return False
-    return True
-
-
-def _remove(folder: Path) -> None:
-    for file in folder.glob("*"):
-        file.unlink()
-    folder.rmdir()

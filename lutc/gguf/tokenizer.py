@@ -59,6 +59,15 @@ def _pre(model: GgufFile) -> tuple[str, dict]:
                      f"{(*GPT2_STYLE, *SPLITS)}")  # fmt: skip
 
 
+def rebuilt(model: GgufFile) -> bool:
+    """Whether lutc rebuilds the GGUF's tokenizer (:func:`tokenizer_json` does not refuse it)."""
+    try:
+        _pre(model)
+    except ModelError:
+        return False
+    return True
+
+
 def tokenizer_json(model: GgufFile) -> dict[str, Any]:
     """``tokenizer.json`` (Hugging Face ``tokenizers``) of the GGUF's byte-level BPE vocabulary."""
     pre, pre_tokenizer = _pre(model)
