@@ -18,6 +18,7 @@ Bounds:
 from __future__ import annotations
 
 import functools
+import json
 import warnings
 from pathlib import Path
 
@@ -38,6 +39,8 @@ from lutc.errors import LutcError, ModelError
 from lutc.frontend import inspect_onnx
 from lutc.gguf.convert import CACHE_ENV, convert, converted
 from lutc.gguf.fetch import smollm2_gguf
+from lutc.gguf.read import open_gguf
+from lutc.gguf.tokenizer import tokenizer_json
 from lutc.gguf.weights import head_order
 from lutc.quant.onnx_convert import matmul_nbits_node
 from lutc.tokenizer import load_tokenizer
@@ -210,6 +213,7 @@ def test_onnxruntime_genai_runs_the_folder(tiny):
     folder = tiny("qwen2")
     model = og.Model(str(folder))
     ids = load_tokenizer(folder).encode("The quick brown fox")
+    assert og.Tokenizer(model).encode("The quick brown fox").tolist() == ids  # ort-extensions reads it alike
     params = og.GeneratorParams(model)
     params.set_search_options(max_length=len(ids) + 8, do_sample=False)
     generator = og.Generator(model, params)
@@ -234,6 +238,19 @@ def test_tokenizer_round_trip(tiny):
     assert [tokenizer.encode(s) for s in SPECIALS] == [[0], [1], [2]]
     assert tokenizer.special.eos == (2,) and tokenizer.special.bos == 1
     assert "<|im_start|>" in tokenizer.template()
+
+
+@pytest.mark.parametrize("pre", ["smollm", "llama-bpe", "qwen2"])
+def test_each_pre_tokenizer_round_trips(tmp_path, pre):
+    """The split regexes of llama.cpp's pre-tokenizers compile in ``tokenizers`` and lose no text."""
+    from tokenizers import Tokenizer
+
+    write_tiny(tmp_path / "t.gguf", pre=pre)
+    backend = Tokenizer.from_str(json.dumps(tokenizer_json(open_gguf(tmp_path / "t.gguf"))))
+    for text in (TEXT, "héllo 12345\n\n  x", "<|im_start|>a<|im_end|>"):
+        assert backend.decode(backend.encode(text).ids, skip_special_tokens=False) == text
+    pieces = [piece for piece, _ in backend.pre_tokenizer.pre_tokenize_str("12345")]
+    assert pieces == (["123", "45"] if pre == "llama-bpe" else list("12345"))
 
 
 # ----------------------------------------------------------------------------- paths and errors

@@ -79,7 +79,7 @@ def tokenizer_json(model: GgufFile) -> dict[str, Any]:
              if k in (CONTROL, USER_DEFINED)]  # fmt: skip
     merges = list(model.value("tokenizer.ggml.merges", []))
     bpe = {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-           "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": pre in SPLITS,
+           "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": pre == "llama-bpe",
            "vocab": {t: i for i, t in enumerate(tokens)}, "merges": merges}  # fmt: skip
     return {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
             "normalizer": {"type": "NFC"} if pre == "qwen2" else None, "pre_tokenizer": pre_tokenizer,
