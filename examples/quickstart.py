@@ -34,7 +34,7 @@ from lutc.gguf.fetch import smollm2_gguf
 
 FLOAT_ZERO_NOTE = """
 note: this GGUF is Q4_1 (w = d*q + m), carried over exactly as MatMulNBits with float zero points;
-ONNX Runtime 1.32 has no fast CPU kernel for those (one 1536x576 MatMulNBits: 7.2 ms against 0.24 ms
+ONNX Runtime 1.32 has no fast CPU kernel for those (one 1536x576 MatMulNBits: 7.9 ms against 0.24 ms
 with uint8 or no zero points, accuracy_level 4, Zen 3), so it runs this folder ~30x slower than a
 symmetric one. lutc folds any zero point into its tables at no cost. For ORT's fast path on the same
 checkpoint, compare on a Q4_0 GGUF (python -m lutc.bench generate FOLDER)."""
