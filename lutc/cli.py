@@ -467,6 +467,18 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert(args: argparse.Namespace) -> int:
+    import warnings
+
+    from .gguf.convert import convert
+
+    with console.status(f"converting {args.model}..."), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the requantized tensors are in the summary below
+        conversion = convert(args.model, args.output, tokenizer=not args.no_tokenizer)
+    print(conversion.describe())
+    return 0
+
+
 def _inspect(args: argparse.Namespace) -> int:
     if Path(args.model).suffix != ".onnx":
         from .compiled import load
@@ -566,7 +578,8 @@ def parser() -> argparse.ArgumentParser:
                          "then one token per call, the cache kept in TVM memory. With --prompt, the text streams to "
                          "stdout (the tokenizer.json next to the model) and the speeds go to stderr.")  # fmt: skip
     gen.add_argument("model", help="a model folder (model.onnx, genai_config.json, tokenizer.json), a decoder .onnx "
-                     "model, a folder written by 'lutc compile --decoder -o', or a library written by 'lutc compile "
+                     "model, a .gguf file (converted once into ~/.cache/lutc/gguf, as 'lutc convert'), "
+                     "a folder written by 'lutc compile --decoder -o', or a library written by 'lutc compile "
                      "-o'")  # fmt: skip
     prompt = gen.add_mutually_exclusive_group()
     prompt.add_argument("--prompt", help="the prompt as text (needs the model's tokenizer.json); prints the answer's "
@@ -604,6 +617,19 @@ def parser() -> argparse.ArgumentParser:
     _add_build_flags(tune)
     _add_tune_flags(tune)
     tune.set_defaults(func=_tune)
+    conv = sub.add_parser("convert", help="convert a GGUF model into an ONNX model folder (ORT, genai, lutc)",
+                          description="A llama.cpp GGUF decoder (llama, mistral, qwen2) as a folder that ONNX Runtime, "
+                          "onnxruntime-genai and lutc all run: model.onnx (+ model.onnx.data) in onnxruntime-genai's "
+                          "builder op set, genai_config.json, tokenizer.json and tokenizer_config.json. Q4_0, Q8_0, "
+                          "Q4_1 and Q4_K weights are carried over exactly; other types are requantized (named in the "
+                          "summary).")  # fmt: skip
+    conv.add_argument("model", help="the .gguf file")
+    conv.add_argument("-o", "--output", required=True, metavar="DIR", help="the folder to write (created; its files "
+                      "of the same names are replaced)")  # fmt: skip
+    conv.add_argument("--no-tokenizer", action="store_true", help="write no tokenizer files (for a vocabulary "
+                      "lutc does not rebuild: sentencepiece's 'llama' model; then 'lutc generate --tokenizer "
+                      "DIR')")  # fmt: skip
+    conv.set_defaults(func=_convert)
     insp = sub.add_parser("inspect", help="list inputs, outputs and quantized matmuls without compiling")
     insp.add_argument("model", help="an .onnx model or a compiled library")
     insp.set_defaults(func=_inspect)

@@ -15,6 +15,7 @@ import numpy as np
 from .chat import messages, render_chat
 from .decode import DECODER_FILES, Tokens, build_decoder, decode_stream, load_decoder
 from .errors import InputError, LutcError
+from .gguf.convert import converted
 from .sampling import GREEDY, Sampling, chooser
 from .tokenizer import TOKENIZER_FILE, Tokenizer, load_tokenizer
 
@@ -27,10 +28,11 @@ model's position limit."""
 def model_path(path: str | Path) -> Path:
     """What a model argument names: an ``.onnx`` file, a library, or a folder written by
     ``lutc compile --decoder -o``, as is; a model folder (onnxruntime-genai's): its ``model.onnx``
-    (``genai_config.json``'s ``model.decoder.filename``)."""
+    (``genai_config.json``'s ``model.decoder.filename``); a ``.gguf`` file: the ``model.onnx`` of its
+    conversion (:func:`lutc.gguf.convert.converted`, cached), its tokenizer beside it."""
     path = Path(path)
     if path.suffix.lower() == ".gguf":
-        raise LutcError(f"{path}: GGUF models are not supported yet; give an ONNX model (.onnx or its folder)")
+        path = converted(path)
     if not path.is_dir() or (path / DECODER_FILES[0]).is_file():
         return path
     name = _decoder_file(path / "genai_config.json")

@@ -302,7 +302,7 @@ def test_cli_chat_without_a_template_or_a_gguf_model_is_an_error(tmp_path, capsy
     assert cli_main(["generate", str(tmp_path), "--prompt", "t5", "--chat"]) == 2
     assert "no chat template" in _one_line(capsys.readouterr().err)
     assert cli_main(["generate", str(tmp_path / "model.gguf"), "--prompt", "t5"]) == 2
-    assert "GGUF models are not supported yet" in _one_line(capsys.readouterr().err)
+    assert "model.gguf: cannot read the GGUF model: No such file" in _one_line(capsys.readouterr().err)
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ fast variants are timed by the same Python loop (:func:`time_call`): ``accuracy_
 (int8 activations) and, for 2-bit weights, MLAS's LUT GEMM (``mlas.use_lut_gemm=1``).
 
 The session variants, the timing loop and the side-by-side table are shared with
-``examples/quickstart.py``.
+``examples/decoder_block.py``.
 """
 
 from __future__ import annotations
