@@ -1,4 +1,5 @@
-"""LutcFastMath: exp, tanh, erf, sigmoid, softmax and the GELUs as vectorizable polynomials.
+"""LutcFastMath: exp, tanh, erf, sigmoid, softmax and the GELUs as vectorizable polynomials;
+squares and cubes as products.
 
 On LLVM CPUs TVM lowers ``exp`` (and ``tanh``, ``sigmoid``, which it writes with ``exp``) to one
 libm call per lane: a vectorized loop of them ran at 4 ns per float32, ``erf`` at 18. A 200-token
@@ -12,6 +13,11 @@ as ONNX Runtime's own MLAS approximations are. Below ``-88.38`` ``exp`` returns 
 (about 4e-39) instead of a smaller number, which no sum of probabilities can see. Only float32
 calls change; on a tensor with an expression dim the fast function stays unfused (see
 :func:`_simple_dims`).
+
+``Pow`` by a constant 2 or 3 (RMSNorm's square, GPT-2's ``gelu_new`` cube) is ``x * x`` or ``x * x
+* x``, as ONNX Runtime computes it. LLVM turns ``powf(x, 2)`` into a product itself, but called
+``powf`` per value for the cube (no vectorizing): GPT-2's fused ``gelu_new`` over 128 x 1024
+values took 0.69 ms, and well under 0.1 ms as products.
 """
 
 from __future__ import annotations
@@ -56,6 +62,9 @@ FAST = {
 }
 """Elementwise ops and their fast TE forms."""
 
+POWERS = {2.0: lambda x: topi.multiply(x, x), 3.0: lambda x: topi.multiply(topi.multiply(x, x), x)}
+"""Constant exponents of ``power`` computed as products."""
+
 
 OPAQUE = 8
 """TVM's ``OpPatternKind.kOpaque``: ``FuseOps`` leaves a function with it unfused."""
@@ -73,6 +82,17 @@ def _simple_dims(expr: relax.Expr) -> bool:
     return all(isinstance(d, (tirx.IntImm, tirx.Var)) for d in expr.ty.shape.values)
 
 
+def _exponent(call: relax.Call) -> float | None:
+    """The exponent of ``power(x, c)`` for a one-element constant ``c`` that does not add dims."""
+    exponent = call.args[1]
+    if not isinstance(exponent, tvm.ir.GenericConst):
+        return None
+    value = exponent.value.numpy()
+    if value.size != 1 or value.ndim > len(call.args[0].ty.shape.values):
+        return None
+    return float(value.reshape(()))
+
+
 @mutator
 class _FastMath(PyExprMutator):
     def visit_call_(self, call: relax.Call) -> relax.Expr:
@@ -84,6 +104,8 @@ class _FastMath(PyExprMutator):
             fast = self.builder_.call_te(_softmax, call.args[0], int(call.attrs.axis), primfunc_name_hint="softmax")
         elif name in FAST:
             fast = self.builder_.call_te(FAST[name], call.args[0], primfunc_name_hint=name.split(".")[-1])
+        elif name == "relax.power" and _exponent(call) in POWERS:
+            fast = self.builder_.call_te(POWERS[_exponent(call)], call.args[0], primfunc_name_hint="power")
         else:
             return call
         if not _simple_dims(call.args[0]):

@@ -14,10 +14,12 @@ import tvm
 from lutc.relay_passes import RewriteOptions
 from lutc.relay_passes.schedule_kernels import scheduled_kernel
 from lutc.schedules import Knobs, rule_for
+from tvm import relax, tirx
 from tvm.s_tir import meta_schedule as ms
 
 import lutc
 from lutc import zoo
+from lutc.backend.legalize import legalize_and_fuse
 from lutc.errors import CompileError
 from lutc.kernels import KernelSpec, lut_matmul
 from lutc.pipeline import get_pipeline, phases
@@ -154,3 +156,40 @@ def test_an_error_in_a_lutc_rule_fails_the_build(monkeypatch):
         with pytest.raises(CompileError, match="a bug in lutc's Elementwise rule"):
             lutc.build(_mlp(), "x86", threads=1)
     assert not [w for w in caught if "dlight failed" in str(w.message)]
+
+
+# ---- legalization ---------------------------------------------------------------------------------
+
+
+def test_a_reshape_over_an_expression_dim_is_a_view_not_a_kernel():
+    """GQA's ``[b, 2, 2, past + seq, 64] -> [b, 4, past + seq, 64]`` (a dynamo decode step) stays a
+    reshape, a view: TVM's copy kernel for it, which ``RewriteDataflowReshape`` cannot prove an
+    identity, is never made. A reshape over plain dims is legalized as before (fusable)."""
+    b, p, s = (tirx.Var(n, "int64") for n in ("b", "past", "seq"))
+    params = [
+        relax.Var("mask", relax.TensorType((b, p), "float32")),
+        relax.Var("ids", relax.TensorType((b, s), "float32")),
+        relax.Var("kv", relax.TensorType((b, 2, 2, p + s, 64), "float32")),
+        relax.Var("x", relax.TensorType((b, 8), "float32")),
+    ]
+    bb = relax.BlockBuilder()
+    with bb.function("main", params):
+        with bb.dataflow():
+            heads = bb.emit(relax.op.reshape(params[2], (b, 4, p + s, 64)))
+            doubled = bb.emit(relax.op.add(heads, heads))
+            flat = bb.emit(relax.op.exp(relax.op.reshape(params[3], (b, 2, 4))))
+            out = bb.emit_output(relax.Tuple([doubled, flat]))
+        bb.emit_func_output(out)
+    mod = tvm.transform.Sequential(legalize_and_fuse([]))(bb.get())
+    calls = [binding.value for block in mod["main"].body.blocks for binding in block.bindings]
+    views = [c for c in calls if isinstance(c, relax.Call) and c.op.same_as(tvm.ir.Op.get("relax.reshape"))]
+    assert len(views) == 1 and views[0].args[0].same_as(params[2])
+    kernels = [c for c in calls if isinstance(c, relax.Call) and c.op.same_as(tvm.ir.Op.get("relax.call_tir"))]
+    assert any(c.args[1].fields[0].same_as(params[3]) for c in kernels)  # the plain reshape: a kernel
+    run = relax.VirtualMachine(tvm.compile(bb.get(), TARGET, relax_pipeline=get_pipeline(TARGET, None)), tvm.cpu())
+    rng = np.random.default_rng(0)
+    kv, x = rng.standard_normal((1, 2, 2, 5, 64)).astype(np.float32), rng.standard_normal((1, 8)).astype(np.float32)
+    args = [np.zeros((1, 2), np.float32), np.zeros((1, 3), np.float32), kv, x]
+    doubled, flat = run["main"](*(tvm.runtime.tensor(a) for a in args))
+    np.testing.assert_array_equal(doubled.numpy(), (kv + kv).reshape(1, 4, 5, 64))  # one float add: exact
+    np.testing.assert_allclose(flat.numpy(), np.exp(x.astype(np.float64)).reshape(1, 2, 4), rtol=8e-7)

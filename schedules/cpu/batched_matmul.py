@@ -8,6 +8,12 @@ inner loop streams a row of ``B`` into a row of ``C`` (a saxpy) that LLVM's loop
 takes, static or dynamic (the past length). The output starts from zero in its own loop
 (``decompose_reduction``, before the reorder: TVM refuses to reorder a reduction block over a
 dynamic ``k``; after it, TVM's ``vectorize`` refuses the update block, hence LLVM's).
+
+``FuseOps`` fuses attention's scale and mask into the scores matmul (``fused_matmul_multiply_add``:
+``Q·Kᵀ * scale + mask``, in BERT, GPT-2 and the dynamo exports). The rule takes such an injective
+epilogue too: its blocks are inlined into the last one, which runs per row right after that
+row's products (``reverse_compute_at``), while the row is in cache. Left to TVM's loops, that
+kernel took 4.4 ms of a 1 x 128 BERT call's 24 ms (the context matmul beside it: 0.11 ms).
 """
 
 from __future__ import annotations
@@ -23,20 +29,45 @@ SPATIAL, REDUCE = 0, 2
 
 
 class BatchedMatmul(CPUScheduleRule):
-    """``C[..., i, j] += A[..., i, k] * B[..., k, j]`` with the reduction loop out of the inner loop."""
+    """``C[..., i, j] += A[..., i, k] * B[..., k, j]`` with the reduction loop out of the inner loop,
+    then an optional injective epilogue per row ``i`` (module docstring)."""
 
     def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool) -> s_tir.Schedule | None:
         if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
             return None
         sch = s_tir.Schedule(func)
         blocks = sch.get_child_blocks(sch.get_sblock("root"))
-        if len(blocks) != 1 or not _is_batched_matmul(sch.get(blocks[0])):
+        if not blocks or not _is_batched_matmul(sch.get(blocks[0])):
             return None
-        block = blocks[0]
-        sch.decompose_reduction(block, sch.get_loops(block)[-2])  # first: reordering a dynamic k fails
-        *_, j, k = sch.get_loops(block)
-        sch.reorder(k, j)
+        if not all(_is_spatial(sch.get(b)) for b in blocks[1:]):
+            return None
+        row = _reorder_matmul(sch, blocks[0])
+        if len(blocks) > 1:
+            try:
+                _epilogue_per_row(sch, blocks[1:], row)
+            except s_tir.ScheduleError:  # an epilogue that cannot follow a row: left where it is
+                sch = s_tir.Schedule(func)
+                _reorder_matmul(sch, sch.get_child_blocks(sch.get_sblock("root"))[0])
         return sch
+
+
+def _reorder_matmul(sch: s_tir.Schedule, block: s_tir.SBlockRV) -> s_tir.LoopRV:
+    """Zero-fill loop first, then ``k`` out of ``j``; returns the row loop ``i``."""
+    sch.decompose_reduction(block, sch.get_loops(block)[-2])  # first: reordering a dynamic k fails
+    *_, i, j, k = sch.get_loops(block)
+    sch.reorder(k, j)
+    return i
+
+
+def _epilogue_per_row(sch: s_tir.Schedule, blocks: list[s_tir.SBlockRV], row: s_tir.LoopRV) -> None:
+    """Inline the epilogue chain into its last block and run that block under the row loop."""
+    for block in blocks[:-1]:
+        sch.compute_inline(block)
+    sch.reverse_compute_at(blocks[-1], row)
+
+
+def _is_spatial(block: s_tir.SBlock) -> bool:
+    return all(int(iv.iter_type) == SPATIAL for iv in block.iter_vars)
 
 
 def _is_batched_matmul(block: s_tir.SBlock) -> bool:
