@@ -104,8 +104,8 @@ class _FastMath(PyExprMutator):
             fast = self.builder_.call_te(_softmax, call.args[0], int(call.attrs.axis), primfunc_name_hint="softmax")
         elif name in FAST:
             fast = self.builder_.call_te(FAST[name], call.args[0], primfunc_name_hint=name.split(".")[-1])
-        elif name == "relax.power" and _exponent(call) in POWERS:
-            fast = self.builder_.call_te(POWERS[_exponent(call)], call.args[0], primfunc_name_hint="power")
+        elif name == "relax.power" and (exponent := _exponent(call)) in POWERS:
+            fast = self.builder_.call_te(POWERS[exponent], call.args[0], primfunc_name_hint="power")
         else:
             return call
         if not _simple_dims(call.args[0]):

@@ -81,13 +81,18 @@ class Graph:
     def matmul(self, x: str, qw: QuantizedWeight, path: str, out: str | None = None) -> str:
         """``MatMulNBits`` of ``x`` by ``qw``: node ``/model/{path}/MatMul``, initializers ``model.{path}...``."""
         name = f"/model/{path}/MatMul"
-        node, inits = matmul_nbits_node(name, x, out or f"{name}/output_0", to_matmul_nbits(qw),
-                                        prefix=f"{path.replace('/', '.')}.MatMul")  # fmt: skip
+        node = self.nbits_node(name, x, out or f"{name}/output_0", qw, f"{path.replace('/', '.')}.MatMul")
+        self.nodes.append(node)
+        return node.output[0]
+
+    def nbits_node(self, name: str, x: str, out: str, qw: QuantizedWeight, prefix: str) -> onnx.NodeProto:
+        """The ``MatMulNBits`` node of ``qw`` at the builder's ``accuracy_level``, its initializers
+        (``{prefix}.B``, ...) added now; the caller places the node."""
+        node, inits = matmul_nbits_node(name, x, out, to_matmul_nbits(qw), prefix=prefix)
         node.attribute.append(helper.make_attribute("accuracy_level", ACCURACY_LEVEL))
         for tensor in inits:
             self.data.add(tensor)
-        self.nodes.append(node)
-        return node.output[0]
+        return node
 
 
 def rotary_caches(model: GgufFile) -> tuple[np.ndarray, np.ndarray]:
@@ -221,11 +226,8 @@ def _decoder(g: Graph) -> None:
     lengths = _mask_lengths(g)
     for name, cache in zip(("cos_cache", "sin_cache"), rotary_caches(g.model), strict=True):
         g.data.array(name, cache)
-    head_node, head_inits = matmul_nbits_node(
-        "/model/lm_head/MatMul", "", "logits", to_matmul_nbits(head), prefix=LM_HEAD
-    )
-    for tensor in head_inits:  # first: a tied embedding's GatherBlockQuantized reads them
-        g.data.add(tensor)
+    # the LM head's initializers first: a tied embedding's GatherBlockQuantized reads them
+    head_node = g.nbits_node("/model/lm_head/MatMul", "", "logits", head, LM_HEAD)
     residual = _embedding(g, head, tied)
     norm = _norm(g, "blk.0.attn_norm.weight", "layers.0/input_layernorm")
     name = "/model/layers.0/input_layernorm"
@@ -234,7 +236,6 @@ def _decoder(g: Graph) -> None:
         x, residual = _skip_norm(g, residual, _attention(g, i, x, lengths), *_next_norm(g, i, "post_attention"))
         x, residual = _skip_norm(g, residual, _mlp(g, i, x), *_next_norm(g, i, "input"))
     head_node.input[0] = x
-    head_node.attribute.append(helper.make_attribute("accuracy_level", ACCURACY_LEVEL))
     g.nodes.append(head_node)
 
 

@@ -30,7 +30,8 @@ from ..hw import CHUNK_CANDIDATES
 
 UNROLL_CANDIDATES = (0, 16, 64)
 DEFAULT_M_INNER = 0
-"""Rows outside groups: measured 45 vs 58 us for a dynamic-row 2048x2048 GEMV, even at M = 16."""
+"""Rows outside groups: measured 45 vs 58 us for a dynamic-row 2048x2048 GEMV, even at M = 16 (the
+rules without a measured default of their own: AVX2 and AVX-512 override it)."""
 DEFAULT_PREFETCH = 1
 """Prefetch the weight stream where the micro-kernel can: AVX2 cold GEMVs were 0.99-1.10x as fast
 with it (1-8 bits, Zen 3), AVX-512 ones 545 -> 390 us."""
