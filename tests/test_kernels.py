@@ -444,6 +444,79 @@ def test_avx2_kernels_run_rows_inside_groups_unless_m_is_one(m, rows_inside, mod
     assert ("prefetcht0" in gemm.module.inspect_source("asm")) == (not rows_inside)
 
 
+LANES_FORMATS = [
+    IntFormat(2, 32, symmetric=False),
+    IntFormat(4, 32),
+    IntFormat(4, 64, symmetric=False, zero_dtype="float"),
+    IntFormat(6, 32),
+    IntFormat(8, 32, symmetric=False),
+    TernaryFormat(64),
+]
+
+
+def _lanes_kernel_used(spec: KernelSpec, pinned: tuple[tuple[str, int], ...]) -> bool:
+    """Whether the AVX2 schedule with ``pinned`` decisions tensorizes with the rows-inside kernel."""
+    from lutc.schedules import Knobs, rule_for
+
+    from lutc.kernels import lut_matmul
+
+    target, matmul = resolve_target("x86-avx2"), lut_matmul(spec)
+    return "_rows_inside" in str(rule_for(matmul, target).apply(matmul, target, Knobs(pinned=pinned)).trace)
+
+
+@pytest.mark.parametrize("fmt", LANES_FORMATS, ids=lambda f: f.name)
+@pytest.mark.parametrize("half_tables", [False, True], ids=["full", "half"])
+@pytest.mark.parametrize("m", [2, 3, 16, 33, None])
+def test_avx2_rows_inside_kernel_equals_the_one_row_kernel(fmt, half_tables, m):
+    """Rows inside groups with a chunk of one group take the lanes micro-kernel (both nibbles'
+    tables in one register, plane pairs summed by one ``vpmaddubsw``): the same integer sums as
+    the one-row kernel (2-byte chunks), so the same outputs bit for bit, for static M of 2, 3, 16
+    and 33 and a dynamic M run with 1, 2 and 33 rows, and within the reference's bound."""
+    spec = KernelSpec(m, 72, 256, fmt, mode="fast", half_tables=half_tables)
+    lanes_choice = (("chunk", spec.group_bytes), ("m_inner", 1))
+    one_row_choice = (("chunk", 2), ("m_inner", 1))
+    assert _lanes_kernel_used(spec, lanes_choice) and not _lanes_kernel_used(spec, one_row_choice)
+    lanes, one_row = (_pinned_gemm(spec, "x86-avx2", choice) for choice in (lanes_choice, one_row_choice))
+    rng = np.random.default_rng(len(fmt.name) + (m or 0))
+    pw = pack(quantize(random_weights(rng, spec.n, spec.k), fmt))
+    config = LutConfig(mode="fast", half_tables=half_tables)
+    for rows in [m] if m else [1, 2, 33]:
+        x = rng.standard_normal((rows, spec.k)).astype(np.float32)
+        y = lanes(x, lanes.prepare(pw))
+        np.testing.assert_array_equal(y, one_row(x, one_row.prepare(pw)))
+        bound = float(exact_error_bound(x, pw).max())
+        tvm.testing.assert_allclose(y, lut_gemm(x, pw, config), rtol=0, atol=bound)
+
+
+@pytest.mark.parametrize(
+    ("m", "fmt", "lanes"),
+    [
+        (None, IntFormat(4, 32), True),
+        (16, IntFormat(2, 32), True),
+        (1, IntFormat(4, 32), False),  # the decode step: rows outside groups
+        (None, IntFormat(3, 32), False),  # an odd plane count does not pair
+        (None, IntFormat(4, 128), False),  # a group of 16 bytes is more than one chunk
+    ],
+    ids=lambda v: getattr(v, "name", str(v)),
+)
+def test_avx2_default_schedule_picks_the_rows_inside_kernel_where_it_fits(m, fmt, lanes):
+    """Untuned, the rows-inside kernel serves M other than 1 where plane pairs and one chunk per
+    group fit; its hot loop (over rows) has no ``vpunpck``: every ``vpshufb`` feeds one
+    ``vpmaddubsw``, where the one-row kernel interleaves the two nibbles' lookups first."""
+    from collections import Counter
+
+    from lutc.bench import mca
+    from lutc.gemm import scheduled_module
+
+    spec = KernelSpec(m, 4096, 4096, fmt, mode="fast")
+    target = resolve_target("x86-avx2")
+    asm = tvm.tirx.build(scheduled_module(spec, target), target=target).inspect_source("asm")
+    hot = mca.hot_loop(mca.instructions(mca.matmul_asm(asm), "x86_64"), "x86_64", mca.LOOKUP_LANES["x86_64", "fast"])
+    ops = Counter(line.split()[0] for line in hot)
+    assert ops["vpshufb"] > 0 and ops["vpshufb"] == ops["vpmaddubsw"]
+    assert (ops["vpunpcklbw"] + ops["vpunpckhbw"] == 0) == lanes
+
+
 @pytest.mark.parametrize("bits", [1, 2])
 def test_lookup_loops_are_named_and_ordered_as_schedules_unpack_them(bits):
     """Schedules unpack the lookup block's loops in ``LOOKUP_LOOPS``' order (no plane loop at 1 bit)."""

@@ -124,9 +124,9 @@ def _multi_row_desc(spec: KernelSpec, chunk: int, rows: int) -> tirx.PrimFunc:
 def register_lookup_intrin(family: str, spec: KernelSpec, chunk: int, impl, **options) -> str:
     """Register (once) the micro-kernel ``impl(spec, chunk, **options)`` of ``family`` for
     tensorize; return its name. Options a family may take: ``rows`` (activation rows per call)
-    and ``prefetch`` (prefetch the weight stream ahead); defaults (1, False) are left out of
-    the name and the call."""
-    defaults = {"rows": 1, "prefetch": False}
+    ``prefetch`` (prefetch the weight stream ahead) and ``rows_inside`` (the micro-kernel for rows
+    inside groups); defaults (1, False, False) are left out of the name and the call."""
+    defaults = {"rows": 1, "prefetch": False, "rows_inside": False}
     options = {k: v for k, v in options.items() if v != defaults[k]}
     name = f"lutc_{family}_lookup_{spec.mode}_p{spec.planes}_e{spec.entries}_c{chunk}"
     name += "".join(f"_r{v}" if k == "rows" else f"_{k}" for k, v in sorted(options.items()))

@@ -32,6 +32,8 @@ class CpuLutMatmulRule(CpuRule):
     kernel = MATMUL_KERNEL
     prefetches = False
     """Whether :meth:`intrin` takes ``prefetch=True`` (prefetch the weight stream ahead)."""
+    rows_inside_kernel = False
+    """Whether :meth:`intrin` takes ``rows_inside=True`` (a micro-kernel for rows inside groups)."""
 
     def intrin(self, spec: KernelSpec, chunk: int) -> str:
         """Register (once) and name the micro-kernel covering ``chunk`` K bytes of ``spec``
@@ -75,6 +77,7 @@ class CpuLutMatmulRule(CpuRule):
         schedule_lut_matmul(
             sch, spec, self.chunks(spec), chunk, self.intrin, knobs, unroll,
             self.row_counts(spec), self.preferred_rows(spec), self.default_m_inner(spec), self.prefetches,
+            self.rows_inside_kernel,
         )  # fmt: skip
 
     def structural_choices(self, func: tirx.PrimFunc, target: Target) -> dict[str, list[int]]:
@@ -83,4 +86,6 @@ class CpuLutMatmulRule(CpuRule):
 
     def register_intrinsics(self, func: tirx.PrimFunc, target: Target) -> None:
         spec = KernelSpec.from_func(func)
-        register_chunk_intrinsics(spec, self.chunks(spec), self.intrin, self.row_counts(spec), self.prefetches)
+        register_chunk_intrinsics(
+            spec, self.chunks(spec), self.intrin, self.row_counts(spec), self.prefetches, self.rows_inside_kernel
+        )

@@ -65,10 +65,13 @@ def structural_choices(
     return choices
 
 
-def _intrin(intrin_for: Callable[..., str], spec: KernelSpec, chunk: int, rows: int, prefetch: bool) -> str:
+def _intrin(
+    intrin_for: Callable[..., str], spec: KernelSpec, chunk: int, rows: int, prefetch: bool, rows_inside: bool = False
+) -> str:
     """The micro-kernel's name; options at their defaults are not passed (rules without them)."""
     options = {"rows": rows} if rows > 1 else {}
-    return intrin_for(spec, chunk, **options, **({"prefetch": True} if prefetch else {}))
+    options |= {"prefetch": True} if prefetch else {}
+    return intrin_for(spec, chunk, **options, **({"rows_inside": True} if rows_inside else {}))
 
 
 def register_chunk_intrinsics(
@@ -77,12 +80,16 @@ def register_chunk_intrinsics(
     intrin_for: Callable[..., str],
     rows: tuple[int, ...] = (1,),
     prefetches: bool = False,
+    rows_inside_kernel: bool = False,
 ) -> None:
-    """Register the micro-kernel of every chunk size, row count and prefetch a schedule can use."""
+    """Register the micro-kernel of every chunk size, row count, prefetch and (where M may exceed
+    1) rows-inside kernel a schedule can use."""
     for chunk in chunks:
         for count in rows:
             for prefetch in (False, True) if prefetches else (False,):
                 _intrin(intrin_for, spec, chunk, count, prefetch)
+            if rows_inside_kernel and spec.m != 1:
+                _intrin(intrin_for, spec, chunk, count, False, rows_inside=True)
 
 
 def schedule_lut_matmul(
@@ -97,6 +104,7 @@ def schedule_lut_matmul(
     preferred_rows: int = 1,
     default_m_inner: int = DEFAULT_M_INNER,
     prefetches: bool = False,
+    rows_inside_kernel: bool = False,
 ) -> None:
     """Tile, order, parallelize and tensorize ``lut_matmul`` (see the module docstring).
 
@@ -105,6 +113,7 @@ def schedule_lut_matmul(
     ``prefetches``: the micro-kernel can prefetch the weight stream (untuned: :data:`DEFAULT_PREFETCH`).
     It may when rows run outside groups (each weight byte streams once per row), not inside (the
     group's bytes stay in L1, and prefetching them again for every row made M = 16 1.65x slower).
+    ``rows_inside_kernel``: rows inside groups take the micro-kernel ``intrin_for(..., rows_inside=True)``.
     """
     choices = structural_choices(spec, chunks, rows, prefetches)
     candidates = choices["chunk"]
@@ -128,7 +137,8 @@ def schedule_lut_matmul(
     sch.vectorize(sch.get_loops(init)[-1])
     _annotate_unroll(sch, outer, default_unroll, knobs.tunable)
     prefetch = prefetches and not m_inner and bool(_prefetch(sch, choices, knobs))
-    sch.tensorize(row_loops[1] if count > 1 else inner, _intrin(intrin_for, spec, chunk, count, prefetch))  # last
+    rows_inside = rows_inside_kernel and bool(m_inner)
+    sch.tensorize(row_loops[1] if count > 1 else inner, _intrin(intrin_for, spec, chunk, count, prefetch, rows_inside))
 
 
 def _prefetch(sch: s_tir.Schedule, choices: dict, knobs: Knobs) -> int:

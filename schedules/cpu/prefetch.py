@@ -1,4 +1,4 @@
-"""Software prefetch of the packed weight stream, for lookup micro-kernels.
+"""Software prefetch of the packed weight stream (and of a row's next tables), for lookup micro-kernels.
 
 A micro-kernel call reads ``chunk * planes * 32`` contiguous bytes of one tile. On its own, the
 hardware prefetcher left a one-row GEMV at 65 % of the DRAM bandwidth (and slower than it
@@ -26,4 +26,16 @@ def prefetch_line(w: tirx.Buffer, line, planes: int) -> tirx.PrimExpr:
     ahead = PREFETCH_BYTES // (planes * TILE_N)  # K bytes
     segment = line * (CACHE_LINE // TILE_N)
     address = T.address_of(w[ahead + segment // planes, segment % planes, 0])
+    return T.call_llvm_intrin("void", "llvm.prefetch.p0", address, 0, 3, 1)
+
+
+def next_tables_lines(chunk: int, entries: int) -> int:
+    """Cache lines of the tables one call reads: ``chunk * 2`` tables of ``entries`` bytes."""
+    return max(1, chunk * 2 * entries // CACHE_LINE)
+
+
+def prefetch_next_tables(tab: tirx.Buffer, line, chunk: int, entries: int) -> tirx.PrimExpr:
+    """Prefetch cache line ``line`` of the row's tables for the next chunk (rows inside groups:
+    the row's next group comes after every other row's turn on this one)."""
+    address = T.address_of(tab[chunk * 2 + line * (CACHE_LINE // entries), 0])
     return T.call_llvm_intrin("void", "llvm.prefetch.p0", address, 0, 3, 1)

@@ -13,6 +13,17 @@ its first plane once widened.
 **Exact mode** (float32 tables). Indices are widened to int32 eight rows at a time and looked
 up with ``vpermps`` (8 entries per register): full tables blend the lookups of both halves on
 index bit 3, symmetrized tables flip the sign bit instead.
+
+**Rows inside groups** (fast mode, :func:`lanes_fit`): one register holds the low nibble's table
+in its low lane and the high nibble's in its high lane, and each index register holds, for 8
+rows, the low nibbles of two planes in its low lane and their high nibbles in its high lane,
+plane pairs interleaved. One ``vpshufb`` then looks up 32 entries that ``vpmaddubsw`` sums by
+``(2**p, 2**(p+1))`` with no ``vpunpck`` per activation row; the index registers depend on the
+weights only, so LLVM computes them once per group for every row. The two lanes' sums are added
+once per chunk. A call also prefetches the row's tables of the next chunk. Zen 3, one core: the
+hot loop is 151 instructions per row and group against 182 (llvm-mca: 39.5 against 52.6 cycles);
+measured, 4096 x 4096 4-bit M = 16 1.04x, the 1 B model's 16-token prompt 1.17x (1 thread) and
+1.11-1.18x (2 threads), its 128-token prompt 1.13x.
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ from tvm.script import tirx as T
 from ...kernels.intrin_desc import register_lookup_intrin
 from ...kernels.spec import KernelSpec
 from ...quant.layout import TILE_N
-from ..cpu.prefetch import prefetch_line, prefetch_lines
+from ..cpu.prefetch import next_tables_lines, prefetch_line, prefetch_lines, prefetch_next_tables
 from ..cpu.vector_expr import chunk_sum, ramp
 from ..hw import plane_groups
 
@@ -158,8 +169,97 @@ def exact_impl(spec: KernelSpec, chunk: int, prefetch: bool = False) -> tirx.Pri
     return impl
 
 
-def avx2_intrin(spec: KernelSpec, chunk: int, prefetch: bool = False) -> str:
+def lanes_fit(spec: KernelSpec, chunk: int, group_bytes: int) -> bool:
+    """Whether the rows-inside micro-kernel serves ``spec``: fast mode, planes that pair within
+    each int16 chain (2, 4, 6 or 8), and a chunk covering the whole group, so the index
+    registers are computed once per group (``group_bytes``) rather than once per row."""
+    even = all(len(group) % 2 == 0 for group in plane_groups(spec.planes))
+    return spec.mode == "fast" and even and chunk == group_bytes
+
+
+def _lane_table(tab: tirx.Buffer, kb, half_tables: bool) -> tirx.PrimExpr:
+    """The tables of K byte ``kb``: the low nibble's in the low lane, the high nibble's in the
+    high lane (a half table becomes ``[T, -T]``)."""
+    if not half_tables:
+        return tirx.Shuffle([tab[kb * 2, ramp(0, LANE)], tab[kb * 2 + 1, ramp(0, LANE)]], list(range(TILE_N)))
+    low, high = tab[kb * 2, ramp(0, HALF_ROWS)], tab[kb * 2 + 1, ramp(0, HALF_ROWS)]
+    zero = tirx.Broadcast(tirx.const(0, "int8"), HALF_ROWS)
+    return tirx.Shuffle([low, zero - low, high, zero - high], list(range(TILE_N)))
+
+
+def _lane_indices(w: tirx.Buffer, kb, p: int) -> list[tirx.PrimExpr]:
+    """Index registers of planes ``p, p+1`` for rows ``8q .. 8q+7``, ``q`` = 0..3: the low lane
+    holds ``(low(p), low(p+1))`` per row, the high lane ``(high(p), high(p+1))``."""
+    first, second = w[kb, p, ramp(0, TILE_N)], w[kb, p + 1, ramp(0, TILE_N)]
+    indices = []
+    for q in range(4):
+        rows = range(q * HALF_ROWS, (q + 1) * HALF_ROWS)
+        both = tirx.Shuffle([first, second], [x for r in rows for x in (r, TILE_N + r)])
+        low, high = tirx.bitwise_and(both, _u8(15, LANE)), tirx.shift_right(both, _u8(4, LANE))
+        indices.append(tirx.Shuffle([low, high], list(range(TILE_N))))
+    return indices
+
+
+def _lane_terms(tab: tirx.Buffer, w: tirx.Buffer, kb, p: int, first: int, half_tables: bool) -> list[tirx.PrimExpr]:
+    """``2**(p-first) * T(p) + 2**(p+1-first) * T(p+1)`` of the low (low lane) and high (high
+    lane) nibbles of rows ``8q .. 8q+7``, as four int16x16."""
+    table = _lane_table(tab, kb, half_tables)
+    low, high = _u8(2 ** (p - first), LANE), _u8(2 ** (p + 1 - first), LANE)
+    weight = tirx.Shuffle([low, high], [x for j in range(LANE) for x in (j, LANE + j)])
+    return [
+        T.call_llvm_pure_intrin("int16x16", "llvm.x86.avx2.pmadd.ub.sw", weight, _pshufb(table, index))
+        for index in _lane_indices(w, kb, p)
+    ]
+
+
+def _lanes_chunk(tab: tirx.Buffer, w: tirx.Buffer, spec: KernelSpec, chunk: int) -> tirx.PrimExpr:
+    """The chunk's int32 sums of 32 rows, in row order: per plane group, four int16 chains (8 rows
+    each, lanes apart) whose lanes are added once, then widened."""
+    total = None
+    for group in plane_groups(spec.planes):
+        chains = [None] * 4
+        for kb in range(chunk):
+            for p in group[::2]:
+                for q, term in enumerate(_lane_terms(tab, w, kb, p, group.start, spec.half_tables)):
+                    chains[q] = term if chains[q] is None else chains[q] + term
+        halves = []
+        for a, b in ((chains[0], chains[1]), (chains[2], chains[3])):
+            low = tirx.Shuffle([a, b], [*range(HALF_ROWS), *range(LANE, LANE + HALF_ROWS)])
+            high = tirx.Shuffle([a, b], [*range(HALF_ROWS, LANE), *range(LANE + HALF_ROWS, TILE_N)])
+            halves.append(T.Cast("int32x16", low + high))
+        widened = tirx.Shuffle(halves, list(range(TILE_N)))
+        if group.start:
+            widened = tirx.shift_left(widened, tirx.Broadcast(tirx.const(group.start, "int32"), TILE_N))
+        total = widened if total is None else total + widened
+    return total
+
+
+def lanes_impl(spec: KernelSpec, chunk: int, rows_inside: bool = True) -> tirx.PrimFunc:
+    """The fast micro-kernel for rows inside groups (module docstring)."""
+    planes, entries = spec.planes, spec.entries
+    table_lines = next_tables_lines(chunk, entries)
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        tab: T.Buffer((chunk * 2, entries), "int8", offset_factor=1),
+        w: T.Buffer((chunk, planes, TILE_N), "uint8", offset_factor=1),
+        acc: T.Buffer((TILE_N,), "int32", offset_factor=1),
+    ):
+        with T.sblock("root"):
+            T.reads(acc[0:TILE_N], w[0:chunk, 0:planes, 0:TILE_N], tab[0 : chunk * 2, 0:entries])
+            T.writes(acc[0:TILE_N])
+            for line in T.unroll(table_lines):
+                T.evaluate(prefetch_next_tables(tab, line, chunk, entries))
+            acc[0:TILE_N] = acc[ramp(0, TILE_N)] + _lanes_chunk(tab, w, spec, chunk)
+
+    return impl
+
+
+def avx2_intrin(spec: KernelSpec, chunk: int, prefetch: bool = False, rows_inside: bool = False) -> str:
     """Register (once) and name the AVX2 micro-kernel for ``spec`` and ``chunk``, prefetching the
-    weight stream when ``prefetch``."""
+    weight stream when ``prefetch``; ``rows_inside``: the rows-inside kernel (callers check
+    :func:`lanes_fit`)."""
+    if rows_inside:
+        return register_lookup_intrin("avx2", spec, chunk, lanes_impl, rows_inside=True)
     impl = fast_impl if spec.mode == "fast" else exact_impl
     return register_lookup_intrin("avx2", spec, chunk, impl, prefetch=prefetch)
