@@ -138,6 +138,19 @@ def _fake_llama(folder: Path, script: str = FAKE_LLAMA_BENCH) -> list[str]:
     return ["--llama-bench", str(fake), "--gguf", str(gguf)]
 
 
+def test_bandwidth_runs_leave_the_thread_count_they_found() -> None:
+    """The read kernel runs at each thread count asked for, then TVM's pool is back at the count the
+    caller had set: ``bench generate``'s lutc rows at 1 thread once ran at 2 after it."""
+    from lutc.bench.roofline import measure_bandwidth
+    from lutc.bench.timing import TimingPolicy
+    from lutc.runtime import get_threads, set_threads
+
+    set_threads(1)
+    measured = measure_bandwidth([1, 2], 1, 1, TimingPolicy(repeat=2, min_time=0.01))
+    assert [(b.kind, b.threads) for b in measured] == [("cold", 1), ("cold", 2), ("hot", 1), ("hot", 2)]
+    assert get_threads() == 1
+
+
 def test_step_roofline_from_known_bytes_and_bandwidth() -> None:
     """1 GB at 20 GB/s: a 50 ms floor; a 100 ms step moves 10 GB/s, half the roofline; a 40 ms one 1.25."""
     roof = StepRoofline(10**9, 20.0)

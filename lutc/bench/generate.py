@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 
 from ..decode import CacheLayout, Generation, build_decoder, cache_layout, greedy_loop, step_feeds
+from ..runtime import set_threads
 from .llamacpp import ENGINE as LLAMA_CPP
 from .llamacpp import run_llama_bench
 from .machine import machine_info
@@ -260,6 +261,7 @@ def run_generate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     for threads in args.threads:
         built, engines = _engines(args, model, ids, threads)
         measured = measured or dram_bandwidths(args.threads)  # before the timings and after them: the best of both
+        set_threads(threads)  # lutc's rows run at this count whatever ran before
         rows += _timed_rows(engines, args.rounds, threads, failed) + _llama_rows(args, threads, failed)
         step = built["fast"][1]
         shares[threads] = kernel_share(step, cache_layout(step.inputs, step.outputs), args.prompt + args.tokens // 2)

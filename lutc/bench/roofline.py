@@ -21,7 +21,7 @@ import tvm
 from tvm.script import tirx as T
 
 from ..frontend.weight_params import PACKED_PARTS
-from ..runtime import set_threads
+from ..runtime import get_threads, set_threads
 from ..weights import WeightLayout
 from .cases import MIB
 from .libs.tvm_default import host_target
@@ -75,16 +75,20 @@ def _measure(kind: str, nbytes: int, threads: list[int], policy: TimingPolicy) -
     func(a, o)
     if int(o.numpy().astype(np.int64).sum()) != a.shape[0] * rows * STREAMS * LANES:
         raise RuntimeError("the bandwidth kernel summed wrongly")
-    size, results = a.numpy().nbytes, []
-    for n in threads:
-        set_threads(n)
-        timing = time_calls([partial(func, a, o)], policy)
-        results.append(Bandwidth(kind, n, size, size / timing.min_us / 1e3, size / timing.median_us / 1e3))
+    size, results, before = a.numpy().nbytes, [], get_threads()
+    try:
+        for n in threads:
+            set_threads(n)
+            timing = time_calls([partial(func, a, o)], policy)
+            results.append(Bandwidth(kind, n, size, size / timing.min_us / 1e3, size / timing.median_us / 1e3))
+    finally:
+        set_threads(before)  # the caller's timings after this run at the count it had set
     return results
 
 
 def measure_bandwidth(threads: list[int], cold_mib: float, hot_mib: float, policy: TimingPolicy) -> list[Bandwidth]:
-    """Cold (DRAM) and hot (L3) read bandwidth for each thread count."""
+    """Cold (DRAM) and hot (L3) read bandwidth for each thread count; TVM's pool is left at the
+    thread count it had."""
     cold = _measure("cold", int(cold_mib * MIB), threads, policy)
     return cold + _measure("hot", int(hot_mib * MIB), threads, policy)
 
