@@ -12,6 +12,7 @@ bandwidth (:func:`dram_bandwidths`, :func:`best_cold`); :class:`StepRoofline` ho
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import partial
 
@@ -75,14 +76,17 @@ def _measure(kind: str, nbytes: int, threads: list[int], policy: TimingPolicy) -
     func(a, o)
     if int(o.numpy().astype(np.int64).sum()) != a.shape[0] * rows * STREAMS * LANES:
         raise RuntimeError("the bandwidth kernel summed wrongly")
-    size, results, before = a.numpy().nbytes, [], get_threads()
+    size, results = a.numpy().nbytes, []
+    # the caller's count, where lutc has sized the pool (reading it first would start a 1-thread pool)
+    before = get_threads() if "TVM_NUM_THREADS" in os.environ else None
     try:
         for n in threads:
             set_threads(n)
             timing = time_calls([partial(func, a, o)], policy)
             results.append(Bandwidth(kind, n, size, size / timing.min_us / 1e3, size / timing.median_us / 1e3))
     finally:
-        set_threads(before)  # the caller's timings after this run at the count it had set
+        if before is not None:
+            set_threads(before)  # the caller's timings after this run at the count it had set
     return results
 
 
