@@ -101,9 +101,10 @@ def _fast_chunk(tab: tirx.Buffer, w: tirx.Buffer, spec: KernelSpec, chunk: int) 
     return total
 
 
-def fast_impl(spec: KernelSpec, chunk: int, prefetch: bool = False) -> tirx.PrimFunc:
+def _int8_impl(spec: KernelSpec, chunk: int, sums, lines: int, prefetch) -> tirx.PrimFunc:
+    """A fast micro-kernel: ``lines`` prefetches ``prefetch(tab, w, line)``, then ``acc +=
+    sums(tab, w, spec, chunk)`` (the chunk's int32 sums of 32 rows, in row order)."""
     planes, entries = spec.planes, spec.entries
-    lines = prefetch_lines(chunk, planes) if prefetch else 0
 
     @T.prim_func(s_tir=True)
     def impl(
@@ -115,10 +116,16 @@ def fast_impl(spec: KernelSpec, chunk: int, prefetch: bool = False) -> tirx.Prim
             T.reads(acc[0:TILE_N], w[0:chunk, 0:planes, 0:TILE_N], tab[0 : chunk * 2, 0:entries])
             T.writes(acc[0:TILE_N])
             for line in T.unroll(lines):
-                T.evaluate(prefetch_line(w, line, planes))
-            acc[0:TILE_N] = acc[ramp(0, TILE_N)] + _fast_chunk(tab, w, spec, chunk)
+                T.evaluate(prefetch(tab, w, line))
+            acc[0:TILE_N] = acc[ramp(0, TILE_N)] + sums(tab, w, spec, chunk)
 
     return impl
+
+
+def fast_impl(spec: KernelSpec, chunk: int, prefetch: bool = False) -> tirx.PrimFunc:
+    """The one-row fast micro-kernel, prefetching the weight stream when ``prefetch``."""
+    lines = prefetch_lines(chunk, spec.planes) if prefetch else 0
+    return _int8_impl(spec, chunk, _fast_chunk, lines, lambda _tab, w, line: prefetch_line(w, line, spec.planes))
 
 
 def _float_lookup(tab: tirx.Buffer, row, index: tirx.PrimExpr, half_tables: bool) -> tirx.PrimExpr:
@@ -235,24 +242,12 @@ def _lanes_chunk(tab: tirx.Buffer, w: tirx.Buffer, spec: KernelSpec, chunk: int)
 
 
 def lanes_impl(spec: KernelSpec, chunk: int, rows_inside: bool = True) -> tirx.PrimFunc:
-    """The fast micro-kernel for rows inside groups (module docstring)."""
-    planes, entries = spec.planes, spec.entries
-    table_lines = next_tables_lines(chunk, entries)
-
-    @T.prim_func(s_tir=True)
-    def impl(
-        tab: T.Buffer((chunk * 2, entries), "int8", offset_factor=1),
-        w: T.Buffer((chunk, planes, TILE_N), "uint8", offset_factor=1),
-        acc: T.Buffer((TILE_N,), "int32", offset_factor=1),
-    ):
-        with T.sblock("root"):
-            T.reads(acc[0:TILE_N], w[0:chunk, 0:planes, 0:TILE_N], tab[0 : chunk * 2, 0:entries])
-            T.writes(acc[0:TILE_N])
-            for line in T.unroll(table_lines):
-                T.evaluate(prefetch_next_tables(tab, line, chunk, entries))
-            acc[0:TILE_N] = acc[ramp(0, TILE_N)] + _lanes_chunk(tab, w, spec, chunk)
-
-    return impl
+    """The fast micro-kernel for rows inside groups (module docstring); it prefetches the row's
+    tables of the next chunk."""
+    lines = next_tables_lines(chunk, spec.entries)
+    return _int8_impl(
+        spec, chunk, _lanes_chunk, lines, lambda tab, _w, line: prefetch_next_tables(tab, line, chunk, spec.entries)
+    )
 
 
 def avx2_intrin(spec: KernelSpec, chunk: int, prefetch: bool = False, rows_inside: bool = False) -> str:
