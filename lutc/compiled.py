@@ -15,8 +15,8 @@ from tvm import relax
 from .backend import backend_of, device_of, generated_source, level, missing_on_host
 from .description import ModelDescription
 from .errors import InputError, LoadError, LutcError, TargetError
-from .frontend.model_info import TensorInfo
 from .frontend.positions import PositionLimit
+from .inputs import InputChecks
 from .library import (
     check_library_digest,
     load_library,
@@ -25,7 +25,7 @@ from .library import (
     write_atomically,
 )
 from .remote import linker, upload, upload_file
-from .runtime import copy_into, to_numpy
+from .runtime import host_view, tensors_of, to_numpy
 from .weight_file import write as write_weights
 from .weights import (
     WeightSet,
@@ -76,6 +76,7 @@ class CompiledModel:
         self._weights = weights if weights is not None else WeightSet()
         self.inputs = description.inputs
         self.outputs = description.outputs
+        self._input_checks = InputChecks.of(self.inputs)
         self.session = session
         """The TVM RPC session the model runs on (:meth:`on`), or ``None``: this machine."""
         self._uploaded = None
@@ -196,12 +197,10 @@ class CompiledModel:
     def __call__(self, *args: np.ndarray, **kwargs: np.ndarray):
         if self._main is None:
             raise TargetError(foreign_target_message(self.description.tvm_target, self.missing_features))
-        arrays = _bind_inputs(self.inputs, args, kwargs)
-        _check_dims(self.inputs, arrays)
+        arrays = self._input_checks.bind(args, kwargs)
         with self._lock:  # the VM, its staged inputs and its output tensors are shared state
-            result = self._run(arrays)
-            outputs = [to_numpy(result)] if isinstance(result, tvm.runtime.Tensor) else [to_numpy(r) for r in result]
-        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+            outputs = tuple(to_numpy(tensor) for tensor in tensors_of(self._run(arrays)))
+        return outputs[0] if len(outputs) == 1 else outputs
 
     def run(self, *args, **kwargs) -> tuple[tvm.runtime.Tensor, ...]:
         """Like calling the model, but it returns the output tensors themselves (no copies) and
@@ -210,13 +209,11 @@ class CompiledModel:
         For decode loops: an output passed back as the next call's input (``present.*`` to
         ``past.*``) stays in TVM memory; each call's outputs are new tensors, never overwritten by
         a later call."""
-        values = _bind_inputs(self.inputs, args, kwargs)
-        _check_dims(self.inputs, values)
-        return self.run_ordered(values)
+        return self.run_ordered(self._input_checks.bind(args, kwargs))
 
     def check_inputs(self, *args, **kwargs) -> None:
         """Raise the :class:`InputError` a call with these inputs would raise before running."""
-        _check_dims(self.inputs, _bind_inputs(self.inputs, args, kwargs))
+        self._input_checks.bind(args, kwargs)
 
     def run_ordered(self, values: list) -> tuple[tvm.runtime.Tensor, ...]:
         """:meth:`run` for callers that made the inputs themselves (:func:`lutc.generate`'s loop):
@@ -224,13 +221,13 @@ class CompiledModel:
         if self._main is None:
             raise TargetError(foreign_target_message(self.description.tvm_target, self.missing_features))
         with self._lock:
-            result = self._run(values)
-        return (result,) if isinstance(result, tvm.runtime.Tensor) else tuple(result)
+            return tensors_of(self._run(values))
 
     def _run(self, arrays: list):
         """The VM call; its own shape checks (dims the inputs' names do not show) become an InputError."""
         try:
-            inputs = (self._device_tensor(info.name, a) for info, a in zip(self.inputs, arrays, strict=True))
+            names = self._input_checks.names
+            inputs = [self._device_tensor(name, a) for name, a in zip(names, arrays, strict=True)]
             return self._main(*inputs, *self._weight_args)
         except (ValueError, RuntimeError) as err:
             reason = (str(err).strip().splitlines() or [""])[0]
@@ -246,18 +243,24 @@ class CompiledModel:
     def _staged(self, name: str, array: np.ndarray) -> tvm.runtime.Tensor:
         """A device tensor for input ``name``, reused across calls of the same shape.
 
-        Copying into a kept tensor is 4x cheaper than making one, and the VM runs faster on it.
+        Copying into a kept tensor is 4x cheaper than making one, and the VM runs faster on it;
+        the tensor's numpy view (CPU) is kept with it, so a call copies without a DLPack exchange.
         """
         shapes = self._staging.setdefault(name, OrderedDict())
-        key = (array.shape, array.dtype.str)
-        tensor = shapes.get(key)
-        if tensor is None:
-            tensor = shapes[key] = tvm.runtime.empty(array.shape, array.dtype.name, self._device)
+        key = (array.shape, array.dtype)
+        staged = shapes.get(key)
+        if staged is None:
+            tensor = tvm.runtime.empty(array.shape, array.dtype.name, self._device)
+            staged = shapes[key] = (tensor, host_view(tensor))
             if len(shapes) > STAGED_SHAPES:
                 shapes.popitem(last=False)
         else:
             shapes.move_to_end(key)
-        copy_into(tensor, array)
+        tensor, view = staged
+        if view is None:
+            tensor.copyfrom(array)
+        else:
+            np.copyto(view, array, casting="no")
         return tensor
 
     def export_library(self, path: str | os.PathLike, *, weights: str | os.PathLike | None = None) -> Path:
@@ -355,87 +358,3 @@ def foreign_target_message(target: tvm.target.Target, missing: list[str]) -> str
             f"and needs {', '.join(missing)}, which this machine does not have; run it on such a machine (here: "
             "model.on(session) or lutc.load(path, session) with a TVM RPC session on it, or 'lutc run "
             "--rpc-tracker'), or build it with target='x86' (this machine's CPU)")  # fmt: skip
-
-
-def _bind_inputs(inputs: tuple[TensorInfo, ...], args: tuple, kwargs: dict) -> list[np.ndarray]:
-    names = [i.name for i in inputs]
-    if len(args) > len(inputs):
-        raise InputError(f"the model takes {len(inputs)} inputs ({', '.join(names)}); got {len(args)} positional")
-    unknown = sorted(set(kwargs) - set(names))
-    if unknown:
-        raise InputError(f"unknown input names {unknown}; the model takes {names}")
-    bound = dict(zip(names, args, strict=False))
-    twice = sorted(set(bound) & set(kwargs))
-    if twice:
-        raise InputError(f"inputs {twice} given both by position and by name")
-    bound.update(kwargs)
-    missing = [n for n in names if n not in bound]
-    if missing:
-        raise InputError(f"missing inputs {missing}; the model takes {names}")
-    return [_checked(info, bound[info.name]) for info in inputs]
-
-
-def _checked(info: TensorInfo, value):
-    """A checked numpy array or TVM tensor for input ``info`` (DLPack arrays become TVM tensors)."""
-    if not isinstance(value, np.ndarray | tvm.runtime.Tensor) and hasattr(value, "__dlpack__"):
-        value = _from_dlpack(value)
-    if isinstance(value, tvm.runtime.Tensor):
-        return _checked_tensor(info, value)
-    if not isinstance(value, np.ndarray):
-        raise InputError(f"input {info.name!r} must be a numpy array, a TVM tensor or a DLPack array "
-                         f"({info.describe()}); got {type(value).__name__}")  # fmt: skip
-    if value.dtype != info.dtype:  # not dtype.name: a Python property, 20 µs slower per call here
-        raise InputError(f"input {info.name!r} has dtype {value.dtype}; the model takes {info.describe()}")
-    if not _shape_fits(info, value.shape):
-        raise InputError(f"input {info.name!r} has shape {value.shape}; the model takes {info.describe()}")
-    _check_window_rows(info, value.shape)
-    limit = info.index_limit
-    if limit is not None and (value.min() < -limit or value.max() >= limit):
-        raise InputError(f"input {info.name!r} indexes an embedding of {limit} rows: its values must lie in "
-                         f"[{-limit}, {limit}); got min {value.min()}, max {value.max()}")  # fmt: skip
-    return value if value.flags.c_contiguous else value.copy(order="C")  # ascontiguousarray makes 0-d 1-d
-
-
-def _check_window_rows(info: TensorInfo, shape: tuple[int, ...]) -> None:
-    """The past of a window-sized KV cache holds at least the window (ORT refuses fewer rows)."""
-    if info.window_rows is not None and shape[2] < info.window_rows:
-        raise InputError(f"input {info.name!r} is a window-sized KV cache: it holds at least {info.window_rows} rows "
-                         f"(local_window_size; zeros before the prompt); got {shape[2]}")  # fmt: skip
-
-
-def _shape_fits(info: TensorInfo, shape: tuple[int, ...]) -> bool:
-    """``shape`` has the input's rank and its fixed dims."""
-    if len(shape) != len(info.shape):
-        return False
-    return all(not isinstance(d, int) or d == v for d, v in zip(info.shape, shape, strict=True))
-
-
-def _from_dlpack(value):
-    """A TVM tensor sharing ``value``'s memory, or (TVM takes only 64-byte aligned data) a numpy view."""
-    try:
-        return tvm.runtime.from_dlpack(value)
-    except RuntimeError:
-        return np.from_dlpack(value)
-
-
-def _checked_tensor(info: TensorInfo, tensor: tvm.runtime.Tensor) -> tvm.runtime.Tensor:
-    shape = tuple(int(d) for d in tensor.shape)
-    if str(tensor.dtype) != info.dtype:
-        raise InputError(f"input {info.name!r} has dtype {tensor.dtype}; the model takes {info.describe()}")
-    if not _shape_fits(info, shape):
-        raise InputError(f"input {info.name!r} has shape {shape}; the model takes {info.describe()}")
-    _check_window_rows(info, shape)
-    if info.index_limit is not None:
-        _checked(info, np.from_dlpack(tensor))
-    return tensor
-
-
-def _check_dims(inputs: tuple[TensorInfo, ...], arrays: list[np.ndarray]) -> None:
-    """Named dynamic dimensions must agree across inputs."""
-    seen: dict[str, tuple[str, int]] = {}
-    for info, array in zip(inputs, arrays, strict=True):
-        for dim, size in zip(info.shape, array.shape, strict=True):
-            if isinstance(dim, str):
-                first = seen.setdefault(dim, (info.name, size))
-                if first[1] != size:
-                    raise InputError(f"dimension {dim!r} is {first[1]} in {first[0]!r} but {size} in {info.name!r}")

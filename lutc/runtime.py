@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import mmap
 import os
 
@@ -101,6 +102,32 @@ def to_numpy(tensor: tvm.runtime.Tensor) -> np.ndarray:
         return np.from_dlpack(tensor).copy()
     except DLPACK_ERRORS:
         return tensor.numpy()
+
+
+def tensors_of(result) -> tuple[tvm.runtime.Tensor, ...]:
+    """A VM call's outputs as a tuple: its one tensor, or the items of its tuple (a TVM FFI
+    ``Array``), read with one FFI call each (``tuple(array)`` normalizes each index in Python:
+    15 against 7 µs for a decode step's 5 outputs)."""
+    if isinstance(result, tvm.runtime.Tensor):
+        return (result,)
+    if type(result) is not tvm_ffi.Array:
+        return tuple(result)
+    item = _array_item()
+    return tuple(item(result, i) for i in range(len(result)))
+
+
+@functools.cache
+def _array_item():
+    return tvm_ffi.get_global_func("ffi.ArrayGetItem")
+
+
+def host_view(tensor: tvm.runtime.Tensor) -> np.ndarray | None:
+    """A numpy view of a CPU tensor's memory (no copy), or ``None`` where numpy cannot view it
+    (another device, a dtype numpy's DLPack lacks)."""
+    try:
+        return np.from_dlpack(tensor)
+    except DLPACK_ERRORS:
+        return None
 
 
 def copy_into(tensor: tvm.runtime.Tensor, array: np.ndarray) -> None:
