@@ -6,13 +6,8 @@ Two stages, both plain TensorIR before scheduling:
   where ``p`` is the nibble of ``data[tile, byte, plane, r]`` (int32 in fast mode, float32 in
   exact mode), written as a one-hot sum over table entries so a schedule can swap the inner
   loops for a target micro-kernel (``vpshufb``, ``tbl``, ...);
-- ``epilogue``: ``y_pad[m, n] = sum_groups s * (acc * (0.5 * ls) + c * xsum)`` (symmetric formats,
-  implied offset ``c``) or ``sum_groups s * (acc * (0.5 * ls)) + offset * xsum``, the float
-  epilogue of :mod:`lutc.quant.lut` with its per-(row, group) scalars folded first: per output
-  vector a convert and two FMAs (symmetric), where ``(s * (ls * (0.5 * acc)) + offset * xsum) *
-  row_scale`` took a convert, three multiplies and two FMAs (4096 x 4096, M = 16, Zen 3: 6-12 %
-  faster); then ``y[m, n] = y_pad[m, n] * row_scale[m] (+ bias)``, cropped to N: the row scale, a
-  power of two, applies to the group sum as :mod:`lutc.quant.lut` applies it.
+- ``epilogue``: ``y[m, n] = sum_groups (s * (ls * (0.5 * acc)) + offset * xsum) * row_scale
+  (+ bias)``, the float epilogue of :mod:`lutc.quant.lut`.
 """
 
 from __future__ import annotations
@@ -72,30 +67,35 @@ def _lookup(spec: KernelSpec, m_rows, tables: te.Tensor, data: te.Tensor) -> te.
 
 
 def _epilogue(spec: KernelSpec, m_rows, acc: te.Tensor, inputs: dict[str, te.Tensor]) -> te.Tensor:
-    """``y_pad`` ``[M, N_pad]``: the group sum of the float epilogue, before the row scale
-    (``te.sum``'s ``init`` would be the place for a bias, but TVM 0.27's ``create_prim_func``
-    drops it: the block starts from zero)."""
+    """``y`` over whole tiles, without bias: ``[M, N_pad]``; :func:`_crop` crops it to N and adds the
+    bias where there is one (``te.sum``'s ``init`` would be the place, but TVM 0.27's
+    ``create_prim_func`` drops it: the block starts from zero)."""
     group = te.reduce_axis((0, spec.n_groups), "group")
     scales, offsets = inputs["scales"], inputs.get("offsets")
-    lut_scale, xsum = inputs["lut_scale"], inputs["xsum"]
+    lut_scale, xsum, row_scale = inputs["lut_scale"], inputs["xsum"], inputs["row_scale"]
+    constant = implied_offset(spec.fmt)
 
     def body(m, n):
         tile, r = n // TILE_N, n % TILE_N
-        weighted = tirx.Cast("float32", acc[m, tile, group, r]) * (tirx.const(0.5, "float32") * lut_scale[m, group])
+        weighted = tirx.const(0.5, "float32") * tirx.Cast("float32", acc[m, tile, group, r])
         scale = tirx.Cast("float32", scales[tile, group, r])
-        if offsets is None:
-            constant = tirx.const(implied_offset(spec.fmt), "float32")
-            return te.sum(scale * (weighted + constant * xsum[m, group]), axis=group)
-        return te.sum(scale * weighted + offsets[tile, group, r] * xsum[m, group], axis=group)
+        scaled = scale * (lut_scale[m, group] * weighted)
+        offset = offsets[tile, group, r] if offsets is not None else scale * tirx.const(constant, "float32")
+        term = (scaled + offset * xsum[m, group]) * row_scale[m]
+        return te.sum(term, axis=group)
 
-    return te.compute((m_rows, spec.n_tiles * TILE_N), body, name=PADDED_OUTPUT_BLOCK)
+    name = PADDED_OUTPUT_BLOCK if _cropped(spec) else OUTPUT_BLOCK
+    return te.compute((m_rows, spec.n_tiles * TILE_N), body, name=name)
 
 
-def _scaled(spec: KernelSpec, m_rows, y_pad: te.Tensor, row_scale: te.Tensor, bias: te.Tensor | None) -> te.Tensor:
-    """``y`` ``[M, N]``: ``y_pad`` times the row scale, cropped to N, plus the bias where there is one."""
+def _cropped(spec: KernelSpec) -> bool:
+    """Whether a second block (``y`` after ``y_pad``) crops to N or adds the bias."""
+    return spec.bias or spec.n_tiles * TILE_N != spec.n
 
+
+def _crop(spec: KernelSpec, m_rows, y_pad: te.Tensor, bias: te.Tensor | None) -> te.Tensor:
     def body(m, n):
-        value = y_pad[m, n] * row_scale[m]
+        value = y_pad[m, n]
         return value if bias is None else value + bias[n]
 
     return te.compute((m_rows, spec.n), body, name=OUTPUT_BLOCK)
@@ -106,7 +106,9 @@ def lut_matmul(spec: KernelSpec) -> tirx.PrimFunc:
     m_rows = spec.rows()
     inputs = _inputs(spec, m_rows)
     acc = _lookup(spec, m_rows, inputs[TABLES], inputs["data"])
-    out = _scaled(spec, m_rows, _epilogue(spec, m_rows, acc, inputs), inputs["row_scale"], inputs.get("bias"))
+    out = _epilogue(spec, m_rows, acc, inputs)
+    if _cropped(spec):
+        out = _crop(spec, m_rows, out, inputs.get("bias"))
     func = te.create_prim_func([*inputs.values(), out]).without_attr("global_symbol")  # named by whoever adds it
     attrs = {KERNEL_ATTR: MATMUL_KERNEL, SPEC_TAG_ATTR: spec.tag, SPEC_ATTR: spec.as_attr()}
     return func.with_attrs(attrs)

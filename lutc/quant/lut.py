@@ -12,16 +12,14 @@ plane-``i`` index of that group (see :mod:`lutc.quant.layout`). The second term 
 
 **Exact mode** keeps float32 tables. Per group the kernel computes
 ``W = sum_i 2**i * A_i`` with ``A_i = sum_a T[a, j_{i,a}]`` and adds
-``scales * (W * 0.5) + offsets * xsum`` (with an implied offset ``c = offsets / scales``:
-``scales * (W * 0.5 + c * xsum)``); the result equals ``x @ dequantize(W).T`` up to
+``scales * (0.5 * W) + offsets * xsum``; the result equals ``x @ dequantize(W).T`` up to
 float32 rounding (:func:`exact_error_bound`).
 
 **Fast mode** rounds the tables of each (row of x, weight group) to int8 with one scale
 ``ls = max|T| / 127``: ``Tq = rint(T * (127 / max|T|))``. Lookups and the bit-plane sum
 ``W = sum_i 2**i * sum_a Tq[a, j]`` are exact integer arithmetic (int32 suffices: at most
 ``K/g * 127 * (2**b - 1)``), so any kernel summation order gives the same ``W``. The group
-then adds ``scales * (W * (0.5 * ls)) + offsets * xsum`` (implied offset: ``scales * (W * (0.5 *
-ls) + c * xsum)``), the scalars of a (row, group) folded first.
+then adds ``scales * (ls * (0.5 * W)) + offsets * xsum``.
 
 **Row scaling** keeps every intermediate normal and finite for any finite activations. A row
 whose largest ``|x|`` is below ``2**-60`` is multiplied by ``2**100`` before its tables are
@@ -55,7 +53,7 @@ from typing import Literal
 
 import numpy as np
 
-from .layout import PackedWeight, check_g, implied_offset, untile
+from .layout import PackedWeight, check_g, untile
 
 Mode = Literal["exact", "fast"]
 INT8_MAX = 127
@@ -213,18 +211,13 @@ def lut_matmul(tables: Tables, pw: PackedWeight, bias: np.ndarray | None = None)
             f"tables (g={tables.config.g}, group {tables.group_len}) do not fit the weight "
             f"(g={pw.g}, group {pw.group_len})"
         )
-    scales = _untiled(pw.scales)
-    constant = implied_offset(pw.fmt)
-    offsets = None if constant is not None else _untiled(pw.offsets)
+    scales, offsets = _untiled(pw.scales), _untiled(pw.offset_values())
     out = np.zeros((tables.values.shape[0], pw.n_pad), np.float32)
     for row in range(out.shape[0]):
-        weighted = _plane_sums(tables, pw, row).astype(np.float32) * (np.float32(0.5) * tables.lut_scale[row])
-        xsum = tables.xsum[row]
-        if offsets is None:
-            parts = scales * (weighted + np.float32(constant) * xsum)
-        else:
-            parts = scales * weighted + offsets * xsum
-        out[row] = parts.sum(axis=-1, dtype=np.float32) * tables.row_scale[row]
+        weighted = _plane_sums(tables, pw, row).astype(np.float32)
+        lut_scale, xsum = tables.lut_scale[row], tables.xsum[row]
+        parts = (scales * (lut_scale * (np.float32(0.5) * weighted)) + offsets * xsum) * tables.row_scale[row]
+        out[row] = parts.sum(axis=-1, dtype=np.float32)
     out = out[:, : pw.n]
     return out if bias is None else out + np.asarray(bias, np.float32)
 

@@ -7,8 +7,7 @@ Loop nest after scheduling (``m_inner`` swaps the middle two)::
         acc[0:32] = 0
         for chunk in group_bytes / C:      # tensorized: the micro-kernel covers C bytes, 32 rows
           lookup micro-kernel(tables, data, acc)
-        y_pad[m, tile*32 : tile*32 + 32] += scales * (acc * (0.5 * ls) + c * xsum)   # or + offsets * xsum
-      y[:, tile*32 : tile*32 + 32] = y_pad[:, tile*32 : tile*32 + 32] * row_scale (+ bias, cropped to N)
+        y[m, tile*32 : tile*32 + 32] += scales * (ls * 0.5 * acc) + offsets * xsum
 
 Decisions (all ``sch.sample_*``): the chunk size ``C`` (K unroll and tables per micro-kernel
 call, bounded by the int16 budget), the row/group order for M > 1, the unrolling of the chunk
