@@ -6,12 +6,9 @@ import numpy as np
 import pytest
 import tvm.testing
 from conftest import random_weights
-from lutc.schedules.base import block_names
-from tvm import s_tir
 
 from lutc.gemm import LutGemm, build_lut_gemm
 from lutc.kernels import KernelSpec
-from lutc.kernels.matmul import folds_epilogue, lut_matmul
 from lutc.quant import (
     IntFormat,
     LutConfig,
@@ -531,16 +528,3 @@ def test_lookup_loops_are_named_and_ordered_as_schedules_unpack_them(bits):
     sch = s_tir.Schedule(lut_matmul(KernelSpec(None, 64, 256, IntFormat(bits, 64))))
     names = [sch.get(loop).loop_var.name for loop in sch.get_loops(sch.get_sblock(LOOKUP_BLOCK))]
     assert names == [name for name in LOOKUP_LOOPS if bits > 1 or name != PLANE_LOOP]
-
-
-@pytest.mark.parametrize(
-    ("m", "mode", "folded"), [(1, "fast", False), (2, "fast", True), (None, "fast", True), (16, "exact", False)]
-)
-def test_prompt_kernels_fold_their_epilogue_and_decode_steps_do_not(m, mode, folded):
-    """Fast kernels for more than one row (or any) fold the epilogue's (row, group) scalars and
-    scale each row's group sum once, in a ``y_pad`` block before ``y``; a static M = 1 (a decode
-    step, where the fold slowed the one-row kernel) and exact mode keep the one epilogue block
-    (N a multiple of 32, no bias). Both forms are checked against the reference by the tests above."""
-    spec = KernelSpec(m, 64, 256, IntFormat(4, 32), mode=mode)
-    assert folds_epilogue(spec) is folded
-    assert ("y_pad" in block_names(s_tir.Schedule(lut_matmul(spec)))) is folded
