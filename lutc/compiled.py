@@ -25,7 +25,7 @@ from .library import (
     write_atomically,
 )
 from .remote import linker, upload, upload_file
-from .runtime import host_view, tensors_of, to_numpy
+from .runtime import copy_into, host_view, tensors_of, to_numpy
 from .weight_file import write as write_weights
 from .weights import (
     WeightSet,
@@ -257,10 +257,7 @@ class CompiledModel:
         else:
             shapes.move_to_end(key)
         tensor, view = staged
-        if view is None:
-            tensor.copyfrom(array)
-        else:
-            np.copyto(view, array, casting="no")
+        copy_into(tensor, array, view)
         return tensor
 
     def export_library(self, path: str | os.PathLike, *, weights: str | os.PathLike | None = None) -> Path:
