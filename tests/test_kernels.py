@@ -528,3 +528,24 @@ def test_lookup_loops_are_named_and_ordered_as_schedules_unpack_them(bits):
     sch = s_tir.Schedule(lut_matmul(KernelSpec(None, 64, 256, IntFormat(bits, 64))))
     names = [sch.get(loop).loop_var.name for loop in sch.get_loops(sch.get_sblock(LOOKUP_BLOCK))]
     assert names == [name for name in LOOKUP_LOOPS if bits > 1 or name != PLANE_LOOP]
+
+
+@pytest.mark.parametrize(
+    ("m", "mode", "folded"), [(1, "fast", False), (16, "fast", False), (None, "fast", True), (None, "exact", False)]
+)
+def test_prompt_kernels_fold_their_epilogue_and_static_rows_do_not(m, mode, folded):
+    """Fast kernels for a dynamic row count fold the epilogue's (row, group) scalars and scale each
+    row's group sum once, in a ``y_pad`` block before ``y``, and say so in an attribute (a tuner's
+    one-row stand-in keeps the form); static rows and exact mode keep one epilogue block (N a
+    multiple of 32, no bias). Both forms are checked against the reference by the tests above."""
+    from lutc.schedules.base import block_names
+    from tvm import s_tir
+
+    from lutc.kernels.matmul import folds_epilogue, lut_matmul
+    from lutc.kernels.names import FOLDED_ATTR, PADDED_OUTPUT_BLOCK
+
+    spec = KernelSpec(m, 64, 256, IntFormat(4, 32), mode=mode)
+    func = lut_matmul(spec)
+    assert folds_epilogue(spec) is folded
+    assert (PADDED_OUTPUT_BLOCK in block_names(s_tir.Schedule(func))) is folded
+    assert bool(func.attrs.get(FOLDED_ATTR, False)) is folded

@@ -119,11 +119,11 @@ def test_a_build_reads_what_the_tuning_pass_recorded(tmp_path):
         model = lutc.build(_mlp(), "x86", threads=1, tuning_logs=tmp_path)
     assert model.metadata["tuning"] == {
         "log": str(tmp_path / target_tag(TARGET)),
-        "tuned": {"w2g32 fast M=1 64x64": 7e-6},
+        "tuned": {"w2g32 fast M=any 64x64": 7e-6},
         "default": {},
     }
     assert "1 kernel(s) tuned, 0 on the default schedule" in model.summary()
-    assert "w2g32 fast M=1 64x64: tuned, 7.0 us when tuned" in model.summary()
+    assert "w2g32 fast M=any 64x64: tuned, 7.0 us when tuned" in model.summary()
     x = np.random.default_rng(0).standard_normal((1, 3, 64)).astype(np.float32)
     untuned = lutc.build(_mlp(), "x86", threads=1)
     np.testing.assert_array_equal(model(x=x), untuned(x=x))  # same arithmetic, another loop order only
@@ -135,7 +135,7 @@ def test_a_build_without_records_warns_and_lists_the_fallbacks(tmp_path):
     assert model.metadata["tuning"] == {
         "log": str(tmp_path / target_tag(TARGET)),
         "tuned": {},
-        "default": {"w2g32 fast M=1 64x64": "no record in the log"},
+        "default": {"w2g32 fast M=any 64x64": "no record in the log"},
     }
     assert "0 kernel(s) tuned, 1 on the default schedule" in model.summary()
 

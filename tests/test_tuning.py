@@ -116,7 +116,7 @@ def test_model_tasks_are_deduplicated_and_weighted():
     model = zoo.quantize_matmuls(zoo.float_mlp(64, 128, layers=4), 2, 32)  # 64 -> 128 -> 128 -> 128 -> 64
     mod, _ = lutc.builder.lut_module(model, lutc.BuildOptions())
     tasks = {t.name: t.weight for t in lutc.tuning.tasks_of_module(mod)}
-    assert tasks == {"w2g32 fast M=1 128x64": 1, "w2g32 fast M=1 128x128": 2, "w2g32 fast M=1 64x128": 1}
+    assert tasks == {"w2g32 fast M=any 128x64": 1, "w2g32 fast M=any 128x128": 2, "w2g32 fast M=any 64x128": 1}
 
 
 # ---- a tuned log, applied --------------------------------------------------------------------
@@ -146,12 +146,22 @@ def test_tuning_writes_a_log_that_builds_use(tuned_log):
     _check_gemm(gemm, SPEC)
 
 
-def test_dynamic_row_kernels_use_the_decode_record(tuned_log):
-    spec = KernelSpec(None, SPEC.n, SPEC.k, SPEC.fmt)
-    gemm = build_lut_gemm(spec, TARGET, threads=1, tuning_logs=tuned_log)
+def test_dynamic_row_kernels_have_a_record_of_their_own(tmp_path):
+    """A dynamic-row fast kernel folds its epilogue, so its workload (timed at one row) is not the
+    static decode kernel's: the decode record does not serve it, its own does, at any row count."""
+    dynamic = KernelSpec(None, SPEC.n, SPEC.k, SPEC.fmt)
+    [decode_task], [dynamic_task] = tasks_of_specs([SPEC]), tasks_of_specs([dynamic])
+    assert not tvm_ffi.structural_equal(decode_task.workload, dynamic_task.workload)
+    assert (decode_task.name, dynamic_task.name) == ("w2g128 fast M=1 64x256", "w2g128 fast M=any 64x256")
+    tune_kernels([SPEC], TARGET, log_dir=tmp_path, options=QUICK)
+    with pytest.warns(UntunedKernelsWarning, match=r"w2g128 fast M=any 64x256: no record"):
+        assert not build_lut_gemm(dynamic, TARGET, threads=1, tuning_logs=tmp_path).tuned
+    [result] = tune_kernels([dynamic], TARGET, log_dir=tmp_path, options=QUICK)
+    assert result.trials_run == QUICK.trials
+    gemm = build_lut_gemm(dynamic, TARGET, threads=1, tuning_logs=tmp_path)
     assert gemm.tuned
     for rows in (1, 5):
-        _check_gemm(gemm, spec, rows)
+        _check_gemm(gemm, dynamic, rows)
 
 
 def test_kernels_without_a_record_fall_back_with_a_warning(tuned_log):
@@ -321,7 +331,7 @@ def test_cli_tunes_a_model_and_compiles_with_its_log(tmp_path, capsys):
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert captured.out.count("2 trials now") == 1, captured.out  # one 64x64 matmul
-    assert "w2g32 fast M=1 64x64: 2/2 trials, best" in captured.err  # progress, as lines off a terminal
+    assert "w2g32 fast M=any 64x64: 2/2 trials, best" in captured.err  # progress, as lines off a terminal
     assert main(["compile", str(path), "--tuning-logs", str(logs), "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert "1 kernel(s) tuned, 0 on the default schedule" in out, out
@@ -338,7 +348,9 @@ def test_tune_options_are_checked():
         TuneOptions(trials=0)
     with pytest.raises(ValueError, match="measure"):
         TuneOptions(measure="warm")
-    assert len(tasks_of_specs([SPEC, SPEC, KernelSpec(None, 64, 256, FORMATS["w2g128"])])) == 1
+    assert len(tasks_of_specs([SPEC, SPEC, KernelSpec(None, 64, 256, FORMATS["w2g128"])])) == 2  # M=1, M=any
+    exact = [KernelSpec(rows, 64, 256, FORMATS["w2g128"], mode="exact") for rows in (1, None)]
+    assert len(tasks_of_specs(exact)) == 1  # exact mode's dynamic kernel is the static one's (no fold)
 
 
 # ---- migration and the shipped logs ------------------------------------------------------------

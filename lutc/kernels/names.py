@@ -25,6 +25,9 @@ NORM_ATTR = "lutc.fused_norm"
 (:class:`~lutc.kernels.precompute.FusedNorm`)."""
 NODE_ATTR = "lutc.node"
 """On ``lut_dequantize``: the ONNX node its weight came from."""
+FOLDED_ATTR = "lutc.folded_epilogue"
+"""Set on ``lut_matmul`` kernels built with the folded epilogue (:func:`lutc.kernels.matmul.folds_epilogue`),
+so the kernel a tuner times at a fixed row count keeps the form of the dynamic-row kernel it stands for."""
 FORMAT_ATTR = "lutc.format"
 """On ``lut_dequantize``: the lutc weight format, when the weight has one (bits 1-4)."""
 
@@ -58,7 +61,8 @@ BYTE_LOOP, PLANE_LOOP, HALF_LOOP, ENTRY_LOOP = LOOKUP_LOOPS[4:]
 OUTPUT_BLOCK = "y"
 """``lut_matmul``'s output ``[M, N]``: the epilogue, or the crop (and bias) after :data:`PADDED_OUTPUT_BLOCK`."""
 PADDED_OUTPUT_BLOCK = "y_pad"
-"""The epilogue over whole 32-row tiles, present when N is not a multiple of 32 or there is a bias."""
+"""The epilogue over whole 32-row tiles, present when N is not a multiple of 32 or there is a bias,
+and in kernels with the folded epilogue (the group sum before the row scale)."""
 
 # ---- lut_precompute -------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from tvm.target import Target
 
 from ..schedules import rule_for
 from .log import TuningLog, TuningLogWarning, mean_run_seconds
-from .tasks import is_tunable, kernel_spec, task_name, workload_of
+from .tasks import is_tunable, task_name_of, workload_of
 
 
 class UntunedKernelsWarning(UserWarning):
@@ -51,7 +51,7 @@ def look_up(func: tirx.PrimFunc, database: ms.database.Database, target: Target)
     """The tuned schedule of a ``lut_matmul`` kernel, or why it has none; ``None`` for any other function."""
     if not is_tunable(func):
         return None
-    name = task_name(kernel_spec(func))
+    name = task_name_of(func)
     record = database.query_tuning_record(workload_of(func), target, "main")
     if record is None:
         return KernelTuning(name, None, why_default="no record in the log")

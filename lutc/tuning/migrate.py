@@ -27,7 +27,7 @@ from tvm.target import Target
 from ..schedules import rule_for
 from ..targets import resolve_target
 from .log import LogContents, TuningLog, workload_hash
-from .tasks import is_tunable, kernel_spec, task_name, workload_of
+from .tasks import is_tunable, task_name_of, workload_of
 
 
 @dataclass
@@ -56,7 +56,7 @@ def _migrated(record: ms.database.TuningRecord, target: Target, report: Migratio
     if not is_tunable(func):
         report.dropped[workload_hash(record.workload.mod)] = "not a lut_matmul kernel"
         return None
-    name = task_name(kernel_spec(func))
+    name = task_name_of(func)
     workload = workload_of(func)
     if workload_hash(workload) == workload_hash(record.workload.mod):
         report.current.append(name)

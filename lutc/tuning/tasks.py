@@ -2,8 +2,10 @@
 
 A workload is the unscheduled kernel as ``IRModule({"main": func})``, the form meta_schedule
 stores. Kernels built for any number of rows are tuned, and looked up, at a fixed row count
-(:data:`TUNING_ROWS`, decode): meta_schedule measures concrete shapes, and the schedule's
-trace replays on the dynamic kernel because it never splits the row loop.
+(:data:`TUNING_ROWS`): meta_schedule measures concrete shapes, and the schedule's trace replays
+on the dynamic kernel because it never splits the row loop. Their workload keeps their folded
+epilogue (``lutc.kernels.matmul.folds_epilogue``), so it is not the static decode kernel's: a
+dynamic-row kernel has a record of its own, named ``M=any``.
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ import tvm_ffi
 from tvm import relax, tirx
 
 from ..kernels.matmul import lut_matmul
-from ..kernels.names import MATMUL_KERNEL, SPEC_ATTR, kernel_of
+from ..kernels.names import FOLDED_ATTR, MATMUL_KERNEL, SPEC_ATTR, kernel_of
 from ..kernels.spec import KernelSpec
 from ..relay_passes.calls import CALL_TIR
 
 TUNING_ROWS = 1
-"""Rows a dynamic-row kernel is tuned for: one token, the decode step that dominates LLM serving."""
+"""Rows a dynamic-row kernel is timed at while tuning: one token, the step that dominates LLM serving."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,11 +43,13 @@ def kernel_spec(func: tirx.PrimFunc) -> KernelSpec:
 
 
 def workload_of(func: tirx.PrimFunc) -> tvm.IRModule:
-    """The tuning workload of a ``lut_matmul`` kernel: rebuilt unscheduled, dynamic rows fixed."""
+    """The tuning workload of a ``lut_matmul`` kernel: rebuilt unscheduled, dynamic rows fixed,
+    its epilogue's form kept."""
     spec = kernel_spec(func)
     if spec.m is None:
         spec = dataclasses.replace(spec, m=TUNING_ROWS)
-    return tvm.IRModule({"main": lut_matmul(spec).with_attr("global_symbol", "main")})
+    folded = bool(func.attrs.get(FOLDED_ATTR, False))
+    return tvm.IRModule({"main": lut_matmul(spec, folded).with_attr("global_symbol", "main")})
 
 
 def is_tunable(func) -> bool:
@@ -54,9 +58,17 @@ def is_tunable(func) -> bool:
 
 
 def task_name(spec: KernelSpec) -> str:
-    rows = TUNING_ROWS if spec.m is None else spec.m
+    """How reports name a kernel's task: format, mode, extras, rows (``any``: dynamic), N x K."""
+    rows = "any" if spec.m is None else spec.m
     extras = " half-tables" * spec.half_tables + " +bias" * spec.bias
     return f"{spec.fmt.name} {spec.mode}{extras} M={rows} {spec.n}x{spec.k}"
+
+
+def task_name_of(func: tirx.PrimFunc) -> str:
+    """:func:`task_name` of a kernel or of its workload (a folded one stands for dynamic rows)."""
+    spec = kernel_spec(func)
+    dynamic = spec.m is None or bool(func.attrs.get(FOLDED_ATTR, False))
+    return task_name(dataclasses.replace(spec, m=None) if dynamic else spec)
 
 
 def dedup_tasks(funcs: Iterable[tuple[tirx.PrimFunc, int]]) -> list[TuneTask]:
@@ -66,7 +78,7 @@ def dedup_tasks(funcs: Iterable[tuple[tirx.PrimFunc, int]]) -> list[TuneTask]:
         workload = workload_of(func)
         same = next((i for i, t in enumerate(tasks) if tvm_ffi.structural_equal(t.workload, workload)), None)
         if same is None:
-            tasks.append(TuneTask(task_name(kernel_spec(func)), workload, calls))
+            tasks.append(TuneTask(task_name_of(func), workload, calls))
         else:
             tasks[same] = dataclasses.replace(tasks[same], weight=tasks[same].weight + calls)
     return tasks
