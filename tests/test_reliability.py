@@ -11,6 +11,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import onnx
@@ -112,6 +113,21 @@ def test_a_failed_import_prints_nothing_and_names_the_node(capfd):
         lutc.build(_two_minus_ones(), target="llvm")
     out, _ = capfd.readouterr()
     assert out == ""
+
+
+def test_dotted_input_names_build_without_renaming_warnings_and_keep_their_names():
+    """``past_key_values.0.key`` is not an identifier: TVM's importer renames it with a warning per
+    input (60 for SmolLM2). lutc binds by position, so the warning is noise: none, and the name stays."""
+    x = helper.make_tensor_value_info("past.0.key", TensorProto.FLOAT, [2, 3])
+    y = helper.make_tensor_value_info("present.0.key", TensorProto.FLOAT, [2, 3])
+    graph = helper.make_graph([helper.make_node("Relu", ["past.0.key"], ["present.0.key"])], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        compiled = lutc.build(model, target="llvm")
+    assert ([i.name for i in compiled.inputs], [o.name for o in compiled.outputs]) == (["past.0.key"], ["present.0.key"])
+    value = np.array([[-1, 2, -3], [4, -5, 6]], np.float32)
+    np.testing.assert_array_equal(compiled(**{"past.0.key": value}), np.maximum(value, 0))
 
 
 THREADS = textwrap.dedent(

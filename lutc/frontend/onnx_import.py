@@ -19,6 +19,7 @@ import builtins
 import contextvars
 import os
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -430,6 +431,11 @@ def _importer_print(*args, **kwargs) -> None:
 onnx_frontend.print = _importer_print
 
 
+RENAMING_WARNING = r"Renaming name "
+"""TVM's importer warns once per input whose ONNX name is not an identifier (``past_key_values.0.key``,
+60 a SmolLM2 build): lutc binds inputs by position and keeps their ONNX names, so it is noise."""
+
+
 def import_onnx(
     model: ModelSource,
     shape_dict: dict[str, list] | None = None,
@@ -445,7 +451,8 @@ def import_onnx(
     importer = _Importer(info, domains)
     token = _IMPORTING.set(True)
     try:
-        with _ONE_IMPORT_AT_A_TIME, sharing_values():
+        with _ONE_IMPORT_AT_A_TIME, sharing_values(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", RENAMING_WARNING, UserWarning)
             mod = importer.from_onnx(model.graph, info.opset)
     except ModelError:
         raise
