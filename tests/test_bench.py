@@ -76,3 +76,17 @@ def test_parse_shape_and_cold_copies() -> None:
     # 4 MiB weights: 16 copies make 64 MiB, one more makes the working set exceed it.
     assert cold_copies(4 << 20, 64 << 20) == 17
     assert cold_copies(4 << 20, 0) == 1
+
+
+@pytest.mark.slow
+def test_quick_lutc_any_m(tmp_path: Path) -> None:
+    """``--any-m`` adds the kernel built for any row count (what a prompt runs), timed at the case's
+    M (3 here, a row count no static kernel of the run has) and checked like the others."""
+    pytest.importorskip("lutc.kernels")
+    report = _run(tmp_path, "--any-m", "--m", "3", "--baselines", "ort-nbits-acc4", "--lutc-modes", "fast")
+    _assert_all_ran(report, ["lutc-fast", "lutc-fast-any-m", "ort-nbits-acc4"])
+    derived = report["cases"][0]["derived"]
+    for mode in ("hot", "cold"):
+        assert derived[mode]["speedup_any_m_vs_ort_best"] > 0
+        assert derived[mode]["roofline_fraction"]["lutc-fast-any-m"] > 0
+    assert "lutc fast any-M vs ORT best" in (tmp_path / "kernels.md").read_text()

@@ -10,9 +10,12 @@ from .kernels import CaseResult, KernelsReport, Measurement
 from .roofline import METHOD, Bandwidth, best
 
 ORT_NBITS = ("ort-nbits-acc4", "ort-nbits-lut")
-LUTC = ("lutc-fast", "lutc-fast-tuned", "lutc-exact")
+LUTC = ("lutc-fast", "lutc-fast-any-m", "lutc-fast-tuned", "lutc-exact")
+OPTIONAL_LUTC = ("lutc-fast-any-m", "lutc-fast-tuned")
+"""Variants that have a column only when they ran (``--any-m``, ``--tuned``)."""
 LABELS = {
     "lutc-fast": "lutc fast",
+    "lutc-fast-any-m": "lutc fast any-M",
     "lutc-fast-tuned": "lutc fast tuned",
     "lutc-exact": "lutc exact",
     "ort-nbits-acc4": "ORT NBits acc4",
@@ -33,7 +36,7 @@ def label(library: str) -> str:
 def lutc_libraries(libraries) -> list[str]:
     """lutc's variants: the main ones (always fast and exact, for stable columns), then those of
     comparison targets, in run order."""
-    main = [lib for lib in LUTC if lib in libraries or lib != "lutc-fast-tuned"]
+    main = [lib for lib in LUTC if lib in libraries or lib not in OPTIONAL_LUTC]
     return main + [lib for lib in libraries if lib.startswith("lutc-") and "@" in lib]
 
 
@@ -69,6 +72,7 @@ def summary(result: CaseResult, mode: str, bandwidths: list[Bandwidth]) -> dict:
         "speedup_fast_vs_ort_best": speedup(result, mode),
         "speedup_exact_vs_ort_best": speedup(result, mode, "lutc-exact"),
         "speedup_tuned_vs_ort_best": speedup(result, mode, "lutc-fast-tuned"),
+        "speedup_any_m_vs_ort_best": speedup(result, mode, "lutc-fast-any-m"),
         "roofline_us": roofline_us(result, mode, bandwidths),
         "roofline_fraction": {
             lib: roofline_fraction(result, mode, bandwidths, lib) for lib in lutc_libraries(result.libraries())

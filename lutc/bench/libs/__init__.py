@@ -34,9 +34,11 @@ def make_libraries(
     target: str,
     tuned: str | None = None,
     compare_targets: tuple[str, ...] = (),
+    any_rows: bool = False,
 ) -> list[Library]:
-    """lutc in ``lutc_modes`` (built for ``target``; fast mode also with the tuning log ``tuned``),
-    the same modes built for each of ``compare_targets``, then ``baselines``, in table order."""
+    """lutc in ``lutc_modes`` (built for ``target``; fast mode also with the tuning log ``tuned``,
+    and built for any row count where ``any_rows``), the same modes built for each of
+    ``compare_targets``, then ``baselines``, in table order."""
     from .lut_kernels import LutcKernels, load_kernels
 
     if lutc_modes:
@@ -44,6 +46,8 @@ def make_libraries(
     lutc = [LutcKernels(mode, target) for mode in LUTC_MODES if mode in lutc_modes]
     if tuned is not None and "fast" in lutc_modes:
         lutc.insert(1, LutcKernels("fast", target, tuning_logs=tuned))
+    if any_rows and "fast" in lutc_modes:
+        lutc.insert(1, LutcKernels("fast", target, any_rows=True))
     lutc += [LutcKernels(mode, other, comparison=True) for other in compare_targets for mode in lutc_modes]
     return lutc + [_baseline(name, num_cores) for name in BASELINES if name in baselines]
 

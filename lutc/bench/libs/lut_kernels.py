@@ -33,7 +33,7 @@ def load_kernels() -> ModuleType:
 def _bind(gemm: object, x: np.ndarray) -> tuple[partial, partial]:
     """``(run(weight), read_output())`` on preallocated buffers holding ``x``."""
     if hasattr(gemm, "workspace"):  # run(workspace, weight)
-        ws = gemm.workspace()
+        ws = gemm.workspace(x.shape[0])
         ws.x.copyfrom(x)
         return partial(gemm.run, ws), partial(ws.y.numpy)
     x_dev, out = gemm.input(x), gemm.output()  # run(x_dev, weight, out_dev)
@@ -50,11 +50,14 @@ class LutcKernels:
     """A ``lutc.tune`` log directory: schedules from its records (``lutc-fast-tuned``)."""
     comparison: bool = False
     """Built for a comparison target: named ``lutc-<mode>@<target>``."""
+    any_rows: bool = False
+    """Built for any row count (``m=None``, what a model's prompt runs), timed at the case's M:
+    ``lutc-<mode>-any-m``."""
     _built: LastBuild = field(default_factory=LastBuild, repr=False)
 
     @property
     def name(self) -> str:
-        name = f"lutc-{self.mode}" + ("-tuned" if self.tuning_logs is not None else "")
+        name = f"lutc-{self.mode}" + ("-tuned" if self.tuning_logs is not None else "") + "-any-m" * self.any_rows
         return f"{name}@{self.target}" if self.comparison else name
 
     @property
@@ -66,7 +69,8 @@ class LutcKernels:
 
     def prepare(self, case: Case, weights: Weights, inputs: Inputs, cold_bytes: int) -> Prepared:
         kernels = load_kernels()
-        spec = kernels.KernelSpec(m=case.m, n=case.n, k=case.k, fmt=case.fmt, mode=self.mode)
+        rows = None if self.any_rows else case.m
+        spec = kernels.KernelSpec(m=rows, n=case.n, k=case.k, fmt=case.fmt, mode=self.mode)
         build = partial(
             kernels.build_lut_gemm, spec, target=self.target, threads=case.threads, tuning_logs=self.tuning_logs
         )
