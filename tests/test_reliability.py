@@ -125,7 +125,8 @@ def test_dotted_input_names_build_without_renaming_warnings_and_keep_their_names
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         compiled = lutc.build(model, target="llvm")
-    assert ([i.name for i in compiled.inputs], [o.name for o in compiled.outputs]) == (["past.0.key"], ["present.0.key"])
+    names = ([i.name for i in compiled.inputs], [o.name for o in compiled.outputs])
+    assert names == (["past.0.key"], ["present.0.key"])
     value = np.array([[-1, 2, -3], [4, -5, 6]], np.float32)
     np.testing.assert_array_equal(compiled(**{"past.0.key": value}), np.maximum(value, 0))
 
