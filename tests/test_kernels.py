@@ -531,13 +531,15 @@ def test_lookup_loops_are_named_and_ordered_as_schedules_unpack_them(bits):
 
 
 @pytest.mark.parametrize(
-    ("m", "mode", "folded"), [(1, "fast", False), (16, "fast", False), (None, "fast", True), (None, "exact", False)]
+    ("m", "mode", "folded"),
+    [(1, "fast", False), (2, "fast", True), (16, "fast", True), (None, "fast", True), (None, "exact", False)],
 )
-def test_prompt_kernels_fold_their_epilogue_and_static_rows_do_not(m, mode, folded):
-    """Fast kernels for a dynamic row count fold the epilogue's (row, group) scalars and scale each
-    row's group sum once, in a ``y_pad`` block before ``y``, and say so in an attribute (a tuner's
-    one-row stand-in keeps the form); static rows and exact mode keep one epilogue block (N a
-    multiple of 32, no bias). Both forms are checked against the reference by the tests above."""
+def test_prompt_kernels_fold_their_epilogue_and_decode_steps_do_not(m, mode, folded):
+    """Fast kernels for more than one row (or any number) fold the epilogue's (row, group) scalars
+    and scale each row's group sum once, in a ``y_pad`` block before ``y``, and say so in an
+    attribute (a tuner's one-row stand-in for a dynamic kernel keeps the form); a static M = 1 (the
+    decode step) and exact mode keep one epilogue block (N a multiple of 32, no bias). Both forms
+    are checked against the reference by the tests above."""
     from lutc.schedules.base import block_names
     from tvm import s_tir
 

@@ -7,16 +7,17 @@ Two stages, both plain TensorIR before scheduling:
   exact mode), written as a one-hot sum over table entries so a schedule can swap the inner
   loops for a target micro-kernel (``vpshufb``, ``tbl``, ...);
 - ``epilogue``: ``y[m, n] = sum_groups (s * (ls * (0.5 * acc)) + offset * xsum) * row_scale
-  (+ bias)``, the float epilogue of :mod:`lutc.quant.lut`. Fast-mode kernels for a dynamic row
-  count (prompts; :func:`folds_epilogue`) fold a (row, group)'s scalars first, ``y_pad =
-  sum_groups s * (acc * (0.5 * ls) + c * xsum)`` (implied offset ``c``; with zero points ``s *
-  (acc * (0.5 * ls)) + offset * xsum``), and scale the group sum once, ``y = y_pad * row_scale
-  (+ bias)`` cropped to N: per output vector a convert and two FMAs instead of a convert, four
-  multiplies and two FMAs. Measured on Zen 3 (4096 x 4096 w4g32, 1 thread, hot, interleaved):
-  1.09-1.12x at a dynamic M = 16, 1.11x at M = 3, 1.09x at M = 128; the 1 B model's 16-token
-  prompt 1.14x. Static row counts keep the first form: at M = 1 (the decode step) the fold made
-  the one-row kernel 13-21 % slower (LLVM spilled around the ``[1, 32]`` accumulator it keeps in
-  registers) and a static M = 16 was 0.99x in two builds of five.
+  (+ bias)``, the float epilogue of :mod:`lutc.quant.lut`. Fast-mode kernels for more than one
+  row (prompts, dynamic or static M; :func:`folds_epilogue`) fold a (row, group)'s scalars first,
+  ``y_pad = sum_groups s * (acc * (0.5 * ls) + c * xsum)`` (implied offset ``c``; with zero points
+  ``s * (acc * (0.5 * ls)) + offset * xsum``), and scale the group sum once, ``y = y_pad *
+  row_scale (+ bias)`` cropped to N: per output vector a convert and two FMAs instead of a convert,
+  four multiplies and two FMAs. Measured on Zen 3 (4096 x 4096, interleaved A/B): w4g32 1.09-1.12x
+  at a dynamic M = 16, 1.11x at M = 3, 1.09x at M = 128, 1.08-1.13x at a static M = 4; at a
+  static M = 16 0.99-1.20x (1 thread, eight builds, two of them 0.99x) and 1.13x (2 threads), w2g32
+  1.03-1.13x (2 threads); the 1 B model's 16-token prompt 1.14x. A static M = 1 (the decode
+  step) keeps the first form: with the fold the one-row kernel was 13-21 % slower (LLVM spilled
+  around the ``[1, 32]`` accumulator it keeps in registers).
 """
 
 from __future__ import annotations
@@ -112,9 +113,9 @@ def _crop(spec: KernelSpec, m_rows, y_pad: te.Tensor, bias: te.Tensor | None) ->
 
 
 def folds_epilogue(spec: KernelSpec) -> bool:
-    """Whether ``spec``'s kernel folds its epilogue's scalars (module docstring): fast mode, dynamic
-    rows. Exact mode keeps one epilogue for every M: its greedy tokens are checked against ORT's."""
-    return spec.mode == "fast" and spec.m is None
+    """Whether ``spec``'s kernel folds its epilogue's scalars (module docstring): fast mode, M not a
+    static 1. Exact mode keeps one epilogue for every M: its greedy tokens are checked against ORT's."""
+    return spec.mode == "fast" and spec.m != 1
 
 
 def _folded_epilogue(spec: KernelSpec, m_rows, acc: te.Tensor, inputs: dict[str, te.Tensor]) -> te.Tensor:

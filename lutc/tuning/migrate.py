@@ -7,8 +7,9 @@ names blocks and loops that a change of that kind keeps, so it usually still app
 
 :func:`migrate_log` rebuilds each record's kernel from the spec stored in it, replays the
 record's trace on the rebuilt kernel, and keeps the records that replay, under the new
-workloads, with their trial counts. Their timings were measured on the older kernel; tune
-again (``lutc tune``) to measure the current one. Run as
+workloads, with their trial counts; the others leave the log (each reported, with why).
+Timings were measured on the older kernel; tune again (``lutc tune``) to measure the current
+one. Run as
 ``python -m lutc.tuning.migrate LOG_DIR [--target x86]``.
 """
 
@@ -85,7 +86,7 @@ def migrate_log(log_dir: str | Path, target: str | Target = "x86") -> Migration:
             records.append(new)
             old = contents.trials.get(workload_hash(record.workload.mod), 0)
             trials[key] = max(trials.get(key, 0), old)
-    if report.moved:
+    if report.moved or report.dropped:  # a record that cannot apply is gone from the log, not left stale
         log.replace(LogContents(records, trials))
     return report
 

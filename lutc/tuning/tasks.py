@@ -19,7 +19,7 @@ import tvm
 import tvm_ffi
 from tvm import relax, tirx
 
-from ..kernels.matmul import lut_matmul
+from ..kernels.matmul import folds_epilogue, lut_matmul
 from ..kernels.names import FOLDED_ATTR, MATMUL_KERNEL, SPEC_ATTR, kernel_of
 from ..kernels.spec import KernelSpec
 from ..relay_passes.calls import CALL_TIR
@@ -43,12 +43,13 @@ def kernel_spec(func: tirx.PrimFunc) -> KernelSpec:
 
 
 def workload_of(func: tirx.PrimFunc) -> tvm.IRModule:
-    """The tuning workload of a ``lut_matmul`` kernel: rebuilt unscheduled, dynamic rows fixed,
-    its epilogue's form kept."""
+    """The tuning workload of a ``lut_matmul`` kernel, rebuilt unscheduled as today's lutc builds
+    it; dynamic rows fixed to :data:`TUNING_ROWS` with the dynamic kernel's epilogue (a workload
+    that is such a stand-in says so in ``lutc.folded_epilogue``)."""
     spec = kernel_spec(func)
+    folded = folds_epilogue(spec) or bool(func.attrs.get(FOLDED_ATTR, False))
     if spec.m is None:
         spec = dataclasses.replace(spec, m=TUNING_ROWS)
-    folded = bool(func.attrs.get(FOLDED_ATTR, False))
     return tvm.IRModule({"main": lut_matmul(spec, folded).with_attr("global_symbol", "main")})
 
 
