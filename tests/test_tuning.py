@@ -153,6 +153,8 @@ def test_dynamic_row_kernels_have_a_record_of_their_own(tmp_path):
     [decode_task], [dynamic_task] = tasks_of_specs([SPEC]), tasks_of_specs([dynamic])
     assert not tvm_ffi.structural_equal(decode_task.workload, dynamic_task.workload)
     assert (decode_task.name, dynamic_task.name) == ("w2g128 fast M=1 64x256", "w2g128 fast M=any 64x256")
+    [prompt_task] = tasks_of_specs([KernelSpec(16, SPEC.n, SPEC.k, SPEC.fmt)])  # folded too, not a stand-in
+    assert prompt_task.name == "w2g128 fast M=16 64x256"
     tune_kernels([SPEC], TARGET, log_dir=tmp_path, options=QUICK)
     with pytest.warns(UntunedKernelsWarning, match=r"w2g128 fast M=any 64x256: no record"):
         assert not build_lut_gemm(dynamic, TARGET, threads=1, tuning_logs=tmp_path).tuned

@@ -66,10 +66,10 @@ def task_name(spec: KernelSpec) -> str:
 
 
 def task_name_of(func: tirx.PrimFunc) -> str:
-    """:func:`task_name` of a kernel or of its workload (a folded one stands for dynamic rows)."""
+    """:func:`task_name` of a kernel or of its workload (a folded one-row workload stands for dynamic rows)."""
     spec = kernel_spec(func)
-    dynamic = spec.m is None or bool(func.attrs.get(FOLDED_ATTR, False))
-    return task_name(dataclasses.replace(spec, m=None) if dynamic else spec)
+    stand_in = bool(func.attrs.get(FOLDED_ATTR, False)) and not folds_epilogue(spec)
+    return task_name(dataclasses.replace(spec, m=None) if stand_in else spec)
 
 
 def dedup_tasks(funcs: Iterable[tuple[tirx.PrimFunc, int]]) -> list[TuneTask]:
