@@ -395,15 +395,15 @@ def test_migration_drops_records_whose_schedule_no_longer_applies(tuned_log, tmp
     today's: migration reports it and removes it from the log, leaving the current records alone."""
     from lutc.tuning.migrate import migrate_log
 
-    unfolded = workload_of(lut_matmul(SPEC))  # a one-row trace, on an unfolded kernel of 16 rows
+    record = TuningLog(tuned_log, TARGET).read().records[0]  # SPEC's (M = 1, current)
     stale_mod = tvm.IRModule({"main": lut_matmul(KernelSpec(16, SPEC.n, SPEC.k, SPEC.fmt), folded=False)})
-    [record] = [r for r in TuningLog(tuned_log, TARGET).read().records][:1]
     stale = ms.database.TuningRecord(record.trace, ms.database.Workload(stale_mod), record.run_secs, record.target)
     TuningLog(tmp_path, TARGET).replace(lutc.tuning.log.LogContents([record, stale], {}))
     report = migrate_log(tmp_path, TARGET)
     assert list(report.dropped) == ["w2g128 fast M=16 64x256"] and report.current, report.describe()
     kept = TuningLog(tmp_path, TARGET).read().records
-    assert [lutc.tuning.log.workload_hash(r.workload.mod) for r in kept] == [lutc.tuning.log.workload_hash(unfolded)]
+    decode = workload_of(lut_matmul(SPEC))
+    assert [lutc.tuning.log.workload_hash(r.workload.mod) for r in kept] == [lutc.tuning.log.workload_hash(decode)]
 
 
 def test_shipped_logs_match_the_current_kernels():

@@ -19,7 +19,9 @@ float32 rounding (:func:`exact_error_bound`).
 ``ls = max|T| / 127``: ``Tq = rint(T * (127 / max|T|))``. Lookups and the bit-plane sum
 ``W = sum_i 2**i * sum_a Tq[a, j]`` are exact integer arithmetic (int32 suffices: at most
 ``K/g * 127 * (2**b - 1)``), so any kernel summation order gives the same ``W``. The group
-then adds ``scales * (ls * (0.5 * W)) + offsets * xsum``.
+then adds ``scales * (ls * (0.5 * W)) + offsets * xsum``. (Compiled fast-mode kernels for more
+than one row fold a (row, group)'s scalars first and apply the row scale to the group sum, the
+same up to float32 rounding: ``lutc.kernels.matmul.folds_epilogue``.)
 
 **Row scaling** keeps every intermediate normal and finite for any finite activations. A row
 whose largest ``|x|`` is below ``2**-60`` is multiplied by ``2**100`` before its tables are
