@@ -9,7 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lutc.quant import TILE_N, IntFormat, QuantizedWeight, TernaryFormat, pack, quantize, unpack
-from lutc.quant.layout import PackedWeight, decode_indices, encode_indices
+from lutc.quant.layout import (
+    PackedWeight,
+    decode_indices,
+    encode_indices,
+    from_vector_layout,
+    to_vector_layout,
+    vector_bytes,
+)
 
 
 def _assert_same_weight(a: QuantizedWeight, b: QuantizedWeight) -> None:
@@ -112,3 +119,40 @@ def test_packed_arrays_are_checked():
         PackedWeight(pw.fmt, pw.n, pw.k, pw.g, pw.data, pw.scales.astype(np.float16), pw.offsets)
     with pytest.raises(ValueError, match="w2g32 packs no offsets"):
         PackedWeight(pw.fmt, pw.n, pw.k, pw.g, pw.data, pw.scales, pw.offset_values())
+
+
+# ---- the vector layout (GPUs) ------------------------------------------------------------------
+
+
+@given(
+    n=st.integers(1, 70),
+    groups=st.integers(1, 3),
+    fmt=st.sampled_from(all_formats((32, 64, 128))),
+    seed=st.integers(0, 2**16),
+)
+def test_vector_layout_round_trips_and_places_each_row_contiguously(n, groups, fmt, seed):
+    pw = pack(quantize(random_weights(np.random.default_rng(seed), n, k_for(fmt, groups, 8 * groups)), fmt))
+    vector = vector_bytes(pw.group_len // 8)
+    vdata = to_vector_layout(pw.data, vector)
+    np.testing.assert_array_equal(from_vector_layout(vdata), pw.data)
+    tiles, kbytes, planes, rows = pw.data.shape
+    assert vdata.shape == (tiles, kbytes // vector, rows, planes, vector)
+    t, v, r = tiles - 1, kbytes // vector - 1, rows - 1  # the last slot, byte by byte
+    for i in range(planes):
+        for j in range(vector):
+            assert vdata[t, v, r, i, j] == pw.data[t, vector * v + j, i, r]
+    flat = vdata.reshape(-1)  # one thread's slot is contiguous: planes * vector bytes
+    start = ((t * (kbytes // vector) + v) * rows + r) * planes * vector
+    np.testing.assert_array_equal(flat[start : start + planes * vector], vdata[t, v, r].reshape(-1))
+
+
+@pytest.mark.parametrize(("group_bytes", "vector"), [(2, 2), (4, 4), (8, 8), (16, 16), (64, 16), (72, 8), (12, 4)])
+def test_vector_width_is_the_widest_dividing_a_group(group_bytes, vector):
+    assert vector_bytes(group_bytes) == vector
+
+
+def test_vector_layout_refuses_what_does_not_split():
+    with pytest.raises(ValueError, match="no vector width"):
+        vector_bytes(3)
+    with pytest.raises(ValueError, match="do not split"):
+        to_vector_layout(np.zeros((1, 12, 2, 32), np.uint8), 8)

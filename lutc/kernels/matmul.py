@@ -69,7 +69,11 @@ def _lookup(spec: KernelSpec, m_rows, tables: te.Tensor, data: te.Tensor) -> te.
 
     def body(m, tile, group, r):  # LOOKUP_LOOPS' spatial loops take these names
         k_byte = group * spec.group_bytes + byte
-        byte_value = data[tile, k_byte, 0 if plane is None else plane, r]
+        p = 0 if plane is None else plane
+        if spec.vector > 1:  # lutc.quant.layout.to_vector_layout
+            byte_value = data[tile, k_byte // spec.vector, r, p, k_byte % spec.vector]
+        else:
+            byte_value = data[tile, k_byte, p, r]
         term = lookup_term(tables[m, k_byte * 2 + half, entry], byte_value, plane, half, entry, spec)
         return te.sum(term, axis=axes)
 

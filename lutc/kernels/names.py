@@ -52,6 +52,8 @@ def kernel_of(func) -> str | None:
 
 TABLES = "tables"
 """The table input of ``lut_matmul`` and the table output of ``lut_precompute`` (buffer and block)."""
+DATA = "data"
+"""``lut_matmul``'s packed weight bytes (:mod:`lutc.quant.layout`)."""
 LOOKUP_BLOCK = "lookup"
 """``lut_matmul``'s table lookups, accumulated per (row, tile, group, output row in the tile)."""
 LOOKUP_LOOPS = ("m", "tile", "group", "r", "byte", "plane", "half", "entry")

@@ -8,7 +8,7 @@ from typing import Literal
 from tvm import tirx
 
 from ..quant.formats import AnyFormat, format_from_attr, format_to_attr, group_length, n_groups
-from ..quant.layout import K_BYTE, TILE_N, implied_offset, padded_k
+from ..quant.layout import K_BYTE, TILE_N, VECTOR_WIDTHS, implied_offset, padded_k
 from .names import SPEC_ATTR
 
 TABLE_DTYPE = {"fast": "int8", "exact": "float32"}
@@ -44,6 +44,9 @@ class KernelSpec:
     half_tables: bool = False
     bias: bool = False
     g: int = KERNEL_G
+    vector: int = 1
+    """Bytes of one (row, plane) a GPU thread loads at once: 1 is the tile layout every CPU kernel
+    reads; more is the vector layout of :func:`lutc.quant.layout.to_vector_layout`."""
 
     def __post_init__(self) -> None:
         for name in ("m", "n", "k") if self.m is not None else ("n", "k"):
@@ -60,6 +63,9 @@ class KernelSpec:
                 f"compiled kernels need weight groups of at least {MIN_GROUP} K elements; "
                 f"format {self.fmt.name} with K={self.k} has {self.group_len}"
             )
+        if self.vector != 1 and (self.vector not in VECTOR_WIDTHS or self.group_bytes % self.vector):
+            raise ValueError(f"vector={self.vector} must be one of {VECTOR_WIDTHS} dividing the group's "
+                             f"{self.group_bytes} bytes")  # fmt: skip
 
     @property
     def planes(self) -> int:
@@ -116,7 +122,8 @@ class KernelSpec:
         table = "half" if self.half_tables else "full"
         bias = "_bias" if self.bias else ""
         rows = "dyn" if self.m is None else self.m
-        return f"m{rows}_n{self.n}_k{self.k}_{self.fmt.name}_{self.mode}_{table}{bias}"
+        vector = f"_v{self.vector}" if self.vector > 1 else ""
+        return f"m{rows}_n{self.n}_k{self.k}_{self.fmt.name}_{self.mode}_{table}{bias}{vector}"
 
     @property
     def precompute_tag(self) -> str:
@@ -129,8 +136,11 @@ class KernelSpec:
         """The packed weight ``lut_matmul`` reads (:mod:`lutc.quant.layout`): part -> (shape, dtype);
         ``offsets`` only for formats whose zero point is stored."""
         ng, nt = self.n_groups, self.n_tiles
+        data = (nt, self.k_bytes, self.planes, TILE_N)
+        if self.vector > 1:
+            data = (nt, self.k_bytes // self.vector, TILE_N, self.planes, self.vector)
         types = {
-            "data": ((nt, self.k_bytes, self.planes, TILE_N), "uint8"),
+            "data": (data, "uint8"),
             "scales": ((nt, ng, TILE_N), self.scale_dtype),
         }
         if implied_offset(self.fmt) is None:
@@ -138,10 +148,12 @@ class KernelSpec:
         return types
 
     def as_attr(self) -> dict:
-        """Every field as a plain dict (``m`` -1 when dynamic), for IR attributes and JSON."""
-        return {"m": -1 if self.m is None else self.m, "n": self.n, "k": self.k, "fmt": format_to_attr(self.fmt),
+        """Every field as a plain dict (``m`` -1 when dynamic), for IR attributes and JSON; ``vector``
+        only when not 1 (the CPU kernels' attributes, and so their tuning records, stay as they were)."""
+        attr = {"m": -1 if self.m is None else self.m, "n": self.n, "k": self.k, "fmt": format_to_attr(self.fmt),
                 "mode": self.mode, "half_tables": int(self.half_tables), "bias": int(self.bias),
                 "g": self.g}  # fmt: skip
+        return attr | ({"vector": self.vector} if self.vector != 1 else {})
 
     @staticmethod
     def from_attr(attr) -> KernelSpec:
@@ -152,6 +164,7 @@ class KernelSpec:
         return KernelSpec(
             None if m < 0 else m, int(attr["n"]), int(attr["k"]), format_from_attr(attr["fmt"]), str(attr["mode"]),
             bool(int(half)), bool(int(attr["bias"])), int(attr["g"]),
+            int(attr["vector"]) if "vector" in attr else 1,
         )  # fmt: skip
 
     @staticmethod

@@ -26,6 +26,16 @@ registers, one CUDA warp). ``data`` is uint8 ``[N_pad / 32, K_pad / 8, planes, 3
 ``[8*kb, 8*kb + 8)``. A kernel streams one tile contiguously: for each K byte, the planes
 of 32 rows, so the two tables a byte indexes serve every plane before moving on.
 
+**The vector layout (GPUs).** A GPU thread computes one row, so it wants that row's bytes
+contiguous, in loads of up to 16 bytes, where the tile layout gives it one byte per (K byte,
+plane). For ``V`` (:func:`vector_bytes`: the largest of 2, 4, 8, 16 dividing a weight group's K
+bytes) ``data`` becomes uint8 ``[N_pad / 32, K_pad / (8 V), 32, planes, V]``:
+``vdata[t, v, r, i, j] = data[t, V*v + j, i, r]`` (:func:`to_vector_layout`, inverse
+:func:`from_vector_layout`). One thread's ``planes * V`` bytes of a vector slot are contiguous
+(w4g32: 4 planes x 4 bytes, one 16-byte load; w2g128: 2 x 16, two), and a warp's 32 threads read
+``32 * planes * V`` contiguous bytes (512 for w4g32). A slot never spans two weight groups, so
+a kernel's groups can go to different warps. Scales and offsets keep their tile layout.
+
 **Scales and zero points** are stored per tile as well, ``[N_pad / 32, n_groups, 32]``:
 
 - ``scales``: the format's scales in their storage dtype (fp32 or fp16);
@@ -52,6 +62,8 @@ from .weights import QuantizedWeight, check_finite
 
 TILE_N = 32
 K_BYTE = 8
+VECTOR_WIDTHS = (2, 4, 8, 16)
+"""Bytes per (row, plane) of a vector layout slot: 16 is the widest GPU load (``uint4``)."""
 SUPPORTED_G = (1, 2, 4, 8)
 CHUNK_BYTES = 1 << 21
 """Bytes of codes :func:`pack` works on at a time, which bounds its temporaries."""
@@ -257,6 +269,35 @@ def pack(qw: QuantizedWeight, g: int = 4) -> PackedWeight:
     if implied_offset(fmt) is None:
         offsets = _tile(_pad_to(offsets_of(qw), n_pad, qw.scales.shape[1]))
     return PackedWeight(fmt, n, k, g, data, scales, offsets, qw.zeros)
+
+
+def vector_bytes(group_bytes: int) -> int:
+    """``V`` of the vector layout for weight groups of ``group_bytes`` K bytes (module docstring)."""
+    fitting = [v for v in VECTOR_WIDTHS if group_bytes % v == 0]
+    if not fitting:
+        raise ValueError(f"no vector width in {VECTOR_WIDTHS} divides a weight group of {group_bytes} bytes")
+    return max(fitting)
+
+
+def vector_transform(shape: tuple[int, ...], vector: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``(reshape, axes)`` taking tile-layout ``data`` of ``shape`` to the vector layout: a reshape
+    then a transpose, the same two steps in numpy (:func:`to_vector_layout`) and in a graph."""
+    tiles, kbytes, planes, rows = shape
+    if kbytes % vector:
+        raise ValueError(f"{kbytes} K bytes do not split into vectors of {vector}")
+    return (tiles, kbytes // vector, vector, planes, rows), (0, 1, 4, 3, 2)
+
+
+def to_vector_layout(data: np.ndarray, vector: int) -> np.ndarray:
+    """Tile-layout ``[N_pad/32, K_pad/8, planes, 32]`` -> vector layout ``[N_pad/32, K_pad/(8V), 32, planes, V]``."""
+    reshape, axes = vector_transform(data.shape, vector)
+    return np.ascontiguousarray(data.reshape(reshape).transpose(axes))
+
+
+def from_vector_layout(vdata: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`to_vector_layout`."""
+    tiles, slots, rows, planes, vector = vdata.shape
+    return np.ascontiguousarray(vdata.transpose(0, 1, 4, 3, 2).reshape(tiles, slots * vector, planes, rows))
 
 
 def silent_groups(qw: QuantizedWeight) -> np.ndarray:
