@@ -78,6 +78,10 @@ CUDA_ARCHS = ("sm80", "sm86", "sm89", "sm90")
 CUDA_HOST = {"kind": "llvm", "mtriple": "x86_64-linux-gnu"}
 MIN_CUDA_ARCH = 61
 """sm_61 (Pascal): the oldest GPU with ``dp4a``."""
+CUDA_SM_COUNTS = {61: 30, 70: 80, 75: 72, 80: 108, 86: 84, 89: 128, 90: 132}
+"""Streaming multiprocessors of the largest usual GPU of each compute capability (GTX 1080 Ti,
+V100, RTX 2080 Ti, A100, RTX 3090, RTX 4090, H100/H200): schedule defaults size their grids by
+it. A smaller GPU of the same architecture (A10: 72, L4: 58) gets more blocks per SM than planned."""
 
 
 def _cuda(arch: str) -> dict:
@@ -214,6 +218,13 @@ def resolve_target(target: str | dict | Target, threads: int | None = None) -> T
 def compute_capability(arch: str) -> int:
     """``80`` for ``sm_80``, ``90`` for ``sm_90a``: a CUDA arch's major and minor version."""
     return int("".join(c for c in arch if c.isdigit()) or 0)
+
+
+def cuda_sm_count(target: Target) -> int:
+    """:data:`CUDA_SM_COUNTS` for ``target``'s arch (the nearest older one listed)."""
+    capability = compute_capability(str(target.attrs.get("arch", "") or ""))
+    known = [c for c in CUDA_SM_COUNTS if c <= capability]
+    return CUDA_SM_COUNTS[max(known) if known else min(CUDA_SM_COUNTS)]
 
 
 def _with_cuda_arch(target: Target) -> Target:

@@ -7,6 +7,7 @@
   :class:`LutcApplyDefaultSchedules` default rules to the rest;
 - the rest of the pipeline: :class:`LutcLiftWeights` (weight stages out of ``main``),
   :class:`LutcIsolateShapeKernels` (kernels with scalar shape arguments kept out of fusion),
+  :class:`LutcVectorWeights` (GPUs: ``lut_matmul`` weights in the vector layout),
   :class:`LutcFastMath` (exp, tanh, erf, sigmoid, softmax, GELU as vectorizable polynomials on CPUs).
 
 Installed as ``lutc.relay_passes`` (the name follows the original design; Relay itself is
@@ -21,6 +22,7 @@ from .lift_weights import LutcLiftWeights
 from .rewrite_quantized_matmul import DECISIONS_ATTR, LutcRewriteQuantizedMatmul, RewriteOptions
 from .schedule_kernels import LutcScheduleKernels
 from .share_tables import LutcShareTables
+from .vector_weights import LutcVectorWeights
 
 __all__ = [
     "DECISIONS_ATTR",
@@ -32,5 +34,6 @@ __all__ = [
     "LutcRewriteQuantizedMatmul",
     "LutcScheduleKernels",
     "LutcShareTables",
+    "LutcVectorWeights",
     "RewriteOptions",
 ]

@@ -9,13 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_build import _nbits_model
+from conftest import random_weights
+from test_build import K, N, _nbits_model
 from tvm.target import Target
 
 import lutc
 from lutc import backend
 from lutc.backend.ptxas import ptxas_report
 from lutc.errors import LoadError, TargetError
+from lutc.quant import IntFormat, pack, quantize
+from lutc.quant.layout import to_vector_layout
 from lutc.targets import CUDA_ARCHS, resolve_target
 from lutc.tuning import target_tag
 
@@ -114,3 +117,16 @@ def test_norms_feeding_lut_kernels_are_fused_into_the_precompute_on_cuda():
     kernels = re.findall(r"__global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\(", source)
     assert kernels and not [k for k in kernels if "rms_norm" in k]
     assert any("lut_precompute" in k for k in kernels)
+
+
+@pytest.mark.parametrize(("bits", "block", "vector", "load"), [(2, 32, 4, "uint2"), (4, 128, 16, "uint4")])
+def test_cuda_builds_make_their_weights_in_the_vector_layout(bits, block, vector, load):
+    """``LutcVectorWeights`` turns the packed weight into the vector layout in a lifted weight stage
+    (run on this CPU when the weights are made): the model holds exactly ``to_vector_layout`` of it."""
+    model, _ = _nbits_model(bits, block)
+    compiled = lutc.build(model, "cuda-sm90")
+    qw = quantize(random_weights(np.random.default_rng(0), N, K), IntFormat(bits, block))  # _nbits_model's
+    expected = to_vector_layout(pack(qw).data, vector)
+    (data,) = [w.numpy() for w in compiled.weights.values() if w.ndim == 5]
+    np.testing.assert_array_equal(data, expected)
+    assert f"*({load}*)(" in compiled.source("cuda")  # 2 planes x 4 bytes; 4 x 16 in 16-byte loads

@@ -103,8 +103,9 @@ def _broken_copy(bundle: Path, tmp_path: Path, name: str) -> tuple[Path, dict, d
 def test_a_matmul_that_skips_half_its_blocks_fails(bundle, cache, tmp_path):
     name = "correctness_m1_n256_k512_w4g32_exact_half"
     broken, manifest, case = _broken_copy(bundle, tmp_path, name)
-    (launch,) = case["modules"][1]["launches"]
-    launch["grid"][0] //= 2  # the second half of the output rows is never written
+    launch = case["modules"][1]["launches"][-1]  # the kernel that writes y (after the K blocks' partial sums)
+    axis = "grid" if launch["grid"][0] > 1 else "block"  # one thread per output row: halve either
+    launch[axis][0] //= 2  # the second half of the output rows is never written
     (broken / "manifest.json").write_text(json.dumps(manifest))
     out = tmp_path / "results.json"
     done = _emulate(broken, cache, "--only", name, "--out", str(out))

@@ -16,13 +16,14 @@ import subprocess
 import numpy as np
 import pytest
 import tvm
-from lutc.schedules import rule_for
+from lutc.schedules import Knobs, rule_for
 from lutc.schedules.cuda import LutMatmulCuda, LutPrecomputeCuda
 from lutc.schedules.cuda.base import MAX_REGISTERS, SHARED_BYTES
 from lutc.schedules.cuda.lookup_intrin import IDENTITY_SELECTOR, SELECT_HIGH, plane_weights
 from tvm.target import Target
 
 from lutc.backend.ptxas import KernelResources, parse_ptxas, ptxas_report
+from lutc.bench.gpu_bundle import GRID_CHECKED
 from lutc.kernels.matmul import lut_matmul
 from lutc.kernels.precompute import FusedNorm, lut_precompute
 from lutc.kernels.spec import KernelSpec
@@ -214,3 +215,13 @@ def test_prmt_lookup_matches_reference(fmt, half_tables):
     for row in range(x.shape[0]):
         emulated = _emulated_sums(tables.values[row], pw.data, fmt.bits, half_tables, group_bytes)
         np.testing.assert_array_equal(emulated, _plane_sums(tables, pw, row))  # integer sums: exact
+
+
+@needs_nvcc
+@pytest.mark.parametrize("spec,knobs", GRID_CHECKED, ids=[f"{s.tag}-{dict(k)}" for s, k in GRID_CHECKED])
+def test_grid_knobs_compile_spill_free(spec, knobs):
+    """K blocks and several rows a block: the bundle's grid cases fit ptxas' limits on sm_80 and sm_90."""
+    rule = rule_for(lut_matmul(spec), TARGET)
+    scheduled = rule.apply(lut_matmul(spec), TARGET, Knobs(pinned=knobs)).mod["main"]
+    built = tvm.tirx.build(tvm.IRModule({"kernel": scheduled.with_attr("global_symbol", "kernel")}), target=TARGET)
+    _check_resources(built.imports[0].inspect_source())

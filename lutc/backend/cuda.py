@@ -1,7 +1,8 @@
 """The CUDA backend: its phases after the LUT rewrite and the tuning log (``phases``, by name,
 in the order they run), its device, its tuning tag and what a machine needs to run its code.
 
-1. ``schedule_passes``: LUT kernels the tuning log did not schedule, scheduled with
+1. ``schedule_passes``: ``lut_matmul`` weights in the vector layout (``LutcVectorWeights``: a
+   thread loads its row's bytes 16 at a time), then the LUT kernels scheduled with
    ``lutc.schedules`` (the rules of ``schedules/cuda``);
 2. ``legalize_passes``: TVM's CUDA library dispatch, legalization and fusion, with shape
    kernels kept out of fused groups (as on the CPU);
@@ -20,7 +21,7 @@ import tvm
 from tvm.relax.backend.cuda import pipeline as cuda_pipeline
 from tvm.target import Target
 
-from ..relay_passes import LutcApplyDefaultSchedules, LutcLiftWeights, LutcScheduleKernels
+from ..relay_passes import LutcApplyDefaultSchedules, LutcLiftWeights, LutcScheduleKernels, LutcVectorWeights
 from ..targets import compute_capability
 from .legalize import legalize_and_fuse
 
@@ -31,8 +32,8 @@ HUGE_PAGES = False
 
 
 def schedule_passes(target: Target) -> list[tvm.transform.Pass]:
-    """LUT kernels the tuning phase left unscheduled get their rule's default schedule."""
-    return [LutcScheduleKernels(target)]
+    """``lut_matmul`` weights in the vector layout (16-byte loads), then the LUT kernels' default schedules."""
+    return [LutcVectorWeights(), LutcScheduleKernels(target)]
 
 
 def legalize_passes(target: Target) -> list[tvm.transform.Pass]:

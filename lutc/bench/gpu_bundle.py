@@ -47,6 +47,8 @@ from lutc.quant import (
     random_weights,
     reference_matmul,
 )
+from lutc.quant.layout import to_vector_layout
+from lutc.relay_passes.vector_weights import vector_spec
 from lutc.schedules import Knobs, schedule
 from lutc.schedules.cuda import LutMatmulCuda
 from lutc.schedules.cuda.base import DEFAULT_CHUNK, DEFAULT_K_SPLIT, DEFAULT_TILES, MAX_THREADS, WARP
@@ -92,6 +94,12 @@ DYNAMIC_ROWS = (1, 3, 16)
 TIMING_FORMATS = (IntFormat(2, 32), IntFormat(4, 32))
 TIMING_SHAPES = ((4096, 4096), (11008, 4096), (4096, 11008))
 TIMING_ROWS = (1, 16)
+TIMING_EXTRA = (
+    *(KernelSpec(m, 4096, 4096, fmt, mode="fast") for fmt in TIMING_FORMATS for m in (4, 32)),
+    *(KernelSpec(1, 4096, 4096, IntFormat(bits, 128), mode="fast") for bits in (2, 4)),
+)
+"""Also timed at 4096 x 4096: rows that share weight loads at M = 4 and 32, and 128-element groups
+(16-byte vector slots per plane) at M = 1."""
 SWEEP_SPECS = (
     KernelSpec(1, 4096, 4096, IntFormat(2, 32), mode="fast"),
     KernelSpec(1, 4096, 4096, IntFormat(4, 32), mode="fast"),
@@ -103,6 +111,19 @@ SWEEP_CHECKED = (
     KernelSpec(16, 256, 512, IntFormat(4, 128, symmetric=False), mode="exact", half_tables=True),
 )
 """Checked with the same knob sets, so that what is timed has also been checked."""
+GRID_CHECKED = (
+    (KernelSpec(1, 256, 512, IntFormat(2, 32), mode="fast"), (("k_blocks", 8), ("k_split", 1))),
+    (KernelSpec(1, 250, 512, IntFormat(4, 32), mode="exact"), (("k_blocks", 4), ("k_split", 2))),
+    (KernelSpec(2, 256, 512, IntFormat(4, 32), mode="fast"), (("rows", 2),)),
+    (KernelSpec(6, 250, 512, TernaryFormat(64), mode="fast"), (("rows", 2),)),
+    (KernelSpec(16, 256, 512, IntFormat(2, 32), mode="fast"), (("k_blocks", 2), ("rows", 8))),
+    (KernelSpec(16, 256, 512, IntFormat(3, 64, symmetric=False), mode="fast", half_tables=True), (("rows", 8),)),
+    (KernelSpec(16, 256, 512, IntFormat(8, 32, symmetric=False), mode="exact"), (("chunk", 2), ("rows", 2))),
+    (KernelSpec(32, 256, 512, IntFormat(4, 32), mode="fast"), (("rows", 8),)),
+)
+"""The grid's other cases: K blocks (with a cropped N), several rows a block (M = 2, 6, 16, 32,
+half tables, 3- and 8-bit codes, exact mode's two rows); the defaults (K blocks at M = 1, four
+rows at M = 16 in fast mode) are in every correctness case already."""
 
 
 @dataclass(frozen=True)
@@ -157,8 +178,8 @@ class Case:
     norm: FusedNorm | None = None
     """The precompute's fused RMSNorm: its inputs are ``x`` (and ``skip``) and ``weight``."""
     knobs: tuple[tuple[str, int], ...] = ()
-    """``lut_matmul``'s pinned structural choices (``tiles``, ``k_split``, ``chunk``); the
-    rule's defaults when empty."""
+    """``lut_matmul``'s pinned structural choices (``tiles``, ``k_split``, ``chunk``, ``k_blocks``,
+    ``rows``); the rule's defaults for those not named."""
     rows: int | None = None
     """For a dynamic-M spec (what ``lutc.build`` compiles without ``shapes=``): the M it runs at."""
 
@@ -350,23 +371,25 @@ def correctness_cases() -> list[Case]:
 
 
 def timing_cases() -> list[Case]:
-    return [
-        Case("timing", KernelSpec(m, n, k, fmt, mode="fast"))
-        for fmt in TIMING_FORMATS
-        for n, k in TIMING_SHAPES
-        for m in TIMING_ROWS
-    ]
+    main = [KernelSpec(m, n, k, fmt, mode="fast") for fmt in TIMING_FORMATS for n, k in TIMING_SHAPES for m in TIMING_ROWS]
+    return [Case("timing", spec) for spec in (*main, *TIMING_EXTRA)]
 
 
 def sweep_knobs(spec: KernelSpec, target: Target) -> list[tuple[tuple[str, int], ...]]:
-    """Every (tiles, k_split) that fits a block at the default chunk, and the other chunks at the
-    default (tiles, k_split): the choices :class:`LutMatmulCuda` offers, less the defaults."""
-    choices = LutMatmulCuda().structural_choices(lut_matmul(spec), target)
+    """Every (tiles, k_split) that fits a block at the default chunk, the other chunks at the default
+    (tiles, k_split), and at the default (tiles, k_split, chunk) every K block count and every row
+    count: the choices :class:`LutMatmulCuda` offers, less the knob sets that schedule its default
+    grid. Knobs not named take their defaults (K blocks and rows are recomputed for each set)."""
+    rule, func = LutMatmulCuda(), lut_matmul(vector_spec(spec))
+    choices = rule.structural_choices(func, target)
     pairs = [(t, k) for t in choices["tiles"] for k in choices["k_split"] if t * k * WARP <= MAX_THREADS]
+    base = (("chunk", DEFAULT_CHUNK), ("k_split", DEFAULT_K_SPLIT), ("tiles", DEFAULT_TILES))
     knobs = [(("chunk", DEFAULT_CHUNK), ("k_split", k), ("tiles", t)) for t, k in pairs]
     knobs += [(("chunk", c), ("k_split", DEFAULT_K_SPLIT), ("tiles", DEFAULT_TILES)) for c in choices["chunk"]]
-    default = (("chunk", DEFAULT_CHUNK), ("k_split", DEFAULT_K_SPLIT), ("tiles", DEFAULT_TILES))
-    return [k for k in dict.fromkeys(knobs) if k != default]
+    knobs += [tuple(sorted((*base, ("k_blocks", b)))) for b in choices["k_blocks"]]
+    knobs += [tuple(sorted((*base, ("rows", r)))) for r in choices["rows"]]
+    default = rule.grid(func, target, Knobs())
+    return [k for k in dict.fromkeys(knobs) if rule.grid(func, target, Knobs(pinned=k)) != default]
 
 
 def dynamic_cases() -> list[Case]:
@@ -380,6 +403,10 @@ def dynamic_cases() -> list[Case]:
     return cases + [Case("correctness", norm_spec, NORM_VARIANTS[1], rows=rows) for rows in DYNAMIC_ROWS]
 
 
+def grid_cases() -> list[Case]:
+    return [Case("correctness", spec, knobs=knobs) for spec, knobs in GRID_CHECKED]
+
+
 def sweep_cases(target: Target) -> list[Case]:
     checked = [Case("correctness", s, knobs=knobs) for s in SWEEP_CHECKED for knobs in sweep_knobs(s, target)]
     return checked + [Case("timing", s, knobs=knobs) for s in SWEEP_SPECS for knobs in sweep_knobs(s, target)]
@@ -387,7 +414,7 @@ def sweep_cases(target: Target) -> list[Case]:
 
 def full_cases(target: Target) -> list[Case]:
     """The full bundle's cases, in the order the runner takes them."""
-    return [*correctness_cases(), *dynamic_cases(), *timing_cases(), *sweep_cases(target)]
+    return [*correctness_cases(), *dynamic_cases(), *grid_cases(), *timing_cases(), *sweep_cases(target)]
 
 
 def quick_cases() -> list[Case]:
@@ -463,7 +490,7 @@ def _buffers(lowered: list[LoweredModule]) -> dict[str, dict]:
 def case_entry(case: Case, target: Target, out: Path, seed: int) -> dict:
     """Build one case's kernels into ``out``; its manifest entry."""
     spec = case.spec
-    funcs = {"precompute": lut_precompute(spec, case.norm), "matmul": lut_matmul(spec)}
+    funcs = {"precompute": lut_precompute(spec, case.norm), "matmul": lut_matmul(vector_spec(spec))}
     knobs = {"precompute": Knobs(), "matmul": Knobs(pinned=case.knobs)}
     modules, lowered = [], []
     for name, func in funcs.items():
@@ -480,6 +507,7 @@ def case_entry(case: Case, target: Target, out: Path, seed: int) -> dict:
              "weight_bytes": int(weight_bytes), "buffers": buffers, "modules": modules}  # fmt: skip
     if case.kind == "correctness":
         arrays = correctness_arrays(replace(spec, m=case.rows or spec.m), seed, case.norm)
+        arrays["data"] = to_vector_layout(arrays["data"], vector_spec(spec).vector)
         _check_arrays(case.name, arrays, buffers)
         path = Path("arrays") / f"{case.name}.npz"
         np.savez_compressed(out / path, **arrays)

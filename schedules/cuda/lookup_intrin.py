@@ -13,12 +13,15 @@ adds the plane-weighted lookups into the int32 accumulator. Half tables become
 **Exact mode** (float32 tables in shared memory): one indexed shared load per nibble,
 negated for half tables on bit 3, times ``2**plane``.
 
-The description (:func:`row_lookup_desc`) is the ``lookup`` block for one output row,
+The description (:func:`lookup_desc`) is the ``lookup`` block for one output row,
 built from the same :func:`~lutc.kernels.intrin_desc.lookup_term` as the kernel.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import tvm
 from tvm import s_tir, tirx
 from tvm.script import tirx as T
 
@@ -32,62 +35,6 @@ HALF_ENTRIES = 8
 SELECT_HIGH = 0x8888
 """Bit 3 of each of the four selector nibbles."""
 IDENTITY_SELECTOR = 0x3210
-
-
-def _buffers(spec: KernelSpec, chunk: int):
-    """``(tab, w, acc)`` parameter declarations shared by description and implementation."""
-    planes = max(spec.planes, 1)
-    return (
-        ((chunk * 2, spec.entries), spec.table_dtype, "shared"),
-        ((chunk, planes, 1), "uint8", "global"),
-        ((1,), spec.acc_dtype, "local"),
-    )
-
-
-def row_lookup_desc(spec: KernelSpec, chunk: int) -> tirx.PrimFunc:
-    """``acc[0] += sum_{kb < chunk, plane, half, e} 2**plane * tab[2*kb + half, e] * [p == e]``."""
-    (tab_shape, tab_dtype, _), (w_shape, _, _), (_, acc_dtype, _) = _buffers(spec, chunk)
-    multi = spec.planes > 1
-    planes = spec.planes
-
-    @T.prim_func(s_tir=True)
-    def desc(tab_handle: T.handle, w_handle: T.handle, acc_handle: T.handle):
-        ts, ws0, ws1 = T.int32(), T.int32(), T.int32()
-        tab = T.match_buffer(tab_handle, tab_shape, tab_dtype, offset_factor=1, strides=[ts, 1], scope="shared")
-        w = T.match_buffer(w_handle, w_shape, "uint8", offset_factor=1, strides=[ws0, ws1, 1])
-        acc = T.match_buffer(acc_handle, (1,), acc_dtype, offset_factor=1, scope="local")
-        with T.sblock("root"):
-            T.reads(acc[0], w[0:chunk, 0:planes, 0], tab[0 : chunk * 2, 0 : tab_shape[1]])
-            T.writes(acc[0])
-            for kb, p, h, e in T.grid(chunk, planes, 2, tab_shape[1]):
-                with T.sblock("update"):
-                    vkb, vp, vh, ve = T.axis.remap("RRRR", [kb, p, h, e])
-                    acc[0] = acc[0] + lookup_term(
-                        tab[vkb * 2 + vh, ve], w[vkb, vp, 0], vp if multi else None, vh, ve, spec
-                    )
-
-    return desc
-
-
-def _single_plane_desc(spec: KernelSpec, chunk: int) -> tirx.PrimFunc:
-    """The one-plane variant: no plane loop (unit loops vanish in scheduling)."""
-    (tab_shape, tab_dtype, _), (w_shape, _, _), (_, acc_dtype, _) = _buffers(spec, chunk)
-
-    @T.prim_func(s_tir=True)
-    def desc(tab_handle: T.handle, w_handle: T.handle, acc_handle: T.handle):
-        ts, ws0, ws1 = T.int32(), T.int32(), T.int32()
-        tab = T.match_buffer(tab_handle, tab_shape, tab_dtype, offset_factor=1, strides=[ts, 1], scope="shared")
-        w = T.match_buffer(w_handle, w_shape, "uint8", offset_factor=1, strides=[ws0, ws1, 1])
-        acc = T.match_buffer(acc_handle, (1,), acc_dtype, offset_factor=1, scope="local")
-        with T.sblock("root"):
-            T.reads(acc[0], w[0:chunk, 0, 0], tab[0 : chunk * 2, 0 : tab_shape[1]])
-            T.writes(acc[0])
-            for kb, h, e in T.grid(chunk, 2, tab_shape[1]):
-                with T.sblock("update"):
-                    vkb, vh, ve = T.axis.remap("RRR", [kb, h, e])
-                    acc[0] = acc[0] + lookup_term(tab[vkb * 2 + vh, ve], w[vkb, 0, 0], None, vh, ve, spec)
-
-    return desc
 
 
 def _i32(value: int) -> tirx.PrimExpr:
@@ -182,32 +129,171 @@ def _exact_sum(tab: tirx.Buffer, w: tirx.Buffer, acc, spec: KernelSpec, chunk: i
     return total
 
 
-def row_lookup_impl(spec: KernelSpec, chunk: int) -> tirx.PrimFunc:
-    """The micro-kernel for one row and ``chunk`` bytes (see the module docstring)."""
-    (tab_shape, tab_dtype, _), (w_shape, _, _), (_, acc_dtype, _) = _buffers(spec, chunk)
+@dataclass(frozen=True)
+class _Operands:
+    """The micro-kernel's three buffers for ``spec``, ``chunk`` K bytes, ``rows`` activation rows and
+    the weight layout ``vector`` (1: tile layout, read from global memory; more: vector layout,
+    read from the registers the schedule loaded it into). Shapes keep the dims the kernel's
+    buffer regions have non-unit extents in, in order: tensorize matches trailing dims."""
+
+    spec: KernelSpec
+    chunk: int
+    rows: int = 1
+    vector: int = 1
+
+    @property
+    def planes(self) -> int:
+        return max(self.spec.planes, 1)
+
+    @property
+    def tab_shape(self) -> tuple[int, ...]:
+        one = (self.chunk * 2, self.spec.entries)
+        return (self.rows, *one) if self.rows > 1 else one
+
+    @property
+    def w_shape(self) -> tuple[int, ...]:
+        return (self.planes, self.chunk) if self.vector > 1 else (self.chunk, self.planes, 1)
+
+    @property
+    def w_scope(self) -> str:
+        return "local" if self.vector > 1 else "global"
+
+    @property
+    def acc_shape(self) -> tuple[int, ...]:
+        return (self.rows, 1, 1, 1) if self.rows > 1 else (1,)
+
+    def table(self, tab: tirx.Buffer, row):
+        """Activation row ``row``'s tables, indexed ``[2 * kb + half, entry]``."""
+        return _RowTables(tab, row) if self.rows > 1 else tab
+
+    def weights(self, w: tirx.Buffer):
+        """The weight bytes, indexed ``[kb, plane, 0]`` whatever the layout."""
+        return _PlaneMajor(w) if self.vector > 1 else w
+
+    def acc_index(self, row) -> tuple:
+        return (row, 0, 0, 0) if self.rows > 1 else (0,)
+
+
+class _RowTables:
+    """Row ``row`` of ``[rows, 2 * chunk, entries]`` shared tables, indexed like one row's tables."""
+
+    def __init__(self, tab: tirx.Buffer, row) -> None:
+        self.tab, self.row = tab, row
+
+    def __getitem__(self, index):
+        return self.tab[(self.row, *index)]
+
+
+class _PlaneMajor:
+    """Vector-layout weight bytes ``[plane, kb]`` indexed like the tile layout's ``[kb, plane, 0]``."""
+
+    def __init__(self, w: tirx.Buffer) -> None:
+        self.w = w
+
+    def __getitem__(self, index):
+        kb, plane, _ = index
+        return self.w[plane, kb]
+
+
+def _region(buf: tirx.Buffer) -> tirx.BufferRegion:
+    return tirx.BufferRegion(buf, [tvm.ir.Range.from_min_extent(0, d) for d in buf.shape])
+
+
+def _strides(shape: tuple[int, ...], names: str) -> list:
+    """Symbolic strides for all but the last (unit-stride) dim."""
+    return [tirx.Var(f"{names}{i}", "int32") for i in range(len(shape) - 1)] + [1]
+
+
+def lookup_desc(ops: _Operands) -> tirx.PrimFunc:
+    """The ``lookup`` block for one output row, ``ops.rows`` activation rows and ``ops.chunk`` K bytes:
+    ``acc[i] += sum_{kb, plane, half, e} 2**plane * tab[i, 2*kb + half, e] * [p == e]``."""
+    spec, rows, chunk, planes, multi = ops.spec, ops.rows, ops.chunk, ops.planes, ops.spec.planes > 1
+    entries = spec.entries
+
+    @T.prim_func(s_tir=True)
+    def desc(tab_handle: T.handle, w_handle: T.handle, acc_handle: T.handle):
+        tab = T.match_buffer(tab_handle, ops.tab_shape, spec.table_dtype, offset_factor=1,
+                             strides=_strides(ops.tab_shape, "ts"), scope="shared")  # fmt: skip
+        w = T.match_buffer(w_handle, ops.w_shape, "uint8", offset_factor=1, strides=_strides(ops.w_shape, "ws"),
+                           scope=ops.w_scope)  # fmt: skip
+        acc = T.match_buffer(acc_handle, ops.acc_shape, spec.acc_dtype, offset_factor=1,
+                             strides=_strides(ops.acc_shape, "as"), scope="local")  # fmt: skip
+        with T.sblock("root"):
+            T.reads(_region(acc), _region(w), _region(tab))
+            T.writes(_region(acc))
+            if rows > 1 and multi:
+                for i, kb, p, h, e in T.grid(rows, chunk, planes, 2, entries):
+                    with T.sblock("update"):
+                        vi, vkb, vp, vh, ve = T.axis.remap("SRRRR", [i, kb, p, h, e])
+                        acc[ops.acc_index(vi)] = acc[ops.acc_index(vi)] + lookup_term(
+                            ops.table(tab, vi)[vkb * 2 + vh, ve], ops.weights(w)[vkb, vp, 0], vp, vh, ve, spec
+                        )
+            elif rows > 1:
+                for i, kb, h, e in T.grid(rows, chunk, 2, entries):
+                    with T.sblock("update"):
+                        vi, vkb, vh, ve = T.axis.remap("SRRR", [i, kb, h, e])
+                        acc[ops.acc_index(vi)] = acc[ops.acc_index(vi)] + lookup_term(
+                            ops.table(tab, vi)[vkb * 2 + vh, ve], ops.weights(w)[vkb, 0, 0], None, vh, ve, spec
+                        )
+            elif multi:
+                for kb, p, h, e in T.grid(chunk, planes, 2, entries):
+                    with T.sblock("update"):
+                        vkb, vp, vh, ve = T.axis.remap("RRRR", [kb, p, h, e])
+                        acc[0] = acc[0] + lookup_term(
+                            tab[vkb * 2 + vh, ve], ops.weights(w)[vkb, vp, 0], vp, vh, ve, spec
+                        )
+            else:
+                for kb, h, e in T.grid(chunk, 2, entries):
+                    with T.sblock("update"):
+                        vkb, vh, ve = T.axis.remap("RRR", [kb, h, e])
+                        acc[0] = acc[0] + lookup_term(
+                            tab[vkb * 2 + vh, ve], ops.weights(w)[vkb, 0, 0], None, vh, ve, spec
+                        )
+
+    return desc
+
+
+def lookup_impl(ops: _Operands) -> tirx.PrimFunc:
+    """The micro-kernel (module docstring). With several rows and the tile layout, the chunk's weight
+    bytes are first copied to registers (``held``), once for every row's tables."""
+    spec, rows, chunk, planes = ops.spec, ops.rows, ops.chunk, ops.planes
     body = _fast_sum if spec.mode == "fast" else _exact_sum
-    planes = w_shape[1]
+    copies = rows > 1 and ops.vector == 1
 
     @T.prim_func(s_tir=True)
     def impl(tab_handle: T.handle, w_handle: T.handle, acc_handle: T.handle):
-        ts, ws0, ws1 = T.int32(), T.int32(), T.int32()
-        tab = T.match_buffer(tab_handle, tab_shape, tab_dtype, offset_factor=1, strides=[ts, 1], scope="shared")
-        w = T.match_buffer(w_handle, w_shape, "uint8", offset_factor=1, strides=[ws0, ws1, 1])
-        acc = T.match_buffer(acc_handle, (1,), acc_dtype, offset_factor=1, scope="local")
+        tab = T.match_buffer(tab_handle, ops.tab_shape, spec.table_dtype, offset_factor=1,
+                             strides=_strides(ops.tab_shape, "ts"), scope="shared")  # fmt: skip
+        w = T.match_buffer(w_handle, ops.w_shape, "uint8", offset_factor=1, strides=_strides(ops.w_shape, "ws"),
+                           scope=ops.w_scope)  # fmt: skip
+        acc = T.match_buffer(acc_handle, ops.acc_shape, spec.acc_dtype, offset_factor=1,
+                             strides=_strides(ops.acc_shape, "as"), scope="local")  # fmt: skip
         with T.sblock("root"):
-            T.reads(acc[0], w[0:chunk, 0:planes, 0], tab[0 : chunk * 2, 0 : tab_shape[1]])
-            T.writes(acc[0])
-            acc[0] = body(tab, w, acc[0], spec, chunk)
+            T.reads(_region(acc), _region(w), _region(tab))
+            T.writes(_region(acc))
+            if copies:
+                held = T.alloc_buffer((chunk, planes, 1), "uint8", scope="local")
+                for kb, p in T.grid(chunk, planes):
+                    held[kb, p, 0] = w[kb, p, 0]
+                for i in T.unroll(rows):
+                    acc[i, 0, 0, 0] = body(ops.table(tab, i), held, acc[i, 0, 0, 0], spec, chunk)
+            elif rows > 1:
+                for i in T.unroll(rows):
+                    acc[i, 0, 0, 0] = body(ops.table(tab, i), ops.weights(w), acc[i, 0, 0, 0], spec, chunk)
+            else:
+                acc[0] = body(tab, ops.weights(w), acc[0], spec, chunk)
 
     return impl
 
 
-def cuda_lookup_intrin(spec: KernelSpec, chunk: int) -> str:
-    """Register (once) and name the CUDA micro-kernel for ``spec`` and ``chunk``."""
+def cuda_lookup_intrin(spec: KernelSpec, chunk: int, rows: int = 1) -> str:
+    """Register (once) and name the CUDA micro-kernel for ``spec`` (its weight layout included),
+    ``chunk`` and ``rows`` activation rows."""
     name = f"lutc_cuda_lookup_{spec.mode}_p{spec.planes}_e{spec.entries}_c{chunk}"
+    name += (f"_r{rows}" if rows > 1 else "") + (f"_v{spec.vector}" if spec.vector > 1 else "")
     try:
         s_tir.TensorIntrin.get(name)
     except Exception:
-        desc = row_lookup_desc(spec, chunk) if spec.planes > 1 else _single_plane_desc(spec, chunk)
-        s_tir.TensorIntrin.register(name, desc, row_lookup_impl(spec, chunk))
+        ops = _Operands(spec, chunk, rows, spec.vector)
+        s_tir.TensorIntrin.register(name, lookup_desc(ops), lookup_impl(ops))
     return name
