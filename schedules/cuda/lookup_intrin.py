@@ -170,9 +170,6 @@ class _Operands:
         """The weight bytes, indexed ``[kb, plane, 0]`` whatever the layout."""
         return _PlaneMajor(w) if self.vector > 1 else w
 
-    def acc_index(self, row) -> tuple:
-        return (row, 0, 0, 0) if self.rows > 1 else (0,)
-
 
 class _RowTables:
     """Row ``row`` of ``[rows, 2 * chunk, entries]`` shared tables, indexed like one row's tables."""
@@ -207,61 +204,24 @@ def _strides(shape: tuple[int, ...], names: str) -> list:
 def lookup_desc(ops: _Operands) -> tirx.PrimFunc:
     """The ``lookup`` block for one output row, ``ops.rows`` activation rows and ``ops.chunk`` K bytes:
     ``acc[i] += sum_{kb, plane, half, e} 2**plane * tab[i, 2*kb + half, e] * [p == e]``."""
-    spec, rows, chunk, planes, multi = ops.spec, ops.rows, ops.chunk, ops.planes, ops.spec.planes > 1
-    entries = spec.entries
-
-    @T.prim_func(s_tir=True)
-    def desc(tab_handle: T.handle, w_handle: T.handle, acc_handle: T.handle):
-        tab = T.match_buffer(tab_handle, ops.tab_shape, spec.table_dtype, offset_factor=1,
-                             strides=_strides(ops.tab_shape, "ts"), scope="shared")  # fmt: skip
-        w = T.match_buffer(w_handle, ops.w_shape, "uint8", offset_factor=1, strides=_strides(ops.w_shape, "ws"),
-                           scope=ops.w_scope)  # fmt: skip
-        acc = T.match_buffer(acc_handle, ops.acc_shape, spec.acc_dtype, offset_factor=1,
-                             strides=_strides(ops.acc_shape, "as"), scope="local")  # fmt: skip
-        with T.sblock("root"):
-            T.reads(_region(acc), _region(w), _region(tab))
-            T.writes(_region(acc))
-            if rows > 1 and multi:
-                for i, kb, p, h, e in T.grid(rows, chunk, planes, 2, entries):
-                    with T.sblock("update"):
-                        vi, vkb, vp, vh, ve = T.axis.remap("SRRRR", [i, kb, p, h, e])
-                        acc[ops.acc_index(vi)] = acc[ops.acc_index(vi)] + lookup_term(
-                            ops.table(tab, vi)[vkb * 2 + vh, ve], ops.weights(w)[vkb, vp, 0], vp, vh, ve, spec
-                        )
-            elif rows > 1:
-                for i, kb, h, e in T.grid(rows, chunk, 2, entries):
-                    with T.sblock("update"):
-                        vi, vkb, vh, ve = T.axis.remap("SRRR", [i, kb, h, e])
-                        acc[ops.acc_index(vi)] = acc[ops.acc_index(vi)] + lookup_term(
-                            ops.table(tab, vi)[vkb * 2 + vh, ve], ops.weights(w)[vkb, 0, 0], None, vh, ve, spec
-                        )
-            elif multi:
-                for kb, p, h, e in T.grid(chunk, planes, 2, entries):
-                    with T.sblock("update"):
-                        vkb, vp, vh, ve = T.axis.remap("RRRR", [kb, p, h, e])
-                        acc[0] = acc[0] + lookup_term(
-                            tab[vkb * 2 + vh, ve], ops.weights(w)[vkb, vp, 0], vp, vh, ve, spec
-                        )
-            else:
-                for kb, h, e in T.grid(chunk, 2, entries):
-                    with T.sblock("update"):
-                        vkb, vh, ve = T.axis.remap("RRR", [kb, h, e])
-                        acc[0] = acc[0] + lookup_term(
-                            tab[vkb * 2 + vh, ve], ops.weights(w)[vkb, 0, 0], None, vh, ve, spec
-                        )
-
-    return desc
+    return _lookup_func(ops, describe=True)
 
 
 def lookup_impl(ops: _Operands) -> tirx.PrimFunc:
     """The micro-kernel (module docstring). With several rows and the tile layout, the chunk's weight
     bytes are first copied to registers (``held``), once for every row's tables."""
-    spec, rows, chunk, planes = ops.spec, ops.rows, ops.chunk, ops.planes
+    return _lookup_func(ops, describe=False)
+
+
+def _lookup_func(ops: _Operands, describe: bool) -> tirx.PrimFunc:
+    """:func:`lookup_desc` or :func:`lookup_impl`: the same operands, the loops or the micro-kernel."""
+    spec, rows, chunk, planes, multi = ops.spec, ops.rows, ops.chunk, ops.planes, ops.spec.planes > 1
+    entries, term = spec.entries, lookup_term
     body = _fast_sum if spec.mode == "fast" else _exact_sum
     copies = rows > 1 and ops.vector == 1
 
     @T.prim_func(s_tir=True)
-    def impl(tab_handle: T.handle, w_handle: T.handle, acc_handle: T.handle):
+    def func(tab_handle: T.handle, w_handle: T.handle, acc_handle: T.handle):
         tab = T.match_buffer(tab_handle, ops.tab_shape, spec.table_dtype, offset_factor=1,
                              strides=_strides(ops.tab_shape, "ts"), scope="shared")  # fmt: skip
         w = T.match_buffer(w_handle, ops.w_shape, "uint8", offset_factor=1, strides=_strides(ops.w_shape, "ws"),
@@ -271,7 +231,31 @@ def lookup_impl(ops: _Operands) -> tirx.PrimFunc:
         with T.sblock("root"):
             T.reads(_region(acc), _region(w), _region(tab))
             T.writes(_region(acc))
-            if copies:
+            if describe and rows > 1 and multi:
+                for i, kb, p, h, e in T.grid(rows, chunk, planes, 2, entries):
+                    with T.sblock("update"):
+                        vi, vkb, vp, vh, ve = T.axis.remap("SRRRR", [i, kb, p, h, e])
+                        acc[vi, 0, 0, 0] = acc[vi, 0, 0, 0] + term(
+                            ops.table(tab, vi)[vkb * 2 + vh, ve], ops.weights(w)[vkb, vp, 0], vp, vh, ve, spec
+                        )
+            elif describe and rows > 1:
+                for i, kb, h, e in T.grid(rows, chunk, 2, entries):
+                    with T.sblock("update"):
+                        vi, vkb, vh, ve = T.axis.remap("SRRR", [i, kb, h, e])
+                        acc[vi, 0, 0, 0] = acc[vi, 0, 0, 0] + term(
+                            ops.table(tab, vi)[vkb * 2 + vh, ve], ops.weights(w)[vkb, 0, 0], None, vh, ve, spec
+                        )
+            elif describe and multi:
+                for kb, p, h, e in T.grid(chunk, planes, 2, entries):
+                    with T.sblock("update"):
+                        vkb, vp, vh, ve = T.axis.remap("RRRR", [kb, p, h, e])
+                        acc[0] = acc[0] + term(tab[vkb * 2 + vh, ve], ops.weights(w)[vkb, vp, 0], vp, vh, ve, spec)
+            elif describe:
+                for kb, h, e in T.grid(chunk, 2, entries):
+                    with T.sblock("update"):
+                        vkb, vh, ve = T.axis.remap("RRR", [kb, h, e])
+                        acc[0] = acc[0] + term(tab[vkb * 2 + vh, ve], ops.weights(w)[vkb, 0, 0], None, vh, ve, spec)
+            elif copies:
                 held = T.alloc_buffer((chunk, planes, 1), "uint8", scope="local")
                 for kb, p in T.grid(chunk, planes):
                     held[kb, p, 0] = w[kb, p, 0]
@@ -283,7 +267,7 @@ def lookup_impl(ops: _Operands) -> tirx.PrimFunc:
             else:
                 acc[0] = body(tab, ops.weights(w), acc[0], spec, chunk)
 
-    return impl
+    return func
 
 
 def cuda_lookup_intrin(spec: KernelSpec, chunk: int, rows: int = 1) -> str:
