@@ -120,9 +120,9 @@ class LutMatmulCuda(CudaRule):
         }
 
     def register_intrinsics(self, func: tirx.PrimFunc, target: Target) -> None:
-        spec = KernelSpec.from_func(func)
-        for chunk in _divisors(spec.group_bytes, LOOKUP_CHUNKS):
-            for rows in self.structural_choices(func, target)["rows"]:
+        spec, choices = KernelSpec.from_func(func), self.structural_choices(func, target)
+        for chunk in choices["chunk"]:
+            for rows in choices["rows"]:
                 cuda_lookup_intrin(spec, chunk, rows)
 
     def schedule(self, sch: s_tir.Schedule, func: tirx.PrimFunc, target: Target, knobs: Knobs) -> None:
@@ -173,12 +173,8 @@ def default_k_blocks(spec: KernelSpec, tiles: int, k_split: int, rows: int, sm_c
     if spec.m is None:
         return 1
     blocks = spec.n_tiles // tiles * (spec.m // rows)
-    splits = [b * k_split for b in K_BLOCKS]
-    usable = [
-        s // k_split
-        for s in splits
-        if spec.n_groups % s == 0 and spec.n_groups // s * spec.group_bytes >= MIN_WARP_BYTES
-    ]
+    warp_bytes = {b: spec.n_groups // (b * k_split) * spec.group_bytes for b in K_BLOCKS}
+    usable = [b for b in K_BLOCKS if spec.n_groups % (b * k_split) == 0 and warp_bytes[b] >= MIN_WARP_BYTES]
     enough = [b for b in usable if blocks * b >= BLOCKS_PER_SM * sm_count]
     return min(enough) if enough else max(usable, default=1)
 
