@@ -2,7 +2,8 @@
 
 Each ``lut_matmul`` call in the tile layout gets the kernel of the same spec with ``vector`` set
 (:func:`lutc.quant.layout.vector_bytes` of its weight groups) and reads ``data`` in the vector
-layout: a constant is converted now (:func:`~lutc.quant.layout.to_vector_layout`); a model weight
+layout (where a vector width divides its weight groups; else it keeps the tile layout): a
+constant is converted now (:func:`~lutc.quant.layout.to_vector_layout`); a model weight
 goes through a reshape and a transpose (:func:`~lutc.quant.layout.vector_transform`) that
 :class:`~lutc.relay_passes.LutcLiftWeights` lifts out of ``main``, so the weights are converted
 once, when they are made. The CUDA backend runs it before scheduling; CPUs keep the tile layout.
@@ -19,7 +20,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from ..kernels.matmul import lut_matmul
 from ..kernels.names import MATMUL_KERNEL, SPEC_ATTR
 from ..kernels.spec import KernelSpec
-from ..quant.layout import to_vector_layout, vector_bytes, vector_transform
+from ..quant.layout import VECTOR_WIDTHS, to_vector_layout, vector_bytes, vector_transform
 from .calls import called_kernel, rebound
 
 DATA_ARG = 4
@@ -27,7 +28,10 @@ DATA_ARG = 4
 
 
 def vector_spec(spec: KernelSpec) -> KernelSpec:
-    """``spec`` reading its weight in the vector layout."""
+    """``spec`` reading its weight in the vector layout; ``spec`` itself where no vector width
+    divides its groups (a per-channel format whose padded K is an odd number of bytes)."""
+    if not any(spec.group_bytes % v == 0 for v in VECTOR_WIDTHS):
+        return spec
     return dataclasses.replace(spec, vector=vector_bytes(spec.group_bytes))
 
 
@@ -44,10 +48,10 @@ class _Vectorizer(PyExprMutator):
             super().visit_var_binding_(binding)
             return
         spec = KernelSpec.from_attr(self.mod[call.args[0]].attrs[SPEC_ATTR])
-        if spec.vector != 1:
+        target = vector_spec(spec) if spec.vector == 1 else spec
+        if target is spec:
             super().visit_var_binding_(binding)
             return
-        target = vector_spec(spec)
         args = [self.visit_expr(arg) for arg in call.args[1].fields]
         args[DATA_ARG] = self._vector_data(args[DATA_ARG], target.vector)
         if target.tag not in self.kernels:

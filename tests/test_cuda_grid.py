@@ -140,3 +140,11 @@ def test_vector_layout_kernels_load_each_rows_bytes_at_once(fmt, load):
     loads = [line for line in source.splitlines() if "data_ptr +" in line]
     assert loads and all(f"= *({load}*)(data_ptr + " in line for line in loads), loads
     assert "data_ptr[" not in source
+
+
+def test_groups_of_an_odd_byte_count_keep_the_tile_layout():
+    """Per-channel K = 500 pads to 504 elements, 63 bytes: no vector width divides them, so
+    ``LutcVectorWeights`` leaves such a call as it is (no CUDA lookup chunk divides them either)."""
+    spec = KernelSpec(1, 256, 500, IntFormat(2, "channel"), "fast")
+    assert spec.group_bytes == 63 and vector_spec(spec) is spec
+    assert not LutMatmulCuda().applies(lut_matmul(spec), resolve_target("cuda-sm90"))
