@@ -371,7 +371,9 @@ def correctness_cases() -> list[Case]:
 
 
 def timing_cases() -> list[Case]:
-    main = [KernelSpec(m, n, k, fmt, mode="fast") for fmt in TIMING_FORMATS for n, k in TIMING_SHAPES for m in TIMING_ROWS]
+    main = [
+        KernelSpec(m, n, k, fmt, mode="fast") for fmt in TIMING_FORMATS for n, k in TIMING_SHAPES for m in TIMING_ROWS
+    ]
     return [Case("timing", spec) for spec in (*main, *TIMING_EXTRA)]
 
 
