@@ -81,10 +81,15 @@ class Grid:
     """Activation rows a block runs against each weight chunk it loads (static M only)."""
 
 
+def _table_bytes_per_k_byte(spec: KernelSpec, k_split: int, rows: int) -> int:
+    """Shared-memory bytes a table stage takes per K byte: two tables for each warp's group and row."""
+    return rows * k_split * 2 * spec.entries * (1 if spec.mode == "fast" else 4)
+
+
 def _stage_bytes(spec: KernelSpec, grid: Grid) -> int:
     """K bytes per table stage: the largest multiple of ``chunk`` dividing a group whose
     ``k_split`` groups' tables for ``rows`` rows fit :data:`TABLE_STAGE_BYTES`."""
-    per_byte = grid.rows * grid.k_split * 2 * spec.entries * (1 if spec.mode == "fast" else 4)
+    per_byte = _table_bytes_per_k_byte(spec, grid.k_split, grid.rows)
     fitting = [b for b in range(grid.chunk, spec.group_bytes + 1, grid.chunk) if spec.group_bytes % b == 0]
     if spec.vector > 1:  # a stage holds whole vector slots, or part of one
         fitting = [b for b in fitting if b % spec.vector == 0 or spec.vector % b == 0]
@@ -158,8 +163,12 @@ def _row_choices(spec: KernelSpec) -> list[int]:
 
 def _fitting_rows(spec: KernelSpec, k_split: int, chunk: int, rows: int) -> int:
     """The most rows up to ``rows`` whose smallest table stage (one chunk) fits :data:`TABLE_STAGE_BYTES`."""
-    per_row = chunk * k_split * 2 * spec.entries * (1 if spec.mode == "fast" else 4)
-    return max(r for r in _row_choices(spec) if r <= rows and (r == 1 or r * per_row <= TABLE_STAGE_BYTES))
+    fits = [
+        r
+        for r in _row_choices(spec)
+        if r <= rows and chunk * _table_bytes_per_k_byte(spec, k_split, r) <= TABLE_STAGE_BYTES
+    ]
+    return max([1, *fits])
 
 
 def _fitting_k_blocks(spec: KernelSpec, k_split: int, k_blocks: int) -> int:
@@ -281,7 +290,8 @@ def _stage_and_tensorize(sch: s_tir.Schedule, spec: KernelSpec, lookup: s_tir.SB
     loops = sch.get_loops(lookup)
     byte_index = len(loops) - (4 if spec.planes > 1 else 3)  # LOOKUP_LOOPS end with byte, (plane), half, entry
     byte = loops[byte_index]
-    stage, inner = sch.split(byte, [None, _stage_bytes(spec, grid)])
+    stage_bytes = _stage_bytes(spec, grid)
+    stage, inner = sch.split(byte, [None, stage_bytes])
     chunks, body = sch.split(inner, [None, grid.chunk])
     if grid.rows > 1:
         rows = loops[byte_index - 1]
@@ -290,7 +300,7 @@ def _stage_and_tensorize(sch: s_tir.Schedule, spec: KernelSpec, lookup: s_tir.SB
     else:
         stage_depth = byte_index
     if spec.vector > 1:
-        _load_weights(sch, spec, lookup, stage, stage_depth, _stage_bytes(spec, grid))
+        _load_weights(sch, spec, lookup, stage, stage_depth, stage_bytes)
     shared = sch.cache_read(lookup, TABLES, "shared")
     sch.compute_at(shared, stage)
     fused = sch.fuse(*sch.get_loops(shared)[stage_depth + 1 :])
