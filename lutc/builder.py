@@ -23,7 +23,7 @@ from .pipeline import get_pipeline, lut_passes
 from .quant.formats import get_format
 from .relay_passes import DECISIONS_ATTR, RewriteOptions
 from .runtime import set_threads
-from .targets import resolve_target
+from .targets import converts_half, resolve_target
 from .tuning.apply import warn_untuned
 from .tuning.apply_tuning_log import tuning_summary
 from .weights import WeightLayout, WeightSet, compute_weights
@@ -41,12 +41,16 @@ class BuildOptions:
     shapes: dict[str, list[int]] | None = field(default=None, hash=False)
     fuse: bool = True
     last_logits: bool = False
+    half_scales: Literal["auto", "on", "off"] = "auto"
 
     def __post_init__(self) -> None:
         if self.mode not in ("fast", "exact"):
             raise ValueError(f"mode must be 'fast' or 'exact'; got {self.mode!r}")
-        if self.symmetrize not in ("auto", "on", "off"):
-            raise ValueError(f"symmetrize must be 'auto', 'on' or 'off'; got {self.symmetrize!r}")
+        for name in ("symmetrize", "half_scales"):
+            if getattr(self, name) not in ("auto", "on", "off"):
+                raise ValueError(f"{name} must be 'auto', 'on' or 'off'; got {getattr(self, name)!r}")
+        if self.half_scales == "on" and self.mode == "exact":
+            raise ValueError("half_scales='on' needs mode='fast': exact mode keeps the model's scales")
         if self.quantize is not None:
             get_format(self.quantize)
         if isinstance(self.keep_dequantize, str) or not all(isinstance(n, str) for n in self.keep_dequantize):
@@ -55,10 +59,14 @@ class BuildOptions:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False; got {getattr(self, name)!r}")
 
-    def rewrite_options(self) -> RewriteOptions:
-        """``auto`` symmetrizes exact-mode tables (faster float lookups), not int8 ones."""
+    def rewrite_options(self, target: Target | None = None) -> RewriteOptions:
+        """``auto`` symmetrizes exact-mode tables (faster float lookups), not int8 ones, and gives
+        fast-mode kernels half scales where ``target`` converts float16 in hardware
+        (:func:`lutc.targets.converts_half`; no target: none)."""
         symmetric = self.symmetrize == "on" or (self.symmetrize == "auto" and self.mode == "exact")
-        return RewriteOptions(self.mode, symmetric, frozenset(self.keep_dequantize), self.fuse)
+        auto_half = self.mode == "fast" and target is not None and converts_half(target)
+        half = self.half_scales == "on" or (self.half_scales == "auto" and auto_half)
+        return RewriteOptions(self.mode, symmetric, frozenset(self.keep_dequantize), self.fuse, half)
 
 
 def build(
@@ -108,7 +116,7 @@ def build_sharing(
     if opts.threads is not None:
         set_threads(opts.threads)
     mod, info = _imported(model, opts, base_dir=base_dir)
-    lowered = _lower(mod, tvm_target, opts.rewrite_options(), tuning_logs)
+    lowered = _lower(mod, tvm_target, opts.rewrite_options(tvm_target), tuning_logs)
     outputs = _static_output_dims(lowered, info.outputs)
     layout = WeightLayout.of(lowered)
     executable = _compile(lowered, tvm_target)
@@ -155,12 +163,12 @@ def _compile_error(err: Exception) -> CompileError:
 
 
 def lut_module(
-    model: ModelSource, opts: BuildOptions, *, base_dir: str | Path | None = None
+    model: ModelSource, opts: BuildOptions, *, base_dir: str | Path | None = None, target: Target | None = None
 ) -> tuple[tvm.IRModule, ModelInfo]:
-    """The model's Relax module after the pipeline's LUT phase (kernels not yet scheduled), and its
-    I/O: the kernels :func:`lutc.tune` tunes."""
+    """The model's Relax module after the pipeline's LUT phase (kernels not yet scheduled) for
+    ``target``, and its I/O: the kernels :func:`lutc.tune` tunes."""
     mod, info = _imported(model, opts, base_dir=base_dir)
-    return tvm.transform.Sequential(lut_passes(opts.rewrite_options()))(mod), info
+    return tvm.transform.Sequential(lut_passes(opts.rewrite_options(target)))(mod), info
 
 
 def _imported(

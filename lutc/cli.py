@@ -26,6 +26,7 @@ def _build_args(args: argparse.Namespace) -> dict:
     return {
         "mode": args.mode,
         "symmetrize": args.symmetrize,
+        "half_scales": args.half_scales,
         "threads": args.threads,
         "keep_dequantize": tuple(args.keep_dequantize),
         "quantize": args.quantize,
@@ -510,6 +511,11 @@ def _add_build_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--symmetrize", choices=["auto", "on", "off"], default="auto", help="store half tables and recover the sign"
     )
+    parser.add_argument(
+        "--half-scales", choices=["auto", "on", "off"], default="auto",
+        help="fast mode: store scales and offsets as float16, 10-17%% fewer bytes a token (auto: where float16 "
+        "converts in hardware, x86 F16C, ARM and CUDA; off keeps the model's float32)",
+    )  # fmt: skip
     parser.add_argument("--threads", type=_positive_int, default=None, help="TVM CPU threads (default: all cores)")
     parser.add_argument(
         "--keep-dequantize",

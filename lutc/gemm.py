@@ -21,7 +21,7 @@ from .kernels.matmul import lut_matmul
 from .kernels.names import MATMUL_KERNEL, PRECOMPUTE_KERNEL
 from .kernels.precompute import lut_precompute
 from .kernels.spec import KernelSpec
-from .quant.layout import PackedWeight
+from .quant.layout import PackedWeight, half_scaled
 from .remote import is_local, upload
 from .runtime import copy_into, huge_page_tensors, set_threads, to_numpy
 from .targets import resolve_target
@@ -103,6 +103,7 @@ class LutGemm:
         Weights of 2 MiB and more go on transparent huge pages (:func:`lutc.runtime.huge_page_tensors`).
         """
         _check_packed(self.spec, packed)
+        packed = half_scaled(packed) if self.spec.half_scales else packed
         bias_tensor = None
         if self.spec.bias:
             bias = _checked_array("bias", bias, (self.spec.n,), np.float32)
@@ -170,6 +171,11 @@ def _check_packed(spec: KernelSpec, packed: PackedWeight) -> None:
             f"weight is N={packed.n} K={packed.k} {packed.fmt.name} g={packed.g}; "
             f"the kernel takes N={spec.n} K={spec.k} {spec.fmt.name} g={spec.g}"
         )
+    types = spec.weight_types()
+    for part, array in (("scales", packed.scales), ("offsets", packed.offsets)):
+        if array is not None and not spec.half_scales and array.dtype != np.dtype(types[part][1]):
+            raise ValueError(f"weight has {array.dtype} {part} (half_scaled); the kernel was built with "
+                             f"half_scales=False and takes {types[part][1]}")  # fmt: skip
 
 
 def build_lut_gemm(

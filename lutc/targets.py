@@ -148,6 +148,18 @@ def isa_level(target: Target) -> str:
     return f"{arch}-generic"
 
 
+def converts_half(target: Target) -> bool:
+    """Whether ``target`` converts float16 to float32 in hardware (x86 F16C, any AArch64, every CUDA
+    GPU lutc targets): its kernels read half scales as fast as float32 ones (lutc.quant.layout,
+    "Half scales")."""
+    if target.kind.name == "cuda":
+        return True
+    if target.kind.name != "llvm":
+        return False
+    arch = target_arch(target)
+    return arch == "aarch64" or (arch == "x86_64" and has_features(target, ["f16c"]))
+
+
 def missing_on_host(target: Target) -> list[str]:
     """What this machine lacks to run code built for ``target`` (empty: it runs here).
 

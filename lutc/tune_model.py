@@ -47,6 +47,6 @@ def tune(
     opts = BuildOptions(**build_options)
     tvm_target = resolve_target(target, threads or opts.threads)
     check_tunable(tvm_target)
-    mod, _ = lut_module(model, opts)
+    mod, _ = lut_module(model, opts, target=tvm_target)
     options = TuneOptions(trials, threads, measure, run_timeout=timeout, rpc=rpc, progress=progress)
     return tune_tasks(tasks_of_module(mod), tvm_target, log_dir, options)

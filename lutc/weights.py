@@ -25,6 +25,7 @@ from tvm import relax
 
 from .errors import LoadError, LutcError, ModelError
 from .frontend.weight_params import WEIGHTS_ATTR, num_inputs, split_key
+from .quant.layout import as_half
 from .relay_passes.lift_weights import stages, weight_stages
 from .runtime import cpu_tensor, huge_page_arrays
 from .weight_file import digest, matches, read_header, read_into
@@ -145,6 +146,25 @@ def _checked(spec: WeightSpec, array: np.ndarray) -> np.ndarray:
     return array
 
 
+HALF_PARTS = ("packed.scales", "packed.offsets")
+"""Packed parts a kernel with half scales takes as float16; the reader packs them float32."""
+
+
+def _narrowed(spec: WeightSpec, array: np.ndarray) -> np.ndarray:
+    """``array`` as float16 where ``spec`` is a half-scale kernel's scales or offsets."""
+    if spec.dtype != "float16" or array.dtype != np.float32 or split_key(spec.key)[0] not in HALF_PARTS:
+        return array
+    try:
+        return as_half(spec.key, array)
+    except ValueError as err:
+        raise ModelError(str(err)) from None
+
+
+def _read(spec: WeightSpec, reader) -> np.ndarray:
+    """Weight ``spec`` from ``reader``, in the dtype the compiled model takes, checked."""
+    return _checked(spec, _narrowed(spec, reader.read(spec.key)))
+
+
 def compute_weights(layout: WeightLayout, reader, into: WeightSet, *, device, huge_pages: bool) -> None:
     """Make the weights of ``layout`` that ``into`` lacks: read from ``reader``
     (:class:`lutc.frontend.weights.WeightReader`) straight into their final memory, and the
@@ -153,7 +173,7 @@ def compute_weights(layout: WeightLayout, reader, into: WeightSet, *, device, hu
     missing = [w for w in layout.weights if w.key not in into.tensors]
     direct = [w for w in missing if not w.transformed]
     for spec, view in zip(direct, _allocate(direct, huge_pages), strict=True):
-        view[...] = _checked(spec, reader.read(spec.key))
+        view[...] = _read(spec, reader)
         reader.release(spec.key)
         into.tensors[spec.key] = _to_device(view, device, huge_pages)
     transformed = [w for w in missing if w.transformed]
@@ -185,7 +205,7 @@ def _source(spec: WeightSpec, made: dict, into: WeightSet, reader) -> tvm.runtim
         return held if _on_cpu(held) else tvm.runtime.tensor(held.numpy(), tvm.cpu())
     if spec.transformed:
         raise LutcError(f"weight {spec.key!r} is needed before a stage computes it")
-    tensor = tvm.runtime.tensor(np.ascontiguousarray(_checked(spec, reader.read(spec.key))), tvm.cpu())
+    tensor = tvm.runtime.tensor(np.ascontiguousarray(_read(spec, reader)), tvm.cpu())
     reader.release(spec.key)
     return tensor
 

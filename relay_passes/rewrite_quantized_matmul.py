@@ -27,7 +27,7 @@ from ..kernels.names import DEQUANTIZE_KERNEL, FORMAT_ATTR, NODE_ATTR, kernel_of
 from ..kernels.precompute import lut_precompute
 from ..kernels.spec import KernelSpec
 from ..quant.formats import format_from_attr
-from ..quant.layout import pack
+from ..quant.layout import half_scaled, pack
 from ..quant.weights import QuantizedWeight
 from .calls import called_kernel
 
@@ -37,13 +37,15 @@ MATMUL = is_op("relax.matmul")(wildcard(), wildcard())
 
 @dataclass(frozen=True)
 class RewriteOptions:
-    """What the rewrite produces: table mode, half tables, nodes to leave alone, and whether
-    the passes after it share tables and fold norms into precomputes (``fuse``)."""
+    """What the rewrite produces: table mode, half tables, nodes to leave alone, whether the
+    passes after it share tables and fold norms into precomputes (``fuse``), and half scales."""
 
     mode: Literal["exact", "fast"] = "fast"
     half_tables: bool = False
     keep_dequantize: frozenset[str] = frozenset()
     fuse: bool = True
+    half_scales: bool = False
+    """Kernels read float16 scales and offsets (``KernelSpec.half_scales``)."""
 
 
 EXACT_MAX_BITS = 4
@@ -65,9 +67,16 @@ def _weight(attrs, args: list[tvm.ir.expr.Constant]) -> QuantizedWeight:
     return QuantizedWeight(format_from_attr(attrs[FORMAT_ATTR]), arrays[0], arrays[1], *arrays[2:])
 
 
-def _packed_constants(attrs, args: list[tvm.ir.expr.Constant]) -> list[relax.Expr]:
+def _packed_constants(spec: KernelSpec, attrs, args: list[tvm.ir.expr.Constant]) -> list[relax.Expr]:
     packed = pack(_weight(attrs, args))
+    packed = half_scaled(packed) if spec.half_scales else packed
     return [relax.const(a) for a in (packed.data, packed.scales, packed.offsets) if a is not None]
+
+
+def decision(spec: KernelSpec) -> str:
+    """What ``lutc.build``'s summary says of a matmul rewritten into ``spec``'s kernel."""
+    extras = [" symmetrized"] * spec.half_tables + [" float16 scales"] * spec.half_scales
+    return f"lut {spec.mode} {spec.fmt.name}{''.join(extras)}"
 
 
 @mutator
@@ -99,7 +108,7 @@ class _Rewriter(PyExprMutator):
         except NotImplementedError as err:
             self.decisions[node] = f"dequantize path: {err}"
             return call
-        self.decisions[node] = f"lut {spec.mode} {spec.fmt.name}{' symmetrized' if spec.half_tables else ''}"
+        self.decisions[node] = decision(spec)
         return self._emit_lut(x, spec, self._packed(spec, attrs, args))
 
     def _skip_reason(self, node: str, attrs, args) -> str:
@@ -129,13 +138,15 @@ class _Rewriter(PyExprMutator):
         rows = _static_rows(shape.values[:-1])
         n, k = (int(d) for d in args[0].ty.shape.values)
         fmt = format_from_attr(attrs[FORMAT_ATTR])
-        return KernelSpec(rows, n, k, fmt, mode=self.options.mode, half_tables=self.options.half_tables)
+        options = self.options
+        return KernelSpec(rows, n, k, fmt, mode=options.mode, half_tables=options.half_tables,
+                          half_scales=options.half_scales)  # fmt: skip
 
     def _packed(self, spec: KernelSpec, attrs, args) -> list[relax.Expr]:
         """The packed weight's arrays: constants packed now, or new weight parameters packed at load."""
         node = self._weight_node(args)
         if node is None:
-            return _packed_constants(attrs, args)
+            return _packed_constants(spec, attrs, args)
         weights = []
         for part, (shape, dtype) in spec.weight_types().items():
             key = weight_key(f"packed.{part}", node)

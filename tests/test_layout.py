@@ -116,7 +116,7 @@ def test_packed_arrays_are_checked():
     with pytest.raises(ValueError, match=r"packed data must be \(1, 4, 2, 32\) uint8"):
         PackedWeight(pw.fmt, pw.n, pw.k, pw.g, pw.data[:, :2], pw.scales, pw.offsets)
     with pytest.raises(ValueError, match="packed scales"):
-        PackedWeight(pw.fmt, pw.n, pw.k, pw.g, pw.data, pw.scales.astype(np.float16), pw.offsets)
+        PackedWeight(pw.fmt, pw.n, pw.k, pw.g, pw.data, pw.scales.astype(np.float64), pw.offsets)
     with pytest.raises(ValueError, match="w2g32 packs no offsets"):
         PackedWeight(pw.fmt, pw.n, pw.k, pw.g, pw.data, pw.scales, pw.offset_values())
 

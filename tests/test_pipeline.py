@@ -84,8 +84,8 @@ def test_build_runs_the_pipeline_once_from_the_imported_model(monkeypatch):
     monkeypatch.setattr(lutc.builder, "get_pipeline", counted)
     model = lutc.build(_mlp(), "x86", threads=1)
     [(target, options, tuning_logs)] = calls
-    assert target.kind.name == "llvm" and options == lutc.BuildOptions().rewrite_options() and tuning_logs is None
-    assert model.decisions == {"fc0": "lut fast w2g32"}  # the LUT phase ran inside the pipeline
+    assert target.kind.name == "llvm" and options == lutc.BuildOptions().rewrite_options(target) and tuning_logs is None
+    assert model.decisions == {"fc0": "lut fast w2g32 float16 scales"}  # the LUT phase ran inside the pipeline
     assert "tuning" not in model.metadata
 
 
@@ -112,7 +112,7 @@ def test_apply_tuning_log_schedules_the_kernels_it_has_records_for(tmp_path):
 
 def test_a_build_reads_what_the_tuning_pass_recorded(tmp_path):
     """A record for the model's kernel: tuned, no warning; the summary lists it as users saw it."""
-    mod, _ = lutc.builder.lut_module(_mlp(), lutc.BuildOptions())
+    mod, _ = lutc.builder.lut_module(_mlp(), lutc.BuildOptions(), target=TARGET)
     [task] = tasks_of_module(mod)
     TuningLog(tmp_path, TARGET).merge([_record(task.workload, 4, 7e-6)], {})
     with warnings.catch_warnings():
@@ -120,11 +120,11 @@ def test_a_build_reads_what_the_tuning_pass_recorded(tmp_path):
         model = lutc.build(_mlp(), "x86", threads=1, tuning_logs=tmp_path)
     assert model.metadata["tuning"] == {
         "log": str(tmp_path / target_tag(TARGET)),
-        "tuned": {"w2g32 fast M=any 64x64": 7e-6},
+        "tuned": {"w2g32 fast half-scales M=any 64x64": 7e-6},
         "default": {},
     }
     assert "1 kernel(s) tuned, 0 on the default schedule" in model.summary()
-    assert "w2g32 fast M=any 64x64: tuned, 7.0 us when tuned" in model.summary()
+    assert "w2g32 fast half-scales M=any 64x64: tuned, 7.0 us when tuned" in model.summary()
     x = np.random.default_rng(0).standard_normal((1, 3, 64)).astype(np.float32)
     untuned = lutc.build(_mlp(), "x86", threads=1)
     np.testing.assert_array_equal(model(x=x), untuned(x=x))  # same arithmetic, another loop order only
@@ -136,7 +136,7 @@ def test_a_build_without_records_warns_and_lists_the_fallbacks(tmp_path):
     assert model.metadata["tuning"] == {
         "log": str(tmp_path / target_tag(TARGET)),
         "tuned": {},
-        "default": {"w2g32 fast M=any 64x64": "no record in the log"},
+        "default": {"w2g32 fast half-scales M=any 64x64": "no record in the log"},
     }
     assert "0 kernel(s) tuned, 1 on the default schedule" in model.summary()
 

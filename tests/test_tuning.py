@@ -117,6 +117,8 @@ def test_model_tasks_are_deduplicated_and_weighted():
     mod, _ = lutc.builder.lut_module(model, lutc.BuildOptions())
     tasks = {t.name: t.weight for t in lutc.tuning.tasks_of_module(mod)}
     assert tasks == {"w2g32 fast M=any 128x64": 1, "w2g32 fast M=any 128x128": 2, "w2g32 fast M=any 64x128": 1}
+    mod, _ = lutc.builder.lut_module(model, lutc.BuildOptions(), target=TARGET)  # this CPU: half scales
+    assert {t.name for t in lutc.tuning.tasks_of_module(mod)} == {n.replace("fast", "fast half-scales") for n in tasks}
 
 
 # ---- a tuned log, applied --------------------------------------------------------------------
@@ -333,7 +335,7 @@ def test_cli_tunes_a_model_and_compiles_with_its_log(tmp_path, capsys):
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert captured.out.count("2 trials now") == 1, captured.out  # one 64x64 matmul
-    assert "w2g32 fast M=any 64x64: 2/2 trials, best" in captured.err  # progress, as lines off a terminal
+    assert "w2g32 fast half-scales M=any 64x64: 2/2 trials, best" in captured.err  # progress, as lines off a terminal
     assert main(["compile", str(path), "--tuning-logs", str(logs), "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert "1 kernel(s) tuned, 0 on the default schedule" in out, out

@@ -81,6 +81,12 @@ def _lookup(spec: KernelSpec, m_rows, tables: te.Tensor, data: te.Tensor) -> te.
     return te.compute(shape, body, name=LOOKUP_BLOCK)
 
 
+def _float32(value: tirx.PrimExpr) -> tirx.PrimExpr:
+    """``value`` as float32: half scales' offsets are float16; float32 ones stay as they are (no cast,
+    so those kernels, and their tuning records, are unchanged)."""
+    return value if value.dtype == "float32" else tirx.Cast("float32", value)
+
+
 def _epilogue(spec: KernelSpec, m_rows, acc: te.Tensor, inputs: dict[str, te.Tensor]) -> te.Tensor:
     """``y`` over whole tiles, without bias: ``[M, N_pad]``; :func:`_crop` crops it to N and adds the
     bias where there is one (``te.sum``'s ``init`` would be the place, but TVM 0.27's
@@ -95,7 +101,7 @@ def _epilogue(spec: KernelSpec, m_rows, acc: te.Tensor, inputs: dict[str, te.Ten
         weighted = tirx.const(0.5, "float32") * tirx.Cast("float32", acc[m, tile, group, r])
         scale = tirx.Cast("float32", scales[tile, group, r])
         scaled = scale * (lut_scale[m, group] * weighted)
-        offset = offsets[tile, group, r] if offsets is not None else scale * tirx.const(constant, "float32")
+        offset = _float32(offsets[tile, group, r]) if offsets is not None else scale * tirx.const(constant, "float32")
         term = (scaled + offset * xsum[m, group]) * row_scale[m]
         return te.sum(term, axis=group)
 
@@ -135,7 +141,7 @@ def _folded_epilogue(spec: KernelSpec, m_rows, acc: te.Tensor, inputs: dict[str,
         if offsets is None:
             constant = tirx.const(implied_offset(spec.fmt), "float32")
             return te.sum(scale * (weighted + constant * xsum[m, group]), axis=group)
-        return te.sum(scale * weighted + offsets[tile, group, r] * xsum[m, group], axis=group)
+        return te.sum(scale * weighted + _float32(offsets[tile, group, r]) * xsum[m, group], axis=group)
 
     return te.compute((m_rows, spec.n_tiles * TILE_N), body, name=PADDED_OUTPUT_BLOCK)
 

@@ -47,6 +47,9 @@ class KernelSpec:
     vector: int = 1
     """Bytes of one (row, plane) a GPU thread loads at once: 1 is the tile layout every CPU kernel
     reads; more is the vector layout of :func:`lutc.quant.layout.to_vector_layout`."""
+    half_scales: bool = False
+    """The packed scales and offsets are float16 (:func:`lutc.quant.layout.half_scaled`): fast
+    mode's default on CPUs that convert float16 in hardware."""
 
     def __post_init__(self) -> None:
         for name in ("m", "n", "k") if self.m is not None else ("n", "k"):
@@ -123,7 +126,8 @@ class KernelSpec:
         bias = "_bias" if self.bias else ""
         rows = "dyn" if self.m is None else self.m
         vector = f"_v{self.vector}" if self.vector > 1 else ""
-        return f"m{rows}_n{self.n}_k{self.k}_{self.fmt.name}_{self.mode}_{table}{bias}{vector}"
+        half = "_hs" if self.half_scales else ""
+        return f"m{rows}_n{self.n}_k{self.k}_{self.fmt.name}_{self.mode}_{table}{bias}{vector}{half}"
 
     @property
     def precompute_tag(self) -> str:
@@ -141,19 +145,21 @@ class KernelSpec:
             data = (nt, self.k_bytes // self.vector, TILE_N, self.planes, self.vector)
         types = {
             "data": (data, "uint8"),
-            "scales": ((nt, ng, TILE_N), self.scale_dtype),
+            "scales": ((nt, ng, TILE_N), "float16" if self.half_scales else self.scale_dtype),
         }
         if implied_offset(self.fmt) is None:
-            types["offsets"] = ((nt, ng, TILE_N), "float32")
+            types["offsets"] = ((nt, ng, TILE_N), "float16" if self.half_scales else "float32")
         return types
 
     def as_attr(self) -> dict:
         """Every field as a plain dict (``m`` -1 when dynamic), for IR attributes and JSON; ``vector``
-        only when not 1 (the CPU kernels' attributes, and so their tuning records, stay as they were)."""
+        only when not 1 and ``half_scales`` only when set (the kernels without them keep their
+        attributes, and so their tuning records)."""
         attr = {"m": -1 if self.m is None else self.m, "n": self.n, "k": self.k, "fmt": format_to_attr(self.fmt),
                 "mode": self.mode, "half_tables": int(self.half_tables), "bias": int(self.bias),
                 "g": self.g}  # fmt: skip
-        return attr | ({"vector": self.vector} if self.vector != 1 else {})
+        attr |= {"vector": self.vector} if self.vector != 1 else {}
+        return attr | ({"half_scales": 1} if self.half_scales else {})
 
     @staticmethod
     def from_attr(attr) -> KernelSpec:
@@ -164,7 +170,7 @@ class KernelSpec:
         return KernelSpec(
             None if m < 0 else m, int(attr["n"]), int(attr["k"]), format_from_attr(attr["fmt"]), str(attr["mode"]),
             bool(int(half)), bool(int(attr["bias"])), int(attr["g"]),
-            int(attr["vector"]) if "vector" in attr else 1,
+            int(attr["vector"]) if "vector" in attr else 1, bool(int(attr.get("half_scales", 0))),
         )  # fmt: skip
 
     @staticmethod

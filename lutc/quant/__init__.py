@@ -10,7 +10,7 @@ This package is the oracle: every kernel and pass in lutc is tested against it.
 """
 
 from .formats import FORMATS, IntFormat, TernaryFormat, WeightFormat, get_format
-from .layout import TILE_N, PackedWeight, pack, unpack
+from .layout import TILE_N, PackedWeight, half_scaled, pack, unpack
 from .lut import LutConfig, Tables, exact_error_bound, fast_error_bound, lut_gemm, lut_matmul, precompute
 from .weights import QuantizedWeight, dequantize, quantize, random_weights, reference_matmul
 
@@ -28,6 +28,7 @@ __all__ = [
     "exact_error_bound",
     "fast_error_bound",
     "get_format",
+    "half_scaled",
     "lut_gemm",
     "lut_matmul",
     "pack",

@@ -61,7 +61,7 @@ def is_tunable(func) -> bool:
 def task_name(spec: KernelSpec) -> str:
     """How reports name a kernel's task: format, mode, extras, rows (``any``: dynamic), N x K."""
     rows = "any" if spec.m is None else spec.m
-    extras = " half-tables" * spec.half_tables + " +bias" * spec.bias
+    extras = " half-tables" * spec.half_tables + " half-scales" * spec.half_scales + " +bias" * spec.bias
     return f"{spec.fmt.name} {spec.mode}{extras} M={rows} {spec.n}x{spec.k}"
 
 
