@@ -40,6 +40,7 @@ from lutc.quant import (
     TernaryFormat,
     exact_error_bound,
     fast_error_bound,
+    half_scaled,
     lut_gemm,
     pack,
     precompute,
@@ -124,6 +125,14 @@ GRID_CHECKED = (
 """The grid's other cases: K blocks (with a cropped N), several rows a block (M = 2, 6, 16, 32,
 half tables, 3- and 8-bit codes, exact mode's two rows); the defaults (K blocks at M = 1, four
 rows at M = 16 in fast mode) are in every correctness case already."""
+HALF_CHECKED = (
+    KernelSpec(1, 256, 512, IntFormat(4, 32, symmetric=False), mode="fast", half_scales=True),
+    KernelSpec(16, 256, 512, IntFormat(2, 32), mode="fast", half_scales=True),
+    KernelSpec(1, 250, 512, IntFormat(4, 128, symmetric=False, zero_dtype="float"), mode="fast", half_scales=True),
+    KernelSpec(16, 256, 512, TernaryFormat(64), mode="fast", half_scales=True),
+)
+"""Half scales (float16 scales and offsets, ``half_scales="on"``): symmetric, integer and float
+zero points, ternary, M = 1 and 16, a cropped N."""
 
 
 @dataclass(frozen=True)
@@ -409,6 +418,10 @@ def grid_cases() -> list[Case]:
     return [Case("correctness", spec, knobs=knobs) for spec, knobs in GRID_CHECKED]
 
 
+def half_cases() -> list[Case]:
+    return [Case("correctness", spec) for spec in HALF_CHECKED]
+
+
 def sweep_cases(target: Target) -> list[Case]:
     checked = [Case("correctness", s, knobs=knobs) for s in SWEEP_CHECKED for knobs in sweep_knobs(s, target)]
     return checked + [Case("timing", s, knobs=knobs) for s in SWEEP_SPECS for knobs in sweep_knobs(s, target)]
@@ -416,7 +429,8 @@ def sweep_cases(target: Target) -> list[Case]:
 
 def full_cases(target: Target) -> list[Case]:
     """The full bundle's cases, in the order the runner takes them."""
-    return [*correctness_cases(), *dynamic_cases(), *grid_cases(), *timing_cases(), *sweep_cases(target)]
+    return [*correctness_cases(), *dynamic_cases(), *grid_cases(), *half_cases(), *timing_cases(),
+            *sweep_cases(target)]  # fmt: skip
 
 
 def quick_cases() -> list[Case]:
@@ -435,11 +449,13 @@ def correctness_arrays(spec: KernelSpec, seed: int, norm: FusedNorm | None = Non
     ``expected`` (the LUT reference of the kernel's own mode) must match within ``atol``, the
     largest exact-mode rounding bound; ``reference`` (``x @ dequantize(W).T``) within
     ``allowed``, that bound per element plus, in fast mode, the table-quantization bound. With
-    ``norm``, both are of the normalized rows (float64 RMSNorm of ``x`` or ``x + skip``).
+    ``norm``, both are of the normalized rows (float64 RMSNorm of ``x`` or ``x + skip``). With
+    half scales the weight is :func:`half_scaled`, and ``reference`` the exact-mode LUT product
+    of it (within ``atol`` of ``x`` times that weight, so ``allowed`` adds ``atol`` once more).
     """
     rng = np.random.default_rng(seed)
     qw = quantize(random_weights(rng, spec.n, spec.k), spec.fmt)
-    pw = pack(qw)
+    pw = half_scaled(pack(qw)) if spec.half_scales else pack(qw)
     x = rng.standard_normal((spec.m, spec.k)).astype(np.float32)
     inputs = {"x": x}
     if norm is not None:
@@ -455,7 +471,10 @@ def correctness_arrays(spec: KernelSpec, seed: int, norm: FusedNorm | None = Non
     arrays = {**inputs, "data": pw.data, "scales": pw.scales, "expected": lut_gemm(x, pw, config)}
     if pw.offsets is not None:
         arrays["offsets"] = pw.offsets
-    arrays.update(reference=reference_matmul(x, qw, None), allowed=allowed, atol=np.float64(rounding.max()))
+    reference = reference_matmul(x, qw, None)
+    if spec.half_scales:
+        reference, allowed = lut_gemm(x, pw, LutConfig(mode="exact")), allowed + rounding.max()
+    arrays.update(reference=reference, allowed=allowed, atol=np.float64(rounding.max()))
     return arrays
 
 

@@ -175,6 +175,36 @@ inline float __fsqrt_rn(float x) { return std::sqrt(x); }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline float __saturatef(float x) { return std::isnan(x) ? 0.0f : std::fmin(std::fmax(x, 0.0f), 1.0f); }
 
+// ---- float16: the cuda_fp16.h names TVM's preamble and kernels use --------------------------
+// __half holds IEEE binary16 bits; conversions round to nearest even, as __float2half. Kernels
+// of lutc only convert (half scales, offsets); arithmetic on halves would go through float here
+// where a GPU computes in half.
+
+struct __half {
+  unsigned short bits;
+  __half() = default;
+  __half(float f) {
+    const _Float16 h = static_cast<_Float16>(f);
+    std::memcpy(&bits, &h, sizeof bits);
+  }
+  __half(double d) : __half(static_cast<float>(d)) {}
+  __half(int i) : __half(static_cast<float>(i)) {}
+  operator float() const {
+    _Float16 h;
+    std::memcpy(&h, &bits, sizeof bits);
+    return static_cast<float>(h);
+  }
+};
+static_assert(sizeof(__half) == 2, "half is 2 bytes");
+using half = __half;
+struct alignas(4) __half2 { __half x, y; };
+using half2 = __half2;
+inline float __half2float(__half h) { return float(h); }
+inline __half __float2half(float f) { return __half(f); }
+inline __half __float2half_rn(float f) { return __half(f); }
+inline bool __hgt(__half a, __half b) { return float(a) > float(b); }
+inline bool __hlt(__half a, __half b) { return float(a) < float(b); }
+
 // ---- the block scheduler ------------------------------------------------------------------
 
 namespace cuda_emu {
