@@ -90,3 +90,17 @@ def test_quick_lutc_any_m(tmp_path: Path) -> None:
         assert derived[mode]["speedup_any_m_vs_ort_best"] > 0
         assert derived[mode]["roofline_fraction"]["lutc-fast-any-m"] > 0
     assert "lutc fast any-M vs ORT best" in (tmp_path / "kernels.md").read_text()
+
+
+def test_quick_lutc_half_scales(tmp_path: Path) -> None:
+    """``--half-scales`` adds lutc fast with float16 scales and offsets, with its own (fewer) bytes."""
+    pytest.importorskip("lutc.kernels")
+    report = _run(tmp_path, "--half-scales", "--baselines", "ort-nbits-acc4", "--lutc-modes", "fast")
+    _assert_all_ran(report, ["lutc-fast", "lutc-fast-half-scales", "ort-nbits-acc4"])
+    (case,) = report["cases"]
+    nbytes = {m["library"]: m["weight_bytes"] for m in case["measurements"]}
+    assert nbytes["lutc-fast-half-scales"] < nbytes["lutc-fast"] == case["lutc_weight_bytes"]
+    for mode in ("hot", "cold"):
+        assert case["derived"][mode]["speedup_half_scales_vs_ort_best"] > 0
+        assert case["derived"][mode]["roofline_fraction"]["lutc-fast-half-scales"] > 0
+    assert "lutc fast half-scales vs ORT best" in (tmp_path / "kernels.md").read_text()

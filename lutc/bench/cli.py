@@ -64,6 +64,8 @@ def _kernels_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    "next to the default schedules; cases without a record are noted")  # fmt: skip
     p.add_argument("--any-m", action="store_true", help="also run lutc fast built for any row count (M dynamic: "
                    "a model prompt's kernel, timed at each --m), next to the one built for that M")  # fmt: skip
+    p.add_argument("--half-scales", action="store_true", help="also run lutc fast with float16 scales and offsets "
+                   "(lutc.build's fast mode where float16 converts in hardware), with its own bytes")  # fmt: skip
     p.add_argument("--no-floors", action="store_true", help="skip the per-call overhead floors (tiny case)")
     p.add_argument("--quick", action="store_true", help="tiny smoke configuration (defaults: "
                    + ", ".join(f"{k}={v}" for k, v in QUICK.items()) + "); explicit flags still win")  # fmt: skip

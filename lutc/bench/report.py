@@ -10,11 +10,12 @@ from .kernels import CaseResult, KernelsReport, Measurement
 from .roofline import METHOD, Bandwidth, best
 
 ORT_NBITS = ("ort-nbits-acc4", "ort-nbits-lut")
-LUTC = ("lutc-fast", "lutc-fast-any-m", "lutc-fast-tuned", "lutc-exact")
-OPTIONAL_LUTC = ("lutc-fast-any-m", "lutc-fast-tuned")
-"""Variants that have a column only when they ran (``--any-m``, ``--tuned``)."""
+LUTC = ("lutc-fast", "lutc-fast-half-scales", "lutc-fast-any-m", "lutc-fast-tuned", "lutc-exact")
+OPTIONAL_LUTC = ("lutc-fast-half-scales", "lutc-fast-any-m", "lutc-fast-tuned")
+"""Variants that have a column only when they ran (``--half-scales``, ``--any-m``, ``--tuned``)."""
 LABELS = {
     "lutc-fast": "lutc fast",
+    "lutc-fast-half-scales": "lutc fast half-scales",
     "lutc-fast-any-m": "lutc fast any-M",
     "lutc-fast-tuned": "lutc fast tuned",
     "lutc-exact": "lutc exact",
@@ -59,9 +60,12 @@ def roofline_us(result: CaseResult, mode: str, bandwidths: list[Bandwidth]) -> f
 
 
 def roofline_fraction(result: CaseResult, mode: str, bandwidths: list[Bandwidth], library: str) -> float | None:
-    """Roofline time over measured min time: 1.0 means reading the weights at full bandwidth."""
+    """Roofline time of ``library``'s own weight bytes over its measured min time: 1.0 means reading
+    the weights at full bandwidth."""
     roof, ours = roofline_us(result, mode, bandwidths), result.get(library, mode)
-    return roof / ours.timing.min_us if roof and ours and ours.timing else None
+    if not (roof and ours and ours.timing):
+        return None
+    return roof * (ours.weight_bytes or result.lutc_bytes) / result.lutc_bytes / ours.timing.min_us
 
 
 def summary(result: CaseResult, mode: str, bandwidths: list[Bandwidth]) -> dict:
@@ -73,6 +77,7 @@ def summary(result: CaseResult, mode: str, bandwidths: list[Bandwidth]) -> dict:
         "speedup_exact_vs_ort_best": speedup(result, mode, "lutc-exact"),
         "speedup_tuned_vs_ort_best": speedup(result, mode, "lutc-fast-tuned"),
         "speedup_any_m_vs_ort_best": speedup(result, mode, "lutc-fast-any-m"),
+        "speedup_half_scales_vs_ort_best": speedup(result, mode, "lutc-fast-half-scales"),
         "roofline_us": roofline_us(result, mode, bandwidths),
         "roofline_fraction": {
             lib: roofline_fraction(result, mode, bandwidths, lib) for lib in lutc_libraries(result.libraries())

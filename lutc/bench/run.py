@@ -58,6 +58,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             args.tuned,
             tuple(args.compare_targets),
             args.any_m,
+            args.half_scales,
         )
         targets = ", ".join(_described(t) for t in [args.lutc_target, *args.compare_targets])
     except (RuntimeError, ValueError) as err:

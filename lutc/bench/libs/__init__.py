@@ -35,10 +35,11 @@ def make_libraries(
     tuned: str | None = None,
     compare_targets: tuple[str, ...] = (),
     any_rows: bool = False,
+    half_scales: bool = False,
 ) -> list[Library]:
     """lutc in ``lutc_modes`` (built for ``target``; fast mode also with the tuning log ``tuned``,
-    and built for any row count where ``any_rows``), the same modes built for each of
-    ``compare_targets``, then ``baselines``, in table order."""
+    built for any row count where ``any_rows``, with float16 scales where ``half_scales``), the
+    same modes built for each of ``compare_targets``, then ``baselines``, in table order."""
     from .lut_kernels import LutcKernels, load_kernels
 
     if lutc_modes:
@@ -48,6 +49,8 @@ def make_libraries(
         lutc.insert(1, LutcKernels("fast", target, tuning_logs=tuned))
     if any_rows and "fast" in lutc_modes:
         lutc.insert(1, LutcKernels("fast", target, any_rows=True))
+    if half_scales and "fast" in lutc_modes:
+        lutc.insert(1, LutcKernels("fast", target, half_scales=True))
     lutc += [LutcKernels(mode, other, comparison=True) for other in compare_targets for mode in lutc_modes]
     return lutc + [_baseline(name, num_cores) for name in BASELINES if name in baselines]
 

@@ -10,6 +10,7 @@ from typing import Literal
 
 import numpy as np
 
+from ...quant.layout import half_scaled
 from ...runtime import set_threads
 from ..cases import Case, Inputs, Weights, cold_copies
 from .base import FP32_TOL, LastBuild, Prepared
@@ -53,11 +54,15 @@ class LutcKernels:
     any_rows: bool = False
     """Built for any row count (``m=None``, what a model's prompt runs), timed at the case's M:
     ``lutc-<mode>-any-m``."""
+    half_scales: bool = False
+    """Float16 scales and offsets (``KernelSpec.half_scales``, what ``lutc.build``'s fast mode
+    runs where float16 converts in hardware): ``lutc-<mode>-half-scales``, its own bytes."""
     _built: LastBuild = field(default_factory=LastBuild, repr=False)
 
     @property
     def name(self) -> str:
         name = f"lutc-{self.mode}" + ("-tuned" if self.tuning_logs is not None else "") + "-any-m" * self.any_rows
+        name += "-half-scales" * self.half_scales
         return f"{name}@{self.target}" if self.comparison else name
 
     @property
@@ -70,13 +75,13 @@ class LutcKernels:
     def prepare(self, case: Case, weights: Weights, inputs: Inputs, cold_bytes: int) -> Prepared:
         kernels = load_kernels()
         rows = None if self.any_rows else case.m
-        spec = kernels.KernelSpec(m=rows, n=case.n, k=case.k, fmt=case.fmt, mode=self.mode)
+        spec = kernels.KernelSpec(rows, case.n, case.k, case.fmt, self.mode, half_scales=self.half_scales)
         build = partial(
             kernels.build_lut_gemm, spec, target=self.target, threads=case.threads, tuning_logs=self.tuning_logs
         )
         gemm = self._built.get((spec, case.threads), build)
         set_threads(case.threads)  # the build sets it only when it compiles
-        packed = weights.packed
+        packed = half_scaled(weights.packed) if self.half_scales else weights.packed
         copies = [gemm.prepare(packed) for _ in range(cold_copies(packed.nbytes, cold_bytes))]
         run, output = _bind(gemm, inputs.x)
         note = f"target {self.target}"
