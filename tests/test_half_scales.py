@@ -113,8 +113,7 @@ def test_half_scale_kernels_equal_the_reference_on_their_weight(target, fmt, m):
 
 @pytest.mark.parametrize(("target", "instruction"), [("x86-avx2", "vcvtph2ps"), ("x86-avx512", "vcvtph2ps")])
 def test_x86_kernels_convert_half_scales_in_vector_registers(target, instruction):
-    if missing_on_host(resolve_target(target)):
-        pytest.skip(f"this CPU cannot run {target}")
+    """The assembly only: it is read on any x86 machine, AVX-512 or not."""
     fmt = IntFormat(4, 32, symmetric=False, zero_dtype="float")
     gemm = build_lut_gemm(KernelSpec(1, 64, 256, fmt, half_scales=True), target)
     assert instruction in gemm.module.inspect_source("asm")
